@@ -1,0 +1,3 @@
+from mailyard.cli import main
+
+main()

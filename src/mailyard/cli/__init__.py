@@ -1,0 +1,45 @@
+"""The `mailyard` command.
+
+Every subcommand takes `-c FILE` (before or after the subcommand name); output is for people,
+`--json` is for programs. Subcommands live one group per module and are registered below.
+"""
+
+from __future__ import annotations
+
+import click
+
+from mailyard import __version__
+from mailyard.cli.common import CliState, _set_config
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-c", "--config", "config_path", metavar="FILE", expose_value=False,
+              callback=_set_config, is_eager=True,
+              help="Config file (default ./mailyard.toml if present, else built-in defaults "
+                   "with data under ./var).")
+@click.version_option(__version__, prog_name="mailyard")
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """mailyard — a complete mail server: SMTP in and out, spam and virus filtering,
+    Sieve delivery into Maildir, IMAP and POP3.
+
+    \b
+    Start here:
+      mailyard serve                         run every service (see [listen])
+      mailyard domain add example.test       accept mail for a domain
+      printf 'pw\\n' | mailyard user add alice@example.test --password-stdin
+      mailyard config example > mailyard.toml   a documented config to edit
+    """
+    ctx.ensure_object(CliState)
+
+
+def _register() -> None:
+    from mailyard.cli import serve_cmd, config_cmd, accounts_cmd
+
+    main.add_command(serve_cmd.serve)
+    main.add_command(config_cmd.config)
+    for command in accounts_cmd.COMMANDS:
+        main.add_command(command)
+
+
+_register()

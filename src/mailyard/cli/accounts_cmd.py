@@ -1,0 +1,3 @@
+"""`mailyard domain|user|alias` — filled in by the accounts package."""
+
+COMMANDS: list = []

@@ -1,0 +1,13 @@
+"""One TOML file → typed, validated settings.
+
+`load(path)` returns a frozen `Settings`; any problem raises `ConfigError`, whose message
+names the file, the key and what is wrong, on one line. Every setting has a default that
+works, so `load(None)` gives a runnable server with data under ./var.
+"""
+
+from mailyard.config.errors import ConfigError
+from mailyard.config.loader import load, find_config_file, render_example, parse_hostport
+from mailyard.config.schema import Settings
+
+__all__ = ["ConfigError", "Settings", "load", "find_config_file", "render_example",
+           "parse_hostport"]
