@@ -181,6 +181,27 @@ class SieveSettings:
 
 
 @dataclass(frozen=True)
+class ImapSettings:
+    idle_timeout: float = setting(1800.0, "Seconds of client silence before the session is "
+                                  "closed (RFC 3501 §5.4: at least 30 minutes).",
+                                  check_positive)
+    max_command_size: int = setting(65536, "Longest command line, literals excluded (bytes).",
+                                    check_positive)
+    max_literal_size: int = setting(52428800, "Largest literal (APPEND message) accepted; "
+                                    "bigger ones are refused before any byte is read.",
+                                    check_positive)
+    max_bad_commands: int = setting(20, "Consecutive bad commands before the session is "
+                                    "closed with BYE.", check_positive)
+    plaintext_auth_networks: list[str] = setting(
+        ["127.0.0.0/8", "::1/128"], "Clients that may log in without TLS; elsewhere "
+        "LOGINDISABLED until STARTTLS.", check_networks)
+    auth_failures_free: int = setting(3, "Failed logins per client IP before each further "
+                                      "failure is answered more slowly.", check_non_negative)
+    auth_failure_max_delay: float = setting(15.0, "Longest delay (seconds) a failed login "
+                                            "is held back.", check_non_negative)
+
+
+@dataclass(frozen=True)
 class Settings:
     """All of mailyard's settings, one attribute per TOML table."""
 
@@ -195,6 +216,7 @@ class Settings:
     spam: SpamSettings = field(default_factory=SpamSettings)
     antivirus: AntivirusSettings = field(default_factory=AntivirusSettings)
     sieve: SieveSettings = field(default_factory=SieveSettings)
+    imap: ImapSettings = field(default_factory=ImapSettings)
     # Where the settings came from (None = built-in defaults); not a TOML key.
     source: str | None = field(default=None, compare=False)
 

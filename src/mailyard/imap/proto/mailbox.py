@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import re
 
-DELIMITER = "/"
+DELIMITER = "."
 
 
 def encode_mutf7(name: str) -> str:
