@@ -302,3 +302,15 @@ def test_more_than_26_keywords(store):
     folder.store_flags([uid], ["\\Seen"])
     assert folder.get(uid).keywords == set(kws)
     assert set(kws) <= folder.keywords()
+
+
+def test_expunge_all_deleted_uses_current_flags_but_only_known_messages(store):
+    store.deliver(MSG)
+    mine, other = store.open("INBOX"), store.open("INBOX")
+    store.deliver(MSG)  # not yet in `mine`'s snapshot
+    other.refresh()
+    other.store_flags([1, 2], ["\\Deleted"])
+    assert mine.expunge() == [1]
+    changes = mine.refresh()
+    assert changes.new == (2,) and changes.expunged == ()
+    assert mine.uids() == [2]

@@ -228,13 +228,14 @@ class Folder:
 
     # -- expunge, append, copy, move ------------------------------------------------------------------
     def expunge(self, uids: Iterable[int] | None = None) -> list[int]:
-        """Remove messages: the given UIDs, or (None) every message flagged \\Deleted.
+        """Remove messages: the given UIDs, or (None) every message of this session's
+        snapshot that is flagged \\Deleted now (whoever set the flag).
 
-        Returns the UIDs removed, ascending; they leave this session's snapshot at once.
+        Returns the UIDs removed, ascending; they leave this session's snapshot at once and
+        are not reported by the next refresh. Does not refresh the snapshot otherwise.
         """
         if uids is None:
-            self.refresh()
-            uids = [m.uid for m in self.messages() if "\\Deleted" in m.flags]
+            uids = self._index.uids_with_flag("\\Deleted") & self._messages.keys()
         done = self._index.expunge(sorted(set(uids)))
         for uid, _size in done:
             if self._messages.pop(uid, None) is not None:

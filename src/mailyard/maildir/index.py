@@ -14,10 +14,11 @@ rename their file into `new/` *inside* the transaction, and a rescan lists `new/
 
 A rescan ("sync") reconciles the directory listing with the rows: unknown BASEs get the next
 UIDs (in name order, which is delivery-time order), renamed files update their flags from the
-info letters (another tool set flags), rows whose file is gone are expunged. It runs when the
-mtimes of `new/` or `cur/` differ from those recorded at the last scan, or when a directory
-changed within the last 1.5 s (mtime granularity could hide a second change in the same tick).
-Our own deliveries keep the recorded mtimes in step, so they do not force rescans elsewhere.
+info letters (another tool set flags), rows whose file is gone are expunged. It is skipped
+only when the mtimes of `new/` and `cur/` equal those recorded at the last scan *and* that
+scan started at least 1.5 s after them: directory mtimes come from a coarse clock, so a
+change in the same tick as a listing would otherwise hide. Our own writes change the mtimes
+too, so a busy folder is rescanned on refresh until it has been quiet for 1.5 s.
 
 Each transaction that changes something takes one new modseq (messages changed together share
 it, as RFC 7162 §3.1 allows) and signals in-process watchers after commit.
@@ -149,7 +150,8 @@ class FolderIndex:
         else:
             uid_validity, uid_next = self._new_uid_validity(), 1
         for key, value in (("uid_validity", uid_validity), ("uid_next", uid_next),
-                           ("highest_modseq", 1), ("scan_new", 0), ("scan_cur", 0)):
+                           ("highest_modseq", 1), ("scan_new", 0), ("scan_cur", 0),
+                           ("scan_time", 0)):
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def close(self) -> None:
@@ -247,7 +249,8 @@ class FolderIndex:
             recorded = (self.meta("scan_new"), self.meta("scan_cur"))
         if stamps != recorded:
             return True
-        return time.time_ns() - max(stamps) < _RECENT_NS
+        # Trust the recorded listing only if it was taken well after the last change.
+        return self.meta("scan_time") - max(stamps) < _RECENT_NS
 
     def sync(self, force: bool = False) -> bool:
         """Reconcile the index with the files if they may have changed; True if scanned."""
@@ -274,6 +277,7 @@ class FolderIndex:
     def scan_locked(self) -> None:
         """Reconcile rows with a fresh listing; caller holds the transaction."""
         self.load_keywords()
+        scan_time = time.time_ns()
         stamps = self._dir_stamps()
         found = self._listing()
         rows = {r[1]: r for r in self.conn.execute(f"SELECT {COLUMNS} FROM msgs")}
@@ -302,6 +306,7 @@ class FolderIndex:
             self.conn.execute("DELETE FROM preassigned")
         self._meta_set("scan_new", stamps[0])
         self._meta_set("scan_cur", stamps[1])
+        self._meta_set("scan_time", scan_time)
 
     def _adopt_rename(self, row: Row, parsed: ParsedName) -> None:
         uid, _, _, _, _, flags_text, kw_text, _ = row
@@ -359,17 +364,11 @@ class FolderIndex:
             letters = self.letters_for(flags, keywords) if (flags or keywords) else None
             base = new_base(size, vsize)
             rel = entry_for(base, letters)
-            before = self._dir_stamps()
-            in_step = before == (self.meta("scan_new"), self.meta("scan_cur"))
             os.rename(tmp_path, self.dir / rel)
             subdir, _, entry = rel.partition("/")
             parsed = ParsedName(base=base, letters=letters or "", subdir=subdir, entry=entry)
             uid = self.insert_locked(parsed, flags, keywords, size=vsize,
                                      internal_date=internal_date)
-            if in_step:
-                after = self._dir_stamps()
-                self._meta_set("scan_new", after[0])
-                self._meta_set("scan_cur", after[1])
         assert uid is not None
         return uid
 
@@ -390,6 +389,11 @@ class FolderIndex:
             gone = [u for (u,) in self.conn.execute(
                 "SELECT uid FROM expunged WHERE modseq > ? ORDER BY uid", (modseq,))]
         return rows, gone
+
+    def uids_with_flag(self, flag: str) -> set[int]:
+        with self.lock:
+            return {u for (u,) in self.conn.execute(
+                "SELECT uid FROM msgs WHERE ' ' || flags || ' ' LIKE ?", (f"% {flag} %",))}
 
     def all_keywords(self) -> set[str]:
         with self.lock:
