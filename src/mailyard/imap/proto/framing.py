@@ -17,7 +17,7 @@ bytes and then the rest of the command. The framer is fed bytes (`feed`) and han
   on the way) or an overlong line cannot be resynchronized, so it is fatal (BYE, close).
 
 Memory is bounded by `max_command + max_literal`: a literal is only accepted once it is known
-to fit, and the line scan gives up at `max_command` bytes without a CRLF.
+to fit (all literals of one command count together), and the line scan gives up at `max_command` bytes without a CRLF.
 
 `next_line()` is the line mode used for AUTHENTICATE responses and IDLE's DONE.
 """
@@ -60,6 +60,7 @@ class CommandFramer:
         self._parts: list[bytes] = []      # pieces of the command being assembled
         self._line_bytes = 0               # non-literal bytes in the current command
         self._literal_left = 0             # bytes of the current literal still to come
+        self._literal_total = 0            # literal bytes in the current command
         self._scan_from = 0
         self._pending: list[object] = []
 
@@ -121,13 +122,16 @@ class CommandFramer:
                 data = b"".join(self._parts)
                 self._parts.clear()
                 self._line_bytes = 0
+                self._literal_total = 0
                 return RawCommand(data)
             size = int(m.group(1))
             synchronizing = not m.group(2)
-            if size > self.max_literal:
+            self._literal_total += size
+            if self._literal_total > self.max_literal:
                 tag = self._tag()
                 self._parts.clear()
                 self._line_bytes = 0
+                self._literal_total = 0
                 if synchronizing:
                     # RFC 7889 §4 / RFC 3501 §7.1.2: refuse without the continuation.
                     return Refusal(tag, "[TOOBIG] literal too big", fatal=False)
@@ -143,5 +147,6 @@ class CommandFramer:
         self._buf.clear()
         self._parts.clear()
         self._line_bytes = 0
+        self._literal_total = 0
         self._scan_from = 0
         return Refusal(tag, text, fatal=True)

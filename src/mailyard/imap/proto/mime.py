@@ -123,6 +123,8 @@ def _entity(data: bytes, start: int, end: int, depth: int, default_type: bytes,
     maintype, _, subtype = full.partition(b"/")
     if not maintype or not subtype:
         maintype, subtype, params = b"text", b"plain", [(b"charset", b"us-ascii")]
+    elif maintype.lower() == b"text" and not any(k == b"charset" for k, _ in params):
+        params = [(b"charset", b"us-ascii")] + params   # RFC 2045 §5.2 default
     ent.maintype, ent.subtype, ent.params = maintype, subtype, params
     if depth >= MAX_DEPTH or counter[0] > MAX_PARTS:
         return ent
