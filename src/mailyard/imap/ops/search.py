@@ -90,13 +90,15 @@ class Candidate:
             self._body_text = "\n".join(chunks).casefold()
         return self._body_text
 
-    def sent_date(self) -> dt.date | None:
+    def sent_date(self) -> dt.date:
+        """The Date: header's date; the internal date when it is missing or unparsable
+        (as RFC 5256 §2.2 does for SORT)."""
         for value in self.header_text("date"):
             try:
                 return email.utils.parsedate_to_datetime(value).date()
             except (TypeError, ValueError, IndexError):
-                return None
-        return None
+                break
+        return self.internal_date()
 
     def internal_date(self) -> dt.date:
         when = self.info.internal_date
@@ -134,8 +136,7 @@ def matches(key: SearchKey, c: Candidate, largest_seq: int, largest_uid: int) ->
     if kind in ("before", "on", "since"):
         return _compare_date(kind, c.internal_date(), key.value)
     if kind in ("sentbefore", "senton", "sentsince"):
-        sent = c.sent_date()
-        return sent is not None and _compare_date(kind[4:], sent, key.value)
+        return _compare_date(kind[4:], c.sent_date(), key.value)
     if kind in ("younger", "older"):
         when = c.info.internal_date
         stamp = when.timestamp() if isinstance(when, dt.datetime) else float(when)
