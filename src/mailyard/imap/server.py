@@ -16,6 +16,7 @@ import time
 import zlib
 
 from mailyard.imap import responses as r
+from mailyard.imap.idlewatch import IdlePoller
 from mailyard.imap.proto.framing import (NEED_DATA, CommandFramer, Continuation, RawCommand,
                                          Refusal)
 from mailyard.imap.session import Directive, ImapSession, SessionContext
@@ -24,7 +25,7 @@ from mailyard.server.listen import Listener, serve_stream
 
 log = get_logger("imap")
 READ_SIZE = 65536
-IDLE_POLL = 5.0   # seconds between store refreshes during IDLE without a notification
+IDLE_REFRESH = 60.0   # a safety refresh during IDLE even without any notification
 
 
 class LoginThrottle:
@@ -96,8 +97,10 @@ class Transport:
 class Connection:
     """One client connection around one ImapSession."""
 
-    def __init__(self, app, reader, writer, implicit_tls: bool, throttle: LoginThrottle):
+    def __init__(self, app, reader, writer, implicit_tls: bool, throttle: LoginThrottle,
+                 poller: IdlePoller | None = None):
         self.app = app
+        self.poller = poller
         self.settings = app.settings.imap
         self.io = Transport(reader, writer)
         peer = writer.get_extra_info("peername")
@@ -224,6 +227,9 @@ class Connection:
         """RFC 2177: report changes as they happen until the client sends DONE."""
         sel = self.session.selected
         watch = sel.folder.watch() if sel is not None else None
+        polled = None
+        if sel is not None and self.poller is not None:
+            polled = self.poller.register(sel.folder.path_dir)
         deadline = time.monotonic() + self.settings.idle_timeout
         reader = asyncio.ensure_future(self.io.read())
         try:
@@ -237,7 +243,8 @@ class Connection:
                     await self.io.write(r.untagged("BYE autologout; idled too long"))
                     return False
                 waiter = asyncio.ensure_future(
-                    watch.wait(IDLE_POLL) if watch is not None else asyncio.sleep(IDLE_POLL))
+                    watch.wait(IDLE_REFRESH) if watch is not None
+                    else asyncio.sleep(IDLE_REFRESH))
                 done, _ = await asyncio.wait({reader, waiter}, timeout=remaining,
                                              return_when=asyncio.FIRST_COMPLETED)
                 if reader in done:
@@ -256,6 +263,8 @@ class Connection:
             reader.cancel()
             if watch is not None:
                 watch.close()
+            if polled is not None:
+                self.poller.unregister(polled)
 
 
 async def start(app, service: str, address: str) -> Listener:
@@ -264,9 +273,10 @@ async def start(app, service: str, address: str) -> Listener:
     settings = app.settings.imap
     throttle = app.component("imap.throttle", lambda a: LoginThrottle(
         settings.auth_failures_free, settings.auth_failure_max_delay))
+    poller = app.component("imap.idle", lambda a: IdlePoller())
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await Connection(app, reader, writer, implicit, throttle).run()
+        await Connection(app, reader, writer, implicit, throttle, poller).run()
 
     return await serve_stream(app, service, address, handle,
                               ssl=app.tls_server_context() if implicit else None)
