@@ -205,7 +205,6 @@ class SieveSettings:
 
 
 @dataclass(frozen=True)
-<<<<<<< HEAD
 class ImapSettings:
     idle_timeout: float = setting(1800.0, "Seconds of client silence before the session is "
                                   "closed (RFC 3501 §5.4: at least 30 minutes).",
@@ -224,7 +223,9 @@ class ImapSettings:
                                       "failure is answered more slowly.", check_non_negative)
     auth_failure_max_delay: float = setting(15.0, "Longest delay (seconds) a failed login "
                                             "is held back.", check_non_negative)
-=======
+
+
+@dataclass(frozen=True)
 class SenderAuthSettings:
     check: bool = setting(True, "Check SPF at MAIL FROM and DKIM/DMARC after DATA on the MX, "
                           "and add Authentication-Results.")
@@ -236,7 +237,6 @@ class SenderAuthSettings:
 class DmarcSettings:
     enforce: bool = setting(False, "Refuse (550 5.7.1 at end of DATA) mail whose DMARC policy "
                             "is p=reject and that fails DMARC.")
->>>>>>> main
 
 
 @dataclass(frozen=True)
@@ -254,12 +254,9 @@ class Settings:
     spam: SpamSettings = field(default_factory=SpamSettings)
     antivirus: AntivirusSettings = field(default_factory=AntivirusSettings)
     sieve: SieveSettings = field(default_factory=SieveSettings)
-<<<<<<< HEAD
     imap: ImapSettings = field(default_factory=ImapSettings)
-=======
     senderauth: SenderAuthSettings = field(default_factory=SenderAuthSettings)
     dmarc: DmarcSettings = field(default_factory=DmarcSettings)
->>>>>>> main
     # Where the settings came from (None = built-in defaults); not a TOML key.
     source: str | None = field(default=None, compare=False)
 
