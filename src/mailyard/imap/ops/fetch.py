@@ -166,9 +166,14 @@ def _binary(view: MessageView, att: FetchAttribute) -> bytes:
 
 
 def build_batch(sel: SelectedMailbox, uids: list[int], atts: tuple[FetchAttribute, ...],
-                modseq_wanted: bool) -> list[bytes]:
+                modseq_wanted: bool) -> tuple[list[bytes], int]:
+    """FETCH responses for a prefix of `uids`: stops after BATCH_BYTES of output, so one
+    batch of big messages never holds more than a few MB; returns (lines, uids consumed)."""
     out = []
+    size = 0
+    consumed = 0
     for uid in uids:
+        consumed += 1
         info = sel.infos.get(uid)
         seq = sel.seq_of(uid)
         if info is None or seq is None:
@@ -176,15 +181,17 @@ def build_batch(sel: SelectedMailbox, uids: list[int], atts: tuple[FetchAttribut
         view = MessageView(sel.folder, info)
         try:
             items = [_item(view, att, seq, modseq_wanted) for att in atts]
-        except LookupError:
-            continue
-        except OSError:
+        except (LookupError, OSError):
             continue
         if modseq_wanted and not any(a.name == "MODSEQ" for a in atts):
             items.append(b"MODSEQ (%d)" % info.modseq)
         sel.told_flags[uid] = all_flags(info)
-        out.append(b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n")
-    return out
+        line = b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n"
+        out.append(line)
+        size += len(line)
+        if size >= BATCH_BYTES:
+            break
+    return out, consumed
 
 
 async def cmd_fetch(session, cmd: FetchCommand):
@@ -218,8 +225,8 @@ async def cmd_fetch(session, cmd: FetchCommand):
     i = 0
     while i < len(uids):
         batch = uids[i:i + BATCH_MESSAGES]
-        i += len(batch)
-        lines = await asyncio.to_thread(build_batch, sel, batch, atts, modseq_wanted)
+        lines, consumed = await asyncio.to_thread(build_batch, sel, batch, atts, modseq_wanted)
+        i += consumed
         if lines:
             await session.send(b"".join(lines))
     # RFC 3501 §7.4.1: no EXPUNGE during FETCH; UID FETCH may carry them.

@@ -142,23 +142,49 @@ def _entity(data: bytes, start: int, end: int, depth: int, default_type: bytes,
 
 
 def _split_multipart(data: bytes, start: int, end: int, boundary: bytes):
-    """(start, end) of each body part between `--boundary` delimiter lines (RFC 2046 §5.1.1)."""
-    delim = re.compile(rb"(?:\A|(?<=\n))--" + re.escape(boundary) + rb"(--)?[ \t]*(?:\r?\n|\Z)",
-                       re.MULTILINE)
+    """(start, end) of each body part between `--boundary` delimiter lines (RFC 2046 §5.1.1).
+
+    A delimiter is `--boundary` at the start of a line, optionally `--` (the close
+    delimiter), then optional whitespace up to the line end. Scanned with bytes.find, not a
+    regex: this runs on every multipart of every message when structures are first built.
+    """
+    marker = b"--" + boundary
     parts = []
     current = None
-    for m in delim.finditer(data, start, end):
+    pos = start
+    while True:
+        i = data.find(marker, pos, end)
+        if i < 0:
+            break
+        pos = i + len(marker)
+        if i != start and data[i - 1:i] != b"\n":
+            continue
+        j = pos
+        closing = data.startswith(b"--", j) and j + 2 <= end
+        if closing:
+            j += 2
+        while j < end and data[j] in (0x20, 0x09):
+            j += 1
+        if j < end and data[j] == 0x0D and j + 1 < end and data[j + 1] == 0x0A:
+            line_end = j + 2
+        elif j < end and data[j] == 0x0A:
+            line_end = j + 1
+        elif j >= end:
+            line_end = end
+        else:
+            continue   # `--boundaryX`: a longer boundary, not ours
         if current is not None:
             # The CRLF before the delimiter belongs to the delimiter.
-            stop = m.start()
+            stop = i
             if data[stop - 2:stop] == b"\r\n":
                 stop -= 2
             elif data[stop - 1:stop] == b"\n":
                 stop -= 1
             parts.append((current, max(current, stop)))
-        if m.group(1):
+        if closing:
             return parts
-        current = m.end()
+        current = line_end
+        pos = line_end
     if current is not None:
         parts.append((current, end))
     return parts
