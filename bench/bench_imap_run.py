@@ -28,7 +28,7 @@ SHARED = next((p for p in (Path(os.environ.get("BENCH_SHARED", "/nonexistent")),
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
 
-from harness import MailyardServer  # noqa: E402
+from harness import MailyardServer
 
 N = int(os.environ.get("N", "5000"))
 REPEAT = int(os.environ.get("REPEAT", "3"))

@@ -7,7 +7,6 @@ import imaplib
 import itertools
 
 import pytest
-
 from harness import MailyardServer
 
 PASSWORD = "wonderland"

@@ -8,7 +8,6 @@ import zlib
 
 import imapclient
 import pytest
-
 from conftest import PASSWORD, message
 
 

@@ -8,8 +8,8 @@ import ssl
 import time
 
 import pytest
-
 from conftest import PASSWORD
+
 from mailyard.imap.server import LoginThrottle
 
 

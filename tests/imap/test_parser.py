@@ -9,11 +9,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailyard.imap.proto import mailbox as mbox
-from mailyard.imap.proto.framing import (NEED_DATA, CommandFramer, Continuation, RawCommand,
-                                         Refusal)
+from mailyard.imap.proto.framing import NEED_DATA, CommandFramer, Continuation, RawCommand, Refusal
 from mailyard.imap.proto.parser import parse
-from mailyard.imap.proto.types import (STAR, AppendCommand, FetchCommand, ParseError,
-                                       SearchKey, Section, SequenceSet, StoreCommand)
+from mailyard.imap.proto.types import (
+    STAR,
+    AppendCommand,
+    FetchCommand,
+    ParseError,
+    SearchKey,
+    Section,
+    SequenceSet,
+    StoreCommand,
+)
 
 
 def events(framer: CommandFramer) -> list:

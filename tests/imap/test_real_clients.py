@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import PASSWORD, message
 
 pytestmark = pytest.mark.skipif(shutil.which("mbsync") is None, reason="isync not installed")
@@ -47,7 +46,7 @@ SyncState *
 
 
 def run_mbsync(cfg: Path) -> subprocess.CompletedProcess:
-    result = subprocess.run(["mbsync", "-c", str(cfg), "-a"], capture_output=True, text=True,
+    result = subprocess.run(["mbsync", "-c", str(cfg), "-a"], check=False, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
@@ -157,7 +156,8 @@ set sort = date
     out = tmp_path / "message.txt"
     command = (f"mutt -n -F {muttrc} -f imap://127.0.0.1:{imap_server.port('imap')}/INBOX "
                f"-e \"push '<pipe-message>cat > {out}<enter><quit>'\"")
-    result = subprocess.run(["script", "-qec", command, "/dev/null"], capture_output=True,
+    result = subprocess.run(["script", "-qec", command, "/dev/null"], check=False,
+                            capture_output=True,
                             text=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
     assert out.exists(), result.stdout[-2000:] + result.stderr
     assert b"Subject: for mutt" in out.read_bytes()

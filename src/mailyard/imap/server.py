@@ -17,8 +17,7 @@ import zlib
 
 from mailyard.imap import responses as r
 from mailyard.imap.idlewatch import IdlePoller
-from mailyard.imap.proto.framing import (NEED_DATA, CommandFramer, Continuation, RawCommand,
-                                         Refusal)
+from mailyard.imap.proto.framing import NEED_DATA, CommandFramer, Continuation, RawCommand, Refusal
 from mailyard.imap.session import Directive, ImapSession, SessionContext
 from mailyard.log import event, get_logger
 from mailyard.server.listen import Listener, serve_stream
@@ -145,7 +144,7 @@ class Connection:
         """Read more bytes into the framer; False at EOF or idle timeout."""
         try:
             data = await asyncio.wait_for(self.io.read(), self.settings.idle_timeout)
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             await self.io.write(r.untagged("BYE autologout; idle for too long"))
             return False
         if not data:

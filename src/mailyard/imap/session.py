@@ -23,8 +23,8 @@ import asyncio
 import base64
 import binascii
 import enum
-from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from mailyard.imap import responses as r
 from mailyard.imap.proto.parser import parse
@@ -69,7 +69,6 @@ class SessionContext:
     spam_learn_dir: object = None          # Path of data_dir/spam-learn, or None
     hostname: str = "localhost"
     on_auth_failure: Callable[[str], Awaitable[None]] | None = None
-    extra: dict = field(default_factory=dict)
 
 
 BASE_CAPABILITIES = (
@@ -237,14 +236,14 @@ class ImapSession:
             if self.ctx.on_auth_failure is not None:
                 await self.ctx.on_auth_failure(self.ctx.client_ip)
             await self.no(tag, f"{r.AUTHENTICATIONFAILED} invalid credentials")
-            return None
+            return
         self.user = canonical
         self.store = await asyncio.to_thread(self.ctx.open_store, canonical)
         self.state = State.AUTHENTICATED
         event(log, "login", client=self.ctx.client_ip, user=canonical, tls=self.ctx.tls)
         caps = " ".join(self.capabilities())
         await self.ok(tag, f"[CAPABILITY {caps}] logged in")
-        return None
+        return
 
     async def cmd_authenticate(self, cmd: Command):
         mechanism, initial = cmd.args
@@ -327,9 +326,17 @@ class ImapSession:
         await self.updates()
         await self.ok(tag, "IDLE terminated")
 
+    async def deselect(self) -> None:
+        """Leave the selected state (back to authenticated) and release the folder."""
+        sel, self.selected = self.selected, None
+        if self.state is State.SELECTED:
+            self.state = State.AUTHENTICATED
+        if sel is not None:
+            await asyncio.to_thread(sel.close)
+
     async def close(self) -> None:
         """The connection is going away."""
-        self.selected = None
+        await self.deselect()
         store, self.store = self.store, None
         if store is not None and hasattr(store, "close"):
             await asyncio.to_thread(store.close)

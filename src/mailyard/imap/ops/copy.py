@@ -34,6 +34,7 @@ from mailyard.imap.ops.selected import SelectedMailbox
 from mailyard.imap.proto import format as fmt
 from mailyard.imap.proto.types import CopyCommand
 from mailyard.log import get_logger
+from mailyard.maildir.errors import MaildirError
 
 log = get_logger("imap")
 
@@ -49,8 +50,8 @@ def folder_role(store, name: str) -> str | None:
                     return "junk"
                 if any(u.lstrip("\\").lower() == "trash" for u in uses):
                     return "trash"
-    except Exception:
-        pass
+    except (OSError, MaildirError):
+        pass   # no listing: fall back to the folder's name alone
     low = name.lower()
     if low in ("junk", "spam", "junk e-mail", "junk email") or low.endswith(".junk"):
         return "junk"
@@ -107,8 +108,8 @@ def _do_copy(session, sel: SelectedMailbox, uids: list[int], dest: str, move: bo
         for uid in uids:
             try:
                 messages[uid] = sel.folder.read(uid)
-            except Exception:
-                pass
+            except (OSError, MaildirError):
+                continue   # gone meanwhile: nothing to teach
     if move:
         uid_map = sel.folder.move(uids, dest)
         for uid in uid_map:

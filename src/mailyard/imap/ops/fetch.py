@@ -14,6 +14,7 @@ import asyncio
 import base64
 import binascii
 import quopri
+import sqlite3
 
 from mailyard.imap import responses as r
 from mailyard.imap.ops.selected import SelectedMailbox, all_flags
@@ -76,8 +77,8 @@ def _cache_get(folder, uid: int, key: str) -> bytes | None:
         return None
     try:
         value = getter(uid, key)
-    except Exception:
-        return None
+    except (OSError, sqlite3.Error):
+        return None   # the cache is an optimisation: compute instead
     if isinstance(value, str):
         value = value.encode("latin-1")
     return value
@@ -89,8 +90,8 @@ def _cache_put(folder, uid: int, key: str, value: bytes) -> None:
         return
     try:
         putter(uid, key, value)
-    except Exception:
-        pass
+    except (OSError, sqlite3.Error):
+        return   # a read-only or busy index: the value is recomputed next time
 
 
 def decode_part(data: bytes, entity: mime.Entity) -> bytes | None:
@@ -185,7 +186,6 @@ def build_batch(sel: SelectedMailbox, uids: list[int], atts: tuple[FetchAttribut
             continue
         if modseq_wanted and not any(a.name == "MODSEQ" for a in atts):
             items.append(b"MODSEQ (%d)" % info.modseq)
-        sel.told_flags[uid] = all_flags(info)
         line = b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n"
         out.append(line)
         size += len(line)

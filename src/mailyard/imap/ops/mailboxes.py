@@ -10,8 +10,13 @@ from mailyard.imap.ops.selected import all_flags
 from mailyard.imap.proto import format as fmt
 from mailyard.imap.proto import mailbox as mbox
 from mailyard.imap.proto.types import (
-    Command, CreateCommand, ListCommand, ParseError, StatusCommand,
+    Command,
+    CreateCommand,
+    ListCommand,
+    ParseError,
+    StatusCommand,
 )
+from mailyard.maildir.errors import MaildirError
 
 try:
     from mailyard.maildir.store import SPECIAL_USE as _STORE_SPECIAL
@@ -99,8 +104,8 @@ def _list_sync(session, cmd: ListCommand) -> list[bytes]:
             try:
                 folder = store.open(name)
                 data = status_items(folder, cmd.status_items)
-            except Exception:
-                continue
+            except (OSError, MaildirError):
+                continue   # vanished or unselectable between listing and status
             out.append(b"* STATUS " + fmt.mailbox_name(name) + b" " + data + b"\r\n")
     return out
 
@@ -147,10 +152,7 @@ async def cmd_delete(session, cmd: Command):
         return
     if session.selected is not None and session.selected.name == name:
         # RFC 3501 does not forbid it; leave the selected state cleanly first.
-        session.selected = None
-        from mailyard.imap.session import State
-
-        session.state = State.AUTHENTICATED
+        await session.deselect()
     await asyncio.to_thread(session.store.delete_folder, name)
     await session.updates()
     await session.ok(cmd.tag, "DELETE completed")
@@ -176,5 +178,14 @@ async def cmd_unsubscribe(session, cmd: Command):
     await session.ok(cmd.tag, "UNSUBSCRIBE completed")
 
 
-__all__ = ["all_flags", "cmd_list", "cmd_status", "cmd_create", "cmd_delete", "cmd_rename",
-           "cmd_subscribe", "cmd_unsubscribe", "status_items"]
+__all__ = [
+    "all_flags",
+    "cmd_create",
+    "cmd_delete",
+    "cmd_list",
+    "cmd_rename",
+    "cmd_status",
+    "cmd_subscribe",
+    "cmd_unsubscribe",
+    "status_items",
+]

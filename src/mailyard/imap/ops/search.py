@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import email
+import email.errors
 import email.header
 import email.policy
 import email.utils
@@ -27,7 +28,7 @@ def decode_header_value(raw: bytes) -> str:
     text = raw.decode("utf-8", "replace")
     try:
         parts = email.header.decode_header(text)
-    except Exception:
+    except (ValueError, email.errors.HeaderParseError):
         return text
     out = []
     for chunk, charset in parts:
@@ -81,7 +82,7 @@ class Candidate:
                     continue
                 try:
                     content = part.get_content()
-                except Exception:
+                except Exception:  # noqa: BLE001 - hostile MIME: any decoder error
                     payload = part.get_payload(decode=True) or b""
                     content = payload.decode("utf-8", "replace")
                 if isinstance(content, bytes):
@@ -103,7 +104,7 @@ class Candidate:
     def internal_date(self) -> dt.date:
         when = self.info.internal_date
         if not isinstance(when, dt.datetime):
-            when = dt.datetime.fromtimestamp(float(when), dt.timezone.utc)
+            when = dt.datetime.fromtimestamp(float(when), dt.UTC)
         return when.date()
 
 
@@ -140,7 +141,7 @@ def matches(key: SearchKey, c: Candidate, largest_seq: int, largest_uid: int) ->
     if kind in ("younger", "older"):
         when = c.info.internal_date
         stamp = when.timestamp() if isinstance(when, dt.datetime) else float(when)
-        age = dt.datetime.now(dt.timezone.utc).timestamp() - stamp
+        age = dt.datetime.now(dt.UTC).timestamp() - stamp
         return age <= key.value if kind == "younger" else age >= key.value
     if kind == "header":
         name, needle = key.value

@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 
 from mailyard.imap import responses as r
+from mailyard.imap.ops.hub import acquire
 from mailyard.imap.ops.selected import SYSTEM_FLAGS, SelectedMailbox, all_flags
 from mailyard.imap.proto import format as fmt
 from mailyard.imap.proto.types import Command, SelectCommand, SequenceSet
 
 
 def _open(store, name: str, readonly: bool) -> SelectedMailbox:
-    folder = store.open(name)
-    return SelectedMailbox(name, folder, readonly)
+    hub = acquire(store, name)
+    return SelectedMailbox(name, hub, readonly)
 
 
 def missing_uids(existing: list[int], known: SequenceSet, largest: int) -> list[tuple[int, int]]:
@@ -37,8 +38,7 @@ async def cmd_select(session, cmd: SelectCommand):
     from mailyard.imap.session import State
 
     had_selected = session.selected is not None
-    session.selected = None
-    session.state = State.AUTHENTICATED
+    await session.deselect()
     if had_selected and session.enabled & {"CONDSTORE", "QRESYNC"}:
         await session.send(r.untagged(f"OK {r.CLOSED} previous mailbox closed"))
     if cmd.qresync is not None and "QRESYNC" not in session.enabled:
@@ -120,8 +120,6 @@ async def cmd_expunge(session, cmd: Command):
 
 
 async def cmd_close(session, cmd: Command):
-    from mailyard.imap.session import State
-
     sel = session.selected
     if not sel.readonly:
         # RFC 3501 §6.4.2: expunge silently, no untagged EXPUNGE
@@ -129,16 +127,12 @@ async def cmd_close(session, cmd: Command):
         uids = _deleted(sel, None)
         if uids:
             await asyncio.to_thread(sel.folder.expunge, uids)
-    session.selected = None
-    session.state = State.AUTHENTICATED
+    await session.deselect()
     await session.ok(cmd.tag, "CLOSE completed")
 
 
 async def cmd_unselect(session, cmd: Command):
-    from mailyard.imap.session import State
-
-    session.selected = None
-    session.state = State.AUTHENTICATED
+    await session.deselect()
     await session.ok(cmd.tag, "UNSELECT completed")
 
 

@@ -1,49 +1,79 @@
-"""The selected mailbox as one session sees it: message numbers, flags told, pending updates.
+"""The selected mailbox as one session sees it: message numbers and pending updates.
 
-Theory of operation: a session's view is the list of UIDs it has announced (message sequence
-number n is `uids[n-1]`) and the flags it last told the client for each. At the end of each
-command `poll()` asks the store what changed (also by other sessions and processes) and turns
-it into untagged responses: `* n EXPUNGE` (highest first, so numbers stay valid while the
-client applies them), `* n EXISTS`, and `* n FETCH (FLAGS ...)` for flags someone else
-changed. RFC 3501 §7.4.1 forbids EXPUNGE responses during FETCH, STORE and SEARCH (the
-client would mis-number the results), so those commands poll with `allow_expunge=False`: a
-message expunged meanwhile stays in the view as a ghost (fetching it answers nothing) until a
-later command may announce it. With QRESYNC enabled, expunges are reported as
-`* VANISHED uids` instead (RFC 7162 §3.2.10).
+Theory of operation: a session's view is the tuple of UIDs it has announced (message
+sequence number n is `uids[n-1]`) and a cursor into the change log of the folder's shared
+`FolderHub` (ops/hub.py); message data (flags, sizes, dates) is read from the hub's one
+snapshot, so an idle session costs a cursor, not a copy of the folder. At the end of each
+command `poll()` refreshes the hub and turns the log entries since the cursor (changes by
+other sessions and other processes) into untagged responses: `* n EXPUNGE` (highest first,
+so numbers stay valid while the client applies them), `* n EXISTS`, and `* n FETCH (FLAGS
+...)`. RFC 3501 §7.4.1 forbids EXPUNGE responses during FETCH, STORE and SEARCH (the client
+would mis-number the results), so those commands poll with `allow_expunge=False`: a message
+expunged meanwhile stays numbered as a ghost (fetching it answers nothing) until a later
+command may announce it. With QRESYNC enabled, expunges are reported as `* VANISHED uids`
+instead (RFC 7162 §3.2.10).
 """
 
 from __future__ import annotations
 
 import bisect
 
+from mailyard.imap.ops.hub import FolderHub, SharedFolder
 from mailyard.imap.proto import format as fmt
+
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+
+
+class InfoView:
+    """Mapping-like access to the live messages of the hub's snapshot."""
+
+    __slots__ = ("_hub",)
+
+    def __init__(self, hub: FolderHub):
+        self._hub = hub
+
+    def get(self, uid: int, default=None):
+        info = self._hub.get(uid)
+        return default if info is None else info
+
+    def __getitem__(self, uid: int):
+        info = self._hub.get(uid)
+        if info is None:
+            raise KeyError(uid)
+        return info
+
+    def __contains__(self, uid: int) -> bool:
+        return self._hub.get(uid) is not None
+
+    def values(self):
+        return self._hub.folder.messages()
 
 
 class SelectedMailbox:
     """A session's numbered view of one open folder."""
 
-    def __init__(self, name: str, folder, readonly: bool):
+    def __init__(self, name: str, hub: FolderHub, readonly: bool):
         self.name = name
-        self.folder = folder
+        self.hub = hub
+        self.folder = SharedFolder(hub, self)
+        self.infos = InfoView(hub)
         self.readonly = readonly
-        self.infos: dict[int, object] = {}      # uid -> MessageInfo, live messages
-        self.uids: list[int] = []               # announced, in sequence order
-        self.told_flags: dict[int, tuple[str, ...]] = {}
+        with hub.lock:
+            self.uids: tuple[int, ...] = hub.uids()
+            self.cursor = hub.serial
         self.ghosts: set[int] = set()           # expunged, not yet announced
+        self.dirty: set[int] = set()            # flags changed, not yet announced
         self.condstore = False
         self.qresync = False
-        self.uid_validity = folder.uid_validity
-        self.uid_next = folder.uid_next
-        self.recent: set[int] = set()
-        self._load_initial()
+        self.recent: frozenset = frozenset()    # \Recent is not tracked (always 0)
 
-    # -- numbering -----------------------------------------------------------------------
-    def _load_initial(self) -> None:
-        for info in self.folder.messages():
-            self.infos[info.uid] = info
-        self.uids = sorted(self.infos)
-        self.told_flags = {uid: all_flags(self.infos[uid]) for uid in self.uids}
-        self.dirty: set[int] = set()
+    @property
+    def uid_validity(self) -> int:
+        return self.hub.folder.uid_validity
+
+    @property
+    def uid_next(self) -> int:
+        return self.hub.folder.uid_next
 
     @property
     def exists(self) -> int:
@@ -56,11 +86,7 @@ class SelectedMailbox:
     def resolve(self, sequence, uid: bool) -> list[int]:
         """UIDs named by a sequence set (message numbers, or UIDs when `uid`), ascending."""
         if uid:
-            picked = sequence.select(self.uids)
-            if not self.uids:
-                return []
-            # `*` with UIDs means the largest UID in use even when it is below the range
-            return picked
+            return sequence.select(self.uids)
         n = len(self.uids)
         out = []
         for lo, hi in sequence.bounds(n):
@@ -74,31 +100,29 @@ class SelectedMailbox:
 
     # -- updates -------------------------------------------------------------------------
     def sync(self) -> None:
-        """Ask the store what changed: new messages, expunged ones (kept as ghosts until
-        announced), flag changes (marked dirty until told)."""
-        changes = self.folder.refresh()
-        if changes.uid_validity_changed:
-            # The folder was rebuilt under us: everything we numbered is gone.
-            self.ghosts.update(self.uids)
-            self.infos = {info.uid: info for info in self.folder.messages()}
-        for uid in changes.expunged:
-            self.forget(uid)
-        for uid in changes.new + changes.flags_changed:
-            self.reload(uid)
-        self.uid_next = self.folder.uid_next
+        """Refresh the hub and collect what changed for this session since its cursor."""
+        self.hub.refresh()
+        result = self.hub.changes_since(self.cursor, self)
+        if result is None:   # fell off the log: compare numbering with the snapshot
+            current = set(self.hub.uids())
+            self.ghosts.update(u for u in self.uids if u not in current)
+            self.dirty.update(u for u in self.uids if u in current)
+            self.cursor = self.hub.serial
+            return
+        self.cursor, expunged, flags = result
+        for uid in expunged:
+            if self.seq_of(uid) is not None:
+                self.ghosts.add(uid)
+        self.dirty.update(flags)
 
     def forget(self, uid: int) -> None:
-        """A message left the folder (expunged by anyone, or moved away by us)."""
-        if self.infos.pop(uid, None) is not None or uid in self.told_flags:
+        """This session expunged or moved a message away itself."""
+        if self.seq_of(uid) is not None:
             self.ghosts.add(uid)
 
     def reload(self, uid: int) -> None:
-        try:
-            self.infos[uid] = self.folder.get(uid)
-        except LookupError:
-            self.forget(uid)
-            return
-        self.dirty.add(uid)
+        """Flags of a message this session changed itself (told in its own response)."""
+        self.dirty.discard(uid)
 
     def poll(self, allow_expunge: bool = True) -> list[bytes]:
         """Untagged responses telling the client what changed since it last heard."""
@@ -106,35 +130,32 @@ class SelectedMailbox:
         out: list[bytes] = []
         if allow_expunge and self.ghosts:
             gone = sorted(self.ghosts)
-            vanished = []
+            uids = list(self.uids)
+            if self.qresync:
+                out.append(b"* VANISHED " + fmt.seq_list(gone) + b"\r\n")
             for uid in reversed(gone):
-                seq = self.seq_of(uid)
-                if seq is not None:
-                    if self.qresync:
-                        vanished.append(uid)
-                    else:
-                        out.append(b"* %d EXPUNGE\r\n" % seq)
-                    del self.uids[seq - 1]
-                self.told_flags.pop(uid, None)
-            if vanished:
-                out.append(b"* VANISHED " + fmt.seq_list(vanished) + b"\r\n")
+                i = bisect.bisect_left(uids, uid)
+                if i < len(uids) and uids[i] == uid:
+                    if not self.qresync:
+                        out.append(b"* %d EXPUNGE\r\n" % (i + 1))
+                    del uids[i]
             self.ghosts.clear()
+            self.uids = tuple(uids)
+        current = self.hub.uids()
         last = self.uids[-1] if self.uids else 0
-        new = sorted(u for u in self.infos if u > last)
-        if new:
-            self.uids.extend(new)
-            self.recent.update(new)
+        start = bisect.bisect_right(current, last)
+        if start < len(current):
+            new = current[start:]
+            if not self.ghosts and len(self.uids) + len(new) == len(current):
+                self.uids = current               # in step with the hub: share its tuple
+            else:
+                self.uids = self.uids + tuple(new)
             out.append(b"* %d EXISTS\r\n" % len(self.uids))
-            for uid in new:
-                self.told_flags[uid] = all_flags(self.infos[uid])
+            self.dirty.difference_update(new)
         for uid in sorted(self.dirty):
-            info = self.infos.get(uid)
+            info = self.hub.get(uid)
             seq = self.seq_of(uid)
-            if info is None or seq is None:
-                continue
-            flags = all_flags(info)
-            if self.told_flags.get(uid) != flags:
-                self.told_flags[uid] = flags
+            if info is not None and seq is not None:
                 out.append(self.flags_response(seq, info))
         self.dirty.clear()
         return out
@@ -148,8 +169,12 @@ class SelectedMailbox:
             items.append(b"MODSEQ (%d)" % info.modseq)
         return b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n"
 
+    def close(self) -> None:
+        from mailyard.imap.ops.hub import release
 
-SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+        hub, self.hub = self.hub, None
+        if hub is not None:
+            release(hub)
 
 
 def all_flags(info) -> tuple[str, ...]:

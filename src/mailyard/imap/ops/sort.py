@@ -15,9 +15,9 @@ from mailyard.imap.proto.types import SortCommand, ThreadCommand
 SORT_KEYS = {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM",
              "DISPLAYTO"}
 _BLOB = r"\[[^\[\]]*\]"
-_LEADER = re.compile(rf"^(?:{_BLOB}\s*)*(?:re|fwd?)\s*(?:{_BLOB}\s*)*:\s*", re.I)
+_LEADER = re.compile(rf"^(?:{_BLOB}\s*)*(?:re|fwd?)\s*(?:{_BLOB}\s*)*:\s*", re.IGNORECASE)
 _LEADING_BLOB = re.compile(rf"^{_BLOB}\s*")
-_TRAILER = re.compile(r"(?:\s|\(fwd\))+$", re.I)
+_TRAILER = re.compile(r"(?:\s|\(fwd\))+$", re.IGNORECASE)
 _MSGID = re.compile(r"<[^<>\s]+>")
 
 
@@ -62,7 +62,7 @@ class SortInfo:
         try:
             when = email.utils.parsedate_to_datetime(value)
             if when.tzinfo is None:
-                when = when.replace(tzinfo=dt.timezone.utc)
+                when = when.replace(tzinfo=dt.UTC)
             return when.timestamp()
         except (TypeError, ValueError, IndexError):
             return self.arrival()
@@ -135,7 +135,7 @@ async def cmd_sort(session, cmd: SortCommand):
 # -- THREAD ----------------------------------------------------------------------------------
 
 class Node:
-    __slots__ = ("msg", "parent", "children", "msgid")
+    __slots__ = ("children", "msg", "msgid", "parent")
 
     def __init__(self, msgid: str):
         self.msgid = msgid
@@ -195,10 +195,7 @@ def thread_references(items: list[SortInfo]) -> list[Node]:
         if other is None:
             by_subject[subject] = root
             out.append(root)
-        elif other.msg is None:
-            other.children.append(root)
-            root.parent = other
-        elif reply:
+        elif other.msg is None or reply:
             other.children.append(root)
             root.parent = other
         else:
@@ -283,4 +280,4 @@ async def cmd_thread(session, cmd: ThreadCommand):
     await session.ok(cmd.tag, f"{'UID ' if cmd.uid else ''}THREAD completed")
 
 
-__all__ = ["base_subject", "decode_header_value", "cmd_sort", "cmd_thread"]
+__all__ = ["base_subject", "cmd_sort", "cmd_thread", "decode_header_value"]

@@ -9,7 +9,6 @@ from mailyard.imap.ops.selected import SelectedMailbox
 from mailyard.imap.proto import format as fmt
 from mailyard.imap.proto.types import StoreCommand
 
-
 _MODES = {"+": "add", "-": "remove", "=": "replace"}
 
 
@@ -50,7 +49,6 @@ async def cmd_store(session, cmd: StoreCommand):
             continue
         from mailyard.imap.ops.selected import all_flags
 
-        sel.told_flags[uid] = all_flags(info)
         if action.silent and not want_modseq:
             continue
         items = []

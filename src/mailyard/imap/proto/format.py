@@ -51,9 +51,9 @@ def flag_list(flags) -> bytes:
 def internal_date(when: dt.datetime | float) -> bytes:
     """date-time = "dd-Mon-yyyy hh:mm:ss +zzzz" (RFC 3501 §9)."""
     if not isinstance(when, dt.datetime):
-        when = dt.datetime.fromtimestamp(float(when), dt.timezone.utc)
+        when = dt.datetime.fromtimestamp(float(when), dt.UTC)
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
+        when = when.replace(tzinfo=dt.UTC)
     offset = when.utcoffset() or dt.timedelta(0)
     minutes = int(offset.total_seconds() // 60)
     sign = "+" if minutes >= 0 else "-"

@@ -35,8 +35,8 @@ class Entity:
     maintype: bytes = b"text"
     subtype: bytes = b"plain"
     params: list[tuple[bytes, bytes]] = field(default_factory=list)
-    children: list["Entity"] = field(default_factory=list)
-    message: "Entity | None" = None
+    children: list[Entity] = field(default_factory=list)
+    message: Entity | None = None
 
     @property
     def is_multipart(self) -> bool:

@@ -14,9 +14,23 @@ from mailyard.imap.proto import mailbox as mbox
 from mailyard.imap.proto.lexer import Lexer
 from mailyard.imap.proto.search import parse_search_keys
 from mailyard.imap.proto.types import (
-    AppendCommand, AppendMessage, Command, CopyCommand, CreateCommand, FetchAttribute,
-    FetchCommand, ListCommand, ParseError, SearchCommand, SelectCommand, Section,
-    SortCommand, StatusCommand, StoreAction, StoreCommand, ThreadCommand,
+    AppendCommand,
+    AppendMessage,
+    Command,
+    CopyCommand,
+    CreateCommand,
+    FetchAttribute,
+    FetchCommand,
+    ListCommand,
+    ParseError,
+    SearchCommand,
+    Section,
+    SelectCommand,
+    SortCommand,
+    StatusCommand,
+    StoreAction,
+    StoreCommand,
+    ThreadCommand,
 )
 
 # tag = 1*<any ASTRING-CHAR except "+">

@@ -35,7 +35,7 @@ class SequenceSet:
         return ",".join(one(a) if a == b else f"{one(a)}:{one(b)}" for a, b in self.ranges)
 
     @classmethod
-    def of(cls, numbers) -> "SequenceSet":
+    def of(cls, numbers) -> SequenceSet:
         """A compact set covering `numbers` (any iterable of positive ints)."""
         ranges: list[tuple[int, int]] = []
         for n in sorted(set(numbers)):
@@ -123,7 +123,7 @@ class SearchKey:
 
     kind: str
     value: object = None
-    children: tuple["SearchKey", ...] = ()
+    children: tuple[SearchKey, ...] = ()
 
 
 @dataclass(frozen=True)
