@@ -11,7 +11,10 @@ continuation lines and IDLE's wait for changes or DONE. Everything IMAP means li
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import ipaddress
+import os
 import time
 import zlib
 
@@ -55,6 +58,38 @@ class LoginThrottle:
         delay = self.delay_for(ip)
         if delay:
             await asyncio.sleep(delay)
+
+
+class AuthCache:
+    """Successful logins remembered for `ttl` seconds under an HMAC of (login, password)
+    with a per-process random key: nothing reusable is kept, and argon2 runs once per
+    client per `ttl` instead of once per connection (Dovecot's auth_cache, in spirit)."""
+
+    MAX_ENTRIES = 50000
+
+    def __init__(self, ttl: float):
+        self.ttl = ttl
+        self._key = os.urandom(32)
+        self._entries: dict[bytes, tuple[str, float]] = {}
+
+    def _digest(self, login: str, password: str) -> bytes:
+        return hmac.new(self._key, login.encode() + b"\0" + password.encode(),
+                        hashlib.sha256).digest()
+
+    def get(self, login: str, password: str) -> str | None:
+        if self.ttl <= 0:
+            return None
+        hit = self._entries.get(self._digest(login, password))
+        if hit is None or hit[1] < time.monotonic():
+            return None
+        return hit[0]
+
+    def put(self, login: str, password: str, user: str) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._entries) >= self.MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[self._digest(login, password)] = (user, time.monotonic() + self.ttl)
 
 
 class Transport:
@@ -133,7 +168,14 @@ class Connection:
         return False
 
     async def _authenticate(self, login: str, password: str) -> str | None:
-        return await asyncio.to_thread(self.app.accounts.authenticate, login, password)
+        cache = self.app.component("imap.authcache",
+                                   lambda a: AuthCache(a.settings.imap.auth_cache_ttl))
+        user = cache.get(login, password)
+        if user is None:
+            user = await asyncio.to_thread(self.app.accounts.authenticate, login, password)
+            if user is not None:
+                cache.put(login, password, user)
+        return user
 
     def _open_store(self, user: str):
         from mailyard.maildir import MailStore
