@@ -25,8 +25,8 @@ from mailyard.imap.proto.types import FetchAttribute, FetchCommand, Section
 
 BATCH_MESSAGES = 200
 BATCH_BYTES = 4 * 1024 * 1024
-_STRUCTURE_ITEMS = {"ENVELOPE": "imap.envelope", "BODYSTRUCTURE": "imap.bodystructure",
-                    "BODY": "imap.body"}
+_STRUCTURE_ITEMS = ("ENVELOPE", "BODYSTRUCTURE", "BODY")
+CACHE_KEY = "imap.structure.v1"   # bump the version when the formatting changes
 
 
 def _needs_seen(att: FetchAttribute) -> bool:
@@ -43,6 +43,7 @@ class MessageView:
         self.info = info
         self._data: bytes | None = None
         self._tree: mime.Entity | None = None
+        self._structures: dict[str, bytes] | None = None
 
     @property
     def data(self) -> bytes:
@@ -57,18 +58,42 @@ class MessageView:
         return self._tree
 
     def structure(self, item: str) -> bytes:
-        key = _STRUCTURE_ITEMS[item]
-        cached = _cache_get(self.folder, self.info.uid, key)
+        """ENVELOPE, BODYSTRUCTURE or BODY: all three live in one cache entry, so a client
+        fetching them together costs one index lookup per message."""
+        if self._structures is None:
+            self._structures = self._load_structures()
+        return self._structures[item]
+
+    def _load_structures(self) -> dict[str, bytes]:
+        cached = _cache_get(self.folder, self.info.uid, CACHE_KEY)
         if cached is not None:
-            return cached
+            decoded = _unpack(cached)
+            if decoded is not None:
+                return decoded
         values = {
-            "imap.envelope": envelope(self.tree.headers),
-            "imap.bodystructure": mime.body_structure(self.data, self.tree, True),
-            "imap.body": mime.body_structure(self.data, self.tree, False),
+            "ENVELOPE": envelope(self.tree.headers),
+            "BODYSTRUCTURE": mime.body_structure(self.data, self.tree, True),
+            "BODY": mime.body_structure(self.data, self.tree, False),
         }
-        for k, v in values.items():
-            _cache_put(self.folder, self.info.uid, k, v)
-        return values[key]
+        _cache_put(self.folder, self.info.uid, CACHE_KEY, _pack(values))
+        return values
+
+
+def _pack(values: dict[str, bytes]) -> bytes:
+    """`len len\n` + envelope + bodystructure + body (lengths make any byte safe)."""
+    env, bs, body = values["ENVELOPE"], values["BODYSTRUCTURE"], values["BODY"]
+    return b"%d %d\n" % (len(env), len(bs)) + env + bs + body
+
+
+def _unpack(blob: bytes) -> dict[str, bytes] | None:
+    head, sep, rest = blob.partition(b"\n")
+    try:
+        a, b = (int(x) for x in head.split())
+    except ValueError:
+        return None
+    if not sep or a + b > len(rest):
+        return None
+    return {"ENVELOPE": rest[:a], "BODYSTRUCTURE": rest[a:a + b], "BODY": rest[a + b:]}
 
 
 def _cache_get(folder, uid: int, key: str) -> bytes | None:
