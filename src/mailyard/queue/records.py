@@ -160,11 +160,15 @@ class QueueEntry:
 
 def new_entry(queue_id: str, envelope: Envelope, created: float, stage: str,
               size: int) -> QueueEntry:
-    return QueueEntry(
-        queue_id=queue_id, envelope=envelope, created=created, stage=stage, size=size,
-        next_attempt=created,
-        recipients=[RecipientState(address=r.address, orcpt=r.orcpt, notify=tuple(r.notify))
-                    for r in envelope.recipients])
+    recipients, seen = [], set()
+    for r in envelope.recipients:
+        if r.address.lower() in seen:       # RCPT TO given twice: deliver once
+            continue
+        seen.add(r.address.lower())
+        recipients.append(RecipientState(address=r.address, orcpt=r.orcpt,
+                                         notify=tuple(r.notify)))
+    return QueueEntry(queue_id=queue_id, envelope=envelope, created=created, stage=stage,
+                      size=size, next_attempt=created, recipients=recipients)
 
 
 def _rcpt_to_dict(r: RecipientState) -> dict:
