@@ -371,7 +371,7 @@ class AccountStore:
                 problems.append(f"{where}: expected user:{{SCHEME}}hash:...")
                 continue
             user, stored = fields[0], fields[1]
-            extra = " ".join(fields[7:]) if len(fields) > 7 else ""
+            extra = ":".join(fields[7:]) if len(fields) > 7 else ""
             if "@" not in user:
                 if not default_domain:
                     problems.append(f"{where}: {user!r} has no domain; use --domain")
