@@ -1,11 +1,14 @@
 """The LMTP client (RFC 2033) the queue uses for final delivery to local mailboxes.
 
-Theory of operation: one connection per delivery attempt to the `lmtp` listener (HOST:PORT
-or unix:/path). LHLO, MAIL FROM, one RCPT TO per recipient, DATA, then the message
-streamed from the spool file with dot-stuffing (RFC 5321 §4.5.2) and CRLF line ends, never
-held in memory whole. After the final dot an LMTP server answers once per accepted
-recipient, in RCPT order (RFC 2033 §4.2) — that is what lets one recipient be delivered
-while another is deferred (over quota) or refused, and the queue records each outcome.
+Theory of operation: a thin asyncio loop around the sans-I/O `mailyard.smtp`
+`ClientConnection(lmtp=True)`. One connection per delivery attempt to the `lmtp` listener
+(HOST:PORT or unix:/path): LHLO, then MAIL FROM, one RCPT TO per recipient and DATA —
+pipelined in one write when the server offers PIPELINING (RFC 2920) — then the message
+streamed from the spool file through the codec's encoder (dot-stuffing and CRLF line ends,
+RFC 5321 §4.5.2), never held in memory whole. After the final dot an LMTP server answers once
+per accepted recipient, in RCPT order (RFC 2033 §4.2); the codec labels each answer with its
+recipient. That is what lets one recipient be delivered while another is deferred (over
+quota) or refused, and the queue records each outcome.
 
 Anything the connection does wrong (refused, reset, timeout, garbage instead of a reply)
 becomes a 4xx for every recipient not yet answered: nothing is lost, the queue retries.
@@ -14,81 +17,52 @@ becomes a 4xx for every recipient not yet answered: nothing is lost, the queue r
 from __future__ import annotations
 
 import asyncio
-import re
 from pathlib import Path
 
 from mailyard.config import parse_hostport
 from mailyard.envelope import Envelope
 from mailyard.queue.records import RecipientState, Reply
-from mailyard.queue.smtp_out import CONNECT_FAILED, make_reply
+from mailyard.queue.smtp_out import CONNECT_FAILED
+from mailyard.smtp import NEED_DATA, Answer, ClientConnection, ProtocolError
 
-_REPLY_LINE = re.compile(rb"^([2-5][0-9][0-9])([ -])(.*?)\r?\n$", re.S)
-MAX_REPLY_LINES = 100
 CHUNK = 65536
 
 
-class ProtocolError(Exception):
-    """The server sent something that is not an SMTP reply."""
+def to_reply(answer: Answer, remote: str) -> Reply:
+    r = answer.reply
+    return Reply(code=r.code, text=" ".join(" ".join(r.lines).split()),
+                 enhanced=r.enhanced or "", remote=remote)
 
 
-async def read_reply(reader: asyncio.StreamReader, timeout: float) -> tuple[int, str]:
-    """One (possibly multi-line) reply: (code, text with lines joined by newlines)."""
-    lines = []
-    for _ in range(MAX_REPLY_LINES):
-        raw = await asyncio.wait_for(reader.readline(), timeout)
-        if not raw:
-            raise ConnectionResetError("connection closed by the LMTP server")
-        match = _REPLY_LINE.match(raw)
-        if not match:
-            raise ProtocolError(f"not a reply line: {raw[:80]!r}")
-        lines.append(match.group(3).decode("utf-8", "replace"))
-        if match.group(2) == b" ":
-            return int(match.group(1)), "\n".join(lines)
-    raise ProtocolError("reply has too many lines")
+class _Session:
+    """The socket half: write the codec's bytes, read until it has an answer."""
 
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 timeout: float):
+        self.client = ClientConnection(lmtp=True)
+        self.reader, self.writer, self.timeout = reader, writer, timeout
 
-def dot_stuff_lines(data: bytes, at_line_start: bool) -> tuple[bytes, bool]:
-    """Dot-stuff a chunk and normalise line ends to CRLF. Returns (bytes, at_line_start)."""
-    out = bytearray()
-    for line in data.splitlines(keepends=True):
-        if at_line_start and line.startswith(b"."):
-            out += b"."
-        if line.endswith(b"\r\n"):
-            out += line
-            at_line_start = True
-        elif line.endswith(b"\n") or line.endswith(b"\r"):
-            out += line.rstrip(b"\r\n") + b"\r\n"
-            at_line_start = True
-        else:
-            out += line
-            at_line_start = False
-    return bytes(out), at_line_start
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
 
-
-async def _send_message(writer: asyncio.StreamWriter, path: Path) -> None:
-    at_line_start = True
-    pending_cr = b""
-    with open(path, "rb") as f:
+    async def answer(self) -> Answer:
         while True:
-            chunk = f.read(CHUNK)
-            if not chunk:
-                break
-            chunk = pending_cr + chunk
-            pending_cr = b""
-            # Never split a CRLF pair across chunks, nor a line's first byte from its start.
-            if chunk.endswith(b"\r"):
-                chunk, pending_cr = chunk[:-1], b"\r"
-            stuffed, at_line_start = dot_stuff_lines(chunk, at_line_start)
-            writer.write(stuffed)
-            await writer.drain()
-    tail = pending_cr
-    if tail:
-        stuffed, at_line_start = dot_stuff_lines(tail, at_line_start)
-        writer.write(stuffed)
-    if not at_line_start:
-        writer.write(b"\r\n")            # the message did not end with a line break
-    writer.write(b".\r\n")
-    await writer.drain()
+            answer = self.client.next_answer()
+            if answer is not NEED_DATA:
+                return answer  # type: ignore[return-value]
+            data = await asyncio.wait_for(self.reader.read(CHUNK), self.timeout)
+            if not data:
+                raise ConnectionResetError("connection closed by the LMTP server")
+            self.client.receive_data(data)
+
+    async def stream(self, path: Path) -> None:
+        # Spool files are read in chunks straight from the page cache they were just
+        # written to; the codec's encoder keeps its state across chunk boundaries.
+        with open(path, "rb") as f:  # noqa: ASYNC230
+            while chunk := f.read(CHUNK):
+                await self.send(self.client.send_content(chunk))
+        await self.send(self.client.end_content())
 
 
 async def _open(address: str, timeout: float):
@@ -96,6 +70,30 @@ async def _open(address: str, timeout: float):
     if host.startswith("unix:"):
         return await asyncio.wait_for(asyncio.open_unix_connection(host[5:]), timeout)
     return await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+
+
+def _mail_params(envelope: Envelope, client: ClientConnection) -> dict[str, str | None]:
+    params: dict[str, str | None] = {}
+    if client.supports("8BITMIME") and envelope.body.upper() == "8BITMIME":
+        params["BODY"] = "8BITMIME"
+    if client.supports("SMTPUTF8") and envelope.smtputf8:
+        params["SMTPUTF8"] = None
+    if client.supports("DSN"):
+        if envelope.dsn_ret:
+            params["RET"] = envelope.dsn_ret
+        if envelope.dsn_envid:
+            params["ENVID"] = envelope.dsn_envid
+    return params
+
+
+def _rcpt_params(rcpt: RecipientState, client: ClientConnection) -> dict[str, str | None]:
+    params: dict[str, str | None] = {}
+    if client.supports("DSN"):
+        if rcpt.notify:
+            params["NOTIFY"] = ",".join(rcpt.notify)
+        if rcpt.orcpt:
+            params["ORCPT"] = rcpt.orcpt.replace(" ", "")
+    return params
 
 
 async def lmtp_deliver(address: str, envelope: Envelope, recipients: list[RecipientState],
@@ -107,62 +105,62 @@ async def lmtp_deliver(address: str, envelope: Envelope, recipients: list[Recipi
     writer = None
     try:
         reader, writer = await _open(address, connect_timeout)
-
-        async def command(line: str) -> tuple[int, str]:
-            encoding = "utf-8" if envelope.smtputf8 else "ascii"
-            writer.write(line.encode(encoding) + b"\r\n")
-            await writer.drain()
-            return await read_reply(reader, command_timeout)
-
-        code, text = await read_reply(reader, command_timeout)
-        if code != 220:
-            raise ProtocolError(f"greeting {code} {text}")
-        code, text = await command(f"LHLO {helo}")
-        if code != 250:
-            reply = make_reply(code, text, remote)
-            return {r.address: reply for r in recipients}
-        extensions = {line.split(" ")[0].upper() for line in text.split("\n")[1:]}
-        params = []
-        if "8BITMIME" in extensions and envelope.body.upper() == "8BITMIME":
-            params.append("BODY=8BITMIME")
-        if "SMTPUTF8" in extensions and envelope.smtputf8:
-            params.append("SMTPUTF8")
-        code, text = await command(" ".join([f"MAIL FROM:<{envelope.sender}>"] + params))
-        if code != 250:
-            reply = make_reply(code, text, remote)
-            return {r.address: reply for r in recipients}
-        accepted: list[str] = []
-        for rcpt in recipients:
-            rcpt_params = ""
-            if "DSN" in extensions:
-                if rcpt.notify:
-                    rcpt_params += " NOTIFY=" + ",".join(rcpt.notify)
-                if rcpt.orcpt:
-                    rcpt_params += " ORCPT=" + rcpt.orcpt.replace(" ", "")
-            code, text = await command(f"RCPT TO:<{rcpt.address}>{rcpt_params}")
-            if 200 <= code < 300:
-                accepted.append(rcpt.address)
-            else:
-                replies[rcpt.address] = make_reply(code, text, remote)
+        session = _Session(reader, writer, command_timeout)
+        client = session.client
+        greeting = await session.answer()
+        if greeting.code != 220:
+            raise ProtocolError(f"greeting {greeting.reply}")
+        await session.send(client.hello(helo))
+        hello = await session.answer()
+        if not hello.ok:
+            return {r.address: to_reply(hello, remote) for r in recipients}
+        commands = [client.mail(envelope.sender, _mail_params(envelope, client))]
+        commands += [client.rcpt(r.address, _rcpt_params(r, client)) for r in recipients]
+        commands.append(client.data())
+        pipelining = client.supports("PIPELINING")
+        if pipelining:
+            await session.send(b"".join(commands))
+        mail_reply: Reply | None = None
+        data_answer: Answer | None = None
+        for command in commands:
+            if not pipelining:
+                await session.send(command)
+            answer = await session.answer()
+            if answer.command == "MAIL" and not answer.ok:
+                mail_reply = to_reply(answer, remote)
+                if not pipelining:
+                    break
+            elif answer.command == "RCPT" and not answer.ok and answer.recipient:
+                replies[answer.recipient] = mail_reply or to_reply(answer, remote)
+            elif answer.command == "DATA":
+                data_answer = answer
+        if mail_reply is not None:
+            return {r.address: mail_reply for r in recipients}
+        accepted = list(client.accepted_recipients)
+        if data_answer is None or data_answer.code != 354:
+            reply = (to_reply(data_answer, remote) if data_answer is not None else
+                     Reply(code=451, enhanced="4.3.0", text="no recipient accepted",
+                           remote=remote))
+            for rcpt in accepted:
+                replies[rcpt] = reply
+            return replies
         if not accepted:
-            await command("QUIT")
+            # A server that says 354 with no valid recipient: end it without waiting.
+            await session.send(client.end_content())
             return replies
-        code, text = await command("DATA")
-        if code != 354:
-            reply = make_reply(code, text, remote)
-            replies.update({a: reply for a in accepted})
-            return replies
-        await _send_message(writer, message_path)
+        await session.stream(message_path)
         # RFC 2033 §4.2: one reply per accepted recipient, in order.
-        for accepted_address in accepted:
-            code, text = await read_reply(reader, command_timeout)
-            replies[accepted_address] = make_reply(code, text, remote)
+        for _ in accepted:
+            answer = await session.answer()
+            if answer.recipient:
+                replies[answer.recipient] = to_reply(answer, remote)
         try:
-            await command("QUIT")
-        except (OSError, ProtocolError, asyncio.TimeoutError):
+            await session.send(client.quit())
+            await session.answer()
+        except (OSError, ProtocolError, TimeoutError):
             pass
         return replies
-    except (OSError, ProtocolError, asyncio.TimeoutError, UnicodeError, ValueError) as exc:
+    except (OSError, ProtocolError, TimeoutError, UnicodeError, ValueError) as exc:
         reply = Reply(code=451, enhanced=CONNECT_FAILED, remote=remote,
                       text=f"LMTP {type(exc).__name__}: {exc}"[:300])
         for rcpt in recipients:
@@ -173,5 +171,5 @@ async def lmtp_deliver(address: str, envelope: Envelope, recipients: list[Recipi
             writer.close()
             try:
                 await writer.wait_closed()
-            except (OSError, asyncio.CancelledError, Exception):
+            except OSError:
                 pass
