@@ -127,7 +127,7 @@ class Queue:
         self._heap: list[tuple[float, int, str]] = []
         self._seq = 0
         self._inflight: set[str] = set()
-        self._started = False
+        self._started: asyncio.Future | None = None
         self._wakeup: asyncio.Event | None = None
         self._semaphore: asyncio.Semaphore | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -145,9 +145,12 @@ class Queue:
     # -- life cycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         """Recover the spool and start the scheduler (idempotent; first use calls it)."""
-        if self._started:
-            return
-        self._started = True
+        if self._started is None:
+            self._started = asyncio.ensure_future(self._recover())
+        # Everyone waits for recovery: it empties tmp/, where new messages are written.
+        await asyncio.shield(self._started)
+
+    async def _recover(self) -> None:
         self._wakeup = asyncio.Event()
         self._semaphore = asyncio.Semaphore(self.config.max_concurrent)
         for entry in await asyncio.to_thread(self.spool.recover):
