@@ -60,3 +60,15 @@ def test_domain_of(address, domain):
     (0, 0), (1, 60), (2, 120), (3, 240), (6, 1920), (7, 3600), (50, 3600), (10**6, 3600)])
 def test_retry_delay_doubles_up_to_the_cap(attempts, expected):
     assert retry_delay(attempts, 60, 3600) == expected
+
+
+def test_dsn_parameters_are_xtext_encoded_for_the_next_hop():
+    from mailyard.envelope import Envelope
+    from mailyard.queue.records import RecipientState
+    from mailyard.queue.smtp_out import dsn_mail_params, dsn_rcpt_params
+
+    rcpt = RecipientState("a@x.test", orcpt="rfc822;a+tag=1@x.test", notify=("SUCCESS",))
+    assert dsn_rcpt_params(rcpt) == {"NOTIFY": "SUCCESS", "ORCPT": "rfc822;a+2Btag+3D1@x.test"}
+    assert dsn_rcpt_params(RecipientState("a@x.test")) == {}
+    env = Envelope(sender="s@x.test", recipients=(), dsn_ret="HDRS", dsn_envid="id+1 2")
+    assert dsn_mail_params(env) == {"RET": "HDRS", "ENVID": "id+2B1+202"}

@@ -131,6 +131,8 @@ class Queue:
         self._wakeup: asyncio.Event | None = None
         self._semaphore: asyncio.Semaphore | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._stopping = False
+        self._destinations: dict[str, asyncio.Semaphore] = {}
         self.idle = asyncio.Event()     # set whenever nothing is due or in flight (tests)
 
     # -- configuration read at use, so a reload takes effect ---------------------------------
@@ -165,6 +167,7 @@ class Queue:
         self.config = settings.queue
 
     async def stop(self) -> None:
+        self._stopping = True        # no new attempts; commits still work while draining
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -219,9 +222,12 @@ class Queue:
         while True:
             now = time.time()
             if now >= next_poll:
-                self._check_control()
+                try:
+                    self._check_control()
+                except OSError as exc:       # the spool must not stop the scheduler
+                    event(log, "control check failed", error=repr(exc))
                 next_poll = now + self.config.control_poll
-            while self._heap and self._heap[0][0] <= now:
+            while self._heap and self._heap[0][0] <= now and not self._stopping:
                 due, _, queue_id = heapq.heappop(self._heap)
                 entry = self.entries.get(queue_id)
                 if entry is None or entry.held or queue_id in self._inflight \
@@ -420,10 +426,15 @@ class Queue:
                 command_timeout=config.command_timeout)
             return replies, ""     # the filter reinjects; final delivery reports success
         assert hop.kind == HOP_SMTP
-        replies, dsn_capable = await deliver_remote(
-            self.app.dns, hop.destination, entry.envelope, recipients, message,
-            port=config.outbound_port, helo=self.hostname,
-            connect_timeout=config.connect_timeout, command_timeout=config.command_timeout)
+        # Per-destination limit: never more than this many connections to one domain.
+        limit = self._destinations.setdefault(
+            hop.destination, asyncio.Semaphore(config.max_per_destination))
+        async with limit:
+            replies, dsn_capable = await deliver_remote(
+                self.app.dns, hop.destination, entry.envelope, recipients, message,
+                port=config.outbound_port, helo=self.hostname,
+                connect_timeout=config.connect_timeout,
+                command_timeout=config.command_timeout)
         return replies, ("" if dsn_capable else dsn.RELAYED)
 
     async def _report(self, entry: QueueEntry, recipients: list[RecipientState], action: str,
