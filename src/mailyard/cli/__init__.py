@@ -40,6 +40,9 @@ def _register() -> None:
     main.add_command(config_cmd.config)
     for command in accounts_cmd.COMMANDS:
         main.add_command(command)
+    from mailyard.queue.cli import queue
+
+    main.add_command(queue)
 
 
 _register()

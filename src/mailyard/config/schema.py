@@ -224,6 +224,29 @@ class SieveSettings:
 
 
 @dataclass(frozen=True)
+class QueueSettings:
+    retry_initial: float = setting(60.0, "Seconds before the first retry of a deferred "
+                                   "message; doubles on each further failure.", check_positive)
+    retry_max: float = setting(3600.0, "Longest wait between two retries, in seconds.",
+                               check_positive)
+    max_lifetime: float = setting(432000.0, "Seconds a message may stay deferred before it "
+                                  "is bounced (default 5 days).", check_positive)
+    delay_warning: float = setting(14400.0, "Seconds after which the sender is told that a "
+                                   "message is delayed (0 = never).", check_non_negative)
+    group_commit: bool = setting(True, "Share one fsync among concurrently committed "
+                                 "messages (the 250 still waits for it).")
+    max_concurrent: int = setting(20, "Deliveries attempted at the same time.", check_positive)
+    outbound_port: int = setting(25, "TCP port of remote MX hosts (change only for tests).",
+                                 check_positive)
+    connect_timeout: float = setting(30.0, "Seconds to connect to a next hop.", check_positive)
+    command_timeout: float = setting(300.0, "Seconds to wait for a next hop's reply.",
+                                     check_positive)
+    control_poll: float = setting(1.0, "Seconds between checks for `mailyard queue` "
+                                  "requests (flush, hold, delete) in data_dir/queue/control.",
+                                  check_positive)
+
+
+@dataclass(frozen=True)
 class Settings:
     """All of mailyard's settings, one attribute per TOML table."""
 
@@ -238,6 +261,7 @@ class Settings:
     spam: SpamSettings = field(default_factory=SpamSettings)
     antivirus: AntivirusSettings = field(default_factory=AntivirusSettings)
     sieve: SieveSettings = field(default_factory=SieveSettings)
+    queue: QueueSettings = field(default_factory=QueueSettings)
     # Where the settings came from (None = built-in defaults); not a TOML key.
     source: str | None = field(default=None, compare=False)
 
