@@ -114,11 +114,10 @@ class Session:
     def _auth_offered(self) -> bool:
         return self.profile.auth and (self.conn.tls or not self.settings.smtp.auth_requires_tls)
 
-    def ehlo_keywords(self) -> list[str]:
+    def ehlo_keywords(self, helo: str) -> list[str]:
         """The EHLO reply, computed from config and session state (RFC 5321 §4.1.1.1)."""
         smtp = self.settings.smtp
-        lines = [f"{self.settings.server.hostname} Hello {self.conn.hello or ''} "
-                 f"[{self.client_ip}]".replace("  ", " "),
+        lines = [f"{self.settings.server.hostname} Hello {helo} [{self.client_ip}]",
                  "PIPELINING", f"SIZE {smtp.max_message_size}", "8BITMIME"]
         if smtp.smtputf8:
             lines.append("SMTPUTF8")
@@ -195,7 +194,7 @@ class Session:
         if isinstance(ev, Helo):
             self.send(self.conn.reply(250, None, f"{self.settings.server.hostname}"))
         else:
-            self.send(self.conn.reply(250, None, self.ehlo_keywords()))
+            self.send(self.conn.reply(250, None, self.ehlo_keywords(ev.domain)))
 
     async def on_starttls(self, ev) -> None:
         if not self.profile.starttls:
