@@ -9,7 +9,6 @@ import threading
 import time
 
 from aiosmtpd.controller import Controller
-
 from harness import free_port
 
 UNTRUSTED = "127.0.0.2"        # loopback alias outside trusted_networks in these tests

@@ -30,7 +30,7 @@ class Zone:
     codes: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @classmethod
-    def parse(cls, spec: str) -> "Zone":
+    def parse(cls, spec: str) -> Zone:
         """`zone` or `zone=127.0.0.2,127.0.0.4/30` (the `[dnsbl] zones` syntax)."""
         name, _, codes = spec.partition("=")
         return cls(name.strip().rstrip(".").lower(),
@@ -73,7 +73,7 @@ class DnsblChecker:
             answers = await asyncio.wait_for(
                 self.resolver.lookup(dnsbl_name(ip, zone.name), "A"), self.timeout)
             return zone, answers, None
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             return zone, None, f"{zone.name}: timeout"
         except DnsError as exc:
             return zone, None, f"{zone.name}: {exc}"

@@ -67,7 +67,7 @@ class Greylist:
         self._checks = 0
 
     @classmethod
-    def from_settings(cls, settings) -> "Greylist":
+    def from_settings(cls, settings) -> Greylist:
         g = settings.greylist
         return cls(settings.data_path / "greylist.sqlite3", min_delay=g.min_delay,
                    retry_window=g.retry_window, auto_allowlist=g.auto_allowlist,

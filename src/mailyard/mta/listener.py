@@ -69,7 +69,7 @@ class Mta:
         try:
             self.tls_context()
             return True
-        except Exception:
+        except Exception:  # noqa: BLE001 - no usable certificate: do not offer STARTTLS
             return False
 
     def tls_context(self):

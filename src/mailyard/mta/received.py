@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import format_datetime
 
 _UNSAFE = re.compile(r"[^\x21-\x7e]|[()\\]")
@@ -35,7 +35,7 @@ def received_header(*, helo: str | None, client_ip: str, client_name: str = "",
                     auth_user: str | None = None, recipient: str | None = None,
                     utf8: bool = False, when: datetime | None = None) -> bytes:
     """The header as bytes, folded, ending with CRLF."""
-    when = when or datetime.now(timezone.utc)
+    when = when or datetime.now(UTC)
     ip_part = f"[IPv6:{client_ip}]" if ":" in client_ip else f"[{client_ip}]"
     name = _clean(client_name) if client_name else "unknown"
     lines = [f"Received: from {_clean(helo or 'unknown', utf8)} ({name} {ip_part})",

@@ -23,8 +23,27 @@ from mailyard.mta.policy import ClientInfo
 from mailyard.mta.received import protocol_name, received_header
 from mailyard.mta.sasl import MECHANISMS, SaslError, SaslExchange
 from mailyard.smtp import (
-    NEED_DATA, Auth, AuthResponse, CommandError, Data, DataChunk, DataEnd, Ehlo, Expn, Helo,
-    Help, Lhlo, Mail, Noop, Quit, Rcpt, Rset, ServerConnection, StartTls, Vrfy, replies,
+    NEED_DATA,
+    Auth,
+    AuthResponse,
+    CommandError,
+    Data,
+    DataChunk,
+    DataEnd,
+    Ehlo,
+    Expn,
+    Helo,
+    Help,
+    Lhlo,
+    Mail,
+    Noop,
+    Quit,
+    Rcpt,
+    Rset,
+    ServerConnection,
+    StartTls,
+    Vrfy,
+    replies,
 )
 from mailyard.smtp.address import AddressError, Mailbox, Path, xtext_decode
 
@@ -166,7 +185,7 @@ class Session:
                     smtp.command_timeout
                 try:
                     data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout)
-                except (asyncio.TimeoutError, TimeoutError):
+                except TimeoutError:
                     self.respond(replies.TIMEOUT)   # RFC 5321 §4.5.3.2
                     await self.writer.drain()
                     return
@@ -254,7 +273,7 @@ class Session:
         login, password = value
         try:
             user = await asyncio.to_thread(self.mta.accounts.authenticate, login, password)
-        except Exception as exc:   # the account store is unavailable: try later
+        except Exception as exc:  # noqa: BLE001 - store unavailable: 454, try later
             event(log, "auth backend error", client=self.client_ip, error=repr(exc))
             self.respond(replies.TEMP_AUTH_FAILURE)
             return
@@ -331,7 +350,7 @@ class Session:
                 recipient=envelope.recipients[0].address if len(envelope.recipients) == 1
                 else None, utf8=envelope.smtputf8)
             self.incoming.write(header)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever broke, 451 is the safe answer
             event(log, "queue unavailable", client=self.client_ip, error=repr(exc))
             if self.incoming is not None:
                 self.incoming.abort()
@@ -357,7 +376,7 @@ class Session:
             return
         try:
             queue_id = await incoming.commit()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - not durable: 451, never a 250
             incoming.abort()
             event(log, "queue commit failed", client=self.client_ip, error=repr(exc))
             self.respond(replies.LOCAL_ERROR)
