@@ -122,6 +122,30 @@ class FilterSettings:
                             "(HOST:PORT; empty = our own filter listener).", check_hostport)
     reinject: str = setting("", "Where the filter returns scanned mail "
                             "(HOST:PORT; empty = our own reinject listener).", check_hostport)
+    tag_level: float = setting(-999.0, "Add X-Spam-* headers at or above this score "
+                               "(-999 = always).")
+    spam_level: float = setting(5.0, "X-Spam-Flag: YES (and the subject tag) at or above this "
+                                "score; per-user overrides come from accounts.")
+    kill_level: float = setting(20.0, "Quarantine instead of delivering at or above this "
+                                "score.")
+    subject_tag: str = setting("***SPAM*** ", "Prefix for the subject of spam "
+                               "(empty = leave subjects alone).")
+    banned_extensions: list[str] = setting(
+        ["exe", "scr", "pif", "com", "bat", "cmd", "vbs", "vbe", "js", "jse", "wsf", "wsh",
+         "hta", "cpl", "msi", "jar", "lnk", "reg"],
+        "Attachment extensions that send a message to quarantine (also inside archives).")
+    bypass_spam: list[str] = setting([], "Recipients (address or @domain) whose mail is not "
+                                     "spam-checked.")
+    bypass_banned: list[str] = setting([], "Recipients whose mail is not checked for banned "
+                                       "attachments.")
+    notify_postmaster: bool = setting(True, "Tell the postmaster when a virus is quarantined.")
+    notify_recipient: bool = setting(False, "Tell the recipient when a virus is quarantined.")
+    postmaster: str = setting("", "Address for notices (empty = postmaster@ the first local "
+                              "domain).")
+    max_concurrent: int = setting(0, "Messages scanned at once (0 = twice the cores).",
+                                  check_non_negative)
+    scan_timeout: float = setting(120.0, "Seconds a scan may take before the message is "
+                                  "deferred (451).", check_positive)
 
 
 @dataclass(frozen=True)
@@ -224,6 +248,7 @@ class SieveSettings:
 
 
 @dataclass(frozen=True)
+<<<<<<< HEAD
 class QueueSettings:
     retry_initial: float = setting(60.0, "Seconds before the first retry of a deferred "
                                    "message; doubles on each further failure.", check_positive)
@@ -244,6 +269,19 @@ class QueueSettings:
     control_poll: float = setting(1.0, "Seconds between checks for `mailyard queue` "
                                   "requests (flush, hold, delete) in data_dir/queue/control.",
                                   check_positive)
+=======
+class SenderAuthSettings:
+    check: bool = setting(True, "Check SPF at MAIL FROM and DKIM/DMARC after DATA on the MX, "
+                          "and add Authentication-Results.")
+    dkim_sign: bool = setting(True, "DKIM-sign mail from local domains that have a key "
+                              "(`mailyard dkim generate DOMAIN`).")
+
+
+@dataclass(frozen=True)
+class DmarcSettings:
+    enforce: bool = setting(False, "Refuse (550 5.7.1 at end of DATA) mail whose DMARC policy "
+                            "is p=reject and that fails DMARC.")
+>>>>>>> main
 
 
 @dataclass(frozen=True)
@@ -261,7 +299,12 @@ class Settings:
     spam: SpamSettings = field(default_factory=SpamSettings)
     antivirus: AntivirusSettings = field(default_factory=AntivirusSettings)
     sieve: SieveSettings = field(default_factory=SieveSettings)
+<<<<<<< HEAD
     queue: QueueSettings = field(default_factory=QueueSettings)
+=======
+    senderauth: SenderAuthSettings = field(default_factory=SenderAuthSettings)
+    dmarc: DmarcSettings = field(default_factory=DmarcSettings)
+>>>>>>> main
     # Where the settings came from (None = built-in defaults); not a TOML key.
     source: str | None = field(default=None, compare=False)
 

@@ -10,7 +10,7 @@ SERVICES: dict[str, str] = {
     "submission": "mailyard.mta.listener:start",
     "submissions": "mailyard.mta.listener:start",
     "reinject": "mailyard.mta.listener:start",
-    "filter": "mailyard.server.placeholder:start",
+    "filter": "mailyard.filter.service:start",
     "lmtp": "mailyard.server.placeholder:start",
     "imap": "mailyard.server.placeholder:start",
     "imaps": "mailyard.server.placeholder:start",
