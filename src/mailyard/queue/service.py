@@ -56,13 +56,13 @@ class Incoming:
     be made durable (disk full, I/O error): answer the client 451 then.
     """
 
-    def __init__(self, queue: "Queue", envelope: Envelope):
+    def __init__(self, queue: "Queue", envelope: Envelope, queue_id: str, path, file):
         self.queue = queue
         self.envelope = envelope
-        self.queue_id = new_queue_id()
+        self.queue_id = queue_id
         self.size = 0
-        self._path = queue.spool.tmp / f"{self.queue_id}.msg"
-        self._file = open(self._path, "wb", buffering=65536)
+        self._path = path
+        self._file = file
         self._done = False
 
     def write(self, chunk: bytes) -> None:
@@ -76,7 +76,6 @@ class Incoming:
         spool = self.queue.spool
         env_tmp = spool.tmp / f"{self.queue_id}.env"
         try:
-            self._file.close()
             now = time.time()
             envelope = self.envelope
             if not envelope.received_at:
@@ -84,15 +83,18 @@ class Incoming:
             stage = stage_for(envelope.received_via, envelope.skip_scan,
                               self.queue.filter_address)
             entry = new_entry(self.queue_id, envelope, now, stage, self.size)
-            with open(env_tmp, "wb") as f:
-                f.write(entry.to_json())
+            state = entry.to_json()
             await self.queue.committer.run(CommitJob(
+                # File system calls that may wait on the journal run in the commit thread.
+                prepare=[self._file.close, lambda: env_tmp.write_bytes(state)],
                 fsync_files=[self._path, env_tmp],
                 # The message first: an .env alone in active/ would be discarded anyway.
                 renames=[(self._path, spool.msg_path(self.queue_id)),
                          (env_tmp, spool.env_path(self.queue_id))],
                 sync_dirs={spool.active}))
         except BaseException:
+            with contextlib.suppress(OSError):
+                self._file.close()
             for path in (self._path, env_tmp):
                 with contextlib.suppress(OSError):
                     path.unlink(missing_ok=True)
@@ -179,7 +181,11 @@ class Queue:
     # -- the API for listeners and internal senders ------------------------------------------
     async def receive(self, envelope: Envelope) -> Incoming:
         await self.start()
-        return Incoming(self, envelope)
+        queue_id = new_queue_id()
+        path = self.spool.tmp / f"{queue_id}.msg"
+        # Creating a file can wait on the file system journal: not on the event loop.
+        file = await asyncio.to_thread(open, path, "wb", buffering=65536)
+        return Incoming(self, envelope, queue_id, path, file)
 
     async def submit(self, envelope: Envelope, message: bytes) -> str:
         """Queue a message we generated (bounce, redirect, vacation reply); durable on return."""
