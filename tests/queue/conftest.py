@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.lmtp import LMTP
-
 from harness import free_port
+
 from mailyard.config import load
 from mailyard.dns import StaticResolver
 from mailyard.server.app import App

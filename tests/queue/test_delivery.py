@@ -7,6 +7,7 @@ import email.policy
 
 from conftest import Recorder, eventually
 from harness import free_port
+
 from mailyard.envelope import Envelope, Recipient
 from mailyard.queue.records import DELIVERED, FAILED, PENDING
 
@@ -36,7 +37,7 @@ def parse(raw: bytes):
 
 async def test_filter_hop_gets_all_recipients_in_one_transaction(make_queue, peers):
     filt = peers(Recorder())
-    app, queue = make_queue(filter_hop=filt.address)
+    _app, queue = make_queue(filter_hop=filt.address)
     qid = await receive(queue, envelope(to=("alice@example.test", "bob@example.test")))
     await eventually(lambda: filt.handler.messages and qid not in queue.entries,
                      what="filter delivery")
@@ -49,7 +50,7 @@ async def test_filter_hop_gets_all_recipients_in_one_transaction(make_queue, pee
 
 async def test_filter_hop_4xx_then_250_is_retried(make_queue, peers):
     filt = peers(Recorder(data_replies=["451 4.3.0 scanner busy"]))
-    app, queue = make_queue(filter_hop=filt.address)
+    _app, queue = make_queue(filter_hop=filt.address)
     qid = await receive(queue, envelope())
     await eventually(lambda: filt.handler.messages, what="delivery after retry")
     assert filt.handler.transactions == 2
@@ -58,7 +59,7 @@ async def test_filter_hop_4xx_then_250_is_retried(make_queue, peers):
 
 async def test_filter_down_defers_then_flush_delivers(make_queue, peers):
     port = free_port()
-    app, queue = make_queue(filter_hop=f"127.0.0.1:{port}",
+    _app, queue = make_queue(filter_hop=f"127.0.0.1:{port}",
                             toml="retry_initial = 3600\nretry_max = 3600")
     qid = await receive(queue, envelope())
     await eventually(lambda: queue.entries[qid].attempts == 1 and queue.idle.is_set(),
@@ -75,7 +76,7 @@ async def test_filter_down_defers_then_flush_delivers(make_queue, peers):
 
 async def test_hold_stops_attempts_and_release_resumes(make_queue, peers):
     port = free_port()
-    app, queue = make_queue(filter_hop=f"127.0.0.1:{port}",
+    _app, queue = make_queue(filter_hop=f"127.0.0.1:{port}",
                             toml="retry_initial = 3600\nretry_max = 3600")
     qid = await receive(queue, envelope())
     await eventually(lambda: queue.entries[qid].attempts == 1 and queue.idle.is_set())
@@ -101,7 +102,7 @@ async def test_lmtp_per_recipient_status(make_queue, peers):
         "bob@example.test": ["452 4.2.2 mailbox full"],
         "carol@example.test": ["550 5.2.1 mailbox disabled"]}), lmtp=True)
     mx = peers(Recorder())
-    app, queue = make_queue(lmtp=lmtp.address, users=USERS, outbound_port=mx.port, dns={
+    _app, queue = make_queue(lmtp=lmtp.address, users=USERS, outbound_port=mx.port, dns={
         ("example.net.", "MX"): ["10 mx.example.net."],
         ("mx.example.net.", "A"): ["127.0.0.1"]})
     qid = await receive(queue, envelope(to=USERS, via="reinject"))
@@ -125,7 +126,7 @@ async def test_lmtp_per_recipient_status(make_queue, peers):
 
 async def test_unknown_local_recipient_bounces_without_lmtp(make_queue, peers):
     lmtp = peers(Recorder(), lmtp=True)
-    app, queue = make_queue(lmtp=lmtp.address, users=USERS)
+    _app, queue = make_queue(lmtp=lmtp.address, users=USERS)
     qid = await receive(queue, envelope(sender="alice@example.test",
                                         to=("nobody@example.test",), via="reinject"))
     await eventually(lambda: lmtp.handler.to("alice@example.test"), what="bounce to alice")
@@ -153,7 +154,7 @@ async def test_alias_expands_to_local_and_remote(make_queue, peers):
 async def test_null_sender_is_never_bounced(make_queue, peers):
     lmtp = peers(Recorder(lmtp_replies={"carol@example.test": ["550 5.2.1 disabled"]}),
                  lmtp=True)
-    app, queue = make_queue(lmtp=lmtp.address, users=USERS)
+    _app, queue = make_queue(lmtp=lmtp.address, users=USERS)
     qid = await receive(queue, envelope(sender="", to=("carol@example.test",),
                                         via="reinject"))
     await eventually(lambda: not queue.spool.exists(qid) and queue.idle.is_set())
@@ -164,7 +165,7 @@ async def test_null_sender_is_never_bounced(make_queue, peers):
 async def test_notify_never_suppresses_the_bounce(make_queue, peers):
     lmtp = peers(Recorder(lmtp_replies={"carol@example.test": ["550 5.2.1 disabled"]}),
                  lmtp=True)
-    app, queue = make_queue(lmtp=lmtp.address, users=USERS)
+    _app, queue = make_queue(lmtp=lmtp.address, users=USERS)
     qid = await receive(queue, envelope(
         sender="alice@example.test", via="reinject",
         to=(Recipient("carol@example.test", notify=("NEVER",)),)))
@@ -174,7 +175,7 @@ async def test_notify_never_suppresses_the_bounce(make_queue, peers):
 
 async def test_notify_success_gets_a_delivered_dsn(make_queue, peers):
     lmtp = peers(Recorder(), lmtp=True)
-    app, queue = make_queue(lmtp=lmtp.address, users=USERS)
+    _app, queue = make_queue(lmtp=lmtp.address, users=USERS)
     await receive(queue, envelope(
         sender="alice@example.test", via="reinject", dsn_envid="ENV-42",
         to=(Recipient("bob@example.test", notify=("SUCCESS",),
@@ -232,7 +233,7 @@ def mx_dns(*records):
 async def test_remote_5xx_bounces_only_that_recipient(make_queue, peers):
     mx = peers(Recorder(rcpt_replies={"bad@example.net": "550 5.1.1 no such user here"}))
     lmtp = peers(Recorder(), lmtp=True)
-    app, queue = make_queue(lmtp=lmtp.address, users=USERS, outbound_port=mx.port,
+    _app, queue = make_queue(lmtp=lmtp.address, users=USERS, outbound_port=mx.port,
                             dns=mx_dns(("example.net.", "MX", ["10 mx.example.net."]),
                                        ("mx.example.net.", "A", ["127.0.0.1"])))
     qid = await receive(queue, envelope(sender="alice@example.test", via="submission",
@@ -250,7 +251,7 @@ async def test_remote_5xx_bounces_only_that_recipient(make_queue, peers):
 
 async def test_remote_4xx_then_250(make_queue, peers):
     mx = peers(Recorder(data_replies=["421 4.7.0 try again later"]))
-    app, queue = make_queue(outbound_port=mx.port,
+    _app, queue = make_queue(outbound_port=mx.port,
                             dns=mx_dns(("example.net.", "MX", ["10 mx.example.net."]),
                                        ("mx.example.net.", "A", ["127.0.0.1"])))
     qid = await receive(queue, envelope(sender="alice@example.test", via="internal",
@@ -262,7 +263,7 @@ async def test_remote_4xx_then_250(make_queue, peers):
 async def test_failover_to_second_mx_when_first_is_down(make_queue, peers):
     port = free_port("127.0.0.3")
     backup = peers(Recorder(), host="127.0.0.3", port=port)
-    app, queue = make_queue(outbound_port=port, dns=mx_dns(
+    _app, queue = make_queue(outbound_port=port, dns=mx_dns(
         ("example.net.", "MX", ["10 mx1.example.net.", "20 mx2.example.net."]),
         ("mx1.example.net.", "A", ["127.0.0.2"]),           # nothing listens there
         ("mx2.example.net.", "A", ["127.0.0.3"])))
@@ -274,7 +275,7 @@ async def test_failover_to_second_mx_when_first_is_down(make_queue, peers):
 
 async def test_implicit_mx_falls_back_to_a_record(make_queue, peers):
     mx = peers(Recorder())
-    app, queue = make_queue(outbound_port=mx.port,
+    _app, queue = make_queue(outbound_port=mx.port,
                             dns=mx_dns(("example.net.", "A", ["127.0.0.1"])))
     await receive(queue, envelope(sender="alice@example.test", via="internal",
                                   to=("friend@example.net",)))
@@ -283,7 +284,7 @@ async def test_implicit_mx_falls_back_to_a_record(make_queue, peers):
 
 async def test_null_mx_bounces_at_once(make_queue, peers):
     lmtp = peers(Recorder(), lmtp=True)
-    app, queue = make_queue(lmtp=lmtp.address, users=USERS,
+    _app, queue = make_queue(lmtp=lmtp.address, users=USERS,
                             dns=mx_dns(("example.net.", "MX", ["0 ."])))
     qid = await receive(queue, envelope(sender="alice@example.test", via="internal",
                                         to=("friend@example.net",)))
@@ -326,7 +327,7 @@ async def test_per_recipient_state_survives_restart(make_queue, peers):
 
 async def test_mx_pointing_back_at_us_bounces_as_a_loop(make_queue, peers):
     lmtp = peers(Recorder(), lmtp=True)
-    app, queue = make_queue(lmtp=lmtp.address, users=USERS,
+    _app, queue = make_queue(lmtp=lmtp.address, users=USERS,
                             dns=mx_dns(("example.net.", "MX", ["10 mx.example.test."]),
                                        ("mx.example.test.", "A", ["127.0.0.1"])))
     await receive(queue, envelope(sender="alice@example.test", via="internal",

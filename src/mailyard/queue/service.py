@@ -36,9 +36,25 @@ from mailyard.log import event, get_logger
 from mailyard.queue import dsn
 from mailyard.queue.lmtp_client import lmtp_deliver
 from mailyard.queue.records import (
-    DELIVERED, EXPANDED, FAILED, QueueEntry, RecipientState, Reply, new_entry)
+    DELIVERED,
+    EXPANDED,
+    FAILED,
+    QueueEntry,
+    RecipientState,
+    Reply,
+    new_entry,
+)
 from mailyard.queue.routing import (
-    FINAL, HOP_FILTER, HOP_LMTP, HOP_SMTP, Hop, domain_of, plan, retry_delay, stage_for)
+    FINAL,
+    HOP_FILTER,
+    HOP_LMTP,
+    HOP_SMTP,
+    Hop,
+    domain_of,
+    plan,
+    retry_delay,
+    stage_for,
+)
 from mailyard.queue.smtp_out import Target, deliver_remote, smtp_transaction
 from mailyard.queue.spool import CommitJob, GroupCommitter, Spool, new_queue_id
 
@@ -56,7 +72,7 @@ class Incoming:
     be made durable (disk full, I/O error): answer the client 451 then.
     """
 
-    def __init__(self, queue: "Queue", envelope: Envelope, queue_id: str, path, file):
+    def __init__(self, queue: Queue, envelope: Envelope, queue_id: str, path, file):
         self.queue = queue
         self.envelope = envelope
         self.queue_id = queue_id

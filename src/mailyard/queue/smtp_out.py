@@ -158,8 +158,7 @@ async def smtp_transaction(target: Target, envelope: Envelope, recipients: list[
         except aiosmtplib.SMTPException:
             pass
         return replies, True, dsn
-    except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError, ssl.SSLError,
-            UnicodeError, ValueError) as exc:
+    except (TimeoutError, aiosmtplib.SMTPException, OSError, ssl.SSLError, UnicodeError, ValueError) as exc:
         code = getattr(exc, "code", None)
         if isinstance(code, int) and 400 <= code < 600 and not isinstance(
                 exc, aiosmtplib.SMTPServerDisconnected):
