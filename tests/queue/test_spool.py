@@ -73,7 +73,9 @@ async def test_commit_makes_both_files_and_abort_leaves_nothing(make_queue):
     aborted = await queue.receive(ENV)
     aborted.write(b"half a message")
     aborted.abort()
-    assert list(queue.spool.tmp.iterdir()) == []
+    # (The scheduler may be rewriting the committed entry's state through tmp/ meanwhile.)
+    assert not any(p.name.startswith(aborted.queue_id) for p in queue.spool.tmp.iterdir())
+    assert not any(p.name.startswith(aborted.queue_id) for p in queue.spool.active.iterdir())
     assert sorted(p.name for p in queue.spool.active.iterdir()) == [f"{qid}.env",
                                                                    f"{qid}.msg"]
     with pytest.raises(RuntimeError):
