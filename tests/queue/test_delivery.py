@@ -335,3 +335,30 @@ async def test_mx_pointing_back_at_us_bounces_as_a_loop(make_queue, peers):
     await eventually(lambda: lmtp.handler.messages, what="loop bounce")
     rcpt = parse(lmtp.handler.messages[0]["content"]).get_payload()[1].get_payload()[1]
     assert rcpt["Status"] == "5.4.6"
+
+
+async def test_outbound_mail_from_a_local_domain_is_dkim_signed(make_queue, peers):
+    import dkim
+
+    from mailyard.senderauth.dkim_sign import generate
+
+    mx = peers(Recorder())
+    _app, queue = make_queue(outbound_port=mx.port,
+                             dns=mx_dns(("example.net.", "MX", ["10 mx.example.net."]),
+                                        ("mx.example.net.", "A", ["127.0.0.1"])))
+    selector, record = generate(_app.data_path, "example.test", "s1", bits=1024)
+    message = (b"From: Alice <alice@example.test>\r\nTo: friend@example.net\r\n"
+               b"Subject: signed\r\nMessage-ID: <s1@example.test>\r\n\r\nHello.\r\n")
+    qid = await receive(queue, envelope(sender="alice@example.test", via="internal",
+                                        to=("friend@example.net",)), message)
+    await eventually(lambda: mx.handler.messages, what="signed delivery")
+    received = mx.handler.messages[0]["content"]
+    assert received.startswith(b"DKIM-Signature:")
+
+    def dnsfunc(name, timeout=5):
+        assert name == b"s1._domainkey.example.test."
+        return record.encode()
+
+    assert dkim.verify(received, dnsfunc=dnsfunc)
+    # The spool kept the message as received (nothing to re-sign on a retry).
+    assert not queue.spool.exists(qid)

@@ -28,6 +28,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import email.parser
+import email.policy
+import email.utils
 import heapq
 import time
 
@@ -448,6 +451,7 @@ class Queue:
                 command_timeout=config.command_timeout)
             return replies, ""     # the filter reinjects; final delivery reports success
         assert hop.kind == HOP_SMTP
+        message = await self._dkim_sign(entry.envelope, message)
         # Per-destination limit: never more than this many connections to one domain.
         limit = self._destinations.setdefault(
             hop.destination, asyncio.Semaphore(config.max_per_destination))
@@ -458,6 +462,31 @@ class Queue:
                 connect_timeout=config.connect_timeout,
                 command_timeout=config.command_timeout)
         return replies, ("" if dsn_capable else dsn.RELAYED)
+
+    async def _dkim_sign(self, envelope: Envelope, message: bytes) -> bytes:
+        """DKIM-sign outbound mail from a local domain that has an active key (RFC 6376).
+
+        The signing domain is the From: header's (what DMARC aligns with), else the envelope
+        sender's; the spool keeps the unsigned message, so every attempt signs afresh.
+        """
+        if not getattr(self.settings, "senderauth", None) or \
+                not self.settings.senderauth.dkim_sign:
+            return message
+        accounts = self.app.accounts
+        head = message.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+        parsed = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head)
+        candidates = [domain_of(email.utils.parseaddr(parsed.get("From", ""))[1]),
+                      domain_of(envelope.sender)]
+        for domain in candidates:
+            if domain and accounts.is_local_domain(domain):
+                from mailyard.senderauth.dkim_sign import sign
+
+                try:
+                    return await asyncio.to_thread(sign, message, self.app.data_path, domain)
+                except Exception as exc:  # noqa: BLE001 - never lose mail over a signature
+                    event(log, "dkim signing failed", domain=domain, error=repr(exc))
+                    return message
+        return message
 
     async def _report(self, entry: QueueEntry, recipients: list[RecipientState], action: str,
                       will_retry_until: float | None = None) -> None:
