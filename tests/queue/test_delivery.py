@@ -343,10 +343,10 @@ async def test_outbound_mail_from_a_local_domain_is_dkim_signed(make_queue, peer
     from mailyard.senderauth.dkim_sign import generate
 
     mx = peers(Recorder())
-    _app, queue = make_queue(outbound_port=mx.port,
-                             dns=mx_dns(("example.net.", "MX", ["10 mx.example.net."]),
-                                        ("mx.example.net.", "A", ["127.0.0.1"])))
-    selector, record = generate(_app.data_path, "example.test", "s1", bits=1024)
+    app, queue = make_queue(outbound_port=mx.port,
+                            dns=mx_dns(("example.net.", "MX", ["10 mx.example.net."]),
+                                       ("mx.example.net.", "A", ["127.0.0.1"])))
+    _selector, record = generate(app.data_path, "example.test", "s1", bits=1024)
     message = (b"From: Alice <alice@example.test>\r\nTo: friend@example.net\r\n"
                b"Subject: signed\r\nMessage-ID: <s1@example.test>\r\n\r\nHello.\r\n")
     qid = await receive(queue, envelope(sender="alice@example.test", via="internal",
