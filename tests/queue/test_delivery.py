@@ -291,8 +291,7 @@ async def test_null_mx_bounces_at_once(make_queue, peers):
     await eventually(lambda: lmtp.handler.messages, what="null MX bounce")
     rcpt = parse(lmtp.handler.messages[0]["content"]).get_payload()[1].get_payload()[1]
     assert rcpt["Status"] == "5.1.10"
-    await eventually(lambda: not queue.spool.exists(qid))
-    assert queue.entries.get(qid) is None
+    await eventually(lambda: not queue.spool.exists(qid) and qid not in queue.entries)
 
 
 async def test_per_recipient_state_survives_restart(make_queue, peers):
@@ -362,3 +361,13 @@ async def test_outbound_mail_from_a_local_domain_is_dkim_signed(make_queue, peer
     assert dkim.verify(received, dnsfunc=dnsfunc)
     # The spool kept the message as received (nothing to re-sign on a retry).
     assert not queue.spool.exists(qid)
+
+
+async def test_bounces_to_one_sender_are_rate_limited(make_queue, peers):
+    lmtp = peers(Recorder(), lmtp=True)
+    _app, queue = make_queue(lmtp=lmtp.address, users=USERS, toml="dsn_per_hour = 2")
+    for _ in range(4):
+        await receive(queue, envelope(sender="alice@example.test", via="reinject",
+                                      to=("nobody@example.test",)))
+    await eventually(lambda: not queue.entries and queue.idle.is_set(), what="all bounced")
+    assert len(lmtp.handler.to("alice@example.test")) == 2

@@ -262,6 +262,9 @@ class QueueSettings:
     max_concurrent: int = setting(20, "Deliveries attempted at the same time.", check_positive)
     max_per_destination: int = setting(5, "Connections open at the same time to one "
                                        "remote domain.", check_positive)
+    dsn_per_hour: int = setting(100, "Delivery status notifications (bounces, delay "
+                                "warnings) sent to one sender per hour at most.",
+                                check_positive)
     outbound_port: int = setting(25, "TCP port of remote MX hosts (change only for tests).",
                                  check_positive)
     connect_timeout: float = setting(30.0, "Seconds to connect to a next hop.", check_positive)

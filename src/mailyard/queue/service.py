@@ -154,6 +154,7 @@ class Queue:
         self._tasks: set[asyncio.Task] = set()
         self._stopping = False
         self._destinations: dict[str, asyncio.Semaphore] = {}
+        self._dsn_sent: dict[str, list[float]] = {}
         self.idle = asyncio.Event()     # set whenever nothing is due or in flight (tests)
 
     # -- configuration read at use, so a reload takes effect ---------------------------------
@@ -252,7 +253,10 @@ class Queue:
                 except OSError as exc:       # the spool must not stop the scheduler
                     event(log, "control check failed", error=repr(exc))
                 next_poll = now + self.config.control_poll
-            while self._heap and self._heap[0][0] <= now and not self._stopping:
+            # At most max_concurrent attempts in flight; the rest stay in the heap (a
+            # restart with 100k due entries must not make 100k tasks).
+            while self._heap and self._heap[0][0] <= now and not self._stopping \
+                    and len(self._inflight) < self.config.max_concurrent:
                 due, _, queue_id = heapq.heappop(self._heap)
                 entry = self.entries.get(queue_id)
                 if entry is None or entry.held or queue_id in self._inflight \
@@ -265,7 +269,7 @@ class Queue:
             if not self._inflight and not (self._heap and self._heap[0][0] <= now):
                 self.idle.set()
             timeout = next_poll - now
-            if self._heap:
+            if self._heap and len(self._inflight) < self.config.max_concurrent:
                 timeout = min(timeout, max(self._heap[0][0] - now, 0.0))
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), max(timeout, 0.001))
@@ -463,6 +467,22 @@ class Queue:
                 command_timeout=config.command_timeout)
         return replies, ("" if dsn_capable else dsn.RELAYED)
 
+    def _dsn_allowed(self, sender: str) -> bool:
+        """At most `dsn_per_hour` DSNs to one sender per hour (backscatter and bounce
+        storms stay bounded; the count lives in memory and restarts with the process)."""
+        now = time.time()
+        key = sender.lower()
+        recent = [t for t in self._dsn_sent.get(key, ()) if now - t < 3600]
+        if len(recent) >= self.config.dsn_per_hour:
+            self._dsn_sent[key] = recent
+            return False
+        recent.append(now)
+        self._dsn_sent[key] = recent
+        if len(self._dsn_sent) > 10000:            # forget senders quiet for an hour
+            self._dsn_sent = {k: v for k, v in self._dsn_sent.items()
+                              if v and now - v[-1] < 3600}
+        return True
+
     async def _dkim_sign(self, envelope: Envelope, message: bytes) -> bytes:
         """DKIM-sign outbound mail from a local domain that has an active key (RFC 6376).
 
@@ -501,6 +521,10 @@ class Queue:
             # RFC 3461 §6.2 / RFC 5321 §6.1: never bounce a bounce.
             event(log, "not reporting to the null sender", queue_id=entry.queue_id,
                   action=action, recipients=len(wanted))
+            return
+        if not self._dsn_allowed(entry.envelope.sender):
+            event(log, "dsn rate limit reached; not reporting", queue_id=entry.queue_id,
+                  action=action, to=f"<{entry.envelope.sender}>")
             return
         message = await asyncio.to_thread(self.spool.msg_path(entry.queue_id).read_bytes)
         now = time.time()
