@@ -371,3 +371,42 @@ async def test_bounces_to_one_sender_are_rate_limited(make_queue, peers):
                                       to=("nobody@example.test",)))
     await eventually(lambda: not queue.entries and queue.idle.is_set(), what="all bounced")
     assert len(lmtp.handler.to("alice@example.test")) == 2
+
+
+async def test_lmtp_over_a_unix_socket(make_queue, tmp_path):
+    from aiosmtpd.controller import UnixSocketController
+    from aiosmtpd.lmtp import LMTP
+
+    class LMTPUnixController(UnixSocketController):
+        def factory(self):
+            return LMTP(self.handler)
+
+    handler = Recorder()
+    path = tmp_path / "lmtp.sock"
+    controller = LMTPUnixController(handler, unix_socket=str(path))
+    controller.start()
+    try:
+        _app, queue = make_queue(lmtp=f"unix:{path}", users=USERS)
+        await receive(queue, envelope(via="reinject"))
+        await eventually(lambda: handler.messages, what="LMTP delivery over unix:")
+        assert handler.messages[0]["recipients"] == ["alice@example.test"]
+    finally:
+        controller.stop()
+
+
+async def test_many_concurrent_messages_each_delivered_exactly_once(make_queue, peers):
+    import asyncio
+
+    lmtp = peers(Recorder(), lmtp=True)
+    _app, queue = make_queue(lmtp=lmtp.address, users=USERS)
+
+    async def one(i: int) -> str:
+        return await receive(queue, envelope(via="reinject", to=USERS[:2]),
+                             b"Subject: n%d\r\n\r\nbody\r\n" % i)
+
+    ids = await asyncio.gather(*(one(i) for i in range(100)))
+    assert len(set(ids)) == 100
+    await eventually(lambda: not queue.entries, timeout=60, what="all delivered")
+    for user in USERS[:2]:
+        subjects = sorted(m["content"].split(b"\r\n")[0] for m in lmtp.handler.to(user))
+        assert subjects == sorted(b"Subject: n%d" % i for i in range(100))

@@ -320,6 +320,9 @@ class Queue:
             entry.held = True
             return
         if not self.spool.exists(queue_id):
+            # Deleted by an operator; a state write that raced the deletion may have left
+            # an .env alone (start-up would discard it too).
+            self.spool.env_path(queue_id).unlink(missing_ok=True)
             self.entries.pop(queue_id, None)
             return
         now = time.time()
