@@ -410,3 +410,35 @@ async def test_many_concurrent_messages_each_delivered_exactly_once(make_queue, 
     for user in USERS[:2]:
         subjects = sorted(m["content"].split(b"\r\n")[0] for m in lmtp.handler.to(user))
         assert subjects == sorted(b"Subject: n%d" % i for i in range(100))
+
+
+async def test_messages_to_one_domain_share_a_connection(make_queue, peers):
+    mx = peers(Recorder())
+    _app, queue = make_queue(outbound_port=mx.port,
+                             dns=mx_dns(("example.net.", "MX", ["10 mx.example.net."]),
+                                        ("mx.example.net.", "A", ["127.0.0.1"])))
+    for i in range(3):
+        qid = await receive(queue, envelope(sender="alice@example.test", via="internal",
+                                            to=("friend@example.net",)),
+                            b"Subject: %d\r\n\r\nx\r\n" % i)
+        await eventually(lambda q=qid: q not in queue.entries, what=f"message {i}")
+    assert len(mx.handler.messages) == 3
+    assert mx.handler.ehlos == 1
+    assert queue.connections.reused == 2
+
+
+async def test_dead_idle_connection_falls_back_to_a_new_one(make_queue, peers):
+    port = free_port()
+    first = peers(Recorder(), port=port)
+    _app, queue = make_queue(outbound_port=port,
+                             dns=mx_dns(("example.net.", "MX", ["10 mx.example.net."]),
+                                        ("mx.example.net.", "A", ["127.0.0.1"])))
+    qid = await receive(queue, envelope(sender="alice@example.test", via="internal",
+                                        to=("friend@example.net",)))
+    await eventually(lambda: qid not in queue.entries)
+    first.stop()                      # the idle connection dies with its server
+    second = peers(Recorder(), port=port)
+    qid = await receive(queue, envelope(sender="alice@example.test", via="internal",
+                                        to=("friend@example.net",)))
+    await eventually(lambda: second.handler.messages, what="delivery on a new connection")
+    assert queue.entries.get(qid) is None or queue.entries[qid].attempts == 1

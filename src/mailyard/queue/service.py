@@ -58,7 +58,7 @@ from mailyard.queue.routing import (
     retry_delay,
     stage_for,
 )
-from mailyard.queue.smtp_out import Target, deliver_remote, smtp_transaction
+from mailyard.queue.smtp_out import ConnectionCache, Target, deliver_host, deliver_remote
 from mailyard.queue.spool import CommitJob, GroupCommitter, Spool, new_queue_id
 
 log = get_logger("queue")
@@ -155,6 +155,7 @@ class Queue:
         self._stopping = False
         self._destinations: dict[str, asyncio.Semaphore] = {}
         self._dsn_sent: dict[str, list[float]] = {}
+        self.connections = ConnectionCache()    # idle outbound SMTP connections
         self.idle = asyncio.Event()     # set whenever nothing is due or in flight (tests)
 
     # -- configuration read at use, so a reload takes effect ---------------------------------
@@ -194,6 +195,7 @@ class Queue:
             task.cancel()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=5)
+        self.connections.close_all()
         await self.committer.close()
 
     close = stop
@@ -252,6 +254,7 @@ class Queue:
                     self._check_control()
                 except OSError as exc:       # the spool must not stop the scheduler
                     event(log, "control check failed", error=repr(exc))
+                self.connections.sweep()
                 next_poll = now + self.config.control_poll
             # At most max_concurrent attempts in flight; the rest stay in the heap (a
             # restart with 100k due entries must not make 100k tasks).
@@ -451,11 +454,11 @@ class Queue:
             from mailyard.config import parse_hostport
 
             host, port = parse_hostport(hop.destination)
-            replies, _, _ = await smtp_transaction(
+            replies = await deliver_host(
                 Target(host=host, port=port, name=hop.destination), entry.envelope,
-                recipients, message, helo=self.hostname, opportunistic_tls=False,
+                recipients, message, helo=self.hostname,
                 connect_timeout=config.connect_timeout,
-                command_timeout=config.command_timeout)
+                command_timeout=config.command_timeout, cache=self.connections)
             return replies, ""     # the filter reinjects; final delivery reports success
         assert hop.kind == HOP_SMTP
         message = await self._dkim_sign(entry.envelope, message)
@@ -467,7 +470,7 @@ class Queue:
                 self.app.dns, hop.destination, entry.envelope, recipients, message,
                 port=config.outbound_port, helo=self.hostname,
                 connect_timeout=config.connect_timeout,
-                command_timeout=config.command_timeout)
+                command_timeout=config.command_timeout, cache=self.connections)
         return replies, ("" if dsn_capable else dsn.RELAYED)
 
     def _dsn_allowed(self, sender: str) -> bool:
