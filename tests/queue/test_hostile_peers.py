@@ -150,3 +150,45 @@ async def test_opportunistic_starttls_to_remote_mx(make_queue, peers, tls_certs)
         assert handler.tls is True
     finally:
         controller.stop()
+
+
+@pytest.mark.parametrize("mx_name, delivered", [("localhost", True),
+                                                ("mx.example.net", False)])
+async def test_tls_verify_checks_the_mx_name(make_queue, tls_certs, mx_name, delivered):
+    """With [queue] tls_verify the certificate must match the MX host name (the trustme
+    certificate names localhost, not mx.example.net): else the message waits."""
+    from aiosmtpd.controller import Controller
+    from harness import free_port
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls_certs.cert_path, tls_certs.key_path)
+    handler = Recorder()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, tls_context=context)
+    controller.start()
+    try:
+        _app, queue = make_queue(outbound_port=port, toml=(
+            f'tls_verify = true\ntls_ca_file = "{tls_certs.ca_path}"\n'
+            "retry_initial = 3600\nretry_max = 3600"), dns={
+            ("example.net.", "MX"): [f"10 {mx_name}."],
+            (f"{mx_name}.", "A"): ["127.0.0.1"]})
+        qid = await queue.submit(env("internal", ("x@example.net",)), b"Subject: v\r\n\r\n")
+        await eventually(lambda: qid not in queue.entries or (
+            queue.entries[qid].attempts == 1 and queue.idle.is_set()))
+        assert bool(handler.messages) is delivered
+        if not delivered:
+            assert queue.spool.load(qid).recipients[0].status == PENDING
+    finally:
+        controller.stop()
+
+
+async def test_tls_verify_refuses_a_server_without_starttls(make_queue, peers):
+    mx = peers(Recorder())
+    _app, queue = make_queue(outbound_port=mx.port, toml=(
+        "tls_verify = true\nretry_initial = 3600\nretry_max = 3600"), dns={
+        ("example.net.", "MX"): ["10 localhost."], ("localhost.", "A"): ["127.0.0.1"]})
+    qid = await queue.submit(env("internal", ("x@example.net",)), b"Subject: v\r\n\r\n")
+    await eventually(lambda: queue.entries[qid].attempts == 1 and queue.idle.is_set())
+    assert mx.handler.messages == []
+    rcpt = queue.spool.load(qid).recipients[0]
+    assert rcpt.status == PENDING and "STARTTLS" in rcpt.reply.text

@@ -269,6 +269,10 @@ class QueueSettings:
                                 check_positive)
     outbound_port: int = setting(25, "TCP port of remote MX hosts (change only for tests).",
                                  check_positive)
+    tls_verify: bool = setting(False, "Require STARTTLS with a certificate valid for the MX "
+                               "host name when delivering to remote MX hosts; a failure "
+                               "defers the message (off: opportunistic TLS, RFC 7435).")
+    tls_ca_file: str = setting("", "CA bundle (PEM) for `tls_verify`; empty = the system's.")
     connect_timeout: float = setting(30.0, "Seconds to connect to a next hop.", check_positive)
     command_timeout: float = setting(300.0, "Seconds to wait for a next hop's reply.",
                                      check_positive)

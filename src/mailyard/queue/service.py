@@ -32,6 +32,7 @@ import email.parser
 import email.policy
 import email.utils
 import heapq
+import ssl
 import time
 
 from mailyard.envelope import Envelope
@@ -156,6 +157,7 @@ class Queue:
         self._destinations: dict[str, asyncio.Semaphore] = {}
         self._dsn_sent: dict[str, list[float]] = {}
         self.connections = ConnectionCache()    # idle outbound SMTP connections
+        self._tls_context: tuple[str, ssl.SSLContext] | None = None
         self.idle = asyncio.Event()     # set whenever nothing is due or in flight (tests)
 
     # -- configuration read at use, so a reload takes effect ---------------------------------
@@ -361,7 +363,7 @@ class Queue:
         if still and age >= self.config.max_lifetime:
             for rcpt in still:
                 last = rcpt.reply.line() if rcpt.reply else "no delivery attempt succeeded"
-                rcpt.reply = Reply(code=500, enhanced=EXPIRED,
+                rcpt.reply = Reply(code=451, enhanced=EXPIRED,
                                    text=f"delivery time expired; last error: {last}",
                                    remote="")
                 rcpt.status = FAILED
@@ -470,8 +472,19 @@ class Queue:
                 self.app.dns, hop.destination, entry.envelope, recipients, message,
                 port=config.outbound_port, helo=self.hostname,
                 connect_timeout=config.connect_timeout,
-                command_timeout=config.command_timeout, cache=self.connections)
+                command_timeout=config.command_timeout, cache=self.connections,
+                tls_context=self._outbound_tls())
         return replies, ("" if dsn_capable else dsn.RELAYED)
+
+    def _outbound_tls(self) -> ssl.SSLContext | None:
+        """The verifying client context when `[queue] tls_verify` is on (built once)."""
+        if not self.config.tls_verify:
+            return None
+        key = self.config.tls_ca_file
+        if self._tls_context is None or self._tls_context[0] != key:
+            context = ssl.create_default_context(cafile=key or None)
+            self._tls_context = (key, context)
+        return self._tls_context[1]
 
     def _dsn_allowed(self, sender: str) -> bool:
         """At most `dsn_per_hour` DSNs to one sender per hour (backscatter and bounce

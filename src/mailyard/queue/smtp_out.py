@@ -8,6 +8,9 @@ scheduler has one path: 2xx done, 4xx retry, 5xx bounce.
 `deliver_remote` resolves a domain's MX hosts (RFC 5321 §5.1: preference order, equal
 preferences shuffled, the domain itself as implicit MX when there is none; RFC 7505 null MX
 bounces at once) and tries them in turn until one of them takes responsibility or refuses.
+TLS is opportunistic (RFC 7435) unless `[queue] tls_verify` asks for a certificate valid
+for the MX name. A `ConnectionCache` keeps the connection open after a message, so the
+next message to the same domain (or to the filter) goes over it after an RSET.
 """
 
 from __future__ import annotations
@@ -182,6 +185,9 @@ async def smtp_transaction(target: Target, envelope: Envelope, recipients: list[
         else:
             await smtp.connect(timeout=connect_timeout)
             await smtp.ehlo()
+            if tls_context is not None and not smtp.supports_extension("starttls"):
+                # Verified TLS is required: a server without STARTTLS is not good enough.
+                raise aiosmtplib.SMTPException(f"{target.name} does not offer STARTTLS")
             if opportunistic_tls and smtp.supports_extension("starttls"):
                 # RFC 3207 / RFC 7435: encrypt when offered; certificates are not verified
                 # for opportunistic TLS (an MX has no way to tell us which name to expect).
@@ -308,11 +314,17 @@ async def mx_targets(resolver, domain: str, port: int,
 async def deliver_remote(resolver, domain: str, envelope: Envelope,
                          recipients: list[RecipientState], message: bytes, *, port: int,
                          helo: str, connect_timeout: float, command_timeout: float,
-                         cache: ConnectionCache | None = None
+                         cache: ConnectionCache | None = None,
+                         tls_context: ssl.SSLContext | None = None
                          ) -> tuple[dict[str, Reply], bool]:
-    """Deliver to `domain`'s MX hosts; (reply per recipient, whether the MX speaks DSN)."""
+    """Deliver to `domain`'s MX hosts; (reply per recipient, whether the MX speaks DSN).
+
+    With `tls_context` (verifying), STARTTLS is required and the certificate must be valid
+    for the MX host name (the connection itself goes to the resolved address).
+    """
     options = {"helo": helo, "connect_timeout": connect_timeout,
-               "command_timeout": command_timeout, "keep": cache is not None}
+               "command_timeout": command_timeout, "keep": cache is not None,
+               "tls_context": tls_context}
     if cache is not None:
         idle = cache.take(domain)
         if idle is not None:
