@@ -267,6 +267,9 @@ class QueueSettings:
     dsn_per_hour: int = setting(100, "Delivery status notifications (bounces, delay "
                                 "warnings) sent to one sender per hour at most.",
                                 check_positive)
+    lmtp_next_hop: str = setting("", "Where final delivery sends mail for local domains over "
+                                 "LMTP (HOST:PORT or unix:/path; empty = our own lmtp "
+                                 "listener), e.g. a Dovecot LMTP socket.", check_hostport)
     outbound_port: int = setting(25, "TCP port of remote MX hosts (change only for tests).",
                                  check_positive)
     tls_verify: bool = setting(False, "Require STARTTLS with a certificate valid for the MX "

@@ -338,7 +338,7 @@ class Queue:
         pending = entry.pending()
         by_address = {r.address: r for r in pending}
         hops = plan(entry.stage, by_address, self._is_local_domain, self.filter_address,
-                    self.settings.listen.lmtp)
+                    self.config.lmtp_next_hop or self.settings.listen.lmtp)
         outcomes = await asyncio.gather(*(self._run_hop(hop, entry, by_address)
                                           for hop in hops))
         succeeded: list[tuple[RecipientState, str]] = []
