@@ -424,7 +424,7 @@ async def test_messages_to_one_domain_share_a_connection(make_queue, peers):
         await eventually(lambda q=qid: q not in queue.entries, what=f"message {i}")
     assert len(mx.handler.messages) == 3
     assert mx.handler.ehlos == 1
-    assert queue.connections.reused == 2
+    assert queue.deliverer.connections.reused == 2
 
 
 async def test_dead_idle_connection_falls_back_to_a_new_one(make_queue, peers):

@@ -27,112 +27,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import email.parser
-import email.policy
-import email.utils
 import heapq
-import ssl
 import time
 
 from mailyard.envelope import Envelope
 from mailyard.log import event, get_logger
 from mailyard.queue import dsn
-from mailyard.queue.lmtp_client import lmtp_deliver
-from mailyard.queue.records import (
-    DELIVERED,
-    EXPANDED,
-    FAILED,
-    QueueEntry,
-    RecipientState,
-    Reply,
-    new_entry,
-)
-from mailyard.queue.routing import (
-    FINAL,
-    HOP_FILTER,
-    HOP_LMTP,
-    HOP_SMTP,
-    Hop,
-    domain_of,
-    plan,
-    retry_delay,
-    stage_for,
-)
-from mailyard.queue.smtp_out import ConnectionCache, Target, deliver_host, deliver_remote
-from mailyard.queue.spool import CommitJob, GroupCommitter, Spool, new_queue_id
+from mailyard.queue.hops import Deliverer, expand_aliases
+from mailyard.queue.incoming import Incoming
+from mailyard.queue.records import DELIVERED, FAILED, QueueEntry, RecipientState, Reply
+from mailyard.queue.routing import FINAL, plan, retry_delay
+from mailyard.queue.spool import GroupCommitter, Spool, new_queue_id
 
 log = get_logger("queue")
 
 EXPIRED = "4.4.7"        # RFC 3463: delivery time expired
-USER_UNKNOWN = "5.1.1"
-
-
-class Incoming:
-    """A message being received: `write` chunks, then `commit` (or `abort`).
-
-    Writes go to a file in the spool's tmp/ (page cache only; nothing buffered here
-    beyond the file object's buffer). `commit` raises OSError when the message could not
-    be made durable (disk full, I/O error): answer the client 451 then.
-    """
-
-    def __init__(self, queue: Queue, envelope: Envelope, queue_id: str, path, file):
-        self.queue = queue
-        self.envelope = envelope
-        self.queue_id = queue_id
-        self.size = 0
-        self._path = path
-        self._file = file
-        self._done = False
-
-    def write(self, chunk: bytes) -> None:
-        self._file.write(chunk)
-        self.size += len(chunk)
-
-    async def commit(self) -> str:
-        if self._done:
-            raise RuntimeError("commit after commit or abort")
-        self._done = True
-        spool = self.queue.spool
-        env_tmp = spool.tmp / f"{self.queue_id}.env"
-        try:
-            now = time.time()
-            envelope = self.envelope
-            if not envelope.received_at:
-                envelope = dataclasses.replace(envelope, received_at=now)
-            stage = stage_for(envelope.received_via, envelope.skip_scan,
-                              self.queue.filter_address)
-            entry = new_entry(self.queue_id, envelope, now, stage, self.size)
-            state = entry.to_json()
-            await self.queue.committer.run(CommitJob(
-                # File system calls that may wait on the journal run in the commit thread.
-                prepare=[self._file.close, lambda: env_tmp.write_bytes(state)],
-                fsync_files=[self._path, env_tmp],
-                # The message first: an .env alone in active/ would be discarded anyway.
-                renames=[(self._path, spool.msg_path(self.queue_id)),
-                         (env_tmp, spool.env_path(self.queue_id))],
-                sync_dirs={spool.active}))
-        except BaseException:
-            with contextlib.suppress(OSError):
-                self._file.close()
-            for path in (self._path, env_tmp):
-                with contextlib.suppress(OSError):
-                    path.unlink(missing_ok=True)
-            raise
-        self.queue._admit(entry)
-        event(log, "queued", queue_id=self.queue_id, sender=f"<{envelope.sender}>",
-              recipients=len(entry.recipients), size=self.size,
-              via=envelope.received_via, stage=stage)
-        return self.queue_id
-
-    def abort(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        with contextlib.suppress(OSError):
-            self._file.close()
-        with contextlib.suppress(OSError):
-            self._path.unlink(missing_ok=True)
 
 
 class Queue:
@@ -154,10 +63,8 @@ class Queue:
         self._semaphore: asyncio.Semaphore | None = None
         self._tasks: set[asyncio.Task] = set()
         self._stopping = False
-        self._destinations: dict[str, asyncio.Semaphore] = {}
         self._dsn_sent: dict[str, list[float]] = {}
-        self.connections = ConnectionCache()    # idle outbound SMTP connections
-        self._tls_context: tuple[str, ssl.SSLContext] | None = None
+        self.deliverer = Deliverer(self)
         self.idle = asyncio.Event()     # set whenever nothing is due or in flight (tests)
 
     # -- configuration read at use, so a reload takes effect ---------------------------------
@@ -197,7 +104,7 @@ class Queue:
             task.cancel()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=5)
-        self.connections.close_all()
+        self.deliverer.close()
         await self.committer.close()
 
     close = stop
@@ -256,7 +163,7 @@ class Queue:
                     self._check_control()
                 except OSError as exc:       # the spool must not stop the scheduler
                     event(log, "control check failed", error=repr(exc))
-                self.connections.sweep()
+                self.deliverer.connections.sweep()
                 next_poll = now + self.config.control_poll
             # At most max_concurrent attempts in flight; the rest stay in the heap (a
             # restart with 100k due entries must not make 100k tasks).
@@ -334,12 +241,12 @@ class Queue:
         entry.attempts += 1
         failed: list[RecipientState] = []
         if entry.stage == FINAL:
-            failed = self._expand_aliases(entry)
+            failed = expand_aliases(entry, self.app.accounts)
         pending = entry.pending()
         by_address = {r.address: r for r in pending}
         hops = plan(entry.stage, by_address, self._is_local_domain, self.filter_address,
                     self.config.lmtp_next_hop or self.settings.listen.lmtp)
-        outcomes = await asyncio.gather(*(self._run_hop(hop, entry, by_address)
+        outcomes = await asyncio.gather(*(self.deliverer.run(hop, entry, by_address)
                                           for hop in hops))
         succeeded: list[tuple[RecipientState, str]] = []
         for hop, (replies, success_action) in zip(hops, outcomes):
@@ -398,94 +305,6 @@ class Queue:
     def _is_local_domain(self, domain: str) -> bool:
         return self.app.accounts.is_local_domain(domain)
 
-    def _expand_aliases(self, entry: QueueEntry) -> list[RecipientState]:
-        """Replace local aliases by their targets (once; children are marked final).
-
-        A recipient that is itself a user (possibly with +detail) keeps its address, so the
-        delivery agent still sees the detail; an unknown local recipient fails 550 5.1.1.
-        Returns the recipients that failed so.
-        """
-        accounts = self.app.accounts
-        added: list[RecipientState] = []
-        failed: list[RecipientState] = []
-        for rcpt in entry.pending():
-            if rcpt.final:
-                continue
-            domain = domain_of(rcpt.address)
-            if not domain or not accounts.is_local_domain(domain):
-                rcpt.final = True
-                continue
-            targets = accounts.resolve(rcpt.address)
-            local, _, _ = rcpt.address.rpartition("@")
-            base = f"{local.split('+', 1)[0]}@{domain}".lower()
-            if len(targets) == 1 and targets[0].lower() in (rcpt.address.lower(), base):
-                rcpt.final = True
-                continue
-            if not targets:
-                rcpt.status = FAILED
-                failed.append(rcpt)
-                rcpt.reply = Reply(code=550, enhanced=USER_UNKNOWN,
-                                   text=f"<{rcpt.address}>: recipient address unknown")
-                continue
-            rcpt.status = EXPANDED
-            known = {r.address.lower() for r in entry.recipients}
-            for target in targets:
-                if target.lower() in known:
-                    continue
-                known.add(target.lower())
-                added.append(RecipientState(
-                    address=target, orcpt=rcpt.orcpt or f"rfc822;{rcpt.address}",
-                    notify=rcpt.notify, parent=rcpt.address, final=True))
-        entry.recipients.extend(added)
-        return failed
-
-    async def _run_hop(self, hop: Hop, entry: QueueEntry,
-                       by_address: dict[str, RecipientState]) -> tuple[dict[str, Reply], str]:
-        """Returns (reply per recipient, the DSN action for a success: "" = none)."""
-        recipients = [by_address[a] for a in hop.recipients]
-        config = self.config
-        message_path = self.spool.msg_path(entry.queue_id)
-        if hop.kind == HOP_LMTP:
-            replies = await lmtp_deliver(
-                hop.destination, entry.envelope, recipients, message_path,
-                helo=self.hostname, connect_timeout=config.connect_timeout,
-                command_timeout=config.command_timeout)
-            return replies, dsn.DELIVERED
-        message = await asyncio.to_thread(message_path.read_bytes)
-        if hop.kind == HOP_FILTER:
-            from mailyard.config import parse_hostport
-
-            host, port = parse_hostport(hop.destination)
-            replies = await deliver_host(
-                Target(host=host, port=port, name=hop.destination), entry.envelope,
-                recipients, message, helo=self.hostname,
-                connect_timeout=config.connect_timeout,
-                command_timeout=config.command_timeout, cache=self.connections)
-            return replies, ""     # the filter reinjects; final delivery reports success
-        assert hop.kind == HOP_SMTP
-        message = await self._dkim_sign(entry.envelope, message)
-        # Per-destination limit: never more than this many connections to one domain.
-        limit = self._destinations.setdefault(
-            hop.destination, asyncio.Semaphore(config.max_per_destination))
-        async with limit:
-            replies, dsn_capable = await deliver_remote(
-                self.app.dns, hop.destination, entry.envelope, recipients, message,
-                port=config.outbound_port, helo=self.hostname,
-                connect_timeout=config.connect_timeout,
-                command_timeout=config.command_timeout, cache=self.connections,
-                tls_context=self._outbound_tls())
-        return replies, ("" if dsn_capable else dsn.RELAYED)
-
-    def _outbound_tls(self) -> ssl.SSLContext | None:
-        """The verifying client context when `[queue] tls_verify` is on (built once)."""
-        if not self.config.tls_verify:
-            return None
-        key = self.config.tls_ca_file
-        if self._tls_context is None or self._tls_context[0] != key:
-            context = ssl.create_default_context(cafile=key or None)
-            self._tls_context = (key, context)
-        return self._tls_context[1]
-
     def _dsn_allowed(self, sender: str) -> bool:
         """At most `dsn_per_hour` DSNs to one sender per hour (backscatter and bounce
         storms stay bounded; the count lives in memory and restarts with the process)."""
@@ -501,31 +320,6 @@ class Queue:
             self._dsn_sent = {k: v for k, v in self._dsn_sent.items()
                               if v and now - v[-1] < 3600}
         return True
-
-    async def _dkim_sign(self, envelope: Envelope, message: bytes) -> bytes:
-        """DKIM-sign outbound mail from a local domain that has an active key (RFC 6376).
-
-        The signing domain is the From: header's (what DMARC aligns with), else the envelope
-        sender's; the spool keeps the unsigned message, so every attempt signs afresh.
-        """
-        if not getattr(self.settings, "senderauth", None) or \
-                not self.settings.senderauth.dkim_sign:
-            return message
-        accounts = self.app.accounts
-        head = message.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
-        parsed = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head)
-        candidates = [domain_of(email.utils.parseaddr(parsed.get("From", ""))[1]),
-                      domain_of(envelope.sender)]
-        for domain in candidates:
-            if domain and accounts.is_local_domain(domain):
-                from mailyard.senderauth.dkim_sign import sign
-
-                try:
-                    return await asyncio.to_thread(sign, message, self.app.data_path, domain)
-                except Exception as exc:  # noqa: BLE001 - never lose mail over a signature
-                    event(log, "dkim signing failed", domain=domain, error=repr(exc))
-                    return message
-        return message
 
     async def _report(self, entry: QueueEntry, recipients: list[RecipientState], action: str,
                       will_retry_until: float | None = None) -> None:
