@@ -248,7 +248,6 @@ class SieveSettings:
 
 
 @dataclass(frozen=True)
-<<<<<<< HEAD
 class QueueSettings:
     retry_initial: float = setting(60.0, "Seconds before the first retry of a deferred "
                                    "message; doubles on each further failure.", check_positive)
@@ -269,7 +268,9 @@ class QueueSettings:
     control_poll: float = setting(1.0, "Seconds between checks for `mailyard queue` "
                                   "requests (flush, hold, delete) in data_dir/queue/control.",
                                   check_positive)
-=======
+
+
+@dataclass(frozen=True)
 class SenderAuthSettings:
     check: bool = setting(True, "Check SPF at MAIL FROM and DKIM/DMARC after DATA on the MX, "
                           "and add Authentication-Results.")
@@ -281,7 +282,6 @@ class SenderAuthSettings:
 class DmarcSettings:
     enforce: bool = setting(False, "Refuse (550 5.7.1 at end of DATA) mail whose DMARC policy "
                             "is p=reject and that fails DMARC.")
->>>>>>> main
 
 
 @dataclass(frozen=True)
@@ -299,12 +299,9 @@ class Settings:
     spam: SpamSettings = field(default_factory=SpamSettings)
     antivirus: AntivirusSettings = field(default_factory=AntivirusSettings)
     sieve: SieveSettings = field(default_factory=SieveSettings)
-<<<<<<< HEAD
     queue: QueueSettings = field(default_factory=QueueSettings)
-=======
     senderauth: SenderAuthSettings = field(default_factory=SenderAuthSettings)
     dmarc: DmarcSettings = field(default_factory=DmarcSettings)
->>>>>>> main
     # Where the settings came from (None = built-in defaults); not a TOML key.
     source: str | None = field(default=None, compare=False)
 
