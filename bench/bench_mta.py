@@ -1,0 +1,120 @@
+"""MTA accept rate: 4 KB messages over 10 concurrent connections, next hop a sink.
+
+Starts mailyard with only the `smtp` listener (the queue forwards everything to an
+in-process SMTP sink standing in for the content filter), then drives it with Postfix's
+`smtp-source` (when installed) and with ../shared/bench/bench_pipeline.py --no-wait.
+The 250 waits for the fsync (group commit), as in production.
+
+    python bench/bench_mta.py                  # N=2000 C=10
+    N=500 C=10 python bench/bench_mta.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SHARED = next((p for p in (ROOT.parent / "shared" / "bench", ROOT.parents[1] / "shared" / "bench",
+                            Path("/work/shared/bench")) if p.is_dir()), Path("."))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from harness import MailyardServer, free_port  # noqa: E402
+
+N = int(os.environ.get("N", "2000"))
+C = int(os.environ.get("C", "10"))
+
+
+class CountingSink:
+    """A minimal asyncio SMTP sink in a thread: answers 250 to everything, counts DATA."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.count = 0
+        self._ready = threading.Event()
+        threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True).start()
+        self._ready.wait(10)
+
+    async def _main(self) -> None:
+        server = await asyncio.start_server(self._session, "127.0.0.1", self.port)
+        self._ready.set()
+        async with server:
+            await server.serve_forever()
+
+    async def _session(self, reader, writer) -> None:
+        writer.write(b"220 sink\r\n")
+        in_data = False
+        while line := await reader.readline():
+            if in_data:
+                if line == b".\r\n":
+                    in_data = False
+                    self.count += 1
+                    writer.write(b"250 ok\r\n")
+                continue
+            verb = line[:4].upper()
+            if verb == b"DATA":
+                in_data = True
+                writer.write(b"354 go\r\n")
+            elif verb == b"QUIT":
+                writer.write(b"221 bye\r\n")
+                break
+            elif verb == b"EHLO":
+                writer.write(b"250-sink\r\n250 PIPELINING\r\n")
+            else:
+                writer.write(b"250 ok\r\n")
+        writer.close()
+
+
+def main() -> int:
+    sink = CountingSink()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-mta-"))
+    srv = MailyardServer(root=tmp, services={"smtp"}, domains=["example.test"],
+                         toml=f'[server]\nlog_level = "warning"\n[greylist]\nenabled = false\n'
+                              f'[filter]\nnext_hop = "127.0.0.1:{sink.port}"\n')
+    srv.add_user("user1@example.test", "pass1")
+    srv.start()
+    results = {}
+    try:
+        if shutil.which("smtp-source"):
+            cmd = ["smtp-source", "-s", str(C), "-m", str(N), "-l", "4096",
+                   "-f", "sender@example.net", "-t", "user1@example.test",
+                   "-M", "client.example.net", f"127.0.0.1:{srv.port('smtp')}"]
+            print("$", " ".join(cmd), flush=True)
+            started = time.perf_counter()
+            subprocess.run(cmd, check=True)
+            elapsed = time.perf_counter() - started
+            results["smtp_source_msgs_per_s"] = round(N / elapsed, 1)
+            print(f"smtp-source: {N} messages in {elapsed:.2f}s = {N / elapsed:.1f} msg/s",
+                  flush=True)
+        out = tmp / "pipeline.json"
+        cmd = [sys.executable, str(SHARED / "bench_pipeline.py"), "--port",
+               str(srv.port("smtp")), "-n", str(N), "-c", str(C), "--min-kb", "4",
+               "--max-kb", "4", "--attach-ratio", "0", "--html-ratio", "0",
+               "--rcpt", "user1@example.test", "--no-wait", "--json", str(out),
+               "--label", "mailyard-mta"]
+        print("$", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        line = json.loads(out.read_text().splitlines()[-1])
+        results["bench_pipeline_accept_msgs_per_s"] = line.get("smtp_accept_msgs_per_s")
+        deadline = time.monotonic() + 120
+        while sink.count < 2 * N and time.monotonic() < deadline:
+            time.sleep(0.2)
+        results["forwarded_to_sink"] = sink.count
+    finally:
+        srv.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
