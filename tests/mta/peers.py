@@ -12,7 +12,10 @@ from aiosmtpd.controller import Controller
 from harness import free_port
 
 UNTRUSTED = "127.0.0.2"        # loopback alias outside trusted_networks in these tests
+# Clients from 127.0.0.2+ are untrusted; sender authentication (DNS) is off unless a test
+# turns it on with its own DNS server.
 TRUSTED_ONLY_LOCALHOST = '[smtp]\ntrusted_networks = ["127.0.0.1/32"]\n'
+SENDERAUTH_OFF = "[senderauth]\ncheck = false\n"
 
 
 class Sink:

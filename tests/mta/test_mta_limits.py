@@ -7,14 +7,14 @@ import smtplib
 
 import pytest
 
-from .peers import TRUSTED_ONLY_LOCALHOST, UNTRUSTED, RawClient
+from .peers import SENDERAUTH_OFF, TRUSTED_ONLY_LOCALHOST, UNTRUSTED, RawClient
 
 NO_GREYLIST = "[greylist]\nenabled = false\n"
 
 
 def start(mailyard_server, sink, smtp_keys: str = ""):
     srv = mailyard_server(services={"smtp"}, domains=["example.test"],
-                          toml=TRUSTED_ONLY_LOCALHOST + smtp_keys + "\n" + NO_GREYLIST
+                          toml=TRUSTED_ONLY_LOCALHOST + smtp_keys + "\n" + SENDERAUTH_OFF + NO_GREYLIST
                           + sink.toml())
     srv.add_user("alice@example.test")
     return srv

@@ -11,7 +11,7 @@ import smtplib
 
 import pytest
 
-from .peers import TRUSTED_ONLY_LOCALHOST, UNTRUSTED, RawClient
+from .peers import SENDERAUTH_OFF, TRUSTED_ONLY_LOCALHOST, UNTRUSTED, RawClient
 
 NO_GREYLIST = "[greylist]\nenabled = false\n"
 MESSAGE = "From: bob@remote.example\r\nSubject: hi\r\n\r\nhello\r\n"
@@ -19,7 +19,7 @@ MESSAGE = "From: bob@remote.example\r\nSubject: hi\r\n\r\nhello\r\n"
 
 def start(mailyard_server, sink, toml: str = "", users=("alice@example.test",)):
     srv = mailyard_server(services={"smtp"}, domains=["example.test"],
-                          toml=TRUSTED_ONLY_LOCALHOST + sink.toml() + toml)
+                          toml=TRUSTED_ONLY_LOCALHOST + SENDERAUTH_OFF + sink.toml() + toml)
     for user in users:
         srv.add_user(user)
     return srv
@@ -121,7 +121,8 @@ def relay_server(tmp_path_factory):
 
     sink = Sink()
     srv = MailyardServer(root=tmp_path_factory.mktemp("relay"), services={"smtp"},
-                         domains=["example.test"], toml=TRUSTED_ONLY_LOCALHOST + sink.toml())
+                         domains=["example.test"],
+                         toml=TRUSTED_ONLY_LOCALHOST + SENDERAUTH_OFF + sink.toml())
     srv.start()
     srv.add_user("alice@example.test")
     yield srv

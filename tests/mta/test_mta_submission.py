@@ -10,7 +10,7 @@ import subprocess
 import aiosmtplib
 import pytest
 
-from .peers import TRUSTED_ONLY_LOCALHOST, UNTRUSTED, RawClient
+from .peers import SENDERAUTH_OFF, TRUSTED_ONLY_LOCALHOST, UNTRUSTED, RawClient
 
 MESSAGE = "From: alice@example.test\r\nTo: carol@remote.example\r\nSubject: hi\r\n\r\nhello\r\n"
 
@@ -19,7 +19,8 @@ MESSAGE = "From: alice@example.test\r\nTo: carol@remote.example\r\nSubject: hi\r
 def server(mailyard_server, sink, tls_certs):
     srv = mailyard_server(services={"smtp", "submission", "submissions", "reinject"},
                           domains=["example.test"],
-                          toml=TRUSTED_ONLY_LOCALHOST + sink.toml() + tls_certs.toml())
+                          toml=TRUSTED_ONLY_LOCALHOST + SENDERAUTH_OFF + sink.toml()
+                          + tls_certs.toml())
     srv.add_user("alice@example.test", "wonderland")
     return srv
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from mailyard.envelope import Envelope, Recipient
 from mailyard.log import event, get_logger
+from mailyard.mta import content
 from mailyard.mta.policy import ClientInfo
 from mailyard.mta.received import protocol_name, received_header
 from mailyard.mta.sasl import MECHANISMS, SaslError, SaslExchange
@@ -104,6 +105,13 @@ class Session:
         self.recipients: list[Recipient] = []
         self.incoming = None
         self._write_failed = False
+        self._received = b""
+        self._buffer: bytearray | None = None       # whole message, "verify"/"sign" only
+        self._content_mode: str | None = None
+        spf = getattr(self, "_spf", None)
+        if spf is not None:
+            spf.cancel()
+        self._spf = None
 
     # -- helpers ---------------------------------------------------------------------------
     def client(self) -> ClientInfo:
@@ -197,7 +205,9 @@ class Session:
 
     async def handle(self, ev) -> None:
         if isinstance(ev, DataChunk):
-            if self.incoming is not None and not self._write_failed:
+            if self._buffer is not None:
+                self._buffer += ev.data
+            elif self.incoming is not None and not self._write_failed:
                 try:
                     self.incoming.write(ev.data)
                 except OSError as exc:
@@ -293,6 +303,11 @@ class Session:
         self._reset_transaction()
         self.sender = ev.path
         self.mail_params = ev.params
+        self._content_mode = content.content_mode(self.settings, self.profile.service,
+                                                  self.trusted, self.auth_user)
+        if self._content_mode == content.VERIFY:
+            self._spf = content.start_spf(self.mta.app.dns, self.client_ip, ev.address,
+                                          self.conn.hello or "")
         self.respond(replies.SENDER_OK)
 
     def _postmaster(self) -> Path:
@@ -349,7 +364,11 @@ class Session:
                 queue_id=self.incoming.queue_id, tls=self.tls_info, auth_user=self.auth_user,
                 recipient=envelope.recipients[0].address if len(envelope.recipients) == 1
                 else None, utf8=envelope.smtputf8)
-            self.incoming.write(header)
+            if self._content_mode is None:
+                self.incoming.write(header)
+            else:
+                self._received = header
+                self._buffer = bytearray()
         except Exception as exc:  # noqa: BLE001 - whatever broke, 451 is the safe answer
             event(log, "queue unavailable", client=self.client_ip, error=repr(exc))
             if self.incoming is not None:
@@ -364,7 +383,16 @@ class Session:
         envelope_sender = self.sender.address if self.sender else ""
         recipients = len(self.recipients)
         write_failed = self._write_failed
+        buffered, mode, spf_lookup, received = (self._buffer, self._content_mode, self._spf,
+                                                self._received)
+        self._spf = None
+        helo = self.conn.hello or ""
         self._reset_transaction()
+        if ev.error is None and incoming is not None and buffered is not None:
+            reject = await self._prepare(incoming, mode, bytes(buffered), received,
+                                         envelope_sender, helo, spf_lookup)
+            if reject is not None:
+                ev = DataEnd(ev.size, reject)
         if ev.error is not None or incoming is None or write_failed:
             if incoming is not None:
                 incoming.abort()
@@ -386,6 +414,27 @@ class Session:
               queue_id=queue_id, sender=f"<{envelope_sender}>", recipients=recipients,
               size=ev.size, auth=self.auth_user, tls=self.tls_info)
         self.respond(replies.OK.with_text(f"Ok: queued as {queue_id}"))
+
+    async def _prepare(self, incoming, mode: str, message: bytes, received: bytes,
+                       sender: str, helo: str, spf_lookup) -> replies.Reply | None:
+        """Verify or sign a buffered message and write it to `incoming`; a refusal or None."""
+        if mode == content.VERIFY:
+            prepared = await content.verify(self.settings, self.mta.app.dns,
+                                            client_ip=self.client_ip, helo=helo,
+                                            sender=sender, message=message,
+                                            spf_lookup=spf_lookup)
+        else:
+            prepared = await content.sign(self.settings, self.mta.accounts, message)
+        if prepared.reject is not None:
+            return prepared.reject
+        try:
+            # RFC 8601 §5: Authentication-Results on top, then our trace field.
+            incoming.write(prepared.prepend + received)
+            incoming.write(prepared.message)
+        except OSError as exc:
+            event(log, "spool write failed", client=self.client_ip, error=str(exc))
+            return replies.LOCAL_ERROR
+        return None
 
     async def on_rset(self, ev) -> None:
         if self.incoming is not None:
