@@ -162,3 +162,42 @@ def test_smuggling_over_socket(mailyard_server, sink, mode):
             assert message["recipients"] == ["alice@example.test"]
     else:
         assert sink.messages == []
+
+
+def test_duplicate_recipient_delivered_once(mailyard_server, sink):
+    srv = start(mailyard_server, sink)
+    with smtplib.SMTP("127.0.0.1", srv.port("smtp"), source_address=(UNTRUSTED, 0)) as c:
+        c.ehlo("client.example")
+        c.sendmail("bob@remote.example", ["alice@example.test", "ALICE@example.test"],
+                   "Subject: twice\r\n\r\nhi\r\n")
+    [message] = sink.wait(1)
+    assert message["recipients"] == ["alice@example.test"]
+
+
+def test_smtputf8(mailyard_server, sink):
+    srv = start(mailyard_server, sink)
+    client = session(srv)
+    try:
+        assert "SMTPUTF8" in client.command("EHLO client.example")[1].split("\n")
+        client.send("MAIL FROM:<jürgen@bücher.example> SMTPUTF8\r\n".encode())
+        assert client.reply()[0] == 250
+        assert client.command("RCPT TO:<alice@example.test>")[0] == 250
+        assert client.command("DATA")[0] == 354
+        client.send("Subject: Grüße\r\n\r\nhallo\r\n.\r\n".encode())
+        assert client.reply()[0] == 250
+    finally:
+        client.close()
+    [message] = sink.wait(1)
+    assert message["sender"] == "jürgen@bücher.example"
+
+
+def test_smtputf8_off(mailyard_server, sink):
+    srv = start(mailyard_server, sink, "smtputf8 = false")
+    client = session(srv)
+    try:
+        assert "SMTPUTF8" not in client.command("EHLO client.example")[1].split("\n")
+        assert client.command("MAIL FROM:<a@remote.example> SMTPUTF8")[0] == 555
+        client.send("MAIL FROM:<jürgen@bücher.example>\r\n".encode())
+        assert client.reply()[0] == 553
+    finally:
+        client.close()

@@ -54,10 +54,15 @@ class Mta:
         return self._policy
 
     def _reload(self, settings) -> None:
+        # Sessions may be inside a greylist check right now: keep the store open, change
+        # only its timings; the policy is rebuilt from the new settings on next use.
         if self._greylist is not None:
-            self._greylist.close()
-            self._greylist = None
-        self._policy = None     # rebuilt from the new settings on next use
+            g = settings.greylist
+            self._greylist.min_delay = g.min_delay
+            self._greylist.retry_window = g.retry_window
+            self._greylist.auto_allowlist = g.auto_allowlist
+            self._greylist.max_age = g.max_age
+        self._policy = None
 
     def queue(self):
         from mailyard.queue import Queue

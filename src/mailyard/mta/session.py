@@ -46,7 +46,7 @@ from mailyard.smtp import (
     Vrfy,
     replies,
 )
-from mailyard.smtp.address import AddressError, Mailbox, Path, xtext_decode
+from mailyard.smtp.address import MAIL_PARAMS, AddressError, Mailbox, Path, xtext_decode
 
 log = get_logger("mta")
 READ_SIZE = 65536
@@ -90,6 +90,8 @@ class Session:
         self.conn = ServerConnection(max_message_size=smtp.max_message_size,
                                      max_line_length=smtp.max_line_length,
                                      bare_newlines=smtp.bare_newlines,
+                                     mail_params=MAIL_PARAMS if smtp.smtputf8 else
+                                     MAIL_PARAMS - {"SMTPUTF8"},
                                      tls=profile.implicit_tls)
         self.tls_info: str | None = self._describe_tls() if profile.implicit_tls else None
         self.auth_user: str | None = None
@@ -164,7 +166,8 @@ class Session:
                                           "Access denied: not a trusted network"))
                 await self.writer.drain()
                 return
-            if self.profile.checks:
+            if self.profile.checks and not self.profile.auth_required:
+                # Look the client up while it says EHLO; the answer is needed at RCPT.
                 self._dnsbl = self.mta.policy.start_dnsbl(self.client())
             self.send(self.conn.reply(220, None,
                                       f"{self.settings.server.hostname} ESMTP mailyard"))
@@ -331,6 +334,9 @@ class Session:
                 else:
                     self.respond(result.reply)
                 return
+        if any(r.address.lower() == path.address.lower() for r in self.recipients):
+            self.respond(replies.RECIPIENT_OK)   # a duplicate: delivered once
+            return
         notify = tuple(filter(None, (ev.params.get("NOTIFY") or "").upper().split(",")))
         orcpt = ev.params.get("ORCPT")
         try:
