@@ -322,3 +322,15 @@ async def test_per_recipient_state_survives_restart(make_queue, peers):
     assert len(lmtp.handler.to("alice@example.test")) == 1
     assert len(lmtp.handler.to("bob@example.test")) == 1
     assert FAILED not in state.values()
+
+
+async def test_mx_pointing_back_at_us_bounces_as_a_loop(make_queue, peers):
+    lmtp = peers(Recorder(), lmtp=True)
+    app, queue = make_queue(lmtp=lmtp.address, users=USERS,
+                            dns=mx_dns(("example.net.", "MX", ["10 mx.example.test."]),
+                                       ("mx.example.test.", "A", ["127.0.0.1"])))
+    await receive(queue, envelope(sender="alice@example.test", via="internal",
+                                  to=("friend@example.net",)))
+    await eventually(lambda: lmtp.handler.messages, what="loop bounce")
+    rcpt = parse(lmtp.handler.messages[0]["content"]).get_payload()[1].get_payload()[1]
+    assert rcpt["Status"] == "5.4.6"

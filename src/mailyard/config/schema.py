@@ -260,6 +260,8 @@ class QueueSettings:
     group_commit: bool = setting(True, "Share one fsync among concurrently committed "
                                  "messages (the 250 still waits for it).")
     max_concurrent: int = setting(20, "Deliveries attempted at the same time.", check_positive)
+    max_per_destination: int = setting(5, "Connections open at the same time to one "
+                                       "remote domain.", check_positive)
     outbound_port: int = setting(25, "TCP port of remote MX hosts (change only for tests).",
                                  check_positive)
     connect_timeout: float = setting(30.0, "Seconds to connect to a next hop.", check_positive)

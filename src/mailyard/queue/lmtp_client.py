@@ -22,7 +22,7 @@ from pathlib import Path
 from mailyard.config import parse_hostport
 from mailyard.envelope import Envelope
 from mailyard.queue.records import RecipientState, Reply
-from mailyard.queue.smtp_out import CONNECT_FAILED
+from mailyard.queue.smtp_out import CONNECT_FAILED, dsn_mail_params, dsn_rcpt_params
 from mailyard.smtp import NEED_DATA, Answer, ClientConnection, ProtocolError
 
 CHUNK = 65536
@@ -79,21 +79,12 @@ def _mail_params(envelope: Envelope, client: ClientConnection) -> dict[str, str 
     if client.supports("SMTPUTF8") and envelope.smtputf8:
         params["SMTPUTF8"] = None
     if client.supports("DSN"):
-        if envelope.dsn_ret:
-            params["RET"] = envelope.dsn_ret
-        if envelope.dsn_envid:
-            params["ENVID"] = envelope.dsn_envid
+        params.update(dsn_mail_params(envelope))
     return params
 
 
 def _rcpt_params(rcpt: RecipientState, client: ClientConnection) -> dict[str, str | None]:
-    params: dict[str, str | None] = {}
-    if client.supports("DSN"):
-        if rcpt.notify:
-            params["NOTIFY"] = ",".join(rcpt.notify)
-        if rcpt.orcpt:
-            params["ORCPT"] = rcpt.orcpt.replace(" ", "")
-    return params
+    return dict(dsn_rcpt_params(rcpt)) if client.supports("DSN") else {}
 
 
 async def lmtp_deliver(address: str, envelope: Envelope, recipients: list[RecipientState],

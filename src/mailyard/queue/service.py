@@ -56,13 +56,13 @@ class Incoming:
     be made durable (disk full, I/O error): answer the client 451 then.
     """
 
-    def __init__(self, queue: "Queue", envelope: Envelope):
+    def __init__(self, queue: "Queue", envelope: Envelope, queue_id: str, path, file):
         self.queue = queue
         self.envelope = envelope
-        self.queue_id = new_queue_id()
+        self.queue_id = queue_id
         self.size = 0
-        self._path = queue.spool.tmp / f"{self.queue_id}.msg"
-        self._file = open(self._path, "wb", buffering=65536)
+        self._path = path
+        self._file = file
         self._done = False
 
     def write(self, chunk: bytes) -> None:
@@ -76,7 +76,6 @@ class Incoming:
         spool = self.queue.spool
         env_tmp = spool.tmp / f"{self.queue_id}.env"
         try:
-            self._file.close()
             now = time.time()
             envelope = self.envelope
             if not envelope.received_at:
@@ -84,15 +83,18 @@ class Incoming:
             stage = stage_for(envelope.received_via, envelope.skip_scan,
                               self.queue.filter_address)
             entry = new_entry(self.queue_id, envelope, now, stage, self.size)
-            with open(env_tmp, "wb") as f:
-                f.write(entry.to_json())
+            state = entry.to_json()
             await self.queue.committer.run(CommitJob(
+                # File system calls that may wait on the journal run in the commit thread.
+                prepare=[self._file.close, lambda: env_tmp.write_bytes(state)],
                 fsync_files=[self._path, env_tmp],
                 # The message first: an .env alone in active/ would be discarded anyway.
                 renames=[(self._path, spool.msg_path(self.queue_id)),
                          (env_tmp, spool.env_path(self.queue_id))],
                 sync_dirs={spool.active}))
         except BaseException:
+            with contextlib.suppress(OSError):
+                self._file.close()
             for path in (self._path, env_tmp):
                 with contextlib.suppress(OSError):
                     path.unlink(missing_ok=True)
@@ -127,10 +129,12 @@ class Queue:
         self._heap: list[tuple[float, int, str]] = []
         self._seq = 0
         self._inflight: set[str] = set()
-        self._started = False
+        self._started: asyncio.Future | None = None
         self._wakeup: asyncio.Event | None = None
         self._semaphore: asyncio.Semaphore | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._stopping = False
+        self._destinations: dict[str, asyncio.Semaphore] = {}
         self.idle = asyncio.Event()     # set whenever nothing is due or in flight (tests)
 
     # -- configuration read at use, so a reload takes effect ---------------------------------
@@ -145,9 +149,12 @@ class Queue:
     # -- life cycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         """Recover the spool and start the scheduler (idempotent; first use calls it)."""
-        if self._started:
-            return
-        self._started = True
+        if self._started is None:
+            self._started = asyncio.ensure_future(self._recover())
+        # Everyone waits for recovery: it empties tmp/, where new messages are written.
+        await asyncio.shield(self._started)
+
+    async def _recover(self) -> None:
         self._wakeup = asyncio.Event()
         self._semaphore = asyncio.Semaphore(self.config.max_concurrent)
         for entry in await asyncio.to_thread(self.spool.recover):
@@ -162,6 +169,7 @@ class Queue:
         self.config = settings.queue
 
     async def stop(self) -> None:
+        self._stopping = True        # no new attempts; commits still work while draining
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -173,7 +181,11 @@ class Queue:
     # -- the API for listeners and internal senders ------------------------------------------
     async def receive(self, envelope: Envelope) -> Incoming:
         await self.start()
-        return Incoming(self, envelope)
+        queue_id = new_queue_id()
+        path = self.spool.tmp / f"{queue_id}.msg"
+        # Creating a file can wait on the file system journal: not on the event loop.
+        file = await asyncio.to_thread(open, path, "wb", buffering=65536)
+        return Incoming(self, envelope, queue_id, path, file)
 
     async def submit(self, envelope: Envelope, message: bytes) -> str:
         """Queue a message we generated (bounce, redirect, vacation reply); durable on return."""
@@ -216,9 +228,12 @@ class Queue:
         while True:
             now = time.time()
             if now >= next_poll:
-                self._check_control()
+                try:
+                    self._check_control()
+                except OSError as exc:       # the spool must not stop the scheduler
+                    event(log, "control check failed", error=repr(exc))
                 next_poll = now + self.config.control_poll
-            while self._heap and self._heap[0][0] <= now:
+            while self._heap and self._heap[0][0] <= now and not self._stopping:
                 due, _, queue_id = heapq.heappop(self._heap)
                 entry = self.entries.get(queue_id)
                 if entry is None or entry.held or queue_id in self._inflight \
@@ -417,10 +432,15 @@ class Queue:
                 command_timeout=config.command_timeout)
             return replies, ""     # the filter reinjects; final delivery reports success
         assert hop.kind == HOP_SMTP
-        replies, dsn_capable = await deliver_remote(
-            self.app.dns, hop.destination, entry.envelope, recipients, message,
-            port=config.outbound_port, helo=self.hostname,
-            connect_timeout=config.connect_timeout, command_timeout=config.command_timeout)
+        # Per-destination limit: never more than this many connections to one domain.
+        limit = self._destinations.setdefault(
+            hop.destination, asyncio.Semaphore(config.max_per_destination))
+        async with limit:
+            replies, dsn_capable = await deliver_remote(
+                self.app.dns, hop.destination, entry.envelope, recipients, message,
+                port=config.outbound_port, helo=self.hostname,
+                connect_timeout=config.connect_timeout,
+                command_timeout=config.command_timeout)
         return replies, ("" if dsn_capable else dsn.RELAYED)
 
     async def _report(self, entry: QueueEntry, recipients: list[RecipientState], action: str,

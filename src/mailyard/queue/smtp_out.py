@@ -23,6 +23,7 @@ import aiosmtplib
 from mailyard.dns import DnsError, DnsTemporaryError
 from mailyard.envelope import Envelope
 from mailyard.queue.records import RecipientState, Reply
+from mailyard.smtp import xtext_encode
 
 _ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\s*")
 
@@ -31,6 +32,7 @@ CONNECT_FAILED = "4.4.1"       # no answer from host
 DNS_TEMPORARY = "4.4.3"        # directory server failure
 NULL_MX = "5.1.10"             # RFC 7505 §4.1: recipient address has null MX
 NO_ROUTE = "5.4.4"             # unable to route
+MAIL_LOOP = "5.4.6"            # routing loop detected
 
 
 def make_reply(code: int, message: str, remote: str) -> Reply:
@@ -62,23 +64,35 @@ def _mail_options(envelope: Envelope, smtp: aiosmtplib.SMTP, message: bytes) -> 
     if smtp.supports_extension("size"):
         options.append(f"SIZE={len(message)}")
     if smtp.supports_extension("dsn"):
-        # RFC 3461 §4.3, §4.4: pass RET and ENVID on to a DSN-capable server.
-        if envelope.dsn_ret:
-            options.append(f"RET={envelope.dsn_ret}")
-        if envelope.dsn_envid:
-            options.append(f"ENVID={envelope.dsn_envid}")
+        options += [f"{k}={v}" for k, v in dsn_mail_params(envelope).items()]
     return options
+
+
+def dsn_mail_params(envelope: Envelope) -> dict[str, str]:
+    """RFC 3461 §4.3, §4.4: RET and ENVID passed on to a DSN-capable next hop (xtext)."""
+    params = {}
+    if envelope.dsn_ret:
+        params["RET"] = envelope.dsn_ret
+    if envelope.dsn_envid:
+        params["ENVID"] = xtext_encode(envelope.dsn_envid)
+    return params
+
+
+def dsn_rcpt_params(rcpt: RecipientState) -> dict[str, str]:
+    """RFC 3461 §4.1, §4.2: NOTIFY and ORCPT passed on (the envelope keeps ORCPT decoded)."""
+    params = {}
+    if rcpt.notify:
+        params["NOTIFY"] = ",".join(rcpt.notify)
+    if rcpt.orcpt:
+        addr_type, _, addr = rcpt.orcpt.partition(";")
+        params["ORCPT"] = f"{addr_type.strip() or 'rfc822'};{xtext_encode(addr.strip())}"
+    return params
 
 
 def _rcpt_options(rcpt: RecipientState, smtp: aiosmtplib.SMTP) -> list[str]:
     if not smtp.supports_extension("dsn"):
         return []
-    options = []
-    if rcpt.notify:
-        options.append("NOTIFY=" + ",".join(rcpt.notify))
-    if rcpt.orcpt:
-        options.append("ORCPT=" + rcpt.orcpt.replace(" ", ""))
-    return options
+    return [f"{k}={v}" for k, v in dsn_rcpt_params(rcpt).items()]
 
 
 async def smtp_transaction(target: Target, envelope: Envelope, recipients: list[RecipientState],
@@ -162,8 +176,13 @@ async def smtp_transaction(target: Target, envelope: Envelope, recipients: list[
         smtp.close()
 
 
-async def mx_targets(resolver, domain: str, port: int) -> list[Target] | Reply:
-    """The hosts to try for `domain`, in order; or a Reply saying why there are none."""
+async def mx_targets(resolver, domain: str, port: int,
+                     myself: str = "") -> list[Target] | Reply:
+    """The hosts to try for `domain`, in order; or a Reply saying why there are none.
+
+    RFC 5321 §5.1: when we are one of the MX hosts (`myself`), only hosts with a lower
+    preference are tried; none left means the mail would loop back to us.
+    """
     try:
         mx = await resolver.mx(domain)
     except DnsTemporaryError as exc:
@@ -177,6 +196,12 @@ async def mx_targets(resolver, domain: str, port: int) -> list[Target] | Reply:
     if not mx:
         hosts = [domain]           # RFC 5321 §5.1: the implicit MX
     else:
+        mine = [pref for pref, host in mx if myself and host.lower() == myself.lower()]
+        if mine:
+            mx = [(pref, host) for pref, host in mx if pref < min(mine)]
+            if not mx:
+                return Reply(code=554, enhanced=MAIL_LOOP, text=f"mail for {domain} loops "
+                             "back to myself (we are its best MX)")
         by_pref: dict[int, list[str]] = {}
         for pref, host in mx:
             by_pref.setdefault(pref, []).append(host)
@@ -214,7 +239,7 @@ async def deliver_remote(resolver, domain: str, envelope: Envelope,
                          helo: str, connect_timeout: float, command_timeout: float
                          ) -> tuple[dict[str, Reply], bool]:
     """Deliver to `domain`'s MX hosts; (reply per recipient, whether the MX speaks DSN)."""
-    targets = await mx_targets(resolver, domain, port)
+    targets = await mx_targets(resolver, domain, port, myself=helo)
     if isinstance(targets, Reply):
         return {r.address: targets for r in recipients}, False
     replies: dict[str, Reply] = {}
