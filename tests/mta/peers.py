@@ -49,6 +49,23 @@ class Sink:
                 self._cond.wait(left)
             return list(self.messages)
 
+    def find(self, marker: bytes, timeout: float = 20.0) -> dict:
+        """The message whose content contains `marker` (tests sharing a sink use markers)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = [m for m in self.messages if marker in m["content"]]
+                if found:
+                    return found[0]
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no message with {marker!r} reached the sink")
+                self._cond.wait(left)
+
+    def has(self, marker: bytes) -> bool:
+        with self._cond:
+            return any(marker in m["content"] for m in self.messages)
+
     def stop(self) -> None:
         self.controller.stop()
 
