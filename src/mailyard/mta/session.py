@@ -195,7 +195,8 @@ class Session:
                 timeout = smtp.data_timeout if self.conn.state == "data" else \
                     smtp.command_timeout
                 try:
-                    data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout)
+                    async with asyncio.timeout(timeout):   # cheaper than wait_for: no task
+                        data = await self.reader.read(READ_SIZE)
                 except TimeoutError:
                     self.respond(replies.TIMEOUT)   # RFC 5321 §4.5.3.2
                     await self.writer.drain()
