@@ -17,7 +17,8 @@ from mailyard.log import event, get_logger
 from mailyard.mta.dnsbl import DnsblChecker
 from mailyard.mta.greylist import Greylist
 from mailyard.mta.policy import RecipientPolicy
-from mailyard.mta.session import PROFILES, Session
+from mailyard.mta.profiles import PROFILES
+from mailyard.mta.session import Session
 from mailyard.server.listen import Listener, serve_stream
 from mailyard.smtp import replies
 from mailyard.smtp.replies import format_reply

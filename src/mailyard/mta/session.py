@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 
 from mailyard.envelope import Envelope, Recipient
 from mailyard.log import event, get_logger
 from mailyard.mta import content
 from mailyard.mta.policy import ClientInfo
+from mailyard.mta.profiles import Profile, ehlo_lines
 from mailyard.mta.received import protocol_name, received_header
 from mailyard.mta.sasl import MECHANISMS, SaslError, SaslExchange
 from mailyard.smtp import (
@@ -50,28 +50,6 @@ from mailyard.smtp.address import MAIL_PARAMS, AddressError, Mailbox, Path, xtex
 
 log = get_logger("mta")
 READ_SIZE = 65536
-
-
-@dataclass(frozen=True)
-class Profile:
-    """What one listener offers: the differences between smtp, submission(s), reinject."""
-
-    service: str
-    starttls: bool = True          # offer STARTTLS (when not already TLS)
-    implicit_tls: bool = False     # TLS from the first byte (465)
-    auth: bool = False             # offer AUTH PLAIN/LOGIN
-    auth_required: bool = False    # MAIL needs AUTH first (530 5.7.0)
-    trusted_only: bool = False     # refuse clients outside trusted_networks
-    checks: bool = True            # run the RCPT policy chain
-
-
-PROFILES = {
-    "smtp": Profile("smtp"),
-    "submission": Profile("submission", auth=True, auth_required=True),
-    "submissions": Profile("submissions", starttls=False, implicit_tls=True, auth=True,
-                           auth_required=True),
-    "reinject": Profile("reinject", starttls=False, trusted_only=True, checks=False),
-}
 
 
 class Session:
@@ -144,18 +122,9 @@ class Session:
         return self.profile.auth and (self.conn.tls or not self.settings.smtp.auth_requires_tls)
 
     def ehlo_keywords(self, helo: str) -> list[str]:
-        """The EHLO reply, computed from config and session state (RFC 5321 §4.1.1.1)."""
-        smtp = self.settings.smtp
-        lines = [f"{self.settings.server.hostname} Hello {helo} [{self.client_ip}]",
-                 "PIPELINING", f"SIZE {smtp.max_message_size}", "8BITMIME"]
-        if smtp.smtputf8:
-            lines.append("SMTPUTF8")
-        lines += ["ENHANCEDSTATUSCODES", "DSN"]
-        if self.profile.starttls and not self.conn.tls and self.mta.tls_available:
-            lines.append("STARTTLS")
-        if self._auth_offered():
-            lines.append("AUTH " + " ".join(MECHANISMS))
-        return lines
+        return ehlo_lines(self.settings, helo, self.client_ip,
+                          starttls=self.profile.starttls and not self.conn.tls
+                          and self.mta.tls_available, auth=self._auth_offered())
 
     # -- the loop --------------------------------------------------------------------------
     async def run(self) -> None:
