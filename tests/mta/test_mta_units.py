@@ -204,3 +204,12 @@ async def test_chain_order(policy_parts):
     resolver.queries.clear()
     result = await policy.check(ClientInfo("smtp", "192.0.2.9", trusted=True), "x@y", remote)
     assert result.accepted and resolver.queries == []
+
+
+async def test_broken_greylist_store_fails_open(policy_parts):
+    settings, accounts, _resolver, greylist = policy_parts
+    policy = RecipientPolicy(settings, accounts, None, greylist)
+    greylist.close()     # every query now raises sqlite3.ProgrammingError
+    result = await policy.check(ClientInfo("smtp", "192.0.2.8", trusted=False), "x@y.test",
+                                parse_path("<alice@example.test>"))
+    assert result.accepted and "failing open" in result.reason

@@ -214,7 +214,8 @@ class Session:
             event(log, "discarded plaintext pipelined after STARTTLS", client=self.client_ip,
                   bytes=len(buffered))
             buffered.clear()
-        await self.writer.start_tls(self.mta.tls_context())
+        await self.writer.start_tls(self.mta.tls_context(),
+                                    ssl_handshake_timeout=self.settings.smtp.command_timeout)
         self._reset_transaction()
         self.auth_user = None
         self.tls_info = self._describe_tls()
@@ -296,8 +297,14 @@ class Session:
             return
         path = self._postmaster() if ev.path.postmaster else ev.path
         if self.profile.checks:
-            result = await self.mta.policy.check(self.client(), self.sender.address, path,
-                                                 self._dnsbl)
+            try:
+                result = await self.mta.policy.check(self.client(), self.sender.address, path,
+                                                     self._dnsbl)
+            except Exception as exc:  # noqa: BLE001 - a broken check defers, never drops
+                event(log, "rcpt check failed", client=self.client_ip,
+                      rcpt=f"<{path.address}>", error=repr(exc))
+                self.respond(replies.LOCAL_ERROR)
+                return
             if not result.accepted:
                 if result.reply.is_permanent:
                     self.error(result.reply)
