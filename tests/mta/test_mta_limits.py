@@ -205,3 +205,16 @@ def test_smuggling_over_socket(mode, request, module_sink):
     # No message of its own was ever made from the smuggled part.
     first_subjects = [m["content"].split(b"Subject: ", 1)[-1][:8] for m in module_sink.messages]
     assert b"smuggled" not in first_subjects
+
+
+def test_sigterm_says_421_to_idle_clients(mailyard_server, sink):
+    srv = mailyard_server(services={"smtp"}, toml=config(sink))
+    client = session(srv)
+    try:
+        assert srv.stop() == 0               # SIGTERM; returns once the process exited
+        code, text = client.reply()
+        assert (code, text[:5]) == (421, "4.3.2")
+        assert client.closed_by_server()
+    finally:
+        client.close()
+    assert "closed idle sessions for shutdown sessions=1" in srv.log_text()

@@ -33,7 +33,15 @@ class Mta:
         self.app = app
         self._greylist: Greylist | None = None
         self._policy: RecipientPolicy | None = None
+        self.sessions: set[Session] = set()
         app.on_reload(self._reload)
+        app.on_shutdown(self._shutdown)
+
+    async def _shutdown(self) -> None:
+        """Idle clients get a 421 at once, so draining waits only for messages in flight."""
+        closed = sum(session.close_if_idle() for session in list(self.sessions))
+        if closed:
+            event(log, "closed idle sessions for shutdown", sessions=closed)
 
     @property
     def settings(self):
@@ -113,7 +121,11 @@ async def start(app, service: str, address: str) -> Listener:
                 await writer.drain()
                 return
             session = Session(mta, profile, reader, writer, ip, is_trusted(app.settings, ip))
-            await session.run()
+            mta.sessions.add(session)
+            try:
+                await session.run()
+            finally:
+                mta.sessions.discard(session)
         finally:
             per_ip[ip] -= 1
             if per_ip[ip] <= 0:

@@ -77,6 +77,7 @@ class Session:
         self.messages = 0
         self._sasl: SaslExchange | None = None
         self._dnsbl = None
+        self.idle = False       # waiting for a command, nothing in flight
         self._reset_transaction()
 
     def _reset_transaction(self) -> None:
@@ -163,6 +164,7 @@ class Session:
                 await self.writer.drain()
                 timeout = smtp.data_timeout if self.conn.state == "data" else \
                     smtp.command_timeout
+                self.idle = self.conn.state != "data" and self.incoming is None
                 try:
                     async with asyncio.timeout(timeout):   # cheaper than wait_for: no task
                         data = await self.reader.read(READ_SIZE)
@@ -170,6 +172,8 @@ class Session:
                     self.respond(replies.TIMEOUT)   # RFC 5321 §4.5.3.2
                     await self.writer.drain()
                     return
+                finally:
+                    self.idle = False
                 if not data:
                     return       # the client went away; `run` aborts any open message
                 self.conn.receive_data(data)
@@ -189,6 +193,15 @@ class Session:
             return
         handler = _DISPATCH.get(type(ev))
         await handler(self, ev)
+
+    def close_if_idle(self) -> bool:
+        """At shutdown: say 421 and hang up if the client is between commands."""
+        if not self.idle or self.conn.state == "closed":
+            return False
+        self.respond(replies.SERVICE_UNAVAILABLE.with_text(
+            f"{self.settings.server.hostname} shutting down, try again later"))
+        self.writer.close()     # flushes the 421 first; the read then sees EOF
+        return True
 
     # -- commands --------------------------------------------------------------------------
     async def on_helo(self, ev) -> None:
