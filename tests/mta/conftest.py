@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .peers import Sink
+from .peers import Sink, with_quiet_dns
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def module_server(tmp_path_factory):
     def factory(services=("smtp",), toml: str = "", users=("alice@example.test",),
                 password: str = "secret") -> MailyardServer:
         srv = MailyardServer(root=tmp_path_factory.mktemp("srv"), services=set(services),
-                             domains=["example.test"], toml=toml)
+                             domains=["example.test"], toml=with_quiet_dns(toml))
         servers.append(srv)
         srv.start()
         for user in users:

@@ -9,13 +9,26 @@ import threading
 import time
 
 from aiosmtpd.controller import Controller
-from harness import free_port
+from harness import DnsServer, free_port
 
 UNTRUSTED = "127.0.0.2"        # loopback alias outside trusted_networks in these tests
 # Clients from 127.0.0.2+ are untrusted; sender authentication (DNS) is off unless a test
 # turns it on with its own DNS server.
 TRUSTED_ONLY_LOCALHOST = '[smtp]\ntrusted_networks = ["127.0.0.1/32"]\n'
 SENDERAUTH_OFF = "[senderauth]\ncheck = false\n"
+
+_quiet_dns: DnsServer | None = None
+
+
+def with_quiet_dns(toml: str) -> str:
+    """`toml` plus a `[dns]` table naming a loopback DNS server that knows nothing (every
+    name NXDOMAIN), unless the test brought its own: no test depends on the machine's DNS."""
+    global _quiet_dns
+    if "[dns]" in toml:
+        return toml
+    if _quiet_dns is None:
+        _quiet_dns = DnsServer()
+    return toml + f'\n[dns]\nnameservers = ["{_quiet_dns.address}"]\n'
 
 
 class Sink:

@@ -11,7 +11,7 @@ from harness import MailyardServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .peers import SENDERAUTH_OFF, TRUSTED_ONLY_LOCALHOST, UNTRUSTED
+from .peers import SENDERAUTH_OFF, TRUSTED_ONLY_LOCALHOST, UNTRUSTED, with_quiet_dns
 
 PREFIXES = [b"", b"EHLO x\r\n", b"EHLO x\r\nMAIL FROM:<a@remote.example>\r\n",
             b"EHLO x\r\nMAIL FROM:<a@remote.example>\r\nRCPT TO:<alice@example.test>\r\n",
@@ -23,8 +23,8 @@ PREFIXES = [b"", b"EHLO x\r\n", b"EHLO x\r\nMAIL FROM:<a@remote.example>\r\n",
 def fuzz_server(tmp_path_factory):
     srv = MailyardServer(root=tmp_path_factory.mktemp("fuzz"), services={"smtp"},
                          domains=["example.test"],
-                         toml=TRUSTED_ONLY_LOCALHOST + "max_line_length = 512\n"
-                         + SENDERAUTH_OFF + "[greylist]\nenabled = false\n")
+                         toml=with_quiet_dns(TRUSTED_ONLY_LOCALHOST + "max_line_length = 512\n"
+                                             + SENDERAUTH_OFF + "[greylist]\nenabled = false\n"))
     srv.start()
     srv.add_user("alice@example.test")
     yield srv

@@ -7,15 +7,21 @@ import smtplib
 
 import pytest
 
-from .peers import SENDERAUTH_OFF, TRUSTED_ONLY_LOCALHOST, UNTRUSTED, RawClient
+from .peers import (
+    SENDERAUTH_OFF,
+    TRUSTED_ONLY_LOCALHOST,
+    UNTRUSTED,
+    RawClient,
+    with_quiet_dns,
+)
 
 NO_GREYLIST = "[greylist]\nenabled = false\n"
 USERS = ("alice@example.test", "bert@example.test", "cleo@example.test")
 
 
 def config(sink, smtp_keys: str = "") -> str:
-    return (TRUSTED_ONLY_LOCALHOST + smtp_keys + "\n" + SENDERAUTH_OFF + NO_GREYLIST
-            + sink.toml())
+    return with_quiet_dns(TRUSTED_ONLY_LOCALHOST + smtp_keys + "\n" + SENDERAUTH_OFF
+                          + NO_GREYLIST + sink.toml())
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,13 @@ import smtplib
 
 import pytest
 
-from .peers import SENDERAUTH_OFF, TRUSTED_ONLY_LOCALHOST, UNTRUSTED, RawClient
+from .peers import (
+    SENDERAUTH_OFF,
+    TRUSTED_ONLY_LOCALHOST,
+    UNTRUSTED,
+    RawClient,
+    with_quiet_dns,
+)
 
 NO_GREYLIST = "[greylist]\nenabled = false\n"
 MESSAGE = "From: bob@remote.example\r\nSubject: hi\r\n\r\nhello\r\n"
@@ -26,7 +32,8 @@ def plain(module_server, module_sink):
 
 def start(mailyard_server, sink, toml: str = "", users=("alice@example.test",)):
     srv = mailyard_server(services={"smtp"}, domains=["example.test"],
-                          toml=TRUSTED_ONLY_LOCALHOST + SENDERAUTH_OFF + sink.toml() + toml)
+                          toml=with_quiet_dns(TRUSTED_ONLY_LOCALHOST + SENDERAUTH_OFF
+                                              + sink.toml() + toml))
     for user in users:
         srv.add_user(user)
     return srv
@@ -128,7 +135,8 @@ def relay_server(tmp_path_factory):
     sink = Sink()
     srv = MailyardServer(root=tmp_path_factory.mktemp("relay"), services={"smtp"},
                          domains=["example.test"],
-                         toml=TRUSTED_ONLY_LOCALHOST + SENDERAUTH_OFF + sink.toml())
+                         toml=with_quiet_dns(TRUSTED_ONLY_LOCALHOST + SENDERAUTH_OFF
+                                             + sink.toml()))
     srv.start()
     srv.add_user("alice@example.test")
     yield srv

@@ -9,7 +9,7 @@ import dkim
 
 from mailyard.senderauth import dkim_sign
 
-from .peers import TRUSTED_ONLY_LOCALHOST, UNTRUSTED
+from .peers import TRUSTED_ONLY_LOCALHOST, UNTRUSTED, with_quiet_dns
 
 FORGED = "Authentication-Results: mx.example.test; spf=pass smtp.mailfrom=evil@x; dmarc=pass\r\n"
 MESSAGE = (FORGED + "From: Bob <bob@remote.example>\r\nTo: alice@example.test\r\n"
@@ -19,6 +19,8 @@ MESSAGE = (FORGED + "From: Bob <bob@remote.example>\r\nTo: alice@example.test\r\
 def test_mx_adds_authentication_results_and_enforces_dmarc(mailyard_server, sink, dns_server):
     dns_server.add("remote.example", "TXT", "v=spf1 ip4:127.0.0.2 -all")
     dns_server.add("_dmarc.remote.example", "TXT", "v=DMARC1; p=reject")
+    dns_server.add("2.0.0.127.in-addr.arpa", "PTR", "mail.remote.example.")
+    dns_server.add("mail.remote.example", "A", "127.0.0.2")
     srv = mailyard_server(services={"smtp"}, domains=["example.test"], toml=(
         TRUSTED_ONLY_LOCALHOST + sink.toml() + "[greylist]\nenabled = false\n"
         f'[dns]\nnameservers = ["{dns_server.address}"]\n[dmarc]\nenforce = true\n'))
@@ -31,7 +33,8 @@ def test_mx_adds_authentication_results_and_enforces_dmarc(mailyard_server, sink
     assert content.startswith(b"Authentication-Results: mx.example.test; "
                               b"spf=pass smtp.mailfrom=bob@remote.example; dkim=none; "
                               b"dmarc=pass (p=reject) header.from=remote.example\r\n"
-                              b"Received: from mx.remote.example")
+                              b"Received: from mx.remote.example "
+                              b"(mail.remote.example [127.0.0.2])")
     assert content.count(b"Authentication-Results:") == 1, "the forged field survived"
     # From an address the SPF record does not allow: DMARC fails, p=reject is enforced.
     with smtplib.SMTP("127.0.0.1", srv.port("smtp"), source_address=("127.0.0.3", 0)) as c:
@@ -45,8 +48,9 @@ def test_mx_adds_authentication_results_and_enforces_dmarc(mailyard_server, sink
     assert "sender authentication" in srv.log_text()
 
 
+
 def test_submission_signs_with_dkim(mailyard_server, sink, tls_certs):
-    srv = mailyard_server(services={"submission"}, domains=["example.test"], toml=(
+    srv = mailyard_server(services={"submission"}, domains=["example.test"], toml=with_quiet_dns(
         TRUSTED_ONLY_LOCALHOST + sink.toml() + tls_certs.toml()))
     srv.add_user("alice@example.test", "wonderland")
     srv.cli("dkim", "generate", "example.test", "--selector", "s1")

@@ -18,7 +18,7 @@ import time
 
 from mailyard.envelope import Envelope, Recipient
 from mailyard.log import event, get_logger
-from mailyard.mta import content
+from mailyard.mta import content, rdns
 from mailyard.mta.policy import ClientInfo
 from mailyard.mta.profiles import Profile, ehlo_lines
 from mailyard.mta.received import protocol_name, received_header
@@ -77,6 +77,8 @@ class Session:
         self.messages = 0
         self._sasl: SaslExchange | None = None
         self._dnsbl = None
+        self._rdns = None
+        self.client_name = ""
         self.idle = False       # waiting for a command, nothing in flight
         self._reset_transaction()
 
@@ -139,6 +141,9 @@ class Session:
             if self.profile.checks and not self.profile.auth_required:
                 # Look the client up while it says EHLO; the answer is needed at RCPT.
                 self._dnsbl = self.mta.policy.start_dnsbl(self.client())
+            if self.profile.service == "smtp" and not self.trusted:
+                self._rdns = asyncio.ensure_future(rdns.confirmed_name(
+                    self.mta.app.dns, self.client_ip, self.settings.dns.timeout))
             self.send(self.conn.reply(220, None,
                                       f"{self.settings.server.hostname} ESMTP mailyard"))
             await self._loop()
@@ -146,8 +151,9 @@ class Session:
             if self.incoming is not None:
                 self.incoming.abort()
                 self.incoming = None
-            if self._dnsbl is not None:
-                self._dnsbl.cancel()
+            for lookup in (self._dnsbl, self._rdns):
+                if lookup is not None:
+                    lookup.cancel()
             event(log, "session end", service=self.profile.service, client=self.client_ip,
                   helo=self.conn.hello, tls=self.tls_info, auth=self.auth_user,
                   messages=self.messages, errors=self.errors,
@@ -343,18 +349,28 @@ class Session:
         return Envelope(
             sender=self.sender.address, recipients=tuple(self.recipients),
             received_via=self.profile.service, client_ip=self.client_ip,
-            client_helo=self.conn.hello or "", auth_user=self.auth_user, tls=self.tls_info,
+            client_helo=self.conn.hello or "", client_name=self.client_name,
+            auth_user=self.auth_user, tls=self.tls_info,
             body=(params.get("BODY") or "7BIT").upper(), smtputf8="SMTPUTF8" in params,
             size_hint=int(size) if size else None,
             dsn_ret=(params.get("RET") or "").upper() or None,
             dsn_envid=xtext_decode(envid) if envid else None)
 
+    async def _client_name(self) -> str:
+        """The FCrDNS name once known (started at connect; bounded by the DNS timeout)."""
+        if self._rdns is not None:
+            self.client_name = await asyncio.shield(self._rdns)
+            self._rdns = None
+        return self.client_name
+
     async def on_data(self, ev: Data) -> None:
+        await self._client_name()
         envelope = self._envelope()
         try:
             self.incoming = await self.mta.queue().receive(envelope)
             header = received_header(
-                helo=self.conn.hello, client_ip=self.client_ip, hostname=
+                helo=self.conn.hello, client_ip=self.client_ip,
+                client_name=self.client_name, hostname=
                 self.settings.server.hostname, protocol=protocol_name(
                     self.conn.extended, self.conn.tls, self.auth_user is not None),
                 queue_id=self.incoming.queue_id, tls=self.tls_info, auth_user=self.auth_user,
