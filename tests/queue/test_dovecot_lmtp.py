@@ -17,9 +17,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from conftest import eventually
 from harness import free_port, wait_for_port
+
 from mailyard.envelope import Envelope, Recipient
 from mailyard.queue.records import DELIVERED, FAILED, PENDING
 
