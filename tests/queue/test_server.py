@@ -6,6 +6,8 @@ kill -9 right after the 250, restart, and the message still reaches the next hop
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import smtplib
 import time
@@ -125,3 +127,45 @@ control_poll = 0.1
         lmtp.stop()
         if relay is not None:
             relay.stop()
+
+
+def test_dsn_parameters_survive_the_filter_hop(mailyard_server):
+    """NOTIFY, ORCPT and ENVID given to our MX travel with the message over the filter hop
+    (here pointed straight at our reinject listener, which speaks DSN) and come back in
+    the success DSN that final delivery sends."""
+    lmtp = Peer(Recorder(), "127.0.0.1", free_port(), lmtp=True)
+    try:
+        srv = mailyard_server(services={"smtp", "reinject"}, start=False)
+        srv.toml = f"""
+[greylist]
+enabled = false
+[filter]
+next_hop = "{srv.address('reinject')}"
+[queue]
+lmtp_next_hop = "{lmtp.address}"
+retry_initial = 0.5
+retry_max = 1
+"""
+        srv.write_config()
+        srv.start()
+        srv.add_user("alice@example.test")
+        srv.add_user("bob@example.test")
+        with smtplib.SMTP("127.0.0.1", srv.port("smtp")) as client:
+            client.ehlo()
+            assert client.has_extn("dsn")
+            client.sendmail("bob@example.test", ["alice+tag@example.test"],
+                            MESSAGE % b"dsn please",
+                            mail_options=["RET=HDRS", "ENVID=env+2B42"],
+                            rcpt_options=["NOTIFY=SUCCESS,FAILURE",
+                                          "ORCPT=rfc822;Alice+2Btag@example.test"])
+        wait_until(lambda: len(lmtp.handler.messages) >= 2, what="message and DSN", srv=srv)
+        reports = [email.message_from_bytes(m["content"], policy=email.policy.default)
+                   for m in lmtp.handler.to("bob@example.test")]
+        (report,) = [r for r in reports if r.get_content_type() == "multipart/report"]
+        per_message, per_rcpt = report.get_payload()[1].get_payload()
+        assert per_message["Original-Envelope-Id"] == "env+42"
+        assert per_rcpt["Action"] == "delivered"
+        assert per_rcpt["Original-Recipient"] == "rfc822; Alice+tag@example.test"
+        assert report.get_payload()[2].get_content_type() == "text/rfc822-headers"
+    finally:
+        lmtp.stop()
