@@ -197,3 +197,28 @@ def test_hold_release_delete_and_requests(tmp_path):
     assert list(spool.entries()) == []
     assert not spool.delete("DDDD00000001")
     assert not spool.set_hold("DDDD00000001", True)
+
+
+async def test_second_process_on_a_spool_only_adds_and_the_owner_delivers(make_queue, peers):
+    """`serve --only` processes sharing a data dir: one scheduler (the flock holder); the
+    others commit into the spool and leave control/new for it."""
+    from conftest import Recorder, eventually
+
+    from mailyard.config import load
+    from mailyard.queue import Queue
+    from mailyard.server.app import App
+
+    filt = peers(Recorder())
+    app, queue = make_queue(filter_hop=filt.address)
+    await queue.start()
+    assert queue.owner
+    other_app = App(load(app.settings.source))
+    other = other_app.component("queue", Queue)
+    try:
+        qid = await other.submit(ENV, b"Subject: from the other process\r\n\r\nx\r\n")
+        assert not other.owner and other.entries == {}
+        await eventually(lambda: filt.handler.messages, what="delivery by the owner")
+        assert b"from the other process" in filt.handler.messages[0]["content"]
+        await eventually(lambda: not queue.spool.exists(qid))
+    finally:
+        await other_app.stop()

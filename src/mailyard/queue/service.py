@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import os
 import time
 
 from mailyard.envelope import Envelope
@@ -65,6 +66,8 @@ class Queue:
         self._stopping = False
         self._dsn_sent: dict[str, list[float]] = {}
         self.deliverer = Deliverer(self)
+        self.owner = False              # True once this process holds the spool lock
+        self._lock_fd: int | None = None
         self.idle = asyncio.Event()     # set whenever nothing is due or in flight (tests)
 
     # -- configuration read at use, so a reload takes effect ---------------------------------
@@ -87,12 +90,21 @@ class Queue:
     async def _recover(self) -> None:
         self._wakeup = asyncio.Event()
         self._semaphore = asyncio.Semaphore(self.config.max_concurrent)
+        self.app.on_shutdown(self.stop)
+        self.app.on_reload(self._reload)
+        # One scheduler per spool: with `serve --only` several processes may share a data
+        # dir. The one holding the lock recovers and delivers; the others only add entries
+        # and ask it (control/new) to pick them up.
+        self._lock_fd = await asyncio.to_thread(self.spool.try_lock)
+        self.owner = self._lock_fd is not None
+        if not self.owner:
+            event(log, "queue scheduled by another process; adding entries only",
+                  spool=str(self.spool.root))
+            return
         for entry in await asyncio.to_thread(self.spool.recover):
             self._admit(entry)
         event(log, "queue started", entries=len(self.entries), spool=str(self.spool.root))
         self.app.spawn(self._scheduler(), "queue-scheduler")
-        self.app.on_shutdown(self.stop)
-        self.app.on_reload(self._reload)
 
     def _reload(self, settings) -> None:
         self.settings = settings
@@ -106,6 +118,9 @@ class Queue:
             await asyncio.wait(set(self._tasks), timeout=5)
         self.deliverer.close()
         await self.committer.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     close = stop
 
@@ -139,6 +154,9 @@ class Queue:
 
     # -- scheduling ----------------------------------------------------------------------------
     def _admit(self, entry: QueueEntry) -> None:
+        if not self.owner:
+            self.spool.notify("new")     # the scheduling process loads it from the spool
+            return
         self.entries[entry.queue_id] = entry
         if not entry.held:
             self._push(entry)
@@ -203,6 +221,11 @@ class Queue:
                     entry.next_attempt = time.time()
                     self._push(entry)
                 entry.held = held
+        if "new" in requests:
+            for queue_id in self.spool.new_ids(set(self.entries)):
+                entry = self.spool.load(queue_id)
+                if entry is not None:
+                    self._admit(entry)
         if "flush" in requests:
             event(log, "flush requested", entries=len(self.entries))
             self.flush()

@@ -7,7 +7,9 @@ touches:
     active/ID.msg   the message bytes exactly as received (never rewritten)
     active/ID.env   JSON: the envelope and the per-recipient delivery state (`QueueEntry`)
     hold/ID         present = the entry is on hold (`mailyard queue hold`)
-    control/        requests from the `mailyard queue` CLI to a running server
+    control/        requests to the scheduling process: flush, changed (from the CLI),
+                    new (entries committed by another process)
+    lock            flock held by the one process that schedules this spool
     corrupt/        entries start-up could not read, kept for an operator
 
 An incoming message streams into tmp/ID.msg; `commit` writes tmp/ID.env, then a commit job
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import fcntl
 import itertools
 import os
 import secrets
@@ -233,6 +236,23 @@ class Spool:
     def ensure(self) -> None:
         for d in (self.tmp, self.active, self.hold_dir, self.control, self.corrupt):
             d.mkdir(parents=True, exist_ok=True)
+
+    def try_lock(self) -> int | None:
+        """Become the spool's one scheduler: an exclusive flock on queue/lock, held for the
+        life of the process (the kernel drops it when the process dies, even by kill -9).
+        Returns the open descriptor, or None when another process holds it."""
+        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return None
+        return fd
+
+    def new_ids(self, known: set[str]) -> list[str]:
+        """Committed entries on disk that are not in `known` (added by another process)."""
+        return sorted(p.name[:-4] for p in self.active.glob("*.env")
+                      if p.name[:-4] not in known and self.msg_path(p.name[:-4]).exists())
 
     # -- paths ------------------------------------------------------------------------
     def msg_path(self, queue_id: str) -> Path:
