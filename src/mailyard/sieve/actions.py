@@ -114,6 +114,12 @@ class Limits:
     max_header_edits: int = 100
 
 
+def limits_from_settings(settings) -> Limits:
+    """The `[sieve]` limits of a `Settings`."""
+    return Limits(max_actions=settings.sieve.max_actions,
+                  max_redirects=settings.sieve.max_redirects)
+
+
 class SieveContext:
     """Hooks the engine calls for state it must not own. Subclass and override.
 
