@@ -29,7 +29,7 @@ class DirectoryContext(SieveContext):
         if not path.is_file():
             path = base / name
         try:
-            return path.read_text("utf-8")
+            return path.read_bytes().decode("utf-8")
         except (OSError, UnicodeDecodeError):
             return None
 
@@ -113,7 +113,7 @@ def test_command(script_path: str, message_path: str, sender: str | None,
     2 unreadable files.
     """
     try:
-        text = Path(script_path).read_text("utf-8")
+        text = Path(script_path).read_bytes().decode("utf-8")
         message = Path(message_path).read_bytes()
     except (OSError, UnicodeDecodeError) as exc:
         click.echo(f"mailyard: {exc}", err=True)

@@ -101,7 +101,7 @@ class ScriptStore:
 
     def active_name(self) -> str | None:
         try:
-            name = (self.dir / ACTIVE_FILE).read_text("utf-8").strip()
+            name = (self.dir / ACTIVE_FILE).read_bytes().decode("utf-8").strip()
         except (FileNotFoundError, UnicodeDecodeError):
             return None
         if not name or not (self.dir / (name + SUFFIX)).is_file():
@@ -117,7 +117,7 @@ class ScriptStore:
 
     def get(self, name: str) -> str:
         try:
-            return self._path(name).read_text("utf-8")
+            return self._path(name).read_bytes().decode("utf-8")
         except FileNotFoundError:
             raise StorageError("NONEXISTENT", f"there is no script named {name!r}") from None
 
@@ -205,7 +205,7 @@ def include_loader(data_dir: str | os.PathLike, user_address: str,
         try:
             check_name(name)
             if location == "global":
-                return (global_base / (name + SUFFIX)).read_text("utf-8")
+                return (global_base / (name + SUFFIX)).read_bytes().decode("utf-8")
             return personal.get(name)
         except (StorageError, OSError, UnicodeDecodeError):
             return None
