@@ -191,7 +191,10 @@ class TestEvaluator:
     def t_date(self, test: Test) -> bool:
         header, part, keys = test.positional
         values = []
-        for raw in self._select(test, self.message.header_values(self.expand(header))):
+        header = self.expand(header)
+        for raw in self._select(test, self.message.header_values(header)):
+            if header.lower() == "received":
+                raw = raw.rpartition(";")[2]  # RFC 5260 §4.1: the date follows the ";"
             try:
                 when = email.utils.parsedate_to_datetime(raw)
             except (TypeError, ValueError, IndexError, OverflowError):
