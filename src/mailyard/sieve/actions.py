@@ -89,6 +89,7 @@ class SieveResult:
     implicit_keep: Keep | None = None
     errors: list[str] = field(default_factory=list)
     message: bytes | None = None
+    stopped: bool = False       # the script ended with `stop` (ends a run_chain too)
 
     @property
     def status(self) -> str:

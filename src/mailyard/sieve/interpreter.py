@@ -73,11 +73,12 @@ class Interpreter(TestEvaluator):
 
     # -- running -------------------------------------------------------------------------
     def run(self) -> SieveResult:
+        stopped = False
         try:
             try:
                 self.run_script(self.script)
             except _Stop:
-                pass
+                stopped = True
             vacations = [v for v in self.vacations if self.context.vacation_should_reply(
                 self._vacation_key(v), v.seconds)]
         except (SieveRuntimeError, MatchBudgetExceeded) as exc:
@@ -87,7 +88,7 @@ class Interpreter(TestEvaluator):
         actions = self.actions + vacations
         keep = Keep("INBOX", tuple(self.flags)) if self.implicit_keep else None
         edited = self.message.to_bytes() if self.message.edited else None
-        return SieveResult(actions, keep, [], edited)
+        return SieveResult(actions, keep, [], edited, stopped)
 
     def run_script(self, script: Script) -> None:
         self.frames.append(_Frame(script))

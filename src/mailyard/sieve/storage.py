@@ -189,6 +189,13 @@ def active_script_name(data_dir: str | os.PathLike, user_address: str) -> str | 
         return None
 
 
+def default_before_script() -> str:
+    """The shipped global `before` script (used when `[sieve] before` is empty): files
+    mail the filter marked `X-Spam-Flag: YES` into Junk and stops."""
+    return (Path(__file__).parent / "scripts" / "default_before.sieve").read_bytes().decode(
+        "utf-8")
+
+
 def global_dir_path(data_dir: str | os.PathLike, configured: str = "") -> Path:
     return Path(configured) if configured else Path(data_dir) / "sieve" / "global"
 
