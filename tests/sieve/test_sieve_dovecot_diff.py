@@ -12,8 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from mailyard.sieve import (Discard, Keep, Redirect, Reject, SieveContext, SieveEnvelope,
-                            Vacation, compile_script, run)
+from mailyard.sieve import (
+    Discard,
+    Keep,
+    Redirect,
+    Reject,
+    SieveCompileError,
+    SieveContext,
+    SieveEnvelope,
+    Vacation,
+    compile_script,
+    run,
+)
 
 SIEVE_TEST = "/usr/bin/sieve-test"
 pytestmark = pytest.mark.skipif(not os.path.exists(SIEVE_TEST),
@@ -86,7 +96,7 @@ def dovecot_actions(workdir: Path, name: str, script: str) -> list[str]:
     path.chmod(0o644)
     proc = subprocess.run([SIEVE_TEST, "-c", str(workdir / "dovecot.conf"), "-f", SENDER,
                            "-r", RECIPIENT, str(path), str(workdir / "message.eml")],
-                          capture_output=True, text=True, timeout=60,
+                          check=False, capture_output=True, text=True, timeout=60,
                           env={"PATH": os.environ.get("PATH", ""), "HOME": str(workdir)})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return parse_dovecot(proc.stdout)
@@ -179,9 +189,9 @@ def test_both_refuse_the_same_broken_scripts(workdir):
         path.write_text(script)
         path.chmod(0o644)
         proc = subprocess.run([SIEVE_TEST, "-c", str(workdir / "dovecot.conf"), str(path),
-                               str(workdir / "message.eml")], capture_output=True, text=True,
+                               str(workdir / "message.eml")], check=False, capture_output=True, text=True,
                               timeout=60, env={"PATH": os.environ.get("PATH", ""),
                                                "HOME": str(workdir)})
         assert proc.returncode != 0
-        with pytest.raises(Exception):
+        with pytest.raises(SieveCompileError):
             compile_script(script)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailyard.sieve import (Keep, Limits, SieveContext, SieveEnvelope, compile_script, run)
+from mailyard.sieve import Keep, Limits, SieveContext, SieveEnvelope, compile_script, run
 
 MESSAGE = b"From: a@b.test\r\nTo: me@x.test\r\nSubject: hello\r\n\r\nbody\r\n"
 ENVELOPE = SieveEnvelope(sender="a@b.test", recipient="me@x.test")
@@ -110,8 +110,8 @@ def test_header_edit_limit():
     b"",
     b"no header at all",
     b"\r\n\r\n\r\n",
-    b"Content-Type: multipart/mixed; boundary=\"x\"\r\n\r\n--x\r\nContent-Type: text/plain;"
-    b" charset=klingon\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!notbase64\r\n",
+    (b"Content-Type: multipart/mixed; boundary=\"x\"\r\n\r\n--x\r\nContent-Type: text/plain;"
+    b" charset=klingon\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!notbase64\r\n"),
     b"Content-Type: multipart/mixed\r\n\r\nno boundary at all\r\n",
     b"Subject: =?bogus?x?zz?=\r\nFrom: <<<@@@>>>\r\nDate: not a date\r\n\r\n\xff\xfe",
     b"From: a@b.test\n" + b"X-Long: " + b"y" * 100000 + b"\n\nbody",

@@ -6,10 +6,15 @@ import os
 
 import pytest
 
-from mailyard.sieve import (FileInto, Keep, SieveEnvelope, Vacation, compile_script, run,
-                            run_chain)
-from mailyard.sieve.storage import (ScriptStore, StorageError, active_script_name,
-                                    active_script_text, default_before_script, include_loader)
+from mailyard.sieve import FileInto, Keep, SieveEnvelope, Vacation, compile_script, run, run_chain
+from mailyard.sieve.storage import (
+    ScriptStore,
+    StorageError,
+    active_script_name,
+    active_script_text,
+    default_before_script,
+    include_loader,
+)
 from mailyard.sieve.usercontext import UserSieveContext
 
 USER = "Alice@Example.Test"

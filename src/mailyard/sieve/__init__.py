@@ -42,17 +42,43 @@ Extensions: see `EXTENSIONS` (the ManageSieve SIEVE capability is built from it)
 
 from __future__ import annotations
 
-from mailyard.sieve.actions import (Action, Discard, FileInto, Keep, Limits, Redirect, Reject,
-                                    SieveContext, SieveEnvelope, SieveResult, Vacation,
-                                    limits_from_settings)
+from mailyard.sieve.actions import (
+    Action,
+    Discard,
+    FileInto,
+    Keep,
+    Limits,
+    Redirect,
+    Reject,
+    SieveContext,
+    SieveEnvelope,
+    SieveResult,
+    Vacation,
+    limits_from_settings,
+)
 from mailyard.sieve.grammar import SieveCompileError
 from mailyard.sieve.script import Script, compile_script
 from mailyard.sieve.validate import EXTENSIONS
 
 __all__ = [
-    "Action", "Discard", "EXTENSIONS", "FileInto", "Keep", "Limits", "Redirect", "Reject",
-    "Script", "SieveCompileError", "SieveContext", "SieveEnvelope", "SieveResult", "Vacation",
-    "compile_script", "limits_from_settings", "run", "run_chain",
+    "EXTENSIONS",
+    "Action",
+    "Discard",
+    "FileInto",
+    "Keep",
+    "Limits",
+    "Redirect",
+    "Reject",
+    "Script",
+    "SieveCompileError",
+    "SieveContext",
+    "SieveEnvelope",
+    "SieveResult",
+    "Vacation",
+    "compile_script",
+    "limits_from_settings",
+    "run",
+    "run_chain",
 ]
 
 

@@ -147,7 +147,7 @@ class SieveContext:
         self._duplicates: dict[str, float] = {}
 
     def now(self) -> _dt.datetime:
-        return self._now or _dt.datetime.now(_dt.timezone.utc).astimezone()
+        return self._now or _dt.datetime.now(_dt.UTC).astimezone()
 
     def _clock(self) -> float:
         return self._now.timestamp() if self._now else time.time()

@@ -15,8 +15,18 @@ from __future__ import annotations
 import hashlib
 import re
 
-from mailyard.sieve.actions import (Discard, FileInto, Keep, Limits, Redirect, Reject,
-                                    SieveContext, SieveEnvelope, SieveResult, Vacation)
+from mailyard.sieve.actions import (
+    Discard,
+    FileInto,
+    Keep,
+    Limits,
+    Redirect,
+    Reject,
+    SieveContext,
+    SieveEnvelope,
+    SieveResult,
+    Vacation,
+)
 from mailyard.sieve.grammar import Command, SieveCompileError
 from mailyard.sieve.match import MatchBudgetExceeded, glob_match, match_value
 from mailyard.sieve.message import SieveMessage
@@ -334,8 +344,8 @@ class Interpreter(TestEvaluator):
             return False   # null reverse-path: never answer bounces
         local = sender.rsplit("@", 1)[0]
         if (local in ("mailer-daemon", "listserv", "majordomo", "postmaster")
-                or local.startswith("owner-") or local.endswith("-request")
-                or local.startswith("bounce") or "-bounces" in local):
+                or local.startswith(("owner-", "bounce")) or local.endswith("-request")
+                or "-bounces" in local):
             return False
         msg = self.message
         for value in msg.header_values("Auto-Submitted"):

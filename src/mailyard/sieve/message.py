@@ -31,7 +31,7 @@ def _decode_2047(value: str) -> str:
             else:
                 out.append(chunk)
         return "".join(out)
-    except Exception:  # broken encoded words: the raw text is the best we have
+    except Exception:  # noqa: BLE001 — broken encoded words: keep the raw text
         return value
 
 
@@ -97,7 +97,7 @@ class SieveMessage:
         for value in self.header_values(name):
             try:
                 pairs = email.utils.getaddresses([value])
-            except Exception:
+            except Exception:  # noqa: BLE001 — the email package on hostile input
                 pairs = []
             addrs = [addr for _, addr in pairs if addr]
             if not addrs and value.strip():
@@ -146,7 +146,7 @@ class SieveMessage:
             try:
                 self._mime = email.message_from_bytes(self.to_bytes(),
                                                       policy=email.policy.compat32)
-            except Exception:
+            except Exception:  # noqa: BLE001 — the email package on hostile input
                 self._mime = email.message_from_bytes(b"\r\n" + self.body_bytes,
                                                       policy=email.policy.compat32)
         return self._mime
@@ -164,7 +164,7 @@ def part_text(part: Message) -> str:
     """The decoded text of one leaf part (transfer encoding and charset undone)."""
     try:
         payload = part.get_payload(decode=True)
-    except Exception:
+    except Exception:  # noqa: BLE001 — the email package on hostile input
         payload = None
     if payload is None:
         raw = part.get_payload()

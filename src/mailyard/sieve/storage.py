@@ -22,8 +22,8 @@ from __future__ import annotations
 import os
 import tempfile
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 MAX_NAME_LENGTH = 128
 ACTIVE_FILE = ".active"

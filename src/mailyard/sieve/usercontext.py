@@ -15,7 +15,7 @@ import hashlib
 import os
 import sqlite3
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from mailyard.sieve.actions import Limits, SieveContext
 from mailyard.sieve.storage import include_loader, user_dir

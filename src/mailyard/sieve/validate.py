@@ -12,11 +12,11 @@ comparator names are checked here so a running script meets fewer surprises.
 from __future__ import annotations
 
 import re
-
-import regex
 from dataclasses import dataclass, field
 
-from mailyard.sieve.grammar import (Command, Number, SieveCompileError, StringList, Tag, Test)
+import regex
+
+from mailyard.sieve.grammar import Command, Number, SieveCompileError, StringList, Tag, Test
 
 # Extensions this engine implements (the ManageSieve SIEVE capability is computed from here).
 EXTENSIONS: tuple[str, ...] = (
