@@ -189,8 +189,8 @@ def test_both_refuse_the_same_broken_scripts(workdir):
         path.write_text(script)
         path.chmod(0o644)
         proc = subprocess.run([SIEVE_TEST, "-c", str(workdir / "dovecot.conf"), str(path),
-                               str(workdir / "message.eml")], check=False, capture_output=True, text=True,
-                              timeout=60, env={"PATH": os.environ.get("PATH", ""),
+                               str(workdir / "message.eml")], check=False,
+                              capture_output=True, text=True, timeout=60, env={"PATH": os.environ.get("PATH", ""),
                                                "HOME": str(workdir)})
         assert proc.returncode != 0
         with pytest.raises(SieveCompileError):

@@ -139,8 +139,8 @@ def test_sieve_connect_upload_list_download(server, tls_certs, tmp_path):
             "--authmech", "PLAIN"]
 
     def sc(*args):
-        proc = subprocess.run(base + list(args), input=PASSWORD + "\n", check=False, capture_output=True,
-                              text=True, timeout=60, cwd=tmp_path)
+        proc = subprocess.run(base + list(args), input=PASSWORD + "\n", check=False,
+                              capture_output=True, text=True, timeout=60, cwd=tmp_path)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return proc.stdout
 

@@ -288,7 +288,8 @@ class Validator:
         positional: list = []
         for kind, arg in zip(kinds, rest):
             if not _string_kind_ok(kind, arg):
-                raise self.error(arg, f"{what}: expected a {kind.replace('strlist', 'string list')}")
+                shown = kind.replace("strlist", "string list")
+                raise self.error(arg, f"{what}: expected a {shown}")
             positional.append(arg.value if kind == "number" else
                               arg.values[0] if kind == "string" else list(arg.values))
         if sig.match:
