@@ -190,8 +190,8 @@ def test_both_refuse_the_same_broken_scripts(workdir):
         path.chmod(0o644)
         proc = subprocess.run([SIEVE_TEST, "-c", str(workdir / "dovecot.conf"), str(path),
                                str(workdir / "message.eml")], check=False,
-                              capture_output=True, text=True, timeout=60, env={"PATH": os.environ.get("PATH", ""),
-                                               "HOME": str(workdir)})
+                              capture_output=True, text=True, timeout=60,
+                              env={"PATH": os.environ.get("PATH", ""), "HOME": str(workdir)})
         assert proc.returncode != 0
         with pytest.raises(SieveCompileError):
             compile_script(script)
