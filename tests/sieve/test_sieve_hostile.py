@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from mailyard.sieve import Keep, Limits, SieveContext, SieveEnvelope, compile_script, run
+from mailyard.sieve import (
+    Keep,
+    Limits,
+    SieveCompileError,
+    SieveContext,
+    SieveEnvelope,
+    compile_script,
+    run,
+)
 
 MESSAGE = b"From: a@b.test\r\nTo: me@x.test\r\nSubject: hello\r\n\r\nbody\r\n"
 ENVELOPE = SieveEnvelope(sender="a@b.test", recipient="me@x.test")
@@ -132,15 +142,10 @@ def test_broken_messages_do_not_break_the_engine(message):
 
 # -- fuzz: whatever compiles runs to a result; whatever the message, the engine answers --
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from mailyard.sieve import SieveCompileError  # noqa: E402
-
 PIECES = st.sampled_from([
-    'require ["fileinto", "variables", "imap4flags", "regex", "relational", "editheader", '
+    ('require ["fileinto", "variables", "imap4flags", "regex", "relational", "editheader", '
     '"include", "body", "date", "index", "vacation", "envelope", "subaddress", "copy", '
-    '"reject", "duplicate", "mailbox", "spamtest", "virustest"];',
+    '"reject", "duplicate", "mailbox", "spamtest", "virustest"];'),
     'if header :matches "subject" "*e*" { set "x" "${1}${2}"; }',
     'if header :regex "subject" "(h)(e)" { fileinto "${1}"; }',
     'fileinto :copy "${x}";', "keep;", "discard;", "stop;", 'redirect "a@b.test";',
