@@ -183,8 +183,10 @@ class Interpreter(TestEvaluator):
                                                 old.copy and action.copy)
                     return
         if isinstance(action, Redirect):
-            if any(isinstance(a, Redirect) and a.address.lower() == action.address.lower()
-                   for a in self.actions):
+            # RFC 5228 §2.10.3: one redirect per address; local parts are case-sensitive
+            # (RFC 5321 §2.4), domains are not.
+            if any(isinstance(a, Redirect) and _address_key(a.address) ==
+                   _address_key(action.address) for a in self.actions):
                 return
             if sum(isinstance(a, Redirect) for a in self.actions) >= self.limits.max_redirects:
                 raise SieveRuntimeError(f"too many redirects (limit "
@@ -234,7 +236,7 @@ class Interpreter(TestEvaluator):
         if not re.fullmatch(r"[^\s@<>()\[\],;:\"]+@[A-Za-z0-9.\-\[\]:]+", address):
             raise SieveRuntimeError(f"redirect: invalid address {address!r}")
         copy = bool(cmd.tagged.get("copy"))
-        self.add_action(Redirect(address, copy))
+        self.add_action(Redirect(_address_key(address), copy))
         if not copy:
             self.implicit_keep = False
 
@@ -456,6 +458,11 @@ class Interpreter(TestEvaluator):
     def c_global(self, cmd: Command) -> None:
         for name in cmd.positional[0]:
             self.frame.globals.add(self.expand(name).lower())
+
+
+def _address_key(address: str) -> str:
+    local, at, domain = address.rpartition("@")
+    return f"{local}@{domain.lower()}" if at else address
 
 
 def _flag_list(values: list[str]) -> list[str]:
