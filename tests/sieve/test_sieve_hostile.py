@@ -192,3 +192,10 @@ def test_fuzz_messages(message):
     assert not result.errors
     if result.message is not None:
         assert result.message.startswith(b"X-S:")
+
+
+def test_runtime_errors_name_script_and_line():
+    script = compile_script('require ["include", "fileinto"];\nkeep;\n\n  include "gone";\n',
+                            name="personal:main")
+    result = run(script, MESSAGE, ENVELOPE)
+    assert result.errors == ["personal:main: line 4: include: no personal script 'gone'"]

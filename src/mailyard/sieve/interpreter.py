@@ -80,6 +80,7 @@ class Interpreter(TestEvaluator):
         self.include_count = 0
         self.edits = 0
         self.cache: dict[tuple[str, str], Script] = {}
+        self.where = script.name   # "<script>: line N" of the command running, for errors
 
     # -- running -------------------------------------------------------------------------
     def run(self) -> SieveResult:
@@ -92,9 +93,9 @@ class Interpreter(TestEvaluator):
             vacations = [v for v in self.vacations if self.context.vacation_should_reply(
                 self._vacation_key(v), v.seconds)]
         except (SieveRuntimeError, MatchBudgetExceeded) as exc:
-            return SieveResult([], Keep("INBOX"), [str(exc)])
+            return SieveResult([], Keep("INBOX"), [f"{self.where}: {exc}"])
         except RecursionError:
-            return SieveResult([], Keep("INBOX"), ["script nested too deeply"])
+            return SieveResult([], Keep("INBOX"), [f"{self.where}: script nested too deeply"])
         actions = self.actions + vacations
         keep = Keep("INBOX", tuple(self.flags)) if self.implicit_keep else None
         edited = self.message.to_bytes() if self.message.edited else None
@@ -124,6 +125,7 @@ class Interpreter(TestEvaluator):
                 j = i
                 while j < n and (j == i or commands[j].name in ("elsif", "else")):
                     branch = commands[j]
+                    self.where = f"{self.frame.script.name}: line {branch.line}"
                     if not taken and (branch.name == "else" or self.test(branch.tests[0])):
                         taken = True
                         self.block(branch.block)
@@ -131,6 +133,7 @@ class Interpreter(TestEvaluator):
                 i = j
                 continue
             self.step()
+            self.where = f"{self.frame.script.name}: line {cmd.line}"
             getattr(self, "c_" + cmd.name)(cmd)
             i += 1
 

@@ -217,8 +217,9 @@ class Validator:
             part = test.positional[-2].lower()
             if "${" not in part and part not in DATE_PARTS:
                 raise self.error(test, f"unknown date part {part!r}")
-        if test.name == "header" and test.tagged.get("last") and "index" not in test.tagged:
-            raise self.error(test, ":last needs :index")
+        if test.tagged.get("last") is True and "index" not in test.tagged and \
+                test.name != "duplicate":
+            raise self.error(test, ":last needs :index")  # RFC 5260 §6
 
     # -- arguments -----------------------------------------------------------------------
     def arguments(self, node, sig: Signature, what: str) -> None:
