@@ -32,6 +32,7 @@ from mailyard.sieve.match import MatchBudgetExceeded, glob_match, match_value
 from mailyard.sieve.message import SieveMessage
 from mailyard.sieve.script import Script, compile_script
 from mailyard.sieve.tests_eval import SieveRuntimeError, TestEvaluator
+from mailyard.sieve.validate import ADDRESS_RE
 
 MAX_VARIABLE_LENGTH = 64 * 1024
 PROTECTED_HEADERS = ("received", "auto-submitted")  # RFC 5293 §6: not editable
@@ -236,7 +237,7 @@ class Interpreter(TestEvaluator):
     def c_redirect(self, cmd: Command) -> None:
         address = self.expand(cmd.positional[0]).strip()
         # RFC 5228 §4.2: the argument must be a valid address.
-        if not re.fullmatch(r"[^\s@<>()\[\],;:\"]+@[A-Za-z0-9.\-\[\]:]+", address):
+        if not ADDRESS_RE.fullmatch(address):
             raise SieveRuntimeError(f"redirect: invalid address {address!r}")
         copy = bool(cmd.tagged.get("copy"))
         self.add_action(Redirect(_address_key(address), copy))
@@ -292,7 +293,7 @@ class Interpreter(TestEvaluator):
         value = self.expand(value)
         # RFC 5229 §4.1: modifiers apply from the highest precedence to the lowest.
         mods = [m for m in ("lower", "upper", "lowerfirst", "upperfirst", "quotewildcard",
-                            "length") if cmd.tagged.get(m)]
+                            "quoteregex", "length") if cmd.tagged.get(m)]
         for mod in mods:
             if mod == "lower":
                 value = value.lower()
@@ -304,6 +305,8 @@ class Interpreter(TestEvaluator):
                 value = value[:1].upper() + value[1:]
             elif mod == "quotewildcard":
                 value = re.sub(r"([*?\\])", r"\\\1", value)
+            elif mod == "quoteregex":  # draft-ietf-sieve-regex §4
+                value = re.sub(r"([\\^$.\[\]|()?*+{}])", r"\\\1", value)
             elif mod == "length":
                 value = str(len(value))
         self.set_variable(name, value)

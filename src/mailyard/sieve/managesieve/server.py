@@ -75,8 +75,13 @@ async def handle(app, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
                     pending = session.tls_started() + pending
                 elif isinstance(ev, Authenticate):
                     await writer.drain()
-                    user = await asyncio.to_thread(app.accounts.authenticate, ev.login,
-                                                   ev.password)
+                    try:
+                        user = await asyncio.to_thread(app.accounts.authenticate, ev.login,
+                                                       ev.password)
+                    except Exception:  # noqa: BLE001 — the account store, not the password
+                        log.exception("managesieve: authentication backend failed")
+                        pending = session.auth_unavailable() + pending
+                        continue
                     event(log, "auth", peer=str(peer), login=ev.login, ok=user is not None)
                     if user is not None:
                         user_logged = user

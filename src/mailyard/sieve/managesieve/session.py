@@ -128,6 +128,12 @@ class Session:
             out = [Send(response("OK", "Logged in."))]
         return out + self._process()
 
+    def auth_unavailable(self) -> list[Event]:
+        """The account store failed (not a wrong password): NO (TRYLATER)."""
+        self.waiting = False
+        return [Send(response("NO", "Authentication is unavailable, try later.", TRYLATER))
+                ] + self._process()
+
     # -- dispatch ------------------------------------------------------------------------
     def _process(self) -> list[Event]:
         out: list[Event] = []
