@@ -78,7 +78,7 @@ async def handle(app, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
                     try:
                         user = await asyncio.to_thread(app.accounts.authenticate, ev.login,
                                                        ev.password)
-                    except Exception:  # noqa: BLE001 — the account store, not the password
+                    except Exception:  # the account store failed, not the password
                         log.exception("managesieve: authentication backend failed")
                         pending = session.auth_unavailable() + pending
                         continue
