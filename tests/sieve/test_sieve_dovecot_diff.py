@@ -228,6 +228,57 @@ def test_same_actions_as_dovecot(workdir, name):
     assert our_actions(script) == dovecot_actions(workdir, name, script)
 
 
+TRICKY_MESSAGE = """\
+From: "Coyote, Wile E." <Wile.Coyote@Desert.Example.ORG>
+To: undisclosed-recipients:;
+Cc: Friends: road@acme.example.com, "quoted local"@acme.example.com;, plain@acme.example.com
+Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe_und_*Sterne*?= =?iso-8859-1?q?_caf=E9?=
+X-Empty:
+X-Multi: first
+X-Multi: second
+Date: Tue, 1 Apr 1997 23:59:59 +1400
+Content-Type: text/plain; charset=iso-8859-1
+Content-Transfer-Encoding: quoted-printable
+
+Caf=E9 au lait.
+""".replace("\n", "\r\n")
+
+TRICKY_SCRIPTS = {
+    "decoded-subject": 'require ["fileinto", "variables"];\n'
+                       'if header :matches "subject" "Gr* und \\\\*Sterne\\\\* *" '
+                       '{ fileinto "m-${1}-${2}"; }\n'
+                       'if header :contains "subject" "caf\u00e9" { fileinto "cafe"; }',
+    "address-case": 'require "fileinto";\n'
+                    'if address :domain :is "from" "desert.example.org" { fileinto "dom"; }\n'
+                    'if address :localpart :is :comparator "i;octet" "from" "Wile.Coyote" '
+                    '{ fileinto "lp"; }',
+    "groups": 'require ["fileinto", "relational", "comparator-i;ascii-numeric"];\n'
+              'if address :count "eq" :comparator "i;ascii-numeric" "cc" "3" { fileinto "c3"; }\n'
+              'if address :is "cc" "road@acme.example.com" { fileinto "road"; }\n'
+              'if address :count "eq" :comparator "i;ascii-numeric" "to" "0" { fileinto "t0"; }',
+    "empty-header": 'require "fileinto";\n'
+                    'if header :is "x-empty" "" { fileinto "empty"; }\n'
+                    'if header :contains "x-missing" "" { fileinto "missing"; }\n'
+                    'if header :is "x-multi" "second" { fileinto "multi"; }\n'
+                    'if exists "x-empty" { fileinto "exists"; }',
+    "body-charset": 'require ["body", "fileinto"];\n'
+                    'if body :text :contains "caf\u00e9 au lait" { fileinto "latin1"; }',
+    "date-far-zone": 'require ["date", "fileinto", "variables"];\n'
+                     'if date :matches :zone "+0000" "date" "date" "*" { fileinto "utc-${1}"; }\n'
+                     'if date :matches :originalzone "date" "zone" "*" { fileinto "z${1}"; }',
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRICKY_SCRIPTS))
+def test_same_actions_on_a_tricky_message(workdir, name):
+    path = workdir / "tricky.eml"
+    path.write_text(TRICKY_MESSAGE, newline="", encoding="latin-1")
+    path.chmod(0o644)
+    script = TRICKY_SCRIPTS[name]
+    ours = our_actions(script, TRICKY_MESSAGE)
+    assert ours == dovecot_actions(workdir, f"tricky-{name}", script, path.name)
+
+
 @pytest.mark.parametrize("variant", sorted(VACATION_VARIANTS))
 def test_same_vacation_decisions_as_dovecot(workdir, variant):
     # sieve-test only lists a vacation action; whether it would really answer (RFC 3834
