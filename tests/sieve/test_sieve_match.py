@@ -21,7 +21,7 @@ def reference(value: str, pattern: str, flags: int = 0) -> bool:
             continue
         out.append(".*" if c == "*" else "." if c == "?" else re.escape(c))
         i += 1
-    return re.fullmatch("".join(out), value, re.S | flags) is not None
+    return re.fullmatch("".join(out), value, re.DOTALL | flags) is not None
 
 
 @settings(max_examples=1000, deadline=None)
@@ -38,7 +38,7 @@ def test_glob_agrees_with_a_regex_reference(value, pattern):
 @given(st.text(alphabet="abAB?*", max_size=10), st.text(alphabet="abAB?*", max_size=7))
 def test_glob_casemap(value, pattern):
     assert (glob_match(value, pattern, "i;ascii-casemap") is not None) == \
-        reference(value, pattern, re.I)
+        reference(value, pattern, re.IGNORECASE)
 
 
 @pytest.mark.parametrize("value,pattern,captures", [
