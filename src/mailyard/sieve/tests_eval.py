@@ -294,7 +294,8 @@ _REQUIRED = re.compile(r"required=(-?\d+(?:\.\d+)?)", re.IGNORECASE)
 def spam_value(message, percent: bool, default_required: float = 5.0) -> str:
     """RFC 5235 §3.2 spamtest value from the filter's X-Spam-Score / X-Spam-Status headers.
 
-    "0" means the message was not tested. Otherwise the score is scaled so that the spam
+    "0" means the message was not tested (with :percent, "0" is also "clearly not spam").
+    Otherwise the score is scaled so that the spam
     threshold ("required") maps to 5 and twice the threshold or more to 10 (:percent: the
     threshold maps to 50, twice it to 100); scores at or below zero map to 1 (0 percent).
     """
@@ -314,6 +315,12 @@ def spam_value(message, percent: bool, default_required: float = 5.0) -> str:
             except (ValueError, IndexError):
                 continue
     if score is None:
+        # mailyard's filter always adds X-Virus-Scanned and adds the spam fields only
+        # above its tag level: scanned without spam fields means "tested, not spam".
+        scanned = any(v.lower().startswith("mailyard")
+                      for v in message.header_values("X-Virus-Scanned"))
+        if scanned:
+            return "0" if percent else "1"
         return "0"
     required = required if required and required > 0 else default_required
     ratio = max(0.0, min(1.0, score / (2 * required)))
