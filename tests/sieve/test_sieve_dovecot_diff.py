@@ -279,6 +279,56 @@ def test_same_actions_on_a_tricky_message(workdir, name):
     assert ours == dovecot_actions(workdir, f"tricky-{name}", script, path.name)
 
 
+INCLUDED = {
+    ("personal", "lib"): 'require ["fileinto", "variables", "include"]; global "where";\n'
+                         'fileinto "personal-${where}"; return; fileinto "never";',
+    ("personal", "spam"): 'if header :contains "subject" "present" { discard; stop; }',
+    ("global", "glib"): 'require ["fileinto"]; fileinto "FromGlobal";',
+}
+INCLUDE_SCRIPTS = {
+    "include-basic": 'require ["include", "variables"]; global "where"; set "where" "x";\n'
+                     'include :personal "lib"; include :global "glib";\n'
+                     'include :optional "missing"; include :once "lib"; include :once "lib";',
+    "include-stop": 'require ["include", "fileinto"]; include "spam"; fileinto "after";',
+}
+
+
+class _DirContext(SieveContext):
+    def load_include(self, name, location):
+        return INCLUDED.get((location, name))
+
+
+@pytest.mark.parametrize("name", sorted(INCLUDE_SCRIPTS))
+def test_same_include_behaviour_as_dovecot(workdir, name):
+    personal, global_ = workdir / "personal", workdir / "global"
+    for (location, script_name), text in INCLUDED.items():
+        base = personal if location == "personal" else global_
+        base.mkdir(exist_ok=True)
+        base.chmod(0o755)
+        (base / f"{script_name}.sieve").write_text(text)
+        (base / f"{script_name}.sieve").chmod(0o644)
+    conf = workdir / "dovecot-include.conf"
+    conf.write_text(DOVECOT_CONF.format(dir=workdir).replace(
+        "plugin {", f"plugin {{\n  sieve = file:{personal};active={workdir}/active.sieve\n"
+                    f"  sieve_global = {global_}"))
+    conf.chmod(0o644)
+    path = workdir / f"{name}.sieve"
+    path.write_text(INCLUDE_SCRIPTS[name])
+    path.chmod(0o644)
+    proc = subprocess.run([SIEVE_TEST, "-c", str(conf), "-f", SENDER, "-r", RECIPIENT,
+                           str(path), str(workdir / "message.eml")],
+                          check=False, capture_output=True, text=True, timeout=60,
+                          env={"PATH": os.environ.get("PATH", ""), "HOME": str(workdir)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = run(compile_script(INCLUDE_SCRIPTS[name]), MESSAGE.encode(),
+                 SieveEnvelope(sender=SENDER, recipient=RECIPIENT), _DirContext())
+    assert not result.errors, result.errors
+    ours = sorted([f"store {a.mailbox}" if isinstance(a, Keep) else type(a).__name__.lower()
+                   for a in result.actions] +
+                  (["implicit store INBOX"] if result.implicit_keep else []))
+    assert ours == parse_dovecot(proc.stdout)
+
+
 @pytest.mark.parametrize("variant", sorted(VACATION_VARIANTS))
 def test_same_vacation_decisions_as_dovecot(workdir, variant):
     # sieve-test only lists a vacation action; whether it would really answer (RFC 3834
