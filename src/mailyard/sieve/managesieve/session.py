@@ -39,23 +39,27 @@ TRYLATER = "TRYLATER"
 
 @dataclass(frozen=True)
 class Send:
+    """Write these bytes to the client."""
+
     data: bytes
 
 
 @dataclass(frozen=True)
 class StartTls:
-    pass
+    """Upgrade the stream to TLS now, then call `Session.tls_started()`."""
 
 
 @dataclass(frozen=True)
 class Authenticate:
+    """Check these credentials off the event loop, then call `Session.auth_result()`."""
+
     login: str
     password: str
 
 
 @dataclass(frozen=True)
 class Close:
-    pass
+    """Close the connection (after sending what came before)."""
 
 
 Event = Send | StartTls | Authenticate | Close
