@@ -183,3 +183,22 @@ def test_unicode_script_names(server):
     assert c.setactive("Ferien \u00e4\u00f6\u00fc")
     assert c.listscripts() == ("Ferien \u00e4\u00f6\u00fc", [])
     c.logout()
+
+
+def test_starttls_command_injection_is_ignored(server, tls_certs):
+    with socket.create_connection(("127.0.0.1", server.port("managesieve"))) as raw:
+        f = raw.makefile("rb")
+        while not f.readline().startswith(b"OK"):
+            pass
+        # The injected CAPABILITY rides in the same segment as STARTTLS.
+        raw.sendall(b"STARTTLS\r\nCAPABILITY\r\n")
+        assert f.readline().startswith(b"OK")
+        tls = tls_certs.client_context().wrap_socket(raw, server_hostname="127.0.0.1")
+        tls.settimeout(10)
+        tf = tls.makefile("rb")
+        while not tf.readline().startswith(b"OK"):   # the capabilities re-issued after TLS
+            pass
+        tls.sendall(b'NOOP "after"\r\n')
+        # Had CAPABILITY run, its listing would come before the NOOP reply.
+        assert tf.readline() == b'OK (TAG "after") "Done."\r\n'
+        tls.close()

@@ -71,6 +71,11 @@ async def handle(app, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
                     break
                 elif isinstance(ev, StartTls):
                     await writer.drain()
+                    # Plaintext that arrived after STARTTLS must not be read as if it came
+                    # through TLS (command injection, cf. CVE-2011-0411).
+                    buffered = getattr(reader, "_buffer", None)
+                    if buffered:
+                        buffered.clear()
                     await writer.start_tls(app.tls_server_context())
                     pending = session.tls_started() + pending
                 elif isinstance(ev, Authenticate):
