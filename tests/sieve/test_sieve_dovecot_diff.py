@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailyard.sieve import (
     Discard,
@@ -370,3 +372,19 @@ def test_both_refuse_the_same_broken_scripts(workdir):
         assert proc.returncode != 0
         with pytest.raises(SieveCompileError):
             compile_script(script)
+
+
+# -- generated scripts: match types and comparators decided the same way as Dovecot -------
+
+PATTERN_CHARS = st.sampled_from(list("aeiouAE[] -*?") + ["\\\\*", "\\\\?", "present", "acme"])
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(match=st.sampled_from([":is", ":contains", ":matches"]),
+       comparator=st.sampled_from(["i;octet", "i;ascii-casemap"]),
+       pattern=st.lists(PATTERN_CHARS, max_size=8).map("".join))
+def test_generated_matches_agree_with_dovecot(workdir, match, comparator, pattern):
+    script = (f'require ["fileinto", "variables"];\n'
+              f'if header {match} :comparator "{comparator}" "subject" "{pattern}" '
+              f'{{ fileinto "hit-${{1}}"; }}')
+    assert our_actions(script) == dovecot_actions(workdir, "generated", script)
