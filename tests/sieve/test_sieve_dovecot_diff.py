@@ -388,3 +388,34 @@ def test_generated_matches_agree_with_dovecot(workdir, match, comparator, patter
               f'if header {match} :comparator "{comparator}" "subject" "{pattern}" '
               f'{{ fileinto "hit-${{1}}"; }}')
     assert our_actions(script) == dovecot_actions(workdir, "generated", script)
+
+
+NUMBERISH = st.sampled_from(["", "0", "00", "7", "10", "9", "abc", "ABC", "Abd", "12x", "x12",
+                             "1000000000000000000000"])
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(relation=st.sampled_from(["gt", "ge", "lt", "le", "eq", "ne"]),
+       comparator=st.sampled_from(["i;octet", "i;ascii-casemap", "i;ascii-numeric"]),
+       value=NUMBERISH, key=NUMBERISH, count=st.booleans())
+def test_generated_relational_agrees_with_dovecot(workdir, relation, comparator, value, key,
+                                                  count):
+    kind = ":count" if count else ":value"
+    script = ('require ["fileinto", "variables", "relational", '
+              '"comparator-i;ascii-numeric"];\n'
+              f'if string {kind} "{relation}" :comparator "{comparator}" ["{value}", "x"] '
+              f'"{key}" {{ fileinto "hit"; }}')
+    assert our_actions(script) == dovecot_actions(workdir, "generated-rel", script)
+
+
+@pytest.mark.parametrize("comparator", ["i;octet", "i;ascii-casemap", "i;ascii-numeric"])
+def test_count_uses_the_given_comparator(workdir, comparator):
+    # Regression: :count once compared numerically whatever the comparator; RFC 5231 §4.2
+    # (and Dovecot) use the comparator given, so "2" lt "10" is false as strings.
+    script = ('require ["fileinto", "relational", "variables", '
+              '"comparator-i;ascii-numeric"];\n'
+              f'if string :count "lt" :comparator "{comparator}" ["a", "b"] "10" '
+              '{ fileinto "hit"; }')
+    ours = our_actions(script)
+    assert ours == dovecot_actions(workdir, "count-comparator", script)
+    assert ("store hit" in ours) == (comparator == "i;ascii-numeric")

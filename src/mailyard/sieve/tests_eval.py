@@ -72,10 +72,10 @@ class TestEvaluator:
         relation = tagged.get("relation")
         keys = [self.expand(k) for k in keys]
         if match == "count":
+            # RFC 5231 §4.2: the count is compared to the key with the given comparator
+            # (scripts say :comparator "i;ascii-numeric" to compare numbers).
             count = str(len(values))
-            return any(match_value(count, k, "value", "i;ascii-numeric"
-                                   if comparator != "i;octet" else comparator, relation)
-                       for k in keys)
+            return any(match_value(count, k, "value", comparator, relation) for k in keys)
         for value in values:
             cost = 1 + (len(value) >> 16)  # long values (bodies) cost more of the budget
             for key in keys:
