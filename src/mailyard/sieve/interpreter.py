@@ -37,6 +37,8 @@ from mailyard.sieve.validate import ADDRESS_RE
 MAX_VARIABLE_LENGTH = 64 * 1024
 PROTECTED_HEADERS = ("received", "auto-submitted")  # RFC 5293 §6: not editable
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*|[0-9]+)\}")
+_ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
+_ASCII_UPPER = {c + 32: c for c in range(ord("A"), ord("Z") + 1)}
 _LIST_HEADERS = ("list-id", "list-help", "list-subscribe", "list-unsubscribe", "list-post",
                  "list-owner", "list-archive")
 
@@ -295,14 +297,15 @@ class Interpreter(TestEvaluator):
         mods = [m for m in ("lower", "upper", "lowerfirst", "upperfirst", "quotewildcard",
                             "quoteregex", "length") if cmd.tagged.get(m)]
         for mod in mods:
+            # Case changes are ASCII-only, as Dovecot does (scripts behave alike there).
             if mod == "lower":
-                value = value.lower()
+                value = value.translate(_ASCII_LOWER)
             elif mod == "upper":
-                value = value.upper()
+                value = value.translate(_ASCII_UPPER)
             elif mod == "lowerfirst":
-                value = value[:1].lower() + value[1:]
+                value = value[:1].translate(_ASCII_LOWER) + value[1:]
             elif mod == "upperfirst":
-                value = value[:1].upper() + value[1:]
+                value = value[:1].translate(_ASCII_UPPER) + value[1:]
             elif mod == "quotewildcard":
                 value = re.sub(r"([*?\\])", r"\\\1", value)
             elif mod == "quoteregex":  # draft-ietf-sieve-regex §4
