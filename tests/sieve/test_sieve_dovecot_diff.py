@@ -390,6 +390,23 @@ def test_generated_matches_agree_with_dovecot(workdir, match, comparator, patter
     assert our_actions(script) == dovecot_actions(workdir, "generated", script)
 
 
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(subject=st.text(alphabet="abAB-*?", min_size=1, max_size=8),
+       pattern=st.text(alphabet="ab*?-", max_size=6))
+def test_generated_match_variables_agree_with_dovecot(workdir, subject, pattern):
+    assume(not subject.startswith((" ", "-")))
+    message = MESSAGE.replace("Subject: [acme-users] I have a present for you",
+                              f"Subject: {subject}")
+    path = workdir / "generated-subject.eml"
+    path.write_text(message, newline="")
+    path.chmod(0o644)
+    script = ('require ["fileinto", "variables"];\n'
+              f'if header :matches "subject" "{pattern}" '
+              '{ fileinto "m|${0}|${1}|${2}|${3}|${4}"; }')
+    ours = our_actions(script, message)
+    assert ours == dovecot_actions(workdir, "generated-subject", script, path.name)
+
+
 NUMBERISH = st.sampled_from(["", "0", "00", "7", "10", "9", "abc", "ABC", "Abd", "12x", "x12",
                              "1000000000000000000000"])
 
