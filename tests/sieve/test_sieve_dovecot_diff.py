@@ -469,3 +469,48 @@ def test_generated_set_modifiers_agree_with_dovecot(workdir, modifiers, value):
     except SieveCompileError:
         return  # two modifiers of one precedence: both refuse (checked elsewhere)
     assert our_actions(script) == dovecot_actions(workdir, "generated-set", script)
+
+
+EDIT_MESSAGE = ("Received: by mx.example.org; Tue, 1 Apr 1997 09:06:40 -0800\r\n"
+                "From: a@example.org\r\nTo: roadrunner@acme.example.com\r\n"
+                "Subject: a present\r\nX-Dup: 1\r\nX-Dup: 2\r\nX-Dup: 3\r\n\r\nhi\r\n")
+EDIT_SCRIPTS = {
+    "add-top-and-last": 'require "editheader"; addheader "X-First" "one"; '
+                        'addheader :last "X-Last" "two";',
+    "delete-by-value": 'require "editheader"; deleteheader :matches "subject" "*present*";',
+    "delete-by-index": 'require ["editheader", "index"]; deleteheader :index 1 "X-Dup"; '
+                       'deleteheader :index 1 :last "X-Dup";',
+    "protected": 'require "editheader"; deleteheader "Received"; addheader "Received" "x";',
+    "delete-all": 'require "editheader"; deleteheader "x-dup";',
+}
+
+
+def _fields(raw: bytes) -> list[tuple[str, str]]:
+    from mailyard.sieve.message import SieveMessage
+
+    return [(name.lower(), SieveMessage.decoded(value))
+            for name, value in SieveMessage(raw).fields]
+
+
+@pytest.mark.parametrize("name", sorted(EDIT_SCRIPTS))
+def test_same_header_edits_as_dovecot(workdir, name):
+    maildir = workdir / f"mail-{name}"
+    conf = workdir / f"dovecot-{name}.conf"
+    conf.write_text(DOVECOT_CONF.format(dir=workdir).replace(
+        f"maildir:{workdir}/mail", f"maildir:{maildir}"))
+    conf.chmod(0o644)
+    message = workdir / "edit.eml"
+    message.write_text(EDIT_MESSAGE, newline="")
+    message.chmod(0o644)
+    script = workdir / f"edit-{name}.sieve"
+    script.write_text(EDIT_SCRIPTS[name])
+    script.chmod(0o644)
+    proc = subprocess.run([SIEVE_TEST, "-c", str(conf), "-e", str(script), str(message)],
+                          check=False, capture_output=True, text=True, timeout=60,
+                          env={"PATH": os.environ.get("PATH", ""), "HOME": str(workdir)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    stored = [p for p in (maildir / "new").iterdir()]
+    assert len(stored) == 1
+    result = run(compile_script(EDIT_SCRIPTS[name]), EDIT_MESSAGE.encode(), SieveEnvelope())
+    ours = result.message if result.message is not None else EDIT_MESSAGE.encode()
+    assert _fields(ours) == _fields(stored[0].read_bytes())

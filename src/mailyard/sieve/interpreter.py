@@ -35,7 +35,9 @@ from mailyard.sieve.tests_eval import SieveRuntimeError, TestEvaluator
 from mailyard.sieve.validate import ADDRESS_RE
 
 MAX_VARIABLE_LENGTH = 64 * 1024
-PROTECTED_HEADERS = ("received", "auto-submitted")  # RFC 5293 §6: not editable
+# RFC 5293 §6/§9: trace and auto-reply fields must not be removed (adding is allowed,
+# as in Dovecot).
+PROTECTED_HEADERS = ("received", "auto-submitted")
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*|[0-9]+)\}")
 _ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
 _ASCII_UPPER = {c + 32: c for c in range(ord("A"), ord("Z") + 1)}
@@ -389,25 +391,25 @@ class Interpreter(TestEvaluator):
         return f"{vac.handle}\x00{vac.to.lower()}"
 
     # -- editheader (RFC 5293) -----------------------------------------------------------
-    def _edit_allowed(self, name: str) -> bool:
+    def _count_edit(self) -> None:
         self.edits += 1
         if self.edits > self.limits.max_header_edits:
             raise SieveRuntimeError(f"too many header edits (limit "
                                     f"{self.limits.max_header_edits})")
-        return name.lower() not in PROTECTED_HEADERS
 
     def c_addheader(self, cmd: Command) -> None:
         name, value = (self.expand(p) for p in cmd.positional)
         if not re.fullmatch(r"[!-9;-~]+", name):
             raise SieveRuntimeError(f"addheader: invalid header field name {name!r}")
-        if self._edit_allowed(name):
-            self.message.add_header(name, value, bool(cmd.tagged.get("last")))
+        self._count_edit()
+        self.message.add_header(name, value, bool(cmd.tagged.get("last")))
 
     def c_deleteheader(self, cmd: Command) -> None:
         name = self.expand(cmd.positional[0])
         patterns = [self.expand(p) for p in cmd.positional[1]] if len(cmd.positional) > 1 \
             else None
-        if not self._edit_allowed(name):
+        self._count_edit()
+        if name.lower() in PROTECTED_HEADERS:
             return
         tagged = cmd.tagged
         match = tagged.get("match", "is")
