@@ -482,6 +482,10 @@ EDIT_SCRIPTS = {
                        'deleteheader :index 1 :last "X-Dup";',
     "protected": 'require "editheader"; deleteheader "Received"; addheader "Received" "x";',
     "delete-all": 'require "editheader"; deleteheader "x-dup";',
+    "non-ascii": 'require "editheader"; addheader "X-Note" "Gr\u00fc\u00dfe aus K\u00f6ln";',
+    "variables": 'require ["editheader", "variables"];\n'
+                 'if header :matches "subject" "a *" { addheader "X-Thing" "${1}"; }\n'
+                 'deleteheader :is "X-Dup" ["1", "3"];',
 }
 
 
