@@ -518,3 +518,33 @@ def test_same_header_edits_as_dovecot(workdir, name):
     result = run(compile_script(EDIT_SCRIPTS[name]), EDIT_MESSAGE.encode(), SieveEnvelope())
     ours = result.message if result.message is not None else EDIT_MESSAGE.encode()
     assert _fields(ours) == _fields(stored[0].read_bytes())
+
+
+CONFLICTS = {
+    "fileinto-reject": 'require ["reject", "fileinto"]; fileinto "x"; reject "no";',
+    "redirect-reject": 'require ["reject"]; redirect "a@example.net"; reject "no";',
+    "reject-redirect-copy": 'require ["reject", "copy"]; reject "no"; '
+                            'redirect :copy "a@example.net";',
+    "vacation-reject": 'require ["reject", "vacation"]; vacation "v"; reject "no";',
+    "keep-reject": 'require ["reject"]; keep; reject "no";',
+    "two-rejects": 'require ["reject"]; reject "no"; reject "again";',
+    "two-vacations": 'require ["vacation"]; vacation "a"; vacation "b";',
+    "discard-reject": 'require ["reject"]; discard; reject "no";',
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONFLICTS))
+def test_same_action_conflicts_as_dovecot(workdir, name):
+    path = workdir / f"conflict-{name}.sieve"
+    path.write_text(CONFLICTS[name])
+    path.chmod(0o644)
+    proc = subprocess.run([SIEVE_TEST, "-c", str(workdir / "dovecot.conf"), "-f", SENDER,
+                           "-r", RECIPIENT, str(path), str(workdir / "message.eml")],
+                          check=False, capture_output=True, text=True, timeout=60,
+                          env={"PATH": os.environ.get("PATH", ""), "HOME": str(workdir)})
+    dovecot_error = " error: " in proc.stdout + proc.stderr
+    result = run(compile_script(CONFLICTS[name]), MESSAGE.encode(),
+                 SieveEnvelope(sender=SENDER, recipient=RECIPIENT), SieveContext())
+    assert bool(result.errors) == dovecot_error
+    if result.errors:
+        assert result.actions == [] and result.implicit_keep == Keep("INBOX")

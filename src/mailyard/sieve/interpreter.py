@@ -199,16 +199,18 @@ class Interpreter(TestEvaluator):
             if sum(isinstance(a, Redirect) for a in self.actions) >= self.limits.max_redirects:
                 raise SieveRuntimeError(f"too many redirects (limit "
                                         f"{self.limits.max_redirects})")
-        # RFC 5429 §2.1/§2.2: reject is incompatible with storing and with vacation.
+        # RFC 5429 §2.1/§2.2: reject refuses the message, so it cannot also be delivered
+        # (keep, fileinto, redirect — even :copy) or answered (vacation); as in Dovecot.
         rejecting = any(isinstance(a, Reject) for a in self.actions)
         if isinstance(action, Reject):
             if rejecting:
                 raise SieveRuntimeError("more than one reject/ereject")
-            if any(isinstance(a, Keep) for a in self.actions) or self.vacations:
-                raise SieveRuntimeError("reject conflicts with an earlier keep, fileinto or "
-                                        "vacation")
-        elif rejecting and isinstance(action, (Keep, Vacation)):
-            raise SieveRuntimeError("keep, fileinto and vacation conflict with reject")
+            if any(isinstance(a, (Keep, Redirect)) for a in self.actions) or self.vacations:
+                raise SieveRuntimeError("reject conflicts with an earlier keep, fileinto, "
+                                        "redirect or vacation")
+        elif rejecting and isinstance(action, (Keep, Redirect, Vacation)):
+            raise SieveRuntimeError("keep, fileinto, redirect and vacation conflict with "
+                                    "reject")
         if len(self.actions) + len(self.vacations) >= self.limits.max_actions:
             raise SieveRuntimeError(f"too many actions (limit {self.limits.max_actions})")
         self.actions.append(action)
