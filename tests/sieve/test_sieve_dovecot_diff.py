@@ -271,6 +271,42 @@ TRICKY_SCRIPTS = {
 }
 
 
+HTML_MESSAGE = """\
+From: a@example.org
+To: roadrunner@acme.example.com
+Subject: html
+MIME-Version: 1.0
+Content-Type: multipart/alternative; boundary="b"
+
+--b
+Content-Type: text/html; charset=utf-8
+
+<html><head><style>p {{ color: red }}</style></head>
+<body><b>Bold</b> words &amp; more <!-- hidden comment --></body></html>
+--b
+Content-Type: application/pdf
+
+PDF secret
+--b--
+""".replace("\n", "\r\n").replace("{{", "{").replace("}}", "}")
+
+BODY_KEYS = ["<b>", "Bold  words", "Bold words", "& more", "&amp;", "secret", "color",
+             "hidden comment", "html"]
+
+
+@pytest.mark.parametrize("selector", [":text", ':content "text"', ':content ""', ":raw"])
+def test_same_body_extraction_as_dovecot(workdir, selector):
+    path = workdir / "html.eml"
+    path.write_text(HTML_MESSAGE, newline="")
+    path.chmod(0o644)
+    tests = "\n".join(f'if body {selector} :contains "{key}" {{ fileinto "k{i}"; }}'
+                      for i, key in enumerate(BODY_KEYS))
+    script = 'require ["body", "fileinto"];\n' + tests
+    ours = our_actions(script, HTML_MESSAGE)
+    name = "body-" + selector.strip(':"').replace(" ", "-").replace('"', "")
+    assert ours == dovecot_actions(workdir, name, script, path.name)
+
+
 @pytest.mark.parametrize("name", sorted(TRICKY_SCRIPTS))
 def test_same_actions_on_a_tricky_message(workdir, name):
     path = workdir / "tricky.eml"

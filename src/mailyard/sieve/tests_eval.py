@@ -13,7 +13,7 @@ import re
 
 from mailyard.sieve.grammar import Test
 from mailyard.sieve.match import match_value, numeric
-from mailyard.sieve.message import part_text
+from mailyard.sieve.message import html_to_text, part_text
 
 DEFAULT_DUPLICATE_SECONDS = 7 * 86400
 
@@ -181,7 +181,10 @@ class TestEvaluator:
                 if part.is_multipart():
                     continue
                 if any(w == "" or w == ctype or ("/" not in w and w == main) for w in wanted):
-                    texts.append(part_text(part))
+                    text = part_text(part)
+                    if "content" not in tagged and ctype == "text/html":
+                        text = html_to_text(text)
+                    texts.append(text)
         return self.compare(test, texts, keys)
 
     # -- mailbox (RFC 5490) --------------------------------------------------------------
