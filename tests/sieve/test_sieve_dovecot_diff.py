@@ -67,6 +67,9 @@ SCRIPTS = {
                   '{ fileinto "urgent"; }',
     "body": 'require ["body", "fileinto"]; if body :text :contains "birdseed" '
             '{ fileinto "seed"; }',
+    "body-no-captures": 'require ["body", "fileinto", "variables"];\n'
+                        'if header :matches "subject" "*present*" { set "a" "${1}"; }\n'
+                        'if body :text :matches "*birdseed*" { fileinto "b-${1}-${a}"; }',
     "keep-and-fileinto": 'require "fileinto"; keep; fileinto "INBOX"; fileinto "A"; '
                          'fileinto "A";',
     "implicit-flags": 'require "imap4flags"; addflag "\\\\Seen"; addflag "$Label1";',

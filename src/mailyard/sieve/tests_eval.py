@@ -65,7 +65,8 @@ class TestEvaluator:
         return any(self.test(t) for t in test.tests)
 
     # -- matching ------------------------------------------------------------------------
-    def compare(self, test: Test, values: list[str], keys: list[str]) -> bool:
+    def compare(self, test: Test, values: list[str], keys: list[str],
+                capture: bool = True) -> bool:
         tagged = test.tagged
         match = tagged.get("match", "is")
         comparator = tagged.get("comparator", "i;ascii-casemap")
@@ -82,7 +83,7 @@ class TestEvaluator:
                 self.step(cost)
                 result = match_value(value, key, match, comparator, relation)
                 if result:
-                    if isinstance(result, list):
+                    if capture and isinstance(result, list):
                         self.set_match_variables(result)
                     return True
         return False
@@ -185,7 +186,8 @@ class TestEvaluator:
                     if "content" not in tagged and ctype == "text/html":
                         text = html_to_text(text)
                     texts.append(text)
-        return self.compare(test, texts, keys)
+        # Bodies do not set match variables (as in Dovecot): ${1} could be megabytes.
+        return self.compare(test, texts, keys, capture=False)
 
     # -- mailbox (RFC 5490) --------------------------------------------------------------
     def t_mailboxexists(self, test: Test) -> bool:
