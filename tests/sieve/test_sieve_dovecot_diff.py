@@ -587,3 +587,18 @@ def test_same_action_conflicts_as_dovecot(workdir, name):
     assert bool(result.errors) == dovecot_error
     if result.errors:
         assert result.actions == [] and result.implicit_keep == Keep("INBOX")
+
+
+ACTION_POOL = st.sampled_from([
+    "keep;", "discard;", 'fileinto "A";', 'fileinto "INBOX";', 'fileinto :copy "B";',
+    'redirect "r@example.net";', 'redirect :copy "c@example.net";',
+    'fileinto :flags "\\\\Seen" "A";', 'addflag "$x";', 'keep :flags "\\\\Flagged";',
+    'if true { stop; }', 'if false { discard; }',
+])
+
+
+@settings(max_examples=50, deadline=None, derandomize=True)
+@given(actions=st.lists(ACTION_POOL, min_size=1, max_size=5))
+def test_generated_action_lists_agree_with_dovecot(workdir, actions):
+    script = 'require ["fileinto", "copy", "imap4flags"];\n' + "\n".join(actions)
+    assert our_actions(script) == dovecot_actions(workdir, "generated-actions", script)

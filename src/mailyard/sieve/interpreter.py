@@ -186,8 +186,10 @@ class Interpreter(TestEvaluator):
         if isinstance(action, Keep):
             for i, old in enumerate(self.actions):
                 if isinstance(old, Keep) and old.mailbox == action.mailbox:
-                    merged = tuple(dict.fromkeys(old.flags + action.flags))
-                    self.actions[i] = type(old)(old.mailbox, merged, old.create or action.create,
+                    # One delivery per mailbox; the flags of the latest store win (as in
+                    # Dovecot: they are the flags in force when the script decided last).
+                    self.actions[i] = type(old)(old.mailbox, action.flags,
+                                                old.create or action.create,
                                                 old.copy and action.copy)
                     return
         if isinstance(action, Redirect):
