@@ -47,5 +47,9 @@ def _register() -> None:
 
     main.add_command(queue)
 
+    from mailyard.sieve.cli import sieve
+
+    main.add_command(sieve)
+
 
 _register()
