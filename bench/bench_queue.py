@@ -22,10 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from mailyard.config import load  # noqa: E402
-from mailyard.envelope import Envelope, Recipient  # noqa: E402
-from mailyard.queue import Queue  # noqa: E402
-from mailyard.server.app import App  # noqa: E402
+from mailyard.config import load
+from mailyard.envelope import Envelope, Recipient
+from mailyard.queue import Queue
+from mailyard.server.app import App
 
 N = int(os.environ.get("N", "2000"))
 C = int(os.environ.get("C", "10"))

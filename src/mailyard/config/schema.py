@@ -273,8 +273,18 @@ class QueueSettings:
     max_concurrent: int = setting(20, "Deliveries attempted at the same time.", check_positive)
     max_per_destination: int = setting(5, "Connections open at the same time to one "
                                        "remote domain.", check_positive)
+    dsn_per_hour: int = setting(100, "Delivery status notifications (bounces, delay "
+                                "warnings) sent to one sender per hour at most.",
+                                check_positive)
+    lmtp_next_hop: str = setting("", "Where final delivery sends mail for local domains over "
+                                 "LMTP (HOST:PORT or unix:/path; empty = our own lmtp "
+                                 "listener), e.g. a Dovecot LMTP socket.", check_hostport)
     outbound_port: int = setting(25, "TCP port of remote MX hosts (change only for tests).",
                                  check_positive)
+    tls_verify: bool = setting(False, "Require STARTTLS with a certificate valid for the MX "
+                               "host name when delivering to remote MX hosts; a failure "
+                               "defers the message (off: opportunistic TLS, RFC 7435).")
+    tls_ca_file: str = setting("", "CA bundle (PEM) for `tls_verify`; empty = the system's.")
     connect_timeout: float = setting(30.0, "Seconds to connect to a next hop.", check_positive)
     command_timeout: float = setting(300.0, "Seconds to wait for a next hop's reply.",
                                      check_positive)

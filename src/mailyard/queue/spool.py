@@ -33,10 +33,9 @@ import itertools
 import os
 import secrets
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
-from typing import Iterator
 
 from mailyard.log import event, get_logger
 from mailyard.queue.records import QueueEntry
