@@ -89,7 +89,7 @@ class Session:
         self.incoming = None
         self._write_failed = False
         self._received = b""
-        self._buffer: bytearray | None = None       # whole message, "verify"/"sign" only
+        self._buffer: bytearray | None = None       # whole message, "verify" mode only
         self._content_mode: str | None = None
         spf = getattr(self, "_spf", None)
         if spf is not None:
@@ -430,14 +430,10 @@ class Session:
 
     async def _prepare(self, incoming, mode: str, message: bytes, received: bytes,
                        sender: str, helo: str, spf_lookup) -> replies.Reply | None:
-        """Verify or sign a buffered message and write it to `incoming`; a refusal or None."""
-        if mode == content.VERIFY:
-            prepared = await content.verify(self.settings, self.mta.app.dns,
-                                            client_ip=self.client_ip, helo=helo,
-                                            sender=sender, message=message,
-                                            spf_lookup=spf_lookup)
-        else:
-            prepared = await content.sign(self.settings, self.mta.accounts, message)
+        """Check a buffered message and write it to `incoming`; a refusal or None."""
+        prepared = await content.verify(self.settings, self.mta.app.dns,
+                                        client_ip=self.client_ip, helo=helo, sender=sender,
+                                        message=message, spf_lookup=spf_lookup)
         if prepared.reject is not None:
             return prepared.reject
         try:
