@@ -228,3 +228,15 @@ async def test_broken_greylist_store_fails_open(policy_parts):
     result = await policy.check(ClientInfo("smtp", "192.0.2.8", trusted=False), "x@y.test",
                                 parse_path("<alice@example.test>"))
     assert result.accepted and "failing open" in result.reason
+
+
+def test_reinjection_allows_some_growth():
+    from mailyard.mta.profiles import PROFILES, ehlo_lines, size_limit
+
+    settings = load(None)
+    assert size_limit(settings, PROFILES["smtp"]) == settings.smtp.max_message_size
+    grown = size_limit(settings, PROFILES["reinject"])
+    assert grown > settings.smtp.max_message_size
+    lines = ehlo_lines(settings, "c", "192.0.2.1", starttls=False, auth=False, size=grown)
+    assert f"SIZE {grown}" in lines and "STARTTLS" not in lines
+    assert not any(line.startswith("AUTH") for line in lines)

@@ -1,14 +1,14 @@
 """What the MTA does with a whole message before queueing it: sender authentication on the
-MX, DKIM signing on submission. Everything else streams straight to the spool.
+MX. Everything else streams straight to the spool. (DKIM signing of our users' mail is done
+by the queue at the outbound hop, after the filter, so the signature covers what leaves.)
 
 Theory of operation: `content_mode(...)` decides at MAIL time whether a transaction needs
 the whole message — "verify" (the `smtp` listener, an untrusted and unauthenticated client,
 `[senderauth] check`: SPF at MAIL, DKIM + DMARC after DATA, an Authentication-Results field,
-RFC 8601) or "sign" (an authenticated client, `[senderauth] dkim_sign`, and a local From
-domain with an active key) — or None (stream). Only those two modes hold the message in
-memory (bounded by `[smtp] max_message_size`, which the codec enforces). The results are
-header fields to prepend; `reject` carries the reply when `[dmarc] enforce` and the sender's
-domain publishes p=reject and the message fails DMARC.
+RFC 8601) — or None (stream). Only "verify" holds the message in memory (bounded by
+`[smtp] max_message_size`, which the codec enforces). The result is a header field to
+prepend; `reject` carries the reply when `[dmarc] enforce` and the sender's domain publishes
+p=reject and the message fails DMARC.
 """
 
 from __future__ import annotations
@@ -17,15 +17,14 @@ import asyncio
 from dataclasses import dataclass
 
 from mailyard.log import event, get_logger
-from mailyard.senderauth import authresults, dkim_sign
-from mailyard.senderauth.verdict import check_message, check_spf, from_domain
+from mailyard.senderauth import authresults
+from mailyard.senderauth.verdict import check_message, check_spf
 from mailyard.smtp import replies
 from mailyard.smtp.replies import Reply
 
 log = get_logger("mta")
 
 VERIFY = "verify"
-SIGN = "sign"
 
 
 @dataclass(frozen=True)
@@ -38,9 +37,7 @@ class Prepared:
 
 
 def content_mode(settings, service: str, trusted: bool, auth_user: str | None) -> str | None:
-    if auth_user is not None:
-        return SIGN if settings.senderauth.dkim_sign else None
-    if service == "smtp" and not trusted and settings.senderauth.check:
+    if service == "smtp" and not trusted and auth_user is None and settings.senderauth.check:
         return VERIFY
     return None
 
@@ -74,15 +71,3 @@ async def verify(settings, resolver, *, client_ip: str, helo: str, sender: str,
         text = f"Message rejected: DMARC policy of {verdict.from_domain} says reject"
         return Prepared(message, field, replies.Reply(550, "5.7.1", text))
     return Prepared(message, field)
-
-
-async def sign(settings, accounts, message: bytes) -> Prepared:
-    domain = from_domain(message)
-    if not domain or not accounts.is_local_domain(domain):
-        return Prepared(message)
-    try:
-        signed = await asyncio.to_thread(dkim_sign.sign, message, settings.data_path, domain)
-    except Exception as exc:  # noqa: BLE001 - an unsigned message beats a lost one
-        event(log, "dkim signing failed", domain=domain, error=repr(exc))
-        return Prepared(message)
-    return Prepared(signed)

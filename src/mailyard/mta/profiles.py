@@ -29,12 +29,22 @@ PROFILES = {
 }
 
 
-def ehlo_lines(settings, helo: str, client_ip: str, *, starttls: bool, auth: bool) -> list[str]:
+def size_limit(settings, profile: Profile) -> int:
+    """The SIZE a listener enforces. Reinjection allows a little more: the filter adds
+    headers to messages that were accepted at the limit, and must not be refused for it."""
+    limit = settings.smtp.max_message_size
+    if profile.service == "reinject":
+        return limit + max(65536, limit // 10)
+    return limit
+
+
+def ehlo_lines(settings, helo: str, client_ip: str, *, starttls: bool, auth: bool,
+               size: int) -> list[str]:
     """The EHLO reply lines (RFC 5321 §4.1.1.1): every keyword follows from the config and
     the session (STARTTLS until TLS is on, AUTH only where and when it may be used)."""
     smtp = settings.smtp
     lines = [f"{settings.server.hostname} Hello {helo} [{client_ip}]",
-             "PIPELINING", f"SIZE {smtp.max_message_size}", "8BITMIME"]   # RFC 2920, 1870, 6152
+             "PIPELINING", f"SIZE {size}", "8BITMIME"]   # RFC 2920, 1870, 6152
     if smtp.smtputf8:
         lines.append("SMTPUTF8")                                         # RFC 6531
     lines += ["ENHANCEDSTATUSCODES", "DSN"]                              # RFC 2034, 3461

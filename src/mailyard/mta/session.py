@@ -20,7 +20,7 @@ from mailyard.envelope import Envelope, Recipient
 from mailyard.log import event, get_logger
 from mailyard.mta import content, rdns
 from mailyard.mta.policy import ClientInfo
-from mailyard.mta.profiles import Profile, ehlo_lines
+from mailyard.mta.profiles import Profile, ehlo_lines, size_limit
 from mailyard.mta.received import protocol_name, received_header
 from mailyard.mta.sasl import MECHANISMS, SaslError, SaslExchange
 from mailyard.smtp import (
@@ -65,7 +65,7 @@ class Session:
         self.client_ip = client_ip
         self.trusted = trusted
         smtp = self.settings.smtp
-        self.conn = ServerConnection(max_message_size=smtp.max_message_size,
+        self.conn = ServerConnection(max_message_size=size_limit(self.settings, profile),
                                      max_line_length=smtp.max_line_length,
                                      bare_newlines=smtp.bare_newlines,
                                      mail_params=MAIL_PARAMS if smtp.smtputf8 else
@@ -89,7 +89,7 @@ class Session:
         self.incoming = None
         self._write_failed = False
         self._received = b""
-        self._buffer: bytearray | None = None       # whole message, "verify"/"sign" only
+        self._buffer: bytearray | None = None       # whole message, "verify" mode only
         self._content_mode: str | None = None
         spf = getattr(self, "_spf", None)
         if spf is not None:
@@ -127,7 +127,8 @@ class Session:
     def ehlo_keywords(self, helo: str) -> list[str]:
         return ehlo_lines(self.settings, helo, self.client_ip,
                           starttls=self.profile.starttls and not self.conn.tls
-                          and self.mta.tls_available, auth=self._auth_offered())
+                          and self.mta.tls_available, auth=self._auth_offered(),
+                          size=self.conn.max_message_size)
 
     # -- the loop --------------------------------------------------------------------------
     async def run(self) -> None:
@@ -429,14 +430,10 @@ class Session:
 
     async def _prepare(self, incoming, mode: str, message: bytes, received: bytes,
                        sender: str, helo: str, spf_lookup) -> replies.Reply | None:
-        """Verify or sign a buffered message and write it to `incoming`; a refusal or None."""
-        if mode == content.VERIFY:
-            prepared = await content.verify(self.settings, self.mta.app.dns,
-                                            client_ip=self.client_ip, helo=helo,
-                                            sender=sender, message=message,
-                                            spf_lookup=spf_lookup)
-        else:
-            prepared = await content.sign(self.settings, self.mta.accounts, message)
+        """Check a buffered message and write it to `incoming`; a refusal or None."""
+        prepared = await content.verify(self.settings, self.mta.app.dns,
+                                        client_ip=self.client_ip, helo=helo, sender=sender,
+                                        message=message, spf_lookup=spf_lookup)
         if prepared.reject is not None:
             return prepared.reject
         try:
