@@ -44,5 +44,9 @@ def _register() -> None:
     for command in accounts_cmd.COMMANDS:
         main.add_command(command)
 
+    from mailyard.sieve.cli import sieve
+
+    main.add_command(sieve)
+
 
 _register()

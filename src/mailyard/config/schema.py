@@ -211,6 +211,15 @@ class DeliverySettings:
 class SieveSettings:
     before: str = setting("", "Global Sieve script run before the user's (path).")
     after: str = setting("", "Global Sieve script run after the user's (path).")
+    global_dir: str = setting("", "Where `include :global` finds NAME.sieve "
+                              "(empty = data_dir/sieve/global).")
+    max_scripts: int = setting(20, "Scripts one user may store over ManageSieve.",
+                               check_positive)
+    max_script_size: int = setting(65536, "Largest script one user may store, in bytes.",
+                                   check_positive)
+    max_actions: int = setting(64, "Actions one Sieve run may take before it is stopped "
+                               "(and the message kept).", check_positive)
+    max_redirects: int = setting(4, "Redirects one Sieve run may make.", check_positive)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ SERVICES: dict[str, str] = {
     "imaps": "mailyard.server.placeholder:start",
     "pop3": "mailyard.server.placeholder:start",
     "pop3s": "mailyard.server.placeholder:start",
-    "managesieve": "mailyard.server.placeholder:start",
+    "managesieve": "mailyard.sieve.managesieve.server:start",
     "spamd": "mailyard.server.placeholder:start",
     "clamd": "mailyard.server.placeholder:start",
     "metrics": "mailyard.server.placeholder:start",

@@ -1,0 +1,130 @@
+"""Hostile scripts and messages: every limit ends the run cleanly and keeps the message."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailyard.sieve import (Keep, Limits, SieveContext, SieveEnvelope, compile_script, run)
+
+MESSAGE = b"From: a@b.test\r\nTo: me@x.test\r\nSubject: hello\r\n\r\nbody\r\n"
+ENVELOPE = SieveEnvelope(sender="a@b.test", recipient="me@x.test")
+
+
+class Includes(SieveContext):
+    def __init__(self, scripts: dict[str, str], **kwargs):
+        super().__init__(**kwargs)
+        self.scripts = scripts
+
+    def load_include(self, name, location):
+        return self.scripts.get(name)
+
+
+def assert_kept_with_error(result, words: str):
+    assert result.actions == []
+    assert result.implicit_keep == Keep("INBOX")
+    assert result.errors and words in result.errors[0], result.errors
+
+
+def test_thousands_of_actions_hit_the_action_limit():
+    body = "".join(f'fileinto "box{i}";\n' for i in range(5000))
+    script = compile_script('require "fileinto";\n' + body)
+    assert_kept_with_error(run(script, MESSAGE, ENVELOPE), "too many actions")
+
+
+def test_redirect_limit():
+    body = "".join(f'redirect "u{i}@example.net";\n' for i in range(10))
+    result = run(compile_script(body), MESSAGE, ENVELOPE, SieveContext(
+        limits=Limits(max_redirects=3)))
+    assert_kept_with_error(result, "too many redirects")
+
+
+def test_repeated_redirect_to_one_address_counts_once():
+    result = run(compile_script('redirect "a@x.test";\n' * 10), MESSAGE, ENVELOPE)
+    assert len(result.actions) == 1 and not result.errors
+
+
+def test_include_recursion_through_two_scripts():
+    ctx = Includes({"a": 'require "include"; include "b";',
+                    "b": 'require "include"; include "a";'})
+    result = run(compile_script('require "include"; include "a";'), MESSAGE, ENVELOPE, ctx)
+    assert_kept_with_error(result, "recursion")
+
+
+def test_include_fan_out_bomb_hits_the_include_limit():
+    # Each level includes the next one twice: 2**12 runs without a limit.
+    scripts = {f"l{i}": f'require "include"; include "l{i + 1}"; include "l{i + 1}";'
+               for i in range(12)}
+    scripts["l12"] = "keep;"
+    result = run(compile_script('require "include"; include "l0";'), MESSAGE, ENVELOPE,
+                 Includes(scripts))
+    assert result.errors and result.implicit_keep == Keep("INBOX")
+
+
+def test_include_depth_limit():
+    scripts = {f"d{i}": f'require "include"; include "d{i + 1}";' for i in range(30)}
+    result = run(compile_script('require "include"; include "d0";'), MESSAGE, ENVELOPE,
+                 Includes(scripts, limits=Limits(max_include_depth=5)))
+    assert_kept_with_error(result, "deeper than 5")
+
+
+def test_cpu_budget_stops_a_long_script():
+    # No loops in Sieve: a long straight script of tests is the way to burn CPU.
+    tests = 'if header :matches "subject" "*h*e*l*l*o*" { }\n' * 3000
+    result = run(compile_script(tests), MESSAGE, ENVELOPE, SieveContext(
+        limits=Limits(max_steps=1000)))
+    assert_kept_with_error(result, "budget")
+
+
+def test_variable_doubling_is_capped():
+    script = compile_script('require ["variables", "fileinto"]; set "a" "xx";\n' +
+                            'set "a" "${a}${a}";\n' * 40 + 'set :length "n" "${a}"; '
+                            'fileinto "${n}";')
+    result = run(script, MESSAGE, ENVELOPE)
+    assert not result.errors
+    assert int(result.actions[0].mailbox) <= 64 * 1024
+
+
+def test_matches_pattern_with_many_stars_is_linear():
+    subject = "a" * 20000
+    message = b"Subject: " + subject.encode() + b"\r\n\r\nx\r\n"
+    pattern = "*a" * 30 + "*b"
+    result = run(compile_script(f'if header :matches "subject" "{pattern}" {{ discard; }}'),
+                 message, ENVELOPE)
+    assert result.implicit_keep == Keep("INBOX") and not result.errors
+
+
+def test_catastrophic_regex_is_a_runtime_error():
+    message = b"Subject: " + b"a" * 60 + b"!\r\n\r\nx\r\n"
+    script = compile_script('require "regex"; if header :regex "subject" "^(a|aa)+$" '
+                            '{ discard; }')
+    result = run(script, message, ENVELOPE)
+    assert_kept_with_error(result, "too long")
+
+
+def test_header_edit_limit():
+    script = compile_script('require "editheader";\n' + 'addheader "X-A" "b";\n' * 500)
+    assert_kept_with_error(run(script, MESSAGE, ENVELOPE), "header edits")
+
+
+@pytest.mark.parametrize("message", [
+    b"",
+    b"no header at all",
+    b"\r\n\r\n\r\n",
+    b"Content-Type: multipart/mixed; boundary=\"x\"\r\n\r\n--x\r\nContent-Type: text/plain;"
+    b" charset=klingon\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!notbase64\r\n",
+    b"Content-Type: multipart/mixed\r\n\r\nno boundary at all\r\n",
+    b"Subject: =?bogus?x?zz?=\r\nFrom: <<<@@@>>>\r\nDate: not a date\r\n\r\n\xff\xfe",
+    b"From: a@b.test\n" + b"X-Long: " + b"y" * 100000 + b"\n\nbody",
+    b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + b"--b\r\nContent-Type: "
+    b"multipart/mixed; boundary=b\r\n\r\n" * 200,
+])
+def test_broken_messages_do_not_break_the_engine(message):
+    script = compile_script(
+        'require ["body", "date", "relational", "fileinto", "spamtest", "virustest"];\n'
+        'if anyof (body :text :contains "x", date :value "gt" "date" "year" "1990",\n'
+        '          address :domain "from" "b.test", header :contains "subject" "x",\n'
+        '          spamtest :value "gt" "1", virustest "0", size :over 1) '
+        '{ fileinto "seen"; }')
+    result = run(script, message, ENVELOPE)
+    assert not result.errors
+    assert result.actions or result.implicit_keep
