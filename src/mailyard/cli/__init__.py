@@ -43,6 +43,9 @@ def _register() -> None:
     main.add_command(quarantine_cmd.quarantine)
     for command in accounts_cmd.COMMANDS:
         main.add_command(command)
+    from mailyard.queue.cli import queue
+
+    main.add_command(queue)
 
     from mailyard.sieve.cli import sieve
 

@@ -66,6 +66,11 @@ def check_domains(values: list[str]) -> None:
             raise ValueError(f"{v!r} is not a domain name")
 
 
+def check_bare_newlines(value: str) -> None:
+    if value not in ("reject", "normalize"):
+        raise ValueError("must be `reject` or `normalize`")
+
+
 def check_log_level(value: str) -> None:
     if value.lower() not in ("debug", "info", "warning", "error"):
         raise ValueError("must be one of debug, info, warning, error")
@@ -166,12 +171,46 @@ class SmtpSettings:
                                     check_positive)
     max_recipients: int = setting(100, "Recipients per message (452 4.5.3 beyond).",
                                   check_positive)
+    command_timeout: float = setting(300.0, "Seconds to wait for a client command "
+                                     "(RFC 5321 §4.5.3.2.7) before 421 4.4.2.", check_positive)
+    data_timeout: float = setting(600.0, "Seconds to wait for the next piece of DATA "
+                                  "(RFC 5321 §4.5.3.2.6) before 421 4.4.2.", check_positive)
+    max_connections_per_ip: int = setting(50, "Concurrent connections from one client IP "
+                                          "per listener (421 4.7.0 beyond).", check_positive)
+    max_errors: int = setting(20, "Errors (bad commands, failed AUTH, refused recipients) in "
+                              "one session before 421 4.7.0 and disconnect.", check_positive)
+    max_line_length: int = setting(4096, "Longest command line in bytes (500 5.5.6 beyond; "
+                                   "RFC 5321 asks for at least 512).", check_positive)
+    bare_newlines: str = setting("reject", "Bare CR or LF in DATA or commands: `reject` "
+                                 "(554 5.6.0 / 500 5.5.2) or `normalize` (turned into CRLF; "
+                                 "never ends DATA either way).", check_bare_newlines)
+    auth_requires_tls: bool = setting(True, "Offer and accept AUTH only over TLS.")
+    smtputf8: bool = setting(True, "Offer SMTPUTF8 (RFC 6531).")
+
+
+def check_dnsbl_zones(values: list[str]) -> None:
+    for v in values:
+        zone, _, codes = v.partition("=")
+        check_domains([zone])
+        for code in filter(None, codes.split(",")):
+            try:
+                ipaddress.ip_network(code, strict=False)
+            except ValueError:
+                raise ValueError(f"{v!r}: {code!r} is not an address or CIDR "
+                                 "(write ZONE=127.0.0.2,127.0.0.4/30)") from None
 
 
 @dataclass(frozen=True)
 class DnsblSettings:
     zones: list[str] = setting([], "Client IP blocklists queried at RCPT, e.g. "
-                               "\"zen.spamhaus.org\".", check_domains)
+                               "\"zen.spamhaus.org\"; `ZONE=127.0.0.2,127.0.0.10/31` lists "
+                               "only on those answers (default: any 127.0.0.0/8 answer except "
+                               "127.255.255.0/24, which are resolver errors).",
+                               check_dnsbl_zones)
+    allowlist: list[str] = setting([], "Client networks never checked against blocklists.",
+                                   check_networks)
+    timeout: float = setting(5.0, "Seconds to wait for all zones; a zone that does not "
+                             "answer in time is skipped (fail open).", check_positive)
 
 
 @dataclass(frozen=True)
@@ -181,6 +220,10 @@ class GreylistSettings:
                                check_non_negative)
     retry_window: float = setting(172800.0, "Seconds within which the retry must come.",
                                   check_positive)
+    auto_allowlist: int = setting(5, "A client network that passed this many times is not "
+                                  "greylisted any more (0 = never).", check_non_negative)
+    max_age: float = setting(3024000.0, "Seconds a passed triplet is remembered since last "
+                             "seen (default 35 days).", check_positive)
 
 
 @dataclass(frozen=True)
@@ -223,6 +266,45 @@ class SieveSettings:
 
 
 @dataclass(frozen=True)
+class QueueSettings:
+    retry_initial: float = setting(60.0, "Seconds before the first retry of a deferred "
+                                   "message; doubles on each further failure.", check_positive)
+    retry_max: float = setting(3600.0, "Longest wait between two retries, in seconds.",
+                               check_positive)
+    max_lifetime: float = setting(432000.0, "Seconds a message may stay deferred before it "
+                                  "is bounced (default 5 days).", check_positive)
+    delay_warning: float = setting(14400.0, "Seconds after which the sender is told that a "
+                                   "message is delayed (0 = never).", check_non_negative)
+    group_commit: bool = setting(True, "Share one fsync among concurrently committed "
+                                 "messages (the 250 still waits for it).")
+    max_concurrent: int = setting(20, "Deliveries attempted at the same time.", check_positive)
+    max_per_destination: int = setting(5, "Connections open at the same time to one "
+                                       "remote domain.", check_positive)
+    outbound_port: int = setting(25, "TCP port of remote MX hosts (change only for tests).",
+                                 check_positive)
+    connect_timeout: float = setting(30.0, "Seconds to connect to a next hop.", check_positive)
+    command_timeout: float = setting(300.0, "Seconds to wait for a next hop's reply.",
+                                     check_positive)
+    control_poll: float = setting(1.0, "Seconds between checks for `mailyard queue` "
+                                  "requests (flush, hold, delete) in data_dir/queue/control.",
+                                  check_positive)
+
+
+@dataclass(frozen=True)
+class SenderAuthSettings:
+    check: bool = setting(True, "Check SPF at MAIL FROM and DKIM/DMARC after DATA on the MX, "
+                          "and add Authentication-Results.")
+    dkim_sign: bool = setting(True, "DKIM-sign mail from local domains that have a key "
+                              "(`mailyard dkim generate DOMAIN`).")
+
+
+@dataclass(frozen=True)
+class DmarcSettings:
+    enforce: bool = setting(False, "Refuse (550 5.7.1 at end of DATA) mail whose DMARC policy "
+                            "is p=reject and that fails DMARC.")
+
+
+@dataclass(frozen=True)
 class Settings:
     """All of mailyard's settings, one attribute per TOML table."""
 
@@ -238,6 +320,9 @@ class Settings:
     antivirus: AntivirusSettings = field(default_factory=AntivirusSettings)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     sieve: SieveSettings = field(default_factory=SieveSettings)
+    queue: QueueSettings = field(default_factory=QueueSettings)
+    senderauth: SenderAuthSettings = field(default_factory=SenderAuthSettings)
+    dmarc: DmarcSettings = field(default_factory=DmarcSettings)
     # Where the settings came from (None = built-in defaults); not a TOML key.
     source: str | None = field(default=None, compare=False)
 

@@ -6,10 +6,10 @@ entry here with its own start function.
 """
 
 SERVICES: dict[str, str] = {
-    "smtp": "mailyard.server.placeholder:start",
-    "submission": "mailyard.server.placeholder:start",
-    "submissions": "mailyard.server.placeholder:start",
-    "reinject": "mailyard.server.placeholder:start",
+    "smtp": "mailyard.mta.listener:start",
+    "submission": "mailyard.mta.listener:start",
+    "submissions": "mailyard.mta.listener:start",
+    "reinject": "mailyard.mta.listener:start",
     "filter": "mailyard.filter.service:start",
     "lmtp": "mailyard.delivery.lmtp:start",
     "imap": "mailyard.server.placeholder:start",
