@@ -184,9 +184,12 @@ class DeliveryAgent:
                     stored.append((user, "INBOX", uid))
         for vacation in plan.vacations:
             try:
-                await self._submit(notices.vacation_envelope(vacation),
-                                   notices.vacation_message(
-                                       vacation, message, self.settings.server.hostname))
+                queue_id = await self._submit(notices.vacation_envelope(vacation),
+                                              notices.vacation_message(
+                                                  vacation, message,
+                                                  self.settings.server.hostname))
+                event(log, "vacation reply queued", user=user, to=vacation.to,
+                      queue_id=queue_id)
             except Exception as exc:  # a lost auto-reply is not a lost message
                 log.exception("vacation reply to %s failed", vacation.to)
                 notes.append(f"vacation failed: {exc!r}")
