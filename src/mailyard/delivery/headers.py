@@ -18,6 +18,8 @@ _HEADER_END = re.compile(rb"\r?\n\r?\n")
 def split_message(message: bytes) -> tuple[bytes, bytes]:
     """(header block including its final line end, body) — the body starts after the blank
     line; a message without a blank line is all header."""
+    if message.startswith((b"\r\n", b"\n")):
+        return b"", message  # no header at all: the blank line comes first
     m = _HEADER_END.search(message)
     if m is None:
         return message, b""

@@ -1,0 +1,45 @@
+"""Failure replies per recipient: quota as 452 when configured, 451 when the store fails."""
+
+import pytest
+
+from mailyard.delivery.agent import QUOTA_FULL_TEMP, STORE_FAILED
+
+from .test_lmtp import lmtp, messages, send_lmtp, start_server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = start_server(tmp_path_factory.mktemp("failures"), users=["ok", "brokenbox"],
+                       quota_users=("small",),
+                       toml="[delivery]\nquota_tempfail = true\n")
+    yield srv
+    srv.stop()
+
+
+def test_quota_tempfail_answers_452(server):
+    client = lmtp(server)
+    big = b"Subject: big\r\n\r\n" + b"x" * 3000 + b"\r\n"
+    rcpts, datas = send_lmtp(client, "s@remote.test", ["small@example.test", "ok@example.test"],
+                             big)
+    client.quit()
+    assert [c for c, _ in rcpts] == [250, 250]
+    assert datas[0][0] == QUOTA_FULL_TEMP.code and b"4.2.2" in datas[0][1]
+    assert datas[1][0] == 250
+
+
+def test_store_failure_is_451_for_that_recipient_only(server):
+    # The user's Maildir path is taken by a plain file: every store attempt fails.
+    box = server.maildir("brokenbox@example.test")
+    box.parent.mkdir(parents=True, exist_ok=True)
+    box.write_bytes(b"not a directory")
+    client = lmtp(server)
+    rcpts, datas = send_lmtp(client, "s@remote.test",
+                             ["brokenbox@example.test", "ok@example.test"],
+                             b"Subject: hi\r\n\r\nx\r\n")
+    # The session survives and keeps working.
+    code, _ = client.noop()
+    client.quit()
+    assert datas[0][0] == STORE_FAILED.code and b"4.3.0" in datas[0][1]
+    assert datas[1][0] == 250
+    assert code == 250
+    assert len(messages(server, "ok@example.test")) >= 1
