@@ -33,7 +33,7 @@ def test_store_failure_is_451_for_that_recipient_only(server):
     box.parent.mkdir(parents=True, exist_ok=True)
     box.write_bytes(b"not a directory")
     client = lmtp(server)
-    rcpts, datas = send_lmtp(client, "s@remote.test",
+    _rcpts, datas = send_lmtp(client, "s@remote.test",
                              ["brokenbox@example.test", "ok@example.test"],
                              b"Subject: hi\r\n\r\nx\r\n")
     # The session survives and keeps working.

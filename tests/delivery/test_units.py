@@ -21,8 +21,8 @@ from mailyard.delivery.sieve_glue import (
 from mailyard.sieve import SieveContext, SieveEnvelope
 from mailyard.sieve.storage import ScriptStore
 
-TRACE = dict(sender="s@remote.test", delivered_to="u@example.test", helo="mx.remote.test",
-             client_ip="127.0.0.1", hostname="mx.example.test", session_id="L1")
+TRACE = {"sender": "s@remote.test", "delivered_to": "u@example.test", "helo": "mx.remote.test",
+             "client_ip": "127.0.0.1", "hostname": "mx.example.test", "session_id": "L1"}
 
 
 @pytest.mark.parametrize("message, header, body", [
