@@ -314,3 +314,17 @@ def test_expunge_all_deleted_uses_current_flags_but_only_known_messages(store):
     changes = mine.refresh()
     assert changes.new == (2,) and changes.expunged == ()
     assert mine.uids() == [2]
+
+
+def test_status_without_selecting(store):
+    store.deliver(MSG, flags=["\\Seen"])
+    store.deliver(MSG)
+    store.deliver(MSG, flags=["\\Deleted", "\\Seen"])
+    status = store.status("inbox")
+    assert (status.messages, status.unseen, status.deleted) == (3, 1, 1)
+    assert status.size == 3 * len(MSG)
+    assert status.uid_next == 4
+    assert status.uid_validity == store.open("INBOX").uid_validity
+    assert status.highest_modseq >= 4
+    with pytest.raises(FolderNotFound):
+        store.status("Nope")

@@ -12,6 +12,8 @@ Public API (everything blocks on file I/O; from async code use `asyncio.to_threa
     store.create_folder(name) / delete_folder(name) / rename_folder(old, new)
     store.subscribe(name) / unsubscribe(name) / subscriptions()
     store.exists(name); store.usage() -> (bytes, messages); store.recount_usage()
+    store.status(name) -> FolderStatus(messages, unseen, deleted, size, uid_next,
+                                       uid_validity, highest_modseq)   # IMAP STATUS
 
     folder = store.open("Work.Projects")      # FolderNotFound if missing
     folder.uid_validity, folder.uid_next, folder.highest_modseq
@@ -52,7 +54,7 @@ from mailyard.maildir.errors import (
 )
 from mailyard.maildir.folder import Changes, Folder, MessageInfo, split_flags
 from mailyard.maildir.names import DELIMITER, INBOX, decode_mutf7, encode_mutf7
-from mailyard.maildir.store import SPECIAL_USE, FolderInfo, MailStore
+from mailyard.maildir.store import SPECIAL_USE, FolderInfo, FolderStatus, MailStore
 from mailyard.maildir.watch import FolderWatch
 
 __all__ = [
@@ -66,6 +68,7 @@ __all__ = [
                                      "FolderNameError",
                                      "FolderNotFound",
                                      "FolderOperationError",
+    "FolderStatus",
                                      "FolderWatch",
                                      "MailStore",
                                      "MaildirError",

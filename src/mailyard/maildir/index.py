@@ -390,6 +390,16 @@ class FolderIndex:
                 "SELECT uid FROM expunged WHERE modseq > ? ORDER BY uid", (modseq,))]
         return rows, gone
 
+    def counts(self) -> tuple[int, int, int, int]:
+        """(messages, unseen, deleted, total size) straight from the index."""
+        with self.lock:
+            row = self.conn.execute(
+                "SELECT COUNT(*), "
+                "SUM(CASE WHEN ' ' || flags || ' ' LIKE '% \\Seen %' THEN 0 ELSE 1 END), "
+                "SUM(CASE WHEN ' ' || flags || ' ' LIKE '% \\Deleted %' THEN 1 ELSE 0 END), "
+                "SUM(size) FROM msgs").fetchone()
+        return row[0], row[1] or 0, row[2] or 0, row[3] or 0
+
     def uids_with_flag(self, flag: str) -> set[int]:
         with self.lock:
             return {u for (u,) in self.conn.execute(

@@ -78,6 +78,20 @@ class FolderInfo:
     selectable: bool = True
 
 
+@dataclass(frozen=True)
+class FolderStatus:
+    """IMAP STATUS figures of a folder without selecting it (RFC 3501 §6.3.10, RFC 7162,
+    RFC 8438 SIZE)."""
+
+    messages: int
+    unseen: int
+    deleted: int
+    size: int
+    uid_next: int
+    uid_validity: int
+    highest_modseq: int
+
+
 class MailStore:
     """One user's mail: the Maildir++ tree under `root` (see the module docstring)."""
 
@@ -293,6 +307,22 @@ class MailStore:
                 raise FolderNotFound(f"folder {canonical!r} does not exist")
         return Folder(self, canonical, path, self._index(path))
 
+    def status(self, name: str) -> FolderStatus:
+        """STATUS figures, read from the folder index after picking up file changes."""
+        self.ensure()
+        canonical = normalize(name)
+        path = self.folder_path(canonical)
+        if not (path / "cur").is_dir():
+            raise FolderNotFound(f"folder {canonical!r} does not exist")
+        index = self._index(path)
+        index.sync()
+        with index.lock:
+            messages, unseen, deleted, size = index.counts()
+            return FolderStatus(messages=messages, unseen=unseen, deleted=deleted, size=size,
+                                uid_next=index.meta("uid_next"),
+                                uid_validity=index.meta("uid_validity"),
+                                highest_modseq=index.meta("highest_modseq"))
+
     def deliver(self, message: bytes, folder: str = INBOX, flags: Iterable[str] = (),
                 keywords: Iterable[str] = (), internal_date: float | None = None,
                 create: bool = True) -> int:
@@ -404,4 +434,4 @@ class MailStore:
             os.close(fd)
 
 
-__all__ = ["INFO_SEP", "SPECIAL_USE", "FolderInfo", "MailStore"]
+__all__ = ["INFO_SEP", "SPECIAL_USE", "FolderInfo", "FolderStatus", "MailStore"]
