@@ -220,6 +220,35 @@ def _in_loop(message: bytes, user: str) -> bool:
 
 
 # -- the context the engine calls back into ------------------------------------------------
+if sieve_engine is not None:
+    class DeliveryContext(sieve_engine.SieveContext):
+        """The engine's hooks backed by real state: persistent memories, real mailboxes,
+        the user's and the global include scripts."""
+
+        def __init__(self, user: str, memory, mailbox_exists, loader, **kwargs):
+            super().__init__(**kwargs)
+            self.user = user
+            self.memory = memory
+            self._mailbox_exists = mailbox_exists
+            self._loader = loader
+
+        def vacation_should_reply(self, key: str, seconds: int) -> bool:
+            return not self.memory.seen_within(self.user, "vacation", key, seconds)
+
+        def duplicate_seen(self, id: str, seconds: int, last: bool = False) -> bool:
+            return self.memory.seen_within(self.user, "duplicate", id, seconds,
+                                           record="always" if last else "if-not-seen")
+
+        def mailbox_exists(self, name: str) -> bool:
+            try:
+                return self._mailbox_exists(sieve_folder_name(name))
+            except ValueError:  # a hostile name exists nowhere
+                return False
+
+        def load_include(self, name: str, location: str) -> str | None:
+            return self._loader(name, location)
+
+
 def make_context(settings, data_dir: Path, user: str, user_addresses: tuple[str, ...],
                  memory, mailbox_exists):
     """A SieveContext whose memories persist (`SieveMemory`) and whose mailboxes are real."""
@@ -227,23 +256,8 @@ def make_context(settings, data_dir: Path, user: str, user_addresses: tuple[str,
         return None
     loader = sieve_storage.include_loader(
         data_dir, user, getattr(settings.sieve, "global_dir", "") or None)
-
-    class DeliveryContext(sieve_engine.SieveContext):
-        def vacation_should_reply(self, key: str, seconds: int) -> bool:
-            return not memory.seen_within(user, "vacation", key, seconds)
-
-        def duplicate_seen(self, id: str, seconds: int, last: bool = False) -> bool:
-            return memory.seen_within(user, "duplicate", id, seconds,
-                                      record="always" if last else "if-not-seen")
-
-        def mailbox_exists(self, name: str) -> bool:
-            return mailbox_exists(sieve_folder_name(name))
-
-        def load_include(self, name: str, location: str) -> str | None:
-            return loader(name, location)
-
-    limits = sieve_engine.limits_from_settings(settings)
-    return DeliveryContext(user_addresses=user_addresses, limits=limits)
+    return DeliveryContext(user, memory, mailbox_exists, loader, user_addresses=user_addresses,
+                           limits=sieve_engine.limits_from_settings(settings))
 
 
 def active_script_exists(data_dir: Path, user: str) -> bool:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mailyard.maildir.errors import MessageGone
-from mailyard.maildir.files import SYSTEM_FLAGS, to_crlf, write_tmp
+from mailyard.maildir.files import SYSTEM_FLAGS, fsync_dir_shared, to_crlf, write_tmp
 from mailyard.maildir.index import FolderIndex, Row
 from mailyard.maildir.watch import FolderWatch
 
@@ -272,6 +272,9 @@ class Folder:
                 dest._index.cache_put(new_uid, key, value)
             self.store._quota_add(info.size, 1)
             mapping[uid] = new_uid
+        if mapping:  # durable before COPY answers OK
+            fsync_dir_shared(dest.path_dir / "cur")
+            fsync_dir_shared(dest.path_dir / "new")
         return mapping
 
     def move(self, uids: Iterable[int], dest_folder_name: str) -> dict[int, int]:

@@ -91,9 +91,11 @@ class FolderIndex:
 
     def __init__(self, folder_dir: Path, new_uid_validity: Callable[[], int]):
         self.dir = Path(folder_dir)
+        self.sdir = str(self.dir) + os.sep  # string prefix: pathlib is slow on hot paths
         self.key = watch.folder_key(self.dir)
         self.lock = threading.RLock()
         self._new_uid_validity = new_uid_validity
+        self.closed = False
         self._depth = 0
         self._tx_modseq: int | None = None
         self._changed = False
@@ -156,6 +158,7 @@ class FolderIndex:
 
     def close(self) -> None:
         with self.lock, contextlib.suppress(sqlite3.Error):
+            self.closed = True
             self.conn.close()
 
     # -- meta and transactions ---------------------------------------------------------------
@@ -241,7 +244,7 @@ class FolderIndex:
 
     # -- scanning -------------------------------------------------------------------------------
     def _dir_stamps(self) -> tuple[int, int]:
-        return (os.stat(self.dir / "new").st_mtime_ns, os.stat(self.dir / "cur").st_mtime_ns)
+        return (os.stat(self.sdir + "new").st_mtime_ns, os.stat(self.sdir + "cur").st_mtime_ns)
 
     def needs_scan(self) -> bool:
         stamps = self._dir_stamps()
@@ -332,7 +335,7 @@ class FolderIndex:
     def insert_locked(self, parsed: ParsedName, flags, keywords, *, uid: int | None = None,
                       size: int | None = None, internal_date: float | None = None) -> int | None:
         """Give a file on disk its UID; None if the file vanished meanwhile."""
-        path = self.dir / parsed.filename
+        path = self.sdir + parsed.filename
         try:
             if internal_date is None:
                 internal_date = os.stat(path).st_mtime
@@ -364,7 +367,7 @@ class FolderIndex:
             letters = self.letters_for(flags, keywords) if (flags or keywords) else None
             base = new_base(size, vsize)
             rel = entry_for(base, letters)
-            os.rename(tmp_path, self.dir / rel)
+            os.rename(tmp_path, self.sdir + rel)
             subdir, _, entry = rel.partition("/")
             parsed = ParsedName(base=base, letters=letters or "", subdir=subdir, entry=entry)
             uid = self.insert_locked(parsed, flags, keywords, size=vsize,
@@ -519,12 +522,20 @@ _registry: dict[tuple[int, str], FolderIndex] = {}
 
 def index_for(folder_dir: Path, new_uid_validity: Callable[[], int]) -> FolderIndex:
     """The shared FolderIndex of a folder directory in this process."""
-    key = (os.getpid(), watch.folder_key(folder_dir))
+    pid = os.getpid()
+    fast = (pid, "=" + str(folder_dir))
+    index = _registry.get(fast)
+    if index is not None and not index.closed and os.path.exists(index.sdir + INDEX_FILE):
+        return index
+    key = (pid, watch.folder_key(folder_dir))
     with _registry_lock:
         index = _registry.get(key)
-        if index is None:
+        if index is not None and not os.path.exists(index.sdir + INDEX_FILE):
+            index.close()  # the folder was removed and maybe recreated by someone else
+        if index is None or index.closed:
             index = FolderIndex(Path(folder_dir), new_uid_validity)
             _registry[key] = index
+        _registry[fast] = index
         return index
 
 
@@ -534,3 +545,6 @@ def forget_index(folder_dir: Path) -> None:
     with _registry_lock:
         for key in [k for k in _registry if k[1] == prefix or k[1].startswith(prefix + ".")]:
             _registry.pop(key).close()
+        # Path-keyed shortcuts to closed indexes are dropped too.
+        for key in [k for k, v in _registry.items() if v.closed]:
+            del _registry[key]

@@ -31,7 +31,7 @@ from mailyard.maildir import index as index_mod
 from mailyard.maildir.errors import FolderExists, FolderNotFound, FolderOperationError, MaildirError
 from mailyard.maildir.files import (
     INFO_SEP,
-    fsync_dir,
+    fsync_dir_shared,
     make_maildir,
     parse_entry,
     to_crlf,
@@ -60,6 +60,17 @@ UIDVALIDITY_FILE = "mailyard-uidvalidity"
 # Maildir++: recount when the delta file grows past this size or is older than 15 minutes.
 QUOTA_RECALC_BYTES = 5120
 QUOTA_RECALC_AGE = 15 * 60
+
+
+# Roots and folder directories this process has seen exist (saves stats on every
+# delivery); dropped on DELETE/RENAME, and re-checked when a write finds one gone.
+_ENSURED: set[str] = set()
+_EXISTING: set[str] = set()
+
+
+def _forget_known() -> None:
+    _ENSURED.clear()
+    _EXISTING.clear()
 
 
 @dataclass(frozen=True)
@@ -105,7 +116,7 @@ class MailStore:
     # -- layout ------------------------------------------------------------------------------
     def ensure(self) -> None:
         """Create the root Maildir and the special folders if they are missing."""
-        if self._ensured:
+        if self._ensured or str(self.root) in _ENSURED:
             return
         fresh = not (self.root / "cur").is_dir()
         make_maildir(self.root)
@@ -118,6 +129,7 @@ class MailStore:
         if created:
             self._change_subscriptions(add=created)
         self._ensured = True
+        _ENSURED.add(str(self.root))
 
     @staticmethod
     def _make_folder_dir(path: Path) -> None:
@@ -194,6 +206,7 @@ class MailStore:
         if not (path / "cur").is_dir():
             raise FolderNotFound(f"folder {canonical!r} does not exist")
         index_mod.forget_index(path)
+        _forget_known()
         # Rename away first so the folder vanishes atomically, then remove at leisure.
         trash = self.root / "tmp" / f"deleted-folder.{secrets.token_hex(6)}"
         os.rename(path, trash)
@@ -230,6 +243,7 @@ class MailStore:
             normalize(dst)  # the longer names must still be valid
             if self.folder_path(dst).exists():
                 raise FolderExists(f"folder {dst!r} already exists")
+        _forget_known()
         for src, dst in moves:
             index_mod.forget_index(self.folder_path(src))
             os.rename(self.folder_path(src), self.folder_path(dst))
@@ -336,20 +350,33 @@ class MailStore:
         self.ensure()
         canonical = normalize(folder)
         path = self.folder_path(canonical)
-        if not (path / "cur").is_dir():
-            if not create and canonical not in SPECIAL_USE:
-                raise FolderNotFound(f"folder {canonical!r} does not exist")
-            self.create_folder(canonical, exist_ok=True)
         sys_flags, kws = split_flags(list(flags) + list(keywords))
         data = to_crlf(bytes(message))
         when = time.time() if internal_date is None else float(internal_date)
-        tmp = write_tmp(path, data, when)
+        for attempt in range(2):
+            if str(path) not in _EXISTING:
+                if not (path / "cur").is_dir():
+                    if not create and canonical not in SPECIAL_USE:
+                        raise FolderNotFound(f"folder {canonical!r} does not exist")
+                    self.ensure()
+                    self.create_folder(canonical, exist_ok=True)
+                _EXISTING.add(str(path))
+            try:
+                tmp = write_tmp(path, data, when)
+                break
+            except FileNotFoundError:
+                # The folder (or the whole Maildir) was removed since we last looked.
+                _forget_known()
+                self._ensured = False
+                if attempt:
+                    raise
         try:
             uid = self._index(path).add_file(tmp, len(data), len(data), sys_flags, kws, when)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
             raise
-        fsync_dir(path / ("cur" if (sys_flags or kws) else "new"))
+        fsync_dir_shared(f"{path}/{'cur' if (sys_flags or kws) else 'new'}")
         self._quota_add(len(data), 1)
         return uid
 
