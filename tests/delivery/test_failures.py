@@ -43,3 +43,13 @@ def test_store_failure_is_451_for_that_recipient_only(server):
     assert datas[1][0] == 250
     assert code == 250
     assert len(messages(server, "ok@example.test")) >= 1
+
+
+def test_250_survives_sigkill(server):
+    """A message answered 250 is on disk: kill -9 right after the reply loses nothing."""
+    client = lmtp(server)
+    _, datas = send_lmtp(client, "s@remote.test", ["ok@example.test"],
+                         b"Subject: durable\r\n\r\nkeep me\r\n")
+    assert datas[0][0] == 250
+    server.kill()
+    assert any(b"Subject: durable" in m for m in messages(server, "ok@example.test"))
