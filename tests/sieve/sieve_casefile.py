@@ -24,8 +24,18 @@ import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mailyard.sieve import (Discard, Keep, Redirect, Reject, SieveCompileError, SieveContext,
-                            SieveEnvelope, Vacation, compile_script, run)
+from mailyard.sieve import (
+    Discard,
+    Keep,
+    Redirect,
+    Reject,
+    SieveCompileError,
+    SieveContext,
+    SieveEnvelope,
+    Vacation,
+    compile_script,
+    run,
+)
 
 DEFAULT_MESSAGE = """\
 Return-Path: <coyote@desert.example.org>

@@ -17,7 +17,7 @@ def sieve_test(tmp_path, script: str, *args: str, message: bytes = MESSAGE):
     (tmp_path / "message.eml").write_bytes(message)
     return subprocess.run([sys.executable, "-m", "mailyard", "sieve", "test",
                            str(tmp_path / "script.sieve"), str(tmp_path / "message.eml"),
-                           *args], capture_output=True, text=True, timeout=60)
+                           *args], check=False, capture_output=True, text=True, timeout=60)
 
 
 def test_json_store_redirect_and_implicit_keep(tmp_path):
@@ -103,5 +103,5 @@ def test_missing_files_exit_2(tmp_path, missing):
     args = [str(tmp_path / ("nope" if missing == "script" else "s")),
             str(tmp_path / ("nope" if missing == "message" else "m"))]
     proc = subprocess.run([sys.executable, "-m", "mailyard", "sieve", "test", *args],
-                          capture_output=True, text=True, timeout=60)
+                          check=False, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2

@@ -28,8 +28,8 @@ ERRORS = [
     ('keep;\nrequire "fileinto";', 2, 1, "before any other command"),
     ('if header :is :contains "a" "b" { keep; }', 1, 15, "twice"),
     ('if header :comparator "i;klingon" "a" "b" { keep; }', 1, 23, "unknown comparator"),
-    ('require "comparator-i;ascii-numeric";\n'
-     'if header :contains :comparator "i;ascii-numeric" "a" "b" { keep; }', 2, 4,
+    (('require "comparator-i;ascii-numeric";\n'
+     'if header :contains :comparator "i;ascii-numeric" "a" "b" { keep; }'), 2, 4,
      "does not support :contains"),
     ("if size 5 { keep; }", 1, 4, "needs :over or :under"),
     ("keep; @", 1, 7, "unexpected character"),

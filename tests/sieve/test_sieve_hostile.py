@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from mailyard.sieve import (Keep, Limits, SieveContext, SieveEnvelope, compile_script, run)
+from mailyard.sieve import (
+    Keep,
+    Limits,
+    SieveCompileError,
+    SieveContext,
+    SieveEnvelope,
+    compile_script,
+    run,
+)
 
 MESSAGE = b"From: a@b.test\r\nTo: me@x.test\r\nSubject: hello\r\n\r\nbody\r\n"
 ENVELOPE = SieveEnvelope(sender="a@b.test", recipient="me@x.test")
@@ -110,8 +120,8 @@ def test_header_edit_limit():
     b"",
     b"no header at all",
     b"\r\n\r\n\r\n",
-    b"Content-Type: multipart/mixed; boundary=\"x\"\r\n\r\n--x\r\nContent-Type: text/plain;"
-    b" charset=klingon\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!notbase64\r\n",
+    (b"Content-Type: multipart/mixed; boundary=\"x\"\r\n\r\n--x\r\nContent-Type: text/plain;"
+    b" charset=klingon\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!notbase64\r\n"),
     b"Content-Type: multipart/mixed\r\n\r\nno boundary at all\r\n",
     b"Subject: =?bogus?x?zz?=\r\nFrom: <<<@@@>>>\r\nDate: not a date\r\n\r\n\xff\xfe",
     b"From: a@b.test\n" + b"X-Long: " + b"y" * 100000 + b"\n\nbody",
@@ -128,3 +138,64 @@ def test_broken_messages_do_not_break_the_engine(message):
     result = run(script, message, ENVELOPE)
     assert not result.errors
     assert result.actions or result.implicit_keep
+
+
+# -- fuzz: whatever compiles runs to a result; whatever the message, the engine answers --
+
+PIECES = st.sampled_from([
+    ('require ["fileinto", "variables", "imap4flags", "regex", "relational", "editheader", '
+    '"include", "body", "date", "index", "vacation", "envelope", "subaddress", "copy", '
+    '"reject", "duplicate", "mailbox", "spamtest", "virustest"];'),
+    'if header :matches "subject" "*e*" { set "x" "${1}${2}"; }',
+    'if header :regex "subject" "(h)(e)" { fileinto "${1}"; }',
+    'fileinto :copy "${x}";', "keep;", "discard;", "stop;", 'redirect "a@b.test";',
+    'addflag "${x}";', 'if hasflag :count "gt" "0" { removeflag "\\\\Seen"; }',
+    'addheader "X-A" "${x}";', 'deleteheader :index 1 "subject";',
+    'if body :text :contains "o" { set :upper "x" "${x}"; }',
+    'if date :is "date" "year" "2000" { keep; }', 'vacation "${x}";',
+    'if envelope :detail "to" "" { discard; }', 'reject "${x}";',
+    'if address :count "ge" "from" "1" { fileinto :flags "a b" "f"; }',
+    'include :optional "x";', 'if duplicate { discard; }', "if spamtest \"0\" { keep; }",
+    'if mailboxexists "INBOX" { keep; }', "if not true {", "}",
+])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(PIECES, max_size=12), st.binary(max_size=300))
+def test_fuzz_compiled_scripts_run_to_a_result(pieces, tail):
+    try:
+        script = compile_script("\n".join(pieces))
+    except SieveCompileError:
+        return
+    result = run(script, MESSAGE + tail, ENVELOPE)
+    if result.errors:
+        assert result.actions == [] and result.implicit_keep == Keep("INBOX")
+    elif result.implicit_keep is None:
+        # Something must have cancelled the implicit keep (RFC 5228 §2.10.2).
+        assert any(type(a).__name__ in ("Discard", "Reject") or
+                   (type(a).__name__ in ("Keep", "FileInto", "Redirect") and not a.copy)
+                   for a in result.actions), result
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2000))
+def test_fuzz_messages(message):
+    script = compile_script(
+        'require ["body", "date", "relational", "fileinto", "variables", "editheader"];\n'
+        'if header :matches "subject" "*" { set "s" "${1}"; }\n'
+        'if body :raw :contains "x" { fileinto "raw"; }\n'
+        'if body :text :contains "x" { fileinto "text"; }\n'
+        'if address :all :count "ge" ["from", "to", "cc"] "1" { fileinto "addr"; }\n'
+        'if date :value "ge" "date" "year" "1970" { fileinto "date"; }\n'
+        'addheader "X-S" "${s}"; deleteheader "subject";\n')
+    result = run(script, message, ENVELOPE)
+    assert not result.errors
+    if result.message is not None:
+        assert result.message.startswith(b"X-S:")
+
+
+def test_runtime_errors_name_script_and_line():
+    script = compile_script('require ["include", "fileinto"];\nkeep;\n\n  include "gone";\n',
+                            name="personal:main")
+    result = run(script, MESSAGE, ENVELOPE)
+    assert result.errors == ["personal:main: line 4: include: no personal script 'gone'"]

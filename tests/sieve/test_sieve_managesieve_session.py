@@ -8,8 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailyard.sieve.managesieve.session import (Authenticate, Close, Send, Session,
-                                                SessionConfig, StartTls)
+from mailyard.sieve.managesieve.session import (
+    Authenticate,
+    Close,
+    Send,
+    Session,
+    SessionConfig,
+    StartTls,
+)
 from mailyard.sieve.managesieve.wire import CommandReader, WireError
 from mailyard.sieve.storage import ScriptStore
 
@@ -24,7 +30,7 @@ class Driver:
     """Feeds a Session and carries out its events the way the server does."""
 
     def __init__(self, tmp_path, **config):
-        defaults = dict(plaintext_allowed=True)
+        defaults = {"plaintext_allowed": True}
         defaults.update(config)
         self.session = Session(SessionConfig(**defaults), lambda user: ScriptStore(
             tmp_path, user, max_scripts=3, max_script_size=200))
@@ -93,15 +99,15 @@ TRANSCRIPT = [
     (b"LISTSCRIPTS\r\n", b'"primary" ACTIVE\r\nOK "Listscripts completed."\r\n'),
     (b'CHECKSCRIPT "keep;"\r\n', b'OK "Script is valid."\r\n'),
     (b'CHECKSCRIPT "fileinto \\"x\\";"\r\n',
-     b'NO "script: line 1, column 1: command \'fileinto\' requires the \'fileinto\' extension '
-     b'(add: require \\"fileinto\\";)"\r\n'),
+     (b'NO "script: line 1, column 1: command \'fileinto\' requires the \'fileinto\' extension '
+     b'(add: require \\"fileinto\\";)"\r\n')),
     (b'HAVESPACE "x" 100\r\n', b'OK "Putscript would succeed."\r\n'),
     (b'HAVESPACE "x" 1000\r\n', b'NO (QUOTA/MAXSIZE) "scripts may be at most 200 bytes"\r\n'),
     (b'NOOP "tag-1"\r\n', b'OK (TAG "tag-1") "Done."\r\n'),
     (b'NOOP\r\n', b'OK "Done."\r\n'),
     (b'PUTSCRIPT "a" "keep;"\r\nPUTSCRIPT "b" "keep;"\r\nPUTSCRIPT "c" "keep;"\r\n',
-     b'OK "Putscript completed."\r\nOK "Putscript completed."\r\n'
-     b'NO (QUOTA/MAXSCRIPTS) "at most 3 scripts"\r\n'),
+     (b'OK "Putscript completed."\r\nOK "Putscript completed."\r\n'
+     b'NO (QUOTA/MAXSCRIPTS) "at most 3 scripts"\r\n')),
     (b'PUTSCRIPT "../escape" "keep;"\r\n',
      b'NO "script names must not contain \'/\' or \'\\\\\' or start with \'.\'"\r\n'),
     (b'SETACTIVE ""\r\n', b'OK "Setactive completed."\r\n'),

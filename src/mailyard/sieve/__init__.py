@@ -19,6 +19,13 @@ Use::
     result.implicit_keep  # Keep("INBOX", flags) or None
     result.errors         # [] or the runtime error; then actions == [] and implicit keep
     result.message        # the message bytes after editheader, or None if unchanged
+    result.stopped        # the script executed `stop`
+
+For a delivery: `run_chain([before, user, after], message, envelope, context)` with
+`context = mailyard.sieve.usercontext.UserSieveContext(data_dir, user, global_dir=...,
+mailbox_exists=..., limits=limits_from_settings(settings))` (vacation/duplicate memories on
+disk); the user's script text is `mailyard.sieve.storage.active_script_text(data_dir, user)`
+and the shipped before-script `storage.default_before_script()`.
 
 `Keep` is the store action (`FileInto` is a subclass); `Reject.extended` marks `ereject`.
 A `Vacation` in the actions has already passed the RFC 3834 / RFC 5230 checks and the reply
@@ -35,17 +42,43 @@ Extensions: see `EXTENSIONS` (the ManageSieve SIEVE capability is built from it)
 
 from __future__ import annotations
 
-from mailyard.sieve.actions import (Action, Discard, FileInto, Keep, Limits, Redirect, Reject,
-                                    SieveContext, SieveEnvelope, SieveResult, Vacation,
-                                    limits_from_settings)
+from mailyard.sieve.actions import (
+    Action,
+    Discard,
+    FileInto,
+    Keep,
+    Limits,
+    Redirect,
+    Reject,
+    SieveContext,
+    SieveEnvelope,
+    SieveResult,
+    Vacation,
+    limits_from_settings,
+)
 from mailyard.sieve.grammar import SieveCompileError
 from mailyard.sieve.script import Script, compile_script
 from mailyard.sieve.validate import EXTENSIONS
 
 __all__ = [
-    "Action", "Discard", "EXTENSIONS", "FileInto", "Keep", "Limits", "Redirect", "Reject",
-    "Script", "SieveCompileError", "SieveContext", "SieveEnvelope", "SieveResult", "Vacation",
-    "compile_script", "limits_from_settings", "run", "run_chain",
+    "EXTENSIONS",
+    "Action",
+    "Discard",
+    "FileInto",
+    "Keep",
+    "Limits",
+    "Redirect",
+    "Reject",
+    "Script",
+    "SieveCompileError",
+    "SieveContext",
+    "SieveEnvelope",
+    "SieveResult",
+    "Vacation",
+    "compile_script",
+    "limits_from_settings",
+    "run",
+    "run_chain",
 ]
 
 
@@ -63,7 +96,8 @@ def run_chain(scripts: list[Script], message: bytes, envelope: SieveEnvelope,
 
     Each script runs on the message as the previous one left it (editheader); actions add
     up; the implicit keep is cancelled if any script cancelled it; `stop` in one script
-    does not skip the next. A runtime error anywhere gives the clean fallback result
+    ends the chain (the shipped before-script files spam into Junk and stops, so the
+    user's rules do not see it). A runtime error anywhere gives the clean fallback result
     (no actions, keep in INBOX).
     """
     actions: list = []
@@ -84,5 +118,7 @@ def run_chain(scripts: list[Script], message: bytes, envelope: SieveEnvelope,
             flags = result.implicit_keep.flags
         if result.message is not None:
             current, edited = result.message, True
+        if result.stopped:
+            break
     keep = Keep("INBOX", flags) if implicit else None
     return SieveResult(actions, keep, [], current if edited else None)

@@ -89,6 +89,7 @@ class SieveResult:
     implicit_keep: Keep | None = None
     errors: list[str] = field(default_factory=list)
     message: bytes | None = None
+    stopped: bool = False       # the script ended with `stop` (ends a run_chain too)
 
     @property
     def status(self) -> str:
@@ -146,7 +147,7 @@ class SieveContext:
         self._duplicates: dict[str, float] = {}
 
     def now(self) -> _dt.datetime:
-        return self._now or _dt.datetime.now(_dt.timezone.utc).astimezone()
+        return self._now or _dt.datetime.now(_dt.UTC).astimezone()
 
     def _clock(self) -> float:
         return self._now.timestamp() if self._now else time.time()

@@ -8,8 +8,18 @@ from pathlib import Path
 import click
 
 from mailyard.cli.common import emit_json, json_option
-from mailyard.sieve import (Discard, Keep, Redirect, Reject, SieveCompileError, SieveContext,
-                            SieveEnvelope, Vacation, compile_script, run)
+from mailyard.sieve import (
+    Discard,
+    Keep,
+    Redirect,
+    Reject,
+    SieveCompileError,
+    SieveContext,
+    SieveEnvelope,
+    Vacation,
+    compile_script,
+    run,
+)
 from mailyard.sieve.message import SieveMessage
 
 

@@ -82,7 +82,7 @@ class StringList:
 class Test:
     name: str
     arguments: list
-    tests: list["Test"]
+    tests: list[Test]
     line: int
     column: int
     # Filled by the validator: tags (name -> value or True) and positional arguments.
@@ -95,7 +95,7 @@ class Command:
     name: str
     arguments: list
     tests: list[Test]
-    block: list["Command"] | None
+    block: list[Command] | None
     line: int
     column: int
     tagged: dict = field(default_factory=dict)
@@ -234,7 +234,7 @@ def _multiline(text: str, i: int, line: int, col: int) -> tuple[str, int, int]:
         j = text.find("\n", i)
         end = n if j < 0 else j
         raw = text[i:end]
-        stripped = raw[:-1] if raw.endswith("\r") else raw
+        stripped = raw.removesuffix("\r")
         if stripped == ".":
             if j < 0:
                 return "".join(out), n, lines

@@ -15,8 +15,18 @@ from __future__ import annotations
 import hashlib
 import re
 
-from mailyard.sieve.actions import (Discard, FileInto, Keep, Limits, Redirect, Reject,
-                                    SieveContext, SieveEnvelope, SieveResult, Vacation)
+from mailyard.sieve.actions import (
+    Discard,
+    FileInto,
+    Keep,
+    Limits,
+    Redirect,
+    Reject,
+    SieveContext,
+    SieveEnvelope,
+    SieveResult,
+    Vacation,
+)
 from mailyard.sieve.grammar import Command, SieveCompileError
 from mailyard.sieve.match import MatchBudgetExceeded, glob_match, match_value
 from mailyard.sieve.message import SieveMessage
@@ -70,24 +80,26 @@ class Interpreter(TestEvaluator):
         self.include_count = 0
         self.edits = 0
         self.cache: dict[tuple[str, str], Script] = {}
+        self.where = script.name   # "<script>: line N" of the command running, for errors
 
     # -- running -------------------------------------------------------------------------
     def run(self) -> SieveResult:
+        stopped = False
         try:
             try:
                 self.run_script(self.script)
             except _Stop:
-                pass
+                stopped = True
             vacations = [v for v in self.vacations if self.context.vacation_should_reply(
                 self._vacation_key(v), v.seconds)]
         except (SieveRuntimeError, MatchBudgetExceeded) as exc:
-            return SieveResult([], Keep("INBOX"), [str(exc)])
+            return SieveResult([], Keep("INBOX"), [f"{self.where}: {exc}"])
         except RecursionError:
-            return SieveResult([], Keep("INBOX"), ["script nested too deeply"])
+            return SieveResult([], Keep("INBOX"), [f"{self.where}: script nested too deeply"])
         actions = self.actions + vacations
         keep = Keep("INBOX", tuple(self.flags)) if self.implicit_keep else None
         edited = self.message.to_bytes() if self.message.edited else None
-        return SieveResult(actions, keep, [], edited)
+        return SieveResult(actions, keep, [], edited, stopped)
 
     def run_script(self, script: Script) -> None:
         self.frames.append(_Frame(script))
@@ -113,6 +125,7 @@ class Interpreter(TestEvaluator):
                 j = i
                 while j < n and (j == i or commands[j].name in ("elsif", "else")):
                     branch = commands[j]
+                    self.where = f"{self.frame.script.name}: line {branch.line}"
                     if not taken and (branch.name == "else" or self.test(branch.tests[0])):
                         taken = True
                         self.block(branch.block)
@@ -120,6 +133,7 @@ class Interpreter(TestEvaluator):
                 i = j
                 continue
             self.step()
+            self.where = f"{self.frame.script.name}: line {cmd.line}"
             getattr(self, "c_" + cmd.name)(cmd)
             i += 1
 
@@ -172,8 +186,10 @@ class Interpreter(TestEvaluator):
                                                 old.copy and action.copy)
                     return
         if isinstance(action, Redirect):
-            if any(isinstance(a, Redirect) and a.address.lower() == action.address.lower()
-                   for a in self.actions):
+            # RFC 5228 §2.10.3: one redirect per address; local parts are case-sensitive
+            # (RFC 5321 §2.4), domains are not.
+            if any(isinstance(a, Redirect) and _address_key(a.address) ==
+                   _address_key(action.address) for a in self.actions):
                 return
             if sum(isinstance(a, Redirect) for a in self.actions) >= self.limits.max_redirects:
                 raise SieveRuntimeError(f"too many redirects (limit "
@@ -223,7 +239,7 @@ class Interpreter(TestEvaluator):
         if not re.fullmatch(r"[^\s@<>()\[\],;:\"]+@[A-Za-z0-9.\-\[\]:]+", address):
             raise SieveRuntimeError(f"redirect: invalid address {address!r}")
         copy = bool(cmd.tagged.get("copy"))
-        self.add_action(Redirect(address, copy))
+        self.add_action(Redirect(_address_key(address), copy))
         if not copy:
             self.implicit_keep = False
 
@@ -333,8 +349,8 @@ class Interpreter(TestEvaluator):
             return False   # null reverse-path: never answer bounces
         local = sender.rsplit("@", 1)[0]
         if (local in ("mailer-daemon", "listserv", "majordomo", "postmaster")
-                or local.startswith("owner-") or local.endswith("-request")
-                or local.startswith("bounce") or "-bounces" in local):
+                or local.startswith(("owner-", "bounce")) or local.endswith("-request")
+                or "-bounces" in local):
             return False
         msg = self.message
         for value in msg.header_values("Auto-Submitted"):
@@ -445,6 +461,11 @@ class Interpreter(TestEvaluator):
     def c_global(self, cmd: Command) -> None:
         for name in cmd.positional[0]:
             self.frame.globals.add(self.expand(name).lower())
+
+
+def _address_key(address: str) -> str:
+    local, at, domain = address.rpartition("@")
+    return f"{local}@{domain.lower()}" if at else address
 
 
 def _flag_list(values: list[str]) -> list[str]:

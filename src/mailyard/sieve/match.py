@@ -9,8 +9,6 @@ leftmost-shortest captures for the match variables.
 
 from __future__ import annotations
 
-import regex
-
 from mailyard.sieve.validate import compile_regex
 
 _ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}

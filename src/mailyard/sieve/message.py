@@ -31,7 +31,7 @@ def _decode_2047(value: str) -> str:
             else:
                 out.append(chunk)
         return "".join(out)
-    except Exception:  # broken encoded words: the raw text is the best we have
+    except Exception:  # noqa: BLE001 — broken encoded words: keep the raw text
         return value
 
 
@@ -46,6 +46,8 @@ class SieveMessage:
         self.fields: list[tuple[str, str]] = []
         self.edited = False
         self._mime: Message | None = None
+        self._values: dict[str, list[str]] = {}     # decoded values per lower-cased name
+        self._addresses: dict[str, list[list[str]]] = {}
         current: list[str] | None = None
         for line in head.split(b"\n"):
             text = line.rstrip(b"\r").decode("utf-8", "surrogateescape")
@@ -80,7 +82,11 @@ class SieveMessage:
     def header_values(self, name: str) -> list[str]:
         """Decoded, unfolded values of every field called `name` (case-insensitive)."""
         lname = name.lower()
-        return [self.decoded(v) for n, v in self.fields if n.lower() == lname]
+        cached = self._values.get(lname)
+        if cached is None:
+            cached = [self.decoded(v) for n, v in self.fields if n.lower() == lname]
+            self._values[lname] = cached
+        return list(cached)
 
     @staticmethod
     def decoded(value: str) -> str:
@@ -93,16 +99,20 @@ class SieveMessage:
 
     def addresses(self, name: str) -> list[list[str]]:
         """Per field called `name`, the addr-specs it holds (groups flattened)."""
+        lname = name.lower()
+        if lname in self._addresses:
+            return self._addresses[lname]
         out = []
         for value in self.header_values(name):
             try:
                 pairs = email.utils.getaddresses([value])
-            except Exception:
+            except Exception:  # noqa: BLE001 — the email package on hostile input
                 pairs = []
             addrs = [addr for _, addr in pairs if addr]
             if not addrs and value.strip():
                 addrs = [value.strip()]
             out.append(addrs)
+        self._addresses[lname] = out
         return out
 
     # -- editheader (RFC 5293) -----------------------------------------------------------
@@ -112,8 +122,13 @@ class SieveMessage:
             self.fields.append((name, " " + encoded))
         else:
             self.fields.insert(0, (name, " " + encoded))
+        self._changed()
+
+    def _changed(self) -> None:
         self.edited = True
         self._mime = None
+        self._values.clear()
+        self._addresses.clear()
 
     def delete_header(self, name: str, keep) -> int:
         """Delete fields named `name` for which `keep(index, decoded_value)` is False."""
@@ -129,8 +144,7 @@ class SieveMessage:
             out.append((n, v))
         if removed:
             self.fields = out
-            self.edited = True
-            self._mime = None
+            self._changed()
         return removed
 
     def to_bytes(self) -> bytes:
@@ -146,7 +160,7 @@ class SieveMessage:
             try:
                 self._mime = email.message_from_bytes(self.to_bytes(),
                                                       policy=email.policy.compat32)
-            except Exception:
+            except Exception:  # noqa: BLE001 — the email package on hostile input
                 self._mime = email.message_from_bytes(b"\r\n" + self.body_bytes,
                                                       policy=email.policy.compat32)
         return self._mime
@@ -164,7 +178,7 @@ def part_text(part: Message) -> str:
     """The decoded text of one leaf part (transfer encoding and charset undone)."""
     try:
         payload = part.get_payload(decode=True)
-    except Exception:
+    except Exception:  # noqa: BLE001 — the email package on hostile input
         payload = None
     if payload is None:
         raw = part.get_payload()

@@ -22,8 +22,8 @@ from __future__ import annotations
 import os
 import tempfile
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 MAX_NAME_LENGTH = 128
 ACTIVE_FILE = ".active"
@@ -187,6 +187,13 @@ def active_script_name(data_dir: str | os.PathLike, user_address: str) -> str | 
         return ScriptStore(data_dir, user_address).active_name()
     except StorageError:
         return None
+
+
+def default_before_script() -> str:
+    """The shipped global `before` script (used when `[sieve] before` is empty): files
+    mail the filter marked `X-Spam-Flag: YES` into Junk and stops."""
+    return (Path(__file__).parent / "scripts" / "default_before.sieve").read_bytes().decode(
+        "utf-8")
 
 
 def global_dir_path(data_dir: str | os.PathLike, configured: str = "") -> Path:

@@ -202,7 +202,7 @@ class TestEvaluator:
             if when is None:
                 continue
             if when.tzinfo is None:
-                when = when.replace(tzinfo=dt.timezone.utc)
+                when = when.replace(tzinfo=dt.UTC)
             when = self._zone(test, when, original_ok=True)
             if when is not None:
                 values.append(date_part(when, self.expand(part).lower()))
@@ -317,10 +317,10 @@ def spam_value(message, percent: bool, default_required: float = 5.0) -> str:
     required = required if required and required > 0 else default_required
     ratio = max(0.0, min(1.0, score / (2 * required)))
     if percent:
-        return str(int(round(ratio * 100)))
+        return str(round(ratio * 100))
     if score <= 0:
         return "1"
-    return str(max(1, min(10, int(round(ratio * 10)))))
+    return str(max(1, min(10, round(ratio * 10))))
 
 
 def virus_value(message) -> str:

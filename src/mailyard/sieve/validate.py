@@ -12,11 +12,11 @@ comparator names are checked here so a running script meets fewer surprises.
 from __future__ import annotations
 
 import re
-
-import regex
 from dataclasses import dataclass, field
 
-from mailyard.sieve.grammar import (Command, Number, SieveCompileError, StringList, Tag, Test)
+import regex
+
+from mailyard.sieve.grammar import Command, Number, SieveCompileError, StringList, Tag, Test
 
 # Extensions this engine implements (the ManageSieve SIEVE capability is computed from here).
 EXTENSIONS: tuple[str, ...] = (
@@ -217,8 +217,9 @@ class Validator:
             part = test.positional[-2].lower()
             if "${" not in part and part not in DATE_PARTS:
                 raise self.error(test, f"unknown date part {part!r}")
-        if test.name == "header" and test.tagged.get("last") and "index" not in test.tagged:
-            raise self.error(test, ":last needs :index")
+        if test.tagged.get("last") is True and "index" not in test.tagged and \
+                test.name != "duplicate":
+            raise self.error(test, ":last needs :index")  # RFC 5260 §6
 
     # -- arguments -----------------------------------------------------------------------
     def arguments(self, node, sig: Signature, what: str) -> None:
@@ -288,7 +289,8 @@ class Validator:
         positional: list = []
         for kind, arg in zip(kinds, rest):
             if not _string_kind_ok(kind, arg):
-                raise self.error(arg, f"{what}: expected a {kind.replace('strlist', 'string list')}")
+                shown = kind.replace("strlist", "string list")
+                raise self.error(arg, f"{what}: expected a {shown}")
             positional.append(arg.value if kind == "number" else
                               arg.values[0] if kind == "string" else list(arg.values))
         if sig.match:

@@ -11,8 +11,14 @@ import ipaddress
 
 from mailyard.log import event, get_logger
 from mailyard.server.listen import serve_stream
-from mailyard.sieve.managesieve.session import (Authenticate, Close, Send, Session,
-                                                SessionConfig, StartTls)
+from mailyard.sieve.managesieve.session import (
+    Authenticate,
+    Close,
+    Send,
+    Session,
+    SessionConfig,
+    StartTls,
+)
 from mailyard.sieve.storage import ScriptStore
 
 log = get_logger("managesieve")
@@ -32,7 +38,7 @@ async def handle(app, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     try:
         app.tls_server_context()
         tls_available = True
-    except Exception:
+    except Exception:  # noqa: BLE001 — no certificate: STARTTLS is simply not offered
         tls_available = False
     config = SessionConfig(tls_available=tls_available,
                            plaintext_allowed=_is_loopback(peer),
@@ -51,7 +57,7 @@ async def handle(app, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
         while not session.closed:
             try:
                 data = await asyncio.wait_for(reader.read(65536), IDLE_TIMEOUT)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 writer.write(b'BYE "Idle timeout."\r\n')
                 break
             if not data:

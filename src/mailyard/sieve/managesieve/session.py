@@ -19,8 +19,8 @@ import base64
 import binascii
 import inspect
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from mailyard.sieve.grammar import SieveCompileError
 from mailyard.sieve.managesieve.wire import Command, CommandReader, WireError, response, string

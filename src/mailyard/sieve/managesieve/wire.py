@@ -186,7 +186,8 @@ def _tokens(line: bytes) -> list:
                 j += 1
             word = line[i:j]
             if not re.fullmatch(rb"[A-Za-z*][A-Za-z0-9_*=+/-]*", word):
-                raise ValueError(f"unexpected {word[:20]!r}")
+                shown = "".join(chr(b) if 0x20 < b < 0x7f else "?" for b in word[:20])
+                raise ValueError(f"unexpected {shown}")
             out.append(_Atom(word.decode("ascii")))
             i = j
     return out
