@@ -8,7 +8,6 @@
 - `sieve_glue`: global before → user's active script → global after, and the shipped
   spam-to-Junk default; a broken script keeps the message in INBOX.
 - `notices`: vacation replies and redirects as messages for the queue.
-- `memory`: persistent vacation / duplicate memories per user.
 - `headers`: Return-Path, Delivered-To, Received.
 
 Settings: `[delivery] quota_tempfail`, `spam_to_junk`, `max_connections`; `[sieve] before`,

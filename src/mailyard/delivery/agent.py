@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 
 from mailyard.delivery import notices, sieve_glue
 from mailyard.delivery.headers import add_trace
-from mailyard.delivery.memory import SieveMemory
 from mailyard.envelope import Envelope
 from mailyard.log import event, get_logger
 from mailyard.maildir import FolderNameError, MailStore
@@ -74,14 +73,10 @@ class DeliveryAgent:
     def __init__(self, app):
         self.app = app
         self.scripts = sieve_glue.ScriptCache()
-        self.memory = SieveMemory(app.data_path / "delivery" / "sieve-memory.sqlite3")
 
     @property
     def settings(self):
         return self.app.settings
-
-    def close(self) -> None:
-        self.memory.close()
 
     def _quota_reply(self) -> Reply:
         return QUOTA_FULL_TEMP if self.settings.delivery.quota_tempfail else QUOTA_FULL
@@ -211,9 +206,13 @@ class DeliveryAgent:
                 auth=envelope.auth_user or "")
             context = sieve_glue.make_context(
                 self.settings, self.app.data_path, user,
-                tuple(dict.fromkeys([user, delivered_to])), self.memory, store.exists)
-        plan = sieve_glue.plan_delivery(self.settings, self.app.data_path, user, copy,
-                                        sieve_envelope, context, self.scripts)
+                tuple(dict.fromkeys([user, delivered_to])), store.exists)
+        try:
+            plan = sieve_glue.plan_delivery(self.settings, self.app.data_path, user, copy,
+                                            sieve_envelope, context, self.scripts)
+        finally:
+            if context is not None:
+                context.close()
         if plan.reject is not None:
             reason = " ".join(plan.reject.split())[:400] or REJECTED.message
             return _UserOutcome(REJECTED.with_text(reason), notes=("rejected by sieve",))

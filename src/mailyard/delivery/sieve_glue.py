@@ -220,44 +220,24 @@ def _in_loop(message: bytes, user: str) -> bool:
 
 
 # -- the context the engine calls back into ------------------------------------------------
-if sieve_engine is not None:
-    class DeliveryContext(sieve_engine.SieveContext):
-        """The engine's hooks backed by real state: persistent memories, real mailboxes,
-        the user's and the global include scripts."""
-
-        def __init__(self, user: str, memory, mailbox_exists, loader, **kwargs):
-            super().__init__(**kwargs)
-            self.user = user
-            self.memory = memory
-            self._mailbox_exists = mailbox_exists
-            self._loader = loader
-
-        def vacation_should_reply(self, key: str, seconds: int) -> bool:
-            return not self.memory.seen_within(self.user, "vacation", key, seconds)
-
-        def duplicate_seen(self, id: str, seconds: int, last: bool = False) -> bool:
-            return self.memory.seen_within(self.user, "duplicate", id, seconds,
-                                           record="always" if last else "if-not-seen")
-
-        def mailbox_exists(self, name: str) -> bool:
-            try:
-                return self._mailbox_exists(sieve_folder_name(name))
-            except ValueError:  # a hostile name exists nowhere
-                return False
-
-        def load_include(self, name: str, location: str) -> str | None:
-            return self._loader(name, location)
-
-
 def make_context(settings, data_dir: Path, user: str, user_addresses: tuple[str, ...],
-                 memory, mailbox_exists):
-    """A SieveContext whose memories persist (`SieveMemory`) and whose mailboxes are real."""
+                 mailbox_exists):
+    """The sieve package's `UserSieveContext` (per-user vacation and duplicate memories on
+    disk, includes from storage), asking the Maildir store whether a mailbox exists."""
     if sieve_engine is None:
         return None
-    loader = sieve_storage.include_loader(
-        data_dir, user, getattr(settings.sieve, "global_dir", "") or None)
-    return DeliveryContext(user, memory, mailbox_exists, loader, user_addresses=user_addresses,
-                           limits=sieve_engine.limits_from_settings(settings))
+    from mailyard.sieve.usercontext import UserSieveContext
+
+    def exists(name: str) -> bool:
+        try:
+            return mailbox_exists(sieve_folder_name(name))
+        except ValueError:  # a hostile name exists nowhere
+            return False
+
+    return UserSieveContext(data_dir, user,
+                            global_dir=getattr(settings.sieve, "global_dir", "") or None,
+                            mailbox_exists=exists, user_addresses=user_addresses,
+                            limits=sieve_engine.limits_from_settings(settings))
 
 
 def active_script_exists(data_dir: Path, user: str) -> bool:
