@@ -239,6 +239,8 @@ def test_subscriptions(store):
     assert "Lists.Python" in store.subscriptions()
     text = (store.root / "subscriptions").read_text()
     assert text.startswith("V\t2\n\n") and "Lists\tPython\n" in text
+    store.subscribe("Entw\u00fcrfe")
+    assert "Entw&APw-rfe\n" in (store.root / "subscriptions").read_text()
     store.unsubscribe("Lists.Python")
     assert "Lists.Python" not in store.subscriptions()
 

@@ -63,9 +63,10 @@ class ParsedName:
     """What a directory entry of new/ or cur/ says about its message."""
 
     base: str
-    letters: str  # the info letters ("" for files in new/ or without info)
+    letters: str  # the info letters ("" for files without info)
     subdir: str  # "new" or "cur"
     entry: str  # the file name itself
+    has_info: bool = False  # the name carries ":2," (then `letters` are its flags)
 
     @property
     def filename(self) -> str:
@@ -97,7 +98,7 @@ def parse_entry(subdir: str, entry: str) -> ParsedName | None:
             base, info = entry, ""
     if not base:
         return None
-    return ParsedName(base=base, letters=info, subdir=subdir, entry=entry)
+    return ParsedName(base=base, letters=info, subdir=subdir, entry=entry, has_info=bool(sep))
 
 
 def letters_to_flags(letters: str, keyword_names: dict[str, str]) -> tuple[frozenset, frozenset]:

@@ -314,7 +314,7 @@ class FolderIndex:
     def _adopt_rename(self, row: Row, parsed: ParsedName) -> None:
         uid, _, _, _, _, flags_text, kw_text, _ = row
         old_flags, old_keywords = _split(flags_text), _split(kw_text)
-        if parsed.subdir == "cur":
+        if parsed.has_info:  # Dovecot sets flags on files it leaves in new/ too
             flags, keywords = self._flags_from_letters(parsed.letters, old_keywords)
         else:
             flags, keywords = old_flags, old_keywords
@@ -369,7 +369,8 @@ class FolderIndex:
             rel = entry_for(base, letters)
             os.rename(tmp_path, self.sdir + rel)
             subdir, _, entry = rel.partition("/")
-            parsed = ParsedName(base=base, letters=letters or "", subdir=subdir, entry=entry)
+            parsed = ParsedName(base=base, letters=letters or "", subdir=subdir, entry=entry,
+                                has_info=letters is not None)
             uid = self.insert_locked(parsed, flags, keywords, size=vsize,
                                      internal_date=internal_date)
         assert uid is not None

@@ -5,7 +5,7 @@ Layout (Maildir++, as Courier and Dovecot write it):
     Maildir/                      INBOX (cur/ new/ tmp/)
     Maildir/.Sent/                folder "Sent"; ".Work.Projects" is folder "Work.Projects"
     Maildir/.Entw&APw-rfe/        folder "Entwürfe" (modified UTF-7 on disk)
-    Maildir/subscriptions         subscribed folder names (Dovecot's v2 format)
+    Maildir/subscriptions         subscribed folder names (Dovecot's v2 format, mUTF-7)
     Maildir/mailyard-quota        usage: "bytes count" lines, summed (Maildir++ maildirsize)
     Maildir/mailyard-uidvalidity  last UIDVALIDITY handed out (strictly increasing)
     Maildir/<folder>/mailyard-index.sqlite3, dovecot-keywords, maildirfolder
@@ -41,7 +41,9 @@ from mailyard.maildir.folder import Folder, split_flags
 from mailyard.maildir.names import (
     DELIMITER,
     INBOX,
+    decode_mutf7,
     dir_name,
+    encode_mutf7,
     name_from_dir,
     normalize,
     parent_names,
@@ -285,15 +287,17 @@ class MailStore:
             return []
         names: list[str] = []
         if lines and lines[0].startswith("V\t"):
-            # Dovecot 2.x: "V\t2", a blank line, then names with TAB between levels.
+            # Dovecot 2.x: "V\t2", a blank line, then names with TAB between levels, each
+            # level in modified UTF-7.
             body = lines[lines.index("") + 1:] if "" in lines else lines[1:]
-            raw = [line.replace("\t", DELIMITER) for line in body]
+            raw = [line.split("\t") for line in body]
         else:
-            raw = lines
-        for line in raw:
+            # Dovecot 1.x / Courier: one name per line (modified UTF-7, "." between levels).
+            raw = [line.strip().split(DELIMITER) for line in lines]
+        for levels in raw:
             with contextlib.suppress(MaildirError):
-                if line.strip():
-                    names.append(normalize(line.strip()))
+                if any(levels):
+                    names.append(normalize(DELIMITER.join(decode_mutf7(p) for p in levels)))
         return names
 
     def _change_subscriptions(self, add: Iterable[str] = (), remove: Iterable[str] = ()) -> None:
@@ -303,7 +307,9 @@ class MailStore:
             names = set(self._read_subscriptions())
             names |= set(add)
             names -= set(remove)
-            text = "V\t2\n\n" + "".join(n.replace(DELIMITER, "\t") + "\n" for n in sorted(names))
+            text = "V\t2\n\n" + "".join(
+                "\t".join(encode_mutf7(p) for p in n.split(DELIMITER)) + "\n"
+                for n in sorted(names))
             tmp = self.root / f"{SUBSCRIPTIONS}.tmp.{os.getpid()}"
             tmp.write_text(text, "utf-8")
             os.replace(tmp, self.root / SUBSCRIPTIONS)
