@@ -155,10 +155,8 @@ class DeliveryAgent:
         copy = add_trace(message, sender=envelope.sender, delivered_to=delivered_to,
                          helo=envelope.client_helo, client_ip=envelope.client_ip or "127.0.0.1",
                          hostname=self.settings.server.hostname, session_id=session_id)
-        record = self.app.accounts.get_user(user)
-        quota = record.quota_bytes if record is not None else 0
         plan_result = await asyncio.to_thread(self._plan_and_store, envelope, target, user,
-                                              delivered_to, copy, message, quota)
+                                              delivered_to, copy)
         if isinstance(plan_result, _UserOutcome):
             return plan_result
         plan, stored = plan_result
@@ -192,8 +190,10 @@ class DeliveryAgent:
         return _UserOutcome(reply, tuple(stored), tuple(forwarded), tuple(notes))
 
     def _plan_and_store(self, envelope: Envelope, target: Target, user: str,
-                        delivered_to: str, copy: bytes, original: bytes, quota: int):
+                        delivered_to: str, copy: bytes):
         """Worker thread: quota check, Sieve, store. Returns (plan, stored) or an outcome."""
+        record = self.app.accounts.get_user(user)
+        quota = record.quota_bytes if record is not None else 0
         store = MailStore(self.app.accounts.maildir_path(user))
         if quota and store.usage()[0] + len(copy) > quota:
             return _UserOutcome(self._quota_reply(), notes=("over quota",))

@@ -102,6 +102,8 @@ class LmtpSession:
                     self.content += ev.data
                 elif isinstance(ev, DataEnd):
                     await self.end_of_data(ev)
+                elif isinstance(ev, Rcpt):
+                    self.write(await self.recipient(ev))
                 elif isinstance(ev, Quit):
                     self.write(self.conn.respond(replies.CLOSING))
                     await self.writer.drain()
@@ -129,8 +131,6 @@ class LmtpSession:
         if isinstance(ev, Mail):
             self.sender, self.mail_params, self.targets = ev.address, dict(ev.params), []
             return conn.respond(replies.SENDER_OK)
-        if isinstance(ev, Rcpt):
-            return self.recipient(ev)
         if isinstance(ev, Data):
             self.content = bytearray()
             return conn.respond(replies.START_DATA)
@@ -152,12 +152,14 @@ class LmtpSession:
             return conn.respond(replies.NOT_IMPLEMENTED)
         return conn.respond(replies.NOT_IMPLEMENTED)
 
-    def recipient(self, ev: Rcpt) -> bytes:
+    async def recipient(self, ev: Rcpt) -> bytes:
         address = ev.address
         if address.lower() == "postmaster":  # RFC 5321 §4.5.1: bare <Postmaster>
             address = f"postmaster@{self.settings.server.hostname}"
         try:
-            checked = self.agent.check_recipient(address, ev.params.get("ORCPT"))
+            # A thread: the account lookup and a quota recount may touch the disk.
+            checked = await asyncio.to_thread(self.agent.check_recipient, address,
+                                              ev.params.get("ORCPT"))
         except Exception:
             log.exception("recipient lookup failed for %s", address)
             checked = replies.LOCAL_ERROR
