@@ -330,3 +330,15 @@ def test_status_without_selecting(store):
     assert status.highest_modseq >= 4
     with pytest.raises(FolderNotFound):
         store.status("Nope")
+
+
+def test_non_utf8_file_name_does_not_break_the_scan(store):
+    """Regression: a file whose name is not UTF-8 made every rescan raise in SQLite."""
+    store.deliver(MSG)
+    fd = os.open(os.fsencode(store.root / "cur") + b"/17000.M1.host\xff\xfe:2,S",
+                 os.O_WRONLY | os.O_CREAT, 0o600)
+    os.close(fd)
+    folder = store.open("INBOX")
+    folder.refresh()
+    assert folder.uids() == [1]
+    assert store.deliver(MSG) == 2

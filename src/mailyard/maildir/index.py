@@ -272,6 +272,8 @@ class FolderIndex:
             except FileNotFoundError:
                 continue
             for entry in entries:
+                if not entry.isascii() and not _is_utf8(entry):
+                    continue  # a name that is not UTF-8 is no Maildir message of anyone's
                 parsed = parse_entry(subdir, entry)
                 if parsed is not None:
                     found[parsed.base] = parsed
@@ -508,6 +510,14 @@ class FolderIndex:
                 self._forget(uid)
                 done.append((uid, row[1]))
         return done
+
+
+def _is_utf8(entry: str) -> bool:
+    try:
+        entry.encode("utf-8")
+    except UnicodeEncodeError:  # os.listdir's surrogate escapes for undecodable bytes
+        return False
+    return True
 
 
 def _name_order(base: str) -> tuple[int, str]:
