@@ -12,7 +12,7 @@ from mailyard.sieve.storage import ScriptStore
 from .test_lmtp import lmtp, send_lmtp, start_server
 
 USERS = ["filer", "rejecter", "dropper", "fwd", "fwdtarget", "vac", "asker", "broken",
-         "hostile", "loopa", "loopb", "spamvac", "global"]
+         "hostile", "loopa", "loopb", "spamvac", "global", "editor", "copier", "copytarget"]
 
 
 @pytest.fixture(scope="module")
@@ -175,3 +175,22 @@ def test_smtplib_lmtp_is_a_real_peer(server):
     with smtplib.LMTP("127.0.0.1", server.port("lmtp")) as client:
         code, _ = client.ehlo()
         assert code == 250
+
+
+def test_editheader_changes_the_stored_copy(server):
+    activate(server, "editor", 'require "editheader";\naddheader "X-Filtered" "by sieve";\n'
+             'deleteheader "X-Remove-Me";\n')
+    assert deliver(server, "editor",
+                   b"X-Remove-Me: 1\r\nSubject: edit\r\n\r\nx\r\n")[0] == 250
+    box = folder(server, "editor")
+    text = box.read(box.uids()[0])
+    assert b"X-Filtered: by sieve" in text and b"X-Remove-Me" not in text
+    # Return-Path stays on top (RFC 5321 §4.4): trace headers go on after the edits.
+    assert text.startswith(b"Return-Path: <someone@remote.test>\r\nDelivered-To: ")
+
+
+def test_redirect_copy_keeps_and_forwards(server):
+    activate(server, "copier", 'require "copy";\nredirect :copy "copytarget@example.test";\n')
+    assert deliver(server, "copier", b"Subject: both\r\n\r\nx\r\n")[0] == 250
+    assert len(folder(server, "copier").uids()) == 1
+    wait_for_messages(server, "copytarget", 1)

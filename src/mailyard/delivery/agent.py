@@ -152,17 +152,20 @@ class DeliveryAgent:
         local, _, domain = target.address.rpartition("@")
         own = f"{local.split('+', 1)[0]}@{domain}".lower() == user.lower()
         delivered_to = target.address if own else user
-        copy = add_trace(message, sender=envelope.sender, delivered_to=delivered_to,
-                         helo=envelope.client_helo, client_ip=envelope.client_ip or "127.0.0.1",
-                         hostname=self.settings.server.hostname, session_id=session_id)
+
+        def trace(content: bytes) -> bytes:
+            return add_trace(content, sender=envelope.sender, delivered_to=delivered_to,
+                             helo=envelope.client_helo,
+                             client_ip=envelope.client_ip or "127.0.0.1",
+                             hostname=self.settings.server.hostname, session_id=session_id)
+
         plan_result = await asyncio.to_thread(self._plan_and_store, envelope, target, user,
-                                              delivered_to, copy)
+                                              delivered_to, message, trace)
         if isinstance(plan_result, _UserOutcome):
             return plan_result
-        plan, stored = plan_result
+        plan, stored, to_send = plan_result
         forwarded: list[str] = []
         notes = list(plan.notes)
-        to_send = plan.message if plan.message is not None else copy
         for address in plan.redirects:
             try:
                 await self._submit(notices.redirect_envelope(envelope.sender, address,
@@ -190,12 +193,14 @@ class DeliveryAgent:
         return _UserOutcome(reply, tuple(stored), tuple(forwarded), tuple(notes))
 
     def _plan_and_store(self, envelope: Envelope, target: Target, user: str,
-                        delivered_to: str, copy: bytes):
-        """Worker thread: quota check, Sieve, store. Returns (plan, stored) or an outcome."""
+                        delivered_to: str, message: bytes, trace):
+        """Worker thread: quota check, Sieve on the message as received, store the (maybe
+        edited) message with its trace headers on top. Returns (plan, stored, the traced
+        message for redirects) or an outcome."""
         record = self.app.accounts.get_user(user)
         quota = record.quota_bytes if record is not None else 0
         store = MailStore(self.app.accounts.maildir_path(user))
-        if quota and store.usage()[0] + len(copy) > quota:
+        if quota and store.usage()[0] + len(message) > quota:
             return _UserOutcome(self._quota_reply(), notes=("over quota",))
         sieve_envelope = None
         context = None
@@ -208,7 +213,7 @@ class DeliveryAgent:
                 self.settings, self.app.data_path, user,
                 tuple(dict.fromkeys([user, delivered_to])), store.exists)
         try:
-            plan = sieve_glue.plan_delivery(self.settings, self.app.data_path, user, copy,
+            plan = sieve_glue.plan_delivery(self.settings, self.app.data_path, user, message,
                                             sieve_envelope, context, self.scripts)
         finally:
             if context is not None:
@@ -216,7 +221,8 @@ class DeliveryAgent:
         if plan.reject is not None:
             reason = " ".join(plan.reject.split())[:400] or REJECTED.message
             return _UserOutcome(REJECTED.with_text(reason), notes=("rejected by sieve",))
-        body = plan.message if plan.message is not None else copy
+        # RFC 5321 §4.4: Return-Path goes on top, so it is added after the script's edits.
+        body = trace(plan.message if plan.message is not None else message)
         stored: list[tuple[str, str, int]] = []
         for action in plan.stores:
             folder = action.folder
@@ -228,7 +234,7 @@ class DeliveryAgent:
                 folder = "INBOX"
                 uid = self._store_into(store, folder, action.flags, body)
             stored.append((user, folder, uid))
-        return plan, stored
+        return plan, stored, body
 
     @staticmethod
     def _store_into(store: MailStore, folder: str, flags, body: bytes) -> int:

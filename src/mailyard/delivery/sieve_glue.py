@@ -21,7 +21,7 @@ redirect. An operator who wants other behaviour sets `[sieve] before`.
 Failure is never loss (RFC 5228 §2.10.6): a script that does not compile is skipped and
 logged; a runtime error or a resource limit gives the engine's fallback (keep in INBOX); if
 the engine itself is not installed, or raises, the message is kept in INBOX. A message that
-already carried `Delivered-To: <this user>` (before ours) is in a forwarding loop: its redirects are dropped
+already carries `Delivered-To: <this user>` is in a forwarding loop: its redirects are dropped
 and it is kept.
 """
 
@@ -210,13 +210,12 @@ def _translate(result, user: str, message: bytes, notes: list[str]) -> DeliveryP
 
 
 def _in_loop(message: bytes, user: str) -> bool:
-    """True if the message had passed through this user before: the Delivered-To we just
-    added is the first one; any later one naming the user too means a loop."""
+    """True if the message (as received) already passed through this user: a Delivered-To
+    naming the user (with or without +detail) was added by an earlier delivery."""
     user = user.lower()
     names = [v.strip().strip("<>").lower() for v in header_values(message, "Delivered-To")]
     own = user.split("@")[0].split("+")[0], user.rpartition("@")[2]
-    return sum(1 for n in names
-               if (n.split("@")[0].split("+")[0], n.rpartition("@")[2]) == own) > 1
+    return any((n.split("@")[0].split("+")[0], n.rpartition("@")[2]) == own for n in names)
 
 
 # -- the context the engine calls back into ------------------------------------------------
