@@ -48,6 +48,7 @@ from mailyard.maildir.names import (
     normalize,
     parent_names,
 )
+from mailyard.maildir.quota import QuotaUsage, count_messages
 
 SPECIAL_USE = {
     "Drafts": "\\Drafts",
@@ -57,11 +58,7 @@ SPECIAL_USE = {
     "Archive": "\\Archive",
 }
 SUBSCRIPTIONS = "subscriptions"
-QUOTA_FILE = "mailyard-quota"
 UIDVALIDITY_FILE = "mailyard-uidvalidity"
-# Maildir++: recount when the delta file grows past this size or is older than 15 minutes.
-QUOTA_RECALC_BYTES = 5120
-QUOTA_RECALC_AGE = 15 * 60
 
 
 # Roots and folder directories this process has seen exist (saves stats on every
@@ -113,7 +110,7 @@ class MailStore:
     def __init__(self, root: Path | str):
         self.root = Path(root)
         self._ensured = False
-        self._usage_cache: tuple[tuple, tuple[int, int]] | None = None
+        self._quota = QuotaUsage(self.root)
 
     # -- layout ------------------------------------------------------------------------------
     def ensure(self) -> None:
@@ -212,7 +209,7 @@ class MailStore:
         # Rename away first so the folder vanishes atomically, then remove at leisure.
         trash = self.root / "tmp" / f"deleted-folder.{secrets.token_hex(6)}"
         os.rename(path, trash)
-        usage = self._count_dirs([trash])
+        usage = count_messages([trash])
         shutil.rmtree(trash, ignore_errors=True)
         self._quota_add(-usage[0], -usage[1])
         self._change_subscriptions(remove=[canonical])
@@ -386,85 +383,17 @@ class MailStore:
         self._quota_add(len(data), 1)
         return uid
 
-    # -- quota usage ------------------------------------------------------------------------------
+    # -- quota usage (see mailyard.maildir.quota) ---------------------------------------------
     def usage(self) -> tuple[int, int]:
         """(bytes, messages) over all folders; cached, recounted Maildir++-style when stale."""
-        path = self.root / QUOTA_FILE
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            st = None
-        if st is not None:
-            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-            if self._usage_cache is not None and self._usage_cache[0] == stamp:
-                return self._usage_cache[1]
-            if st.st_size <= QUOTA_RECALC_BYTES and time.time() - st.st_mtime < QUOTA_RECALC_AGE:
-                total = self._sum_quota_file(path)
-                if total is not None:
-                    self._usage_cache = (stamp, total)
-                    return total
-        return self.recount_usage()
+        return self._quota.usage()
 
     def recount_usage(self) -> tuple[int, int]:
         """Count every message file again and rewrite the usage file."""
-        if not self.root.is_dir():
-            return (0, 0)
-        dirs = [self.root] + [self.root / e for e in os.listdir(self.root)
-                              if name_from_dir(e) is not None]
-        total = self._count_dirs(dirs)
-        tmp = self.root / f"{QUOTA_FILE}.tmp.{os.getpid()}.{secrets.token_hex(3)}"
-        tmp.write_text(f"{total[0]} {total[1]}\n")
-        os.replace(tmp, self.root / QUOTA_FILE)
-        self._usage_cache = None
-        return total
-
-    @staticmethod
-    def _count_dirs(dirs: Iterable[Path]) -> tuple[int, int]:
-        size = count = 0
-        for folder_dir in dirs:
-            for subdir in ("new", "cur"):
-                try:
-                    entries = os.listdir(folder_dir / subdir)
-                except (FileNotFoundError, NotADirectoryError):
-                    continue
-                for entry in entries:
-                    parsed = parse_entry(subdir, entry)
-                    if parsed is None:
-                        continue
-                    hint = parsed.vsize_hint or parsed.size_hint
-                    if hint is None:
-                        try:
-                            hint = os.stat(folder_dir / subdir / entry).st_size
-                        except FileNotFoundError:
-                            continue
-                    size += hint
-                    count += 1
-        return size, count
-
-    @staticmethod
-    def _sum_quota_file(path: Path) -> tuple[int, int] | None:
-        size = count = 0
-        try:
-            for line in path.read_text().splitlines():
-                parts = line.split()
-                if len(parts) != 2:
-                    continue
-                size += int(parts[0])
-                count += int(parts[1])
-        except (OSError, ValueError):
-            return None
-        return max(size, 0), max(count, 0)
+        return self._quota.recount()
 
     def _quota_add(self, size: int, count: int) -> None:
-        """Append a usage delta (O_APPEND writes of one short line are atomic)."""
-        try:
-            fd = os.open(self.root / QUOTA_FILE, os.O_WRONLY | os.O_APPEND)
-        except FileNotFoundError:
-            return  # the next usage() counts from the files
-        try:
-            os.write(fd, f"{size} {count}\n".encode())
-        finally:
-            os.close(fd)
+        self._quota.add(size, count)
 
 
 __all__ = ["INFO_SEP", "SPECIAL_USE", "FolderInfo", "FolderStatus", "MailStore"]
