@@ -34,6 +34,7 @@ def start_server(root, toml="", users=USERS, quota_users=("carol",)):
 def lmtp_server(tmp_path_factory):
     srv = start_server(tmp_path_factory.mktemp("lmtp"))
     srv.cli("alias", "add", "team@example.test", "alice@example.test", "bob@example.test")
+    srv.cli("alias", "add", "mixed@example.test", "ivan@example.test", "friend@elsewhere.test")
     yield srv
     srv.stop()
 
@@ -177,3 +178,15 @@ def test_untrusted_client_refused(mailyard_server):
                           toml='[smtp]\ntrusted_networks = ["10.0.0.0/8"]\n')
     with socket.create_connection(("127.0.0.1", srv.port("lmtp")), timeout=30) as sock:
         assert sock.makefile("rb").readline().startswith(b"554 5.7.1")
+
+
+def test_alias_with_external_target_is_forwarded_through_the_queue(lmtp_server):
+    client = lmtp(lmtp_server)
+    _, datas = send_lmtp(client, "s@remote.test", ["mixed@example.test"],
+                         b"Subject: to an alias\r\n\r\nx\r\n")
+    client.quit()
+    assert datas[0][0] == 250
+    assert any(b"Subject: to an alias" in m for m in messages(lmtp_server, "ivan@example.test"))
+    # The queue took it (as mail we generated) before the 250; it then tries elsewhere.test.
+    log = lmtp_server.wait_for_log("forwarded=friend@elsewhere.test")
+    assert "sender=<s@remote.test> recipients=1" in log and "via=internal" in log
