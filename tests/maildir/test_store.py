@@ -342,3 +342,14 @@ def test_non_utf8_file_name_does_not_break_the_scan(store):
     folder.refresh()
     assert folder.uids() == [1]
     assert store.deliver(MSG) == 2
+
+
+def test_open_folder_deleted_by_another_session_raises_folder_not_found(store):
+    store.create_folder("Gone")
+    store.deliver(MSG, folder="Gone")
+    folder = store.open("Gone")
+    store.delete_folder("Gone")
+    with pytest.raises(FolderNotFound):
+        folder.refresh()
+    store.create_folder("Gone")  # a new folder of the same name is a new folder
+    assert store.open("Gone").uid_validity > folder.uid_validity

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mailyard.maildir.errors import MessageGone
+from mailyard.maildir.errors import FolderNotFound, MessageGone
 from mailyard.maildir.files import SYSTEM_FLAGS, fsync_dir_shared, to_crlf, write_tmp
 from mailyard.maildir.index import FolderIndex, Row
 from mailyard.maildir.watch import FolderWatch
@@ -115,10 +115,24 @@ class Folder:
         self.refresh()
 
     # -- the view ----------------------------------------------------------------------------
+    def _live_index(self) -> FolderIndex:
+        """The folder's index; FolderNotFound once the folder was deleted or renamed away."""
+        if self._index.closed:
+            if not os.path.isdir(self.path_dir / "cur"):
+                raise FolderNotFound(f"folder {self.name!r} no longer exists")
+            self._index = self.store._index(self.path_dir)
+        return self._index
+
     def refresh(self) -> Changes:
-        """Pick up every change since the last refresh (files added/removed/renamed too)."""
-        index = self._index
-        index.sync()
+        """Pick up every change since the last refresh (files added/removed/renamed too).
+
+        Raises FolderNotFound when the folder was deleted or renamed meanwhile.
+        """
+        index = self._live_index()
+        try:
+            index.sync()
+        except FileNotFoundError:
+            raise FolderNotFound(f"folder {self.name!r} no longer exists") from None
         with index.lock:
             uid_validity = index.meta("uid_validity")
             if uid_validity != self.uid_validity:

@@ -196,7 +196,12 @@ class FolderIndex:
                 self.conn.execute("ROLLBACK")
                 raise
             self._depth = 0
-            self.conn.execute("COMMIT")
+            try:
+                self.conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
+                raise
             changed, self._changed = self._changed, False
         if changed:
             watch.notify(self.key)
