@@ -353,3 +353,24 @@ def test_open_folder_deleted_by_another_session_raises_folder_not_found(store):
         folder.refresh()
     store.create_folder("Gone")  # a new folder of the same name is a new folder
     assert store.open("Gone").uid_validity > folder.uid_validity
+
+
+def test_cache_builders_run_at_delivery_and_never_fail_it(store):
+    from mailyard.maildir import store as store_mod
+
+    def subject(message: bytes) -> dict:
+        return {"subject": message.split(b"\r\n")[1]}
+
+    def broken(message: bytes) -> dict:
+        raise RuntimeError("parser bug")
+
+    store_mod.register_cache_builder(subject)
+    store_mod.register_cache_builder(broken)
+    try:
+        uid = store.deliver(MSG)
+        folder = store.open("INBOX")
+        assert folder.cache_get(uid, "subject") == b"Subject: hello"
+        assert folder.copy([uid], "Archive") == {uid: 1}
+        assert store.open("Archive").cache_get(1, "subject") == b"Subject: hello"
+    finally:
+        store_mod._CACHE_BUILDERS.clear()

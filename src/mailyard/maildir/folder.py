@@ -281,9 +281,8 @@ class Folder:
             if tmp is None:
                 continue
             new_uid = dest._index.add_file(tmp, os.stat(tmp).st_size, info.size, info.flags,
-                                           info.keywords, info.internal_date)
-            for key, value in self._index.cache_items(uid):
-                dest._index.cache_put(new_uid, key, value)
+                                           info.keywords, info.internal_date,
+                                           cache=dict(self._index.cache_items(uid)))
             self.store._quota_add(info.size, 1)
             mapping[uid] = new_uid
         if mapping:  # durable before COPY answers OK
@@ -324,6 +323,10 @@ class Folder:
     def cache_put(self, uid: int, key: str, value) -> None:
         """Cache a value for a message in the folder index (ignored if it is gone)."""
         self._index.cache_put(uid, key, value)
+
+    def cache_put_many(self, uid: int, items: dict) -> None:
+        """Cache several values for a message in one transaction."""
+        self._index.cache_put_many(uid, items)
 
     def watch(self) -> FolderWatch:
         """A FolderWatch on this folder (see mailyard.maildir.watch); call inside the loop."""

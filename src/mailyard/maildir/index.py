@@ -364,8 +364,8 @@ class FolderIndex:
         return uid
 
     # -- adding a message -------------------------------------------------------------------
-    def add_file(self, tmp_path: Path, size: int, vsize: int, flags, keywords,
-                 internal_date: float) -> int:
+    def add_file(self, tmp_path: Path | str, size: int, vsize: int, flags, keywords,
+                 internal_date: float, cache: dict | None = None) -> int:
         """Move a written tmp/ file into the folder and give it the next UID.
 
         The rename happens under the folder lock so no scan sees the file without its row.
@@ -380,6 +380,10 @@ class FolderIndex:
                                 has_info=letters is not None)
             uid = self.insert_locked(parsed, flags, keywords, size=vsize,
                                      internal_date=internal_date)
+            if cache and uid is not None:
+                self.conn.executemany(
+                    "INSERT OR REPLACE INTO cache (uid, key, value) VALUES (?, ?, ?)",
+                    [(uid, key, value) for key, value in cache.items()])
         assert uid is not None
         return uid
 
@@ -436,6 +440,13 @@ class FolderIndex:
             if self.conn.execute("SELECT 1 FROM msgs WHERE uid = ?", (uid,)).fetchone():
                 self.conn.execute("INSERT OR REPLACE INTO cache (uid, key, value) "
                                   "VALUES (?, ?, ?)", (uid, key, value))
+
+    def cache_put_many(self, uid: int, items: dict) -> None:
+        with self.transaction():
+            if self.conn.execute("SELECT 1 FROM msgs WHERE uid = ?", (uid,)).fetchone():
+                self.conn.executemany("INSERT OR REPLACE INTO cache (uid, key, value) "
+                                      "VALUES (?, ?, ?)",
+                                      [(uid, k, v) for k, v in items.items()])
 
     def cache_items(self, uid: int) -> list[tuple[str, object]]:
         with self.lock:

@@ -23,10 +23,11 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailyard.log import get_logger
 from mailyard.maildir import index as index_mod
 from mailyard.maildir.errors import FolderExists, FolderNotFound, FolderOperationError, MaildirError
 from mailyard.maildir.files import (
@@ -50,6 +51,8 @@ from mailyard.maildir.names import (
 )
 from mailyard.maildir.quota import QuotaUsage, count_messages
 
+log = get_logger("maildir")
+
 SPECIAL_USE = {
     "Drafts": "\\Drafts",
     "Sent": "\\Sent",
@@ -59,6 +62,33 @@ SPECIAL_USE = {
 }
 SUBSCRIPTIONS = "subscriptions"
 UIDVALIDITY_FILE = "mailyard-uidvalidity"
+
+
+# Functions `message bytes (CRLF) -> {cache key: value}` run at delivery (see
+# register_cache_builder); IMAP registers its ENVELOPE/BODYSTRUCTURE builder here.
+_CACHE_BUILDERS: list[Callable[[bytes], dict]] = []
+
+
+def register_cache_builder(builder: Callable[[bytes], dict]) -> None:
+    """Have every delivery and APPEND precompute per-message cache entries.
+
+    `builder(message) -> {key: bytes | str | int | float}` runs once per stored message
+    (off the event loop, in the storing thread) and its entries are written in the same
+    transaction as the message's UID, so `folder.cache_get` finds them from the first FETCH.
+    A builder that raises is logged and skipped: caching never fails a delivery.
+    """
+    if builder not in _CACHE_BUILDERS:
+        _CACHE_BUILDERS.append(builder)
+
+
+def _build_cache(data: bytes) -> dict:
+    entries: dict = {}
+    for builder in _CACHE_BUILDERS:
+        try:
+            entries.update(builder(data))
+        except Exception:  # a parser bug must not lose mail
+            log.exception("cache builder %r failed; message stored without it", builder)
+    return entries
 
 
 # Roots and folder directories this process has seen exist (saves stats on every
@@ -373,8 +403,10 @@ class MailStore:
                 self._ensured = False
                 if attempt:
                     raise
+        cache = _build_cache(data) if _CACHE_BUILDERS else None
         try:
-            uid = self._index(path).add_file(tmp, len(data), len(data), sys_flags, kws, when)
+            uid = self._index(path).add_file(tmp, len(data), len(data), sys_flags, kws, when,
+                                             cache=cache)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -396,4 +428,5 @@ class MailStore:
         self._quota.add(size, count)
 
 
-__all__ = ["INFO_SEP", "SPECIAL_USE", "FolderInfo", "FolderStatus", "MailStore"]
+__all__ = ["INFO_SEP", "SPECIAL_USE", "FolderInfo", "FolderStatus", "MailStore",
+           "register_cache_builder"]
