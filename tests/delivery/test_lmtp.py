@@ -2,6 +2,7 @@
 
 import smtplib
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -190,3 +191,22 @@ def test_alias_with_external_target_is_forwarded_through_the_queue(lmtp_server):
     # The queue took it (as mail we generated) before the 250; it then tries elsewhere.test.
     log = lmtp_server.wait_for_log("forwarded=friend@elsewhere.test")
     assert "sender=<s@remote.test> recipients=1" in log and "via=internal" in log
+
+
+def test_lmtp_over_a_unix_socket(mailyard_server, tmp_path):
+    """How Postfix usually reaches an LDA: `lmtp:unix:/path` (no trusted-network check)."""
+    path = tmp_path / "lmtp.sock"
+    srv = mailyard_server(services={"metrics"}, domains=["example.test"],
+                          toml=f'[listen]\nlmtp = "unix:{path}"\n')
+    srv.add_user("unix@example.test")
+    deadline = time.monotonic() + 20
+    while not path.exists():
+        assert time.monotonic() < deadline, srv.log_text()
+        time.sleep(0.05)
+    client = smtplib.LMTP(str(path), timeout=30)
+    client.ehlo_or_helo_if_needed()
+    _, datas = send_lmtp(client, "s@remote.test", ["unix@example.test"],
+                         b"Subject: via unix\r\n\r\nx\r\n")
+    client.quit()
+    assert datas[0][0] == 250
+    assert len(messages(srv, "unix@example.test")) == 1
