@@ -284,11 +284,36 @@ class FolderIndex:
                     found[parsed.base] = parsed
         return found
 
+    def _names(self) -> set[str]:
+        """Relative file names of the messages in new/ and cur/, without parsing them (the
+        same entries `_listing` keeps)."""
+        names: set[str] = set()
+        for subdir in ("new", "cur"):
+            try:
+                entries = os.listdir(self.sdir + subdir)
+            except FileNotFoundError:
+                continue
+            prefix = subdir + "/"
+            for entry in entries:
+                if entry[:1] == "." or entry[:3] in (":2,", ";2,", "!2,"):
+                    continue
+                if not entry.isascii() and not _is_utf8(entry):
+                    continue
+                names.add(prefix + entry)
+        return names
+
     def scan_locked(self) -> None:
         """Reconcile rows with a fresh listing; caller holds the transaction."""
         self.load_keywords()
         scan_time = time.time_ns()
         stamps = self._dir_stamps()
+        # Fast path: the files are exactly the ones the index knows (the usual case when
+        # only mailyard changed the folder, whose changes update the index as they happen).
+        known = {fn for (fn,) in self.conn.execute("SELECT filename FROM msgs")}
+        if self._names() == known and not self.conn.execute(
+                "SELECT 1 FROM preassigned LIMIT 1").fetchone():
+            self._record_scan(stamps, scan_time)
+            return
         found = self._listing()
         rows = {r[1]: r for r in self.conn.execute(f"SELECT {COLUMNS} FROM msgs")}
         missing = rows.keys() - found.keys()
@@ -314,6 +339,9 @@ class FolderIndex:
             self.insert_locked(parsed, flags, keywords, uid=preassigned.get(parsed.base))
         if preassigned:
             self.conn.execute("DELETE FROM preassigned")
+        self._record_scan(stamps, scan_time)
+
+    def _record_scan(self, stamps: tuple[int, int], scan_time: int) -> None:
         self._meta_set("scan_new", stamps[0])
         self._meta_set("scan_cur", stamps[1])
         self._meta_set("scan_time", scan_time)
