@@ -18,7 +18,9 @@ info letters (another tool set flags), rows whose file is gone are expunged. It 
 only when the mtimes of `new/` and `cur/` equal those recorded at the last scan *and* that
 scan started at least 1.5 s after them: directory mtimes come from a coarse clock, so a
 change in the same tick as a listing would otherwise hide. Our own writes change the mtimes
-too, so a busy folder is rescanned on refresh until it has been quiet for 1.5 s.
+too, so a busy folder is rescanned on refresh until it has been quiet for 1.5 s; such a
+rescan first compares the listed file names with the index and stops there when they match
+(our own changes update the index as they happen), so it costs a listing, not a parse.
 
 Each transaction that changes something takes one new modseq (messages changed together share
 it, as RFC 7162 §3.1 allows) and signals in-process watchers after commit.
