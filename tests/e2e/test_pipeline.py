@@ -10,7 +10,7 @@ import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import maildir_messages, wait_for_messages
+from e2e_support import maildir_messages, wait_for_messages
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 GTUBE = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"

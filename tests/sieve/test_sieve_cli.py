@@ -105,3 +105,34 @@ def test_missing_files_exit_2(tmp_path, missing):
     proc = subprocess.run([sys.executable, "-m", "mailyard", "sieve", "test", *args],
                           check=False, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
+
+
+def mailyard(*args, input=None):
+    return subprocess.run([sys.executable, "-m", "mailyard", *args], check=False,
+                          capture_output=True, text=True, timeout=60, input=input)
+
+
+def test_operator_put_activate_list_check(tmp_path):
+    config = tmp_path / "mailyard.toml"
+    config.write_text(f'[server]\ndata_dir = "{tmp_path / "data"}"\n')
+    good, bad = tmp_path / "good.sieve", tmp_path / "bad.sieve"
+    good.write_text('require "fileinto"; fileinto "Lists";\n')
+    bad.write_text("keep;\n  nope;\n")
+    assert mailyard("sieve", "check", str(good)).stdout == "ok\n"
+    proc = mailyard("sieve", "check", str(bad))
+    assert proc.returncode == 1 and "line 2, column 3" in proc.stderr
+    proc = mailyard("-c", str(config), "sieve", "put", "bob@example.test", "main", str(good),
+                    "--activate")
+    assert proc.returncode == 0, proc.stderr
+    proc = mailyard("-c", str(config), "sieve", "put", "bob@example.test", "broken", str(bad))
+    assert proc.returncode == 1 and "line 2" in proc.stderr
+    proc = mailyard("-c", str(config), "sieve", "list", "bob@example.test", "--json")
+    assert json.loads(proc.stdout) == [{"name": "main", "active": True}]
+    from mailyard.sieve.storage import active_script_text
+
+    assert active_script_text(tmp_path / "data", "bob@example.test") == good.read_text()
+    assert mailyard("-c", str(config), "sieve", "activate", "bob@example.test",
+                    "").returncode == 0
+    assert active_script_text(tmp_path / "data", "bob@example.test") is None
+    proc = mailyard("-c", str(config), "sieve", "put", "../evil", "x", str(good))
+    assert proc.returncode == 1 and not (tmp_path / "evil").exists()

@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from mailyard.sieve import (
     Discard,
@@ -65,6 +67,9 @@ SCRIPTS = {
                   '{ fileinto "urgent"; }',
     "body": 'require ["body", "fileinto"]; if body :text :contains "birdseed" '
             '{ fileinto "seed"; }',
+    "body-no-captures": 'require ["body", "fileinto", "variables"];\n'
+                        'if header :matches "subject" "*present*" { set "a" "${1}"; }\n'
+                        'if body :text :matches "*birdseed*" { fileinto "b-${1}-${a}"; }',
     "keep-and-fileinto": 'require "fileinto"; keep; fileinto "INBOX"; fileinto "A"; '
                          'fileinto "A";',
     "implicit-flags": 'require "imap4flags"; addflag "\\\\Seen"; addflag "$Label1";',
@@ -158,7 +163,7 @@ def parse_dovecot(output: str) -> list[str]:
         elif line.startswith("Implicit keep:"):
             section = "implicit"
         elif section and line.startswith(" * "):
-            text = line[3:].strip()
+            text = line[3:].rstrip("\r\n")
             prefix = "implicit " if section == "implicit" else ""
             m = re.match(r"store message in folder: (.*)", text)
             if m:
@@ -228,6 +233,143 @@ def test_same_actions_as_dovecot(workdir, name):
     assert our_actions(script) == dovecot_actions(workdir, name, script)
 
 
+TRICKY_MESSAGE = """\
+From: "Coyote, Wile E." <Wile.Coyote@Desert.Example.ORG>
+To: undisclosed-recipients:;
+Cc: Friends: road@acme.example.com, "quoted local"@acme.example.com;, plain@acme.example.com
+Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe_und_*Sterne*?= =?iso-8859-1?q?_caf=E9?=
+X-Empty:
+X-Multi: first
+X-Multi: second
+Date: Tue, 1 Apr 1997 23:59:59 +1400
+Content-Type: text/plain; charset=iso-8859-1
+Content-Transfer-Encoding: quoted-printable
+
+Caf=E9 au lait.
+""".replace("\n", "\r\n")
+
+TRICKY_SCRIPTS = {
+    "decoded-subject": 'require ["fileinto", "variables"];\n'
+                       'if header :matches "subject" "Gr* und \\\\*Sterne\\\\* *" '
+                       '{ fileinto "m-${1}-${2}"; }\n'
+                       'if header :contains "subject" "caf\u00e9" { fileinto "cafe"; }',
+    "address-case": 'require "fileinto";\n'
+                    'if address :domain :is "from" "desert.example.org" { fileinto "dom"; }\n'
+                    'if address :localpart :is :comparator "i;octet" "from" "Wile.Coyote" '
+                    '{ fileinto "lp"; }',
+    "groups": 'require ["fileinto", "relational", "comparator-i;ascii-numeric"];\n'
+              'if address :count "eq" :comparator "i;ascii-numeric" "cc" "3" { fileinto "c3"; }\n'
+              'if address :is "cc" "road@acme.example.com" { fileinto "road"; }\n'
+              'if address :count "eq" :comparator "i;ascii-numeric" "to" "0" { fileinto "t0"; }',
+    "empty-header": 'require "fileinto";\n'
+                    'if header :is "x-empty" "" { fileinto "empty"; }\n'
+                    'if header :contains "x-missing" "" { fileinto "missing"; }\n'
+                    'if header :is "x-multi" "second" { fileinto "multi"; }\n'
+                    'if exists "x-empty" { fileinto "exists"; }',
+    "body-charset": 'require ["body", "fileinto"];\n'
+                    'if body :text :contains "caf\u00e9 au lait" { fileinto "latin1"; }',
+    "date-far-zone": 'require ["date", "fileinto", "variables"];\n'
+                     'if date :matches :zone "+0000" "date" "date" "*" { fileinto "utc-${1}"; }\n'
+                     'if date :matches :originalzone "date" "zone" "*" { fileinto "z${1}"; }',
+}
+
+
+HTML_MESSAGE = """\
+From: a@example.org
+To: roadrunner@acme.example.com
+Subject: html
+MIME-Version: 1.0
+Content-Type: multipart/alternative; boundary="b"
+
+--b
+Content-Type: text/html; charset=utf-8
+
+<html><head><style>p {{ color: red }}</style></head>
+<body><b>Bold</b> words &amp; more <!-- hidden comment --></body></html>
+--b
+Content-Type: application/pdf
+
+PDF secret
+--b--
+""".replace("\n", "\r\n").replace("{{", "{").replace("}}", "}")
+
+BODY_KEYS = ["<b>", "Bold  words", "Bold words", "& more", "&amp;", "secret", "color",
+             "hidden comment", "html"]
+
+
+@pytest.mark.parametrize("selector", [":text", ':content "text"', ':content ""', ":raw"])
+def test_same_body_extraction_as_dovecot(workdir, selector):
+    path = workdir / "html.eml"
+    path.write_text(HTML_MESSAGE, newline="")
+    path.chmod(0o644)
+    tests = "\n".join(f'if body {selector} :contains "{key}" {{ fileinto "k{i}"; }}'
+                      for i, key in enumerate(BODY_KEYS))
+    script = 'require ["body", "fileinto"];\n' + tests
+    ours = our_actions(script, HTML_MESSAGE)
+    name = "body-" + selector.strip(':"').replace(" ", "-").replace('"', "")
+    assert ours == dovecot_actions(workdir, name, script, path.name)
+
+
+@pytest.mark.parametrize("name", sorted(TRICKY_SCRIPTS))
+def test_same_actions_on_a_tricky_message(workdir, name):
+    path = workdir / "tricky.eml"
+    path.write_text(TRICKY_MESSAGE, newline="", encoding="latin-1")
+    path.chmod(0o644)
+    script = TRICKY_SCRIPTS[name]
+    ours = our_actions(script, TRICKY_MESSAGE)
+    assert ours == dovecot_actions(workdir, f"tricky-{name}", script, path.name)
+
+
+INCLUDED = {
+    ("personal", "lib"): 'require ["fileinto", "variables", "include"]; global "where";\n'
+                         'fileinto "personal-${where}"; return; fileinto "never";',
+    ("personal", "spam"): 'if header :contains "subject" "present" { discard; stop; }',
+    ("global", "glib"): 'require ["fileinto"]; fileinto "FromGlobal";',
+}
+INCLUDE_SCRIPTS = {
+    "include-basic": 'require ["include", "variables"]; global "where"; set "where" "x";\n'
+                     'include :personal "lib"; include :global "glib";\n'
+                     'include :optional "missing"; include :once "lib"; include :once "lib";',
+    "include-stop": 'require ["include", "fileinto"]; include "spam"; fileinto "after";',
+}
+
+
+class _DirContext(SieveContext):
+    def load_include(self, name, location):
+        return INCLUDED.get((location, name))
+
+
+@pytest.mark.parametrize("name", sorted(INCLUDE_SCRIPTS))
+def test_same_include_behaviour_as_dovecot(workdir, name):
+    personal, global_ = workdir / "personal", workdir / "global"
+    for (location, script_name), text in INCLUDED.items():
+        base = personal if location == "personal" else global_
+        base.mkdir(exist_ok=True)
+        base.chmod(0o755)
+        (base / f"{script_name}.sieve").write_text(text)
+        (base / f"{script_name}.sieve").chmod(0o644)
+    conf = workdir / "dovecot-include.conf"
+    conf.write_text(DOVECOT_CONF.format(dir=workdir).replace(
+        "plugin {", f"plugin {{\n  sieve = file:{personal};active={workdir}/active.sieve\n"
+                    f"  sieve_global = {global_}"))
+    conf.chmod(0o644)
+    path = workdir / f"{name}.sieve"
+    path.write_text(INCLUDE_SCRIPTS[name])
+    path.chmod(0o644)
+    proc = subprocess.run([SIEVE_TEST, "-c", str(conf), "-f", SENDER, "-r", RECIPIENT,
+                           str(path), str(workdir / "message.eml")],
+                          check=False, capture_output=True, text=True, timeout=60,
+                          env={"PATH": os.environ.get("PATH", ""), "HOME": str(workdir)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = run(compile_script(INCLUDE_SCRIPTS[name]), MESSAGE.encode(),
+                 SieveEnvelope(sender=SENDER, recipient=RECIPIENT), _DirContext())
+    assert not result.errors, result.errors
+    ours = sorted([f"store {a.mailbox}" if isinstance(a, Keep) else type(a).__name__.lower()
+                   for a in result.actions] +
+                  (["implicit store INBOX"] if result.implicit_keep else []))
+    assert ours == parse_dovecot(proc.stdout)
+
+
 @pytest.mark.parametrize("variant", sorted(VACATION_VARIANTS))
 def test_same_vacation_decisions_as_dovecot(workdir, variant):
     # sieve-test only lists a vacation action; whether it would really answer (RFC 3834
@@ -269,3 +411,194 @@ def test_both_refuse_the_same_broken_scripts(workdir):
         assert proc.returncode != 0
         with pytest.raises(SieveCompileError):
             compile_script(script)
+
+
+# -- generated scripts: match types and comparators decided the same way as Dovecot -------
+
+PATTERN_CHARS = st.sampled_from(list("aeiouAE[] -*?") + ["\\\\*", "\\\\?", "present", "acme"])
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(match=st.sampled_from([":is", ":contains", ":matches"]),
+       comparator=st.sampled_from(["i;octet", "i;ascii-casemap"]),
+       pattern=st.lists(PATTERN_CHARS, max_size=8).map("".join))
+def test_generated_matches_agree_with_dovecot(workdir, match, comparator, pattern):
+    script = (f'require ["fileinto", "variables"];\n'
+              f'if header {match} :comparator "{comparator}" "subject" "{pattern}" '
+              f'{{ fileinto "hit-${{1}}"; }}')
+    assert our_actions(script) == dovecot_actions(workdir, "generated", script)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(subject=st.text(alphabet="abAB-*?", min_size=1, max_size=8),
+       pattern=st.text(alphabet="ab*?-", max_size=6))
+def test_generated_match_variables_agree_with_dovecot(workdir, subject, pattern):
+    assume(not subject.startswith((" ", "-")))
+    message = MESSAGE.replace("Subject: [acme-users] I have a present for you",
+                              f"Subject: {subject}")
+    path = workdir / "generated-subject.eml"
+    path.write_text(message, newline="")
+    path.chmod(0o644)
+    script = ('require ["fileinto", "variables"];\n'
+              f'if header :matches "subject" "{pattern}" '
+              '{ fileinto "m|${0}|${1}|${2}|${3}|${4}"; }')
+    ours = our_actions(script, message)
+    assert ours == dovecot_actions(workdir, "generated-subject", script, path.name)
+
+
+NUMBERISH = st.sampled_from(["", "0", "00", "7", "10", "9", "abc", "ABC", "Abd", "12x", "x12",
+                             "1000000000000000000000"])
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(relation=st.sampled_from(["gt", "ge", "lt", "le", "eq", "ne"]),
+       comparator=st.sampled_from(["i;octet", "i;ascii-casemap", "i;ascii-numeric"]),
+       value=NUMBERISH, key=NUMBERISH, count=st.booleans())
+def test_generated_relational_agrees_with_dovecot(workdir, relation, comparator, value, key,
+                                                  count):
+    kind = ":count" if count else ":value"
+    script = ('require ["fileinto", "variables", "relational", '
+              '"comparator-i;ascii-numeric"];\n'
+              f'if string {kind} "{relation}" :comparator "{comparator}" ["{value}", "x"] '
+              f'"{key}" {{ fileinto "hit"; }}')
+    assert our_actions(script) == dovecot_actions(workdir, "generated-rel", script)
+
+
+@pytest.mark.parametrize("comparator", ["i;octet", "i;ascii-casemap", "i;ascii-numeric"])
+def test_count_uses_the_given_comparator(workdir, comparator):
+    # Regression: :count once compared numerically whatever the comparator; RFC 5231 §4.2
+    # (and Dovecot) use the comparator given, so "2" lt "10" is false as strings.
+    script = ('require ["fileinto", "relational", "variables", '
+              '"comparator-i;ascii-numeric"];\n'
+              f'if string :count "lt" :comparator "{comparator}" ["a", "b"] "10" '
+              '{ fileinto "hit"; }')
+    ours = our_actions(script)
+    assert ours == dovecot_actions(workdir, "count-comparator", script)
+    assert ("store hit" in ours) == (comparator == "i;ascii-numeric")
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(local=st.text(alphabet="ab+-.", min_size=1, max_size=6),
+       domain=st.sampled_from(["x.test", "X.Test", "sub.x.test"]),
+       part=st.sampled_from([":all", ":localpart", ":domain", ":user", ":detail"]))
+def test_generated_address_parts_agree_with_dovecot(workdir, local, domain, part):
+    # Only valid dot-atoms: Dovecot re-quotes invalid local parts when it prints them.
+    assume(not local.startswith(".") and not local.endswith(".") and ".." not in local)
+    message = MESSAGE.replace(f"To: Road Runner <{RECIPIENT}>", f"To: <{local}@{domain}>")
+    path = workdir / "generated-address.eml"
+    path.write_text(message, newline="")
+    path.chmod(0o644)
+    script = ('require ["fileinto", "variables", "subaddress"];\n'
+              f'if address {part} :matches "to" "*" {{ fileinto "got-${{1}}"; }}')
+    ours = our_actions(script, message)
+    assert ours == dovecot_actions(workdir, "generated-address", script, path.name)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(modifiers=st.lists(st.sampled_from([":lower", ":upper", ":lowerfirst", ":upperfirst",
+                                           ":quotewildcard", ":length"]),
+                          unique=True, max_size=3),
+       value=st.text(alphabet="aBcD*?\\ é", max_size=6))
+def test_generated_set_modifiers_agree_with_dovecot(workdir, modifiers, value):
+    literal = value.replace("\\", "\\\\").replace('"', '\\"')
+    script = ('require ["fileinto", "variables"];\n'
+              f'set {" ".join(modifiers)} "a" "{literal}"; fileinto "v-${{a}}";')
+    try:
+        compile_script(script)
+    except SieveCompileError:
+        return  # two modifiers of one precedence: both refuse (checked elsewhere)
+    assert our_actions(script) == dovecot_actions(workdir, "generated-set", script)
+
+
+EDIT_MESSAGE = ("Received: by mx.example.org; Tue, 1 Apr 1997 09:06:40 -0800\r\n"
+                "From: a@example.org\r\nTo: roadrunner@acme.example.com\r\n"
+                "Subject: a present\r\nX-Dup: 1\r\nX-Dup: 2\r\nX-Dup: 3\r\n\r\nhi\r\n")
+EDIT_SCRIPTS = {
+    "add-top-and-last": 'require "editheader"; addheader "X-First" "one"; '
+                        'addheader :last "X-Last" "two";',
+    "delete-by-value": 'require "editheader"; deleteheader :matches "subject" "*present*";',
+    "delete-by-index": 'require ["editheader", "index"]; deleteheader :index 1 "X-Dup"; '
+                       'deleteheader :index 1 :last "X-Dup";',
+    "protected": 'require "editheader"; deleteheader "Received"; addheader "Received" "x";',
+    "delete-all": 'require "editheader"; deleteheader "x-dup";',
+    "non-ascii": 'require "editheader"; addheader "X-Note" "Gr\u00fc\u00dfe aus K\u00f6ln";',
+    "variables": 'require ["editheader", "variables"];\n'
+                 'if header :matches "subject" "a *" { addheader "X-Thing" "${1}"; }\n'
+                 'deleteheader :is "X-Dup" ["1", "3"];',
+}
+
+
+def _fields(raw: bytes) -> list[tuple[str, str]]:
+    from mailyard.sieve.message import SieveMessage
+
+    return [(name.lower(), SieveMessage.decoded(value))
+            for name, value in SieveMessage(raw).fields]
+
+
+@pytest.mark.parametrize("name", sorted(EDIT_SCRIPTS))
+def test_same_header_edits_as_dovecot(workdir, name):
+    maildir = workdir / f"mail-{name}"
+    conf = workdir / f"dovecot-{name}.conf"
+    conf.write_text(DOVECOT_CONF.format(dir=workdir).replace(
+        f"maildir:{workdir}/mail", f"maildir:{maildir}"))
+    conf.chmod(0o644)
+    message = workdir / "edit.eml"
+    message.write_text(EDIT_MESSAGE, newline="")
+    message.chmod(0o644)
+    script = workdir / f"edit-{name}.sieve"
+    script.write_text(EDIT_SCRIPTS[name])
+    script.chmod(0o644)
+    proc = subprocess.run([SIEVE_TEST, "-c", str(conf), "-e", str(script), str(message)],
+                          check=False, capture_output=True, text=True, timeout=60,
+                          env={"PATH": os.environ.get("PATH", ""), "HOME": str(workdir)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    stored = [p for p in (maildir / "new").iterdir()]
+    assert len(stored) == 1
+    result = run(compile_script(EDIT_SCRIPTS[name]), EDIT_MESSAGE.encode(), SieveEnvelope())
+    ours = result.message if result.message is not None else EDIT_MESSAGE.encode()
+    assert _fields(ours) == _fields(stored[0].read_bytes())
+
+
+CONFLICTS = {
+    "fileinto-reject": 'require ["reject", "fileinto"]; fileinto "x"; reject "no";',
+    "redirect-reject": 'require ["reject"]; redirect "a@example.net"; reject "no";',
+    "reject-redirect-copy": 'require ["reject", "copy"]; reject "no"; '
+                            'redirect :copy "a@example.net";',
+    "vacation-reject": 'require ["reject", "vacation"]; vacation "v"; reject "no";',
+    "keep-reject": 'require ["reject"]; keep; reject "no";',
+    "two-rejects": 'require ["reject"]; reject "no"; reject "again";',
+    "two-vacations": 'require ["vacation"]; vacation "a"; vacation "b";',
+    "discard-reject": 'require ["reject"]; discard; reject "no";',
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONFLICTS))
+def test_same_action_conflicts_as_dovecot(workdir, name):
+    path = workdir / f"conflict-{name}.sieve"
+    path.write_text(CONFLICTS[name])
+    path.chmod(0o644)
+    proc = subprocess.run([SIEVE_TEST, "-c", str(workdir / "dovecot.conf"), "-f", SENDER,
+                           "-r", RECIPIENT, str(path), str(workdir / "message.eml")],
+                          check=False, capture_output=True, text=True, timeout=60,
+                          env={"PATH": os.environ.get("PATH", ""), "HOME": str(workdir)})
+    dovecot_error = " error: " in proc.stdout + proc.stderr
+    result = run(compile_script(CONFLICTS[name]), MESSAGE.encode(),
+                 SieveEnvelope(sender=SENDER, recipient=RECIPIENT), SieveContext())
+    assert bool(result.errors) == dovecot_error
+    if result.errors:
+        assert result.actions == [] and result.implicit_keep == Keep("INBOX")
+
+
+ACTION_POOL = st.sampled_from([
+    "keep;", "discard;", 'fileinto "A";', 'fileinto "INBOX";', 'fileinto :copy "B";',
+    'redirect "r@example.net";', 'redirect :copy "c@example.net";',
+    'fileinto :flags "\\\\Seen" "A";', 'addflag "$x";', 'keep :flags "\\\\Flagged";',
+    'if true { stop; }', 'if false { discard; }',
+])
+
+
+@settings(max_examples=50, deadline=None, derandomize=True)
+@given(actions=st.lists(ACTION_POOL, min_size=1, max_size=5))
+def test_generated_action_lists_agree_with_dovecot(workdir, actions):
+    script = 'require ["fileinto", "copy", "imap4flags"];\n' + "\n".join(actions)
+    assert our_actions(script) == dovecot_actions(workdir, "generated-actions", script)

@@ -3,6 +3,7 @@ sieve-connect), real accounts, real TLS."""
 
 from __future__ import annotations
 
+import base64
 import shutil
 import socket
 import subprocess
@@ -155,3 +156,49 @@ def test_sieve_connect_upload_list_download(server, tls_certs, tmp_path):
     sc("--deactivate")
     sc("--delete", "--remotesieve", "vacation")
     assert "vacation" not in sc("--list")
+
+
+def test_huge_literal_is_refused_and_the_session_continues(server):
+    with socket.create_connection(("127.0.0.1", server.port("managesieve"))) as sock:
+        sock.settimeout(10)
+        f = sock.makefile("rb")
+        while not f.readline().startswith(b"OK"):
+            pass
+        token = base64.b64encode(f"\0{USER}\0{PASSWORD}".encode())
+        sock.sendall(b'AUTHENTICATE "PLAIN" "' + token + b'"\r\n')
+        assert f.readline() == b'OK "Logged in."\r\n'
+        chunk = b"# " + b"x" * 1020 + b"\r\n"   # 1024 octets
+        size = 3 * 1024 * len(chunk)
+        sock.sendall(b'PUTSCRIPT "huge" {%d+}\r\n' % size)
+        for _ in range(3 * 1024):
+            sock.sendall(chunk)
+        sock.sendall(b"\r\nLISTSCRIPTS\r\n")
+        assert f.readline().startswith(b"NO (QUOTA/MAXSIZE)")
+        assert f.readline() == b'OK "Listscripts completed."\r\n'
+
+
+def test_unicode_script_names(server):
+    c = client(server)
+    assert c.putscript("Ferien \u00e4\u00f6\u00fc", "keep;")
+    assert c.setactive("Ferien \u00e4\u00f6\u00fc")
+    assert c.listscripts() == ("Ferien \u00e4\u00f6\u00fc", [])
+    c.logout()
+
+
+def test_starttls_command_injection_is_ignored(server, tls_certs):
+    with socket.create_connection(("127.0.0.1", server.port("managesieve"))) as raw:
+        f = raw.makefile("rb")
+        while not f.readline().startswith(b"OK"):
+            pass
+        # The injected CAPABILITY rides in the same segment as STARTTLS.
+        raw.sendall(b"STARTTLS\r\nCAPABILITY\r\n")
+        assert f.readline().startswith(b"OK")
+        tls = tls_certs.client_context().wrap_socket(raw, server_hostname="127.0.0.1")
+        tls.settimeout(10)
+        tf = tls.makefile("rb")
+        while not tf.readline().startswith(b"OK"):   # the capabilities re-issued after TLS
+            pass
+        tls.sendall(b'NOOP "after"\r\n')
+        # Had CAPABILITY run, its listing would come before the NOOP reply.
+        assert tf.readline() == b'OK (TAG "after") "Done."\r\n'
+        tls.close()

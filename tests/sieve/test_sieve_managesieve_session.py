@@ -236,3 +236,14 @@ def test_fuzz_session_in_each_state(tmp_path_factory, state, data):
             break
         out = driver.send(chunk)
         assert isinstance(out, bytes)
+
+
+def test_account_store_failure_is_trylater(tmp_path):
+    driver = Driver(tmp_path)
+    events = driver.session.receive_data(b'AUTHENTICATE "PLAIN" "' + plain(
+        "alice@example.test", "secret").encode() + b'"\r\nNOOP\r\n')
+    assert isinstance(events[0], Authenticate)
+    out = driver.session.auth_unavailable()
+    assert b"".join(e.data for e in out) == (
+        b'NO (TRYLATER) "Authentication is unavailable, try later."\r\nOK "Done."\r\n')
+    assert driver.session.user is None

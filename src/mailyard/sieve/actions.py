@@ -28,13 +28,16 @@ class FileInto(Keep):
 
 @dataclass(frozen=True)
 class Redirect:
+    """Forward the message to `address` (the domain lower-cased); `copy` keeps the
+    implicit keep (RFC 3894)."""
+
     address: str
     copy: bool = False
 
 
 @dataclass(frozen=True)
 class Discard:
-    pass
+    """Silently drop the message (cancels the implicit keep only)."""
 
 
 @dataclass(frozen=True)

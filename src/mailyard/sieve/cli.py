@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from mailyard.cli.common import emit_json, json_option
+from mailyard.cli.common import config_option, emit_json, fail, json_option, pass_settings
 from mailyard.sieve import (
     Discard,
     Keep,
@@ -163,3 +163,86 @@ def test_command(script_path: str, message_path: str, sender: str | None,
             flags = f" (flags: {' '.join(keep.flags)})" if keep.flags else ""
             click.echo(f"implicit keep: {keep.mailbox}{flags}")
     sys.exit(1 if result.errors else 0)
+
+
+# -- operator commands: scripts in data_dir without a ManageSieve client -------------------
+
+def _user_store(settings, user: str):
+    from mailyard.sieve.storage import ScriptStore, StorageError
+
+    try:
+        return ScriptStore(settings.data_path, user, max_scripts=settings.sieve.max_scripts,
+                           max_script_size=settings.sieve.max_script_size)
+    except StorageError as exc:
+        fail(exc.message)
+
+
+@sieve.command("check")
+@click.argument("script_path", metavar="SCRIPT", type=click.Path(dir_okay=False))
+def check_command(script_path: str) -> None:
+    """Compile SCRIPT; print `ok` or the error with its line and column (exit 1)."""
+    try:
+        text = Path(script_path).read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(str(exc), 2)
+    try:
+        compile_script(text, name=Path(script_path).stem)
+    except SieveCompileError as exc:
+        fail(f"{script_path}: {exc}", 1)
+    click.echo("ok")
+
+
+@sieve.command("put")
+@config_option
+@click.argument("user")
+@click.argument("name")
+@click.argument("script_path", metavar="SCRIPT", type=click.Path(dir_okay=False))
+@click.option("--activate", is_flag=True, help="Make it the user's active script.")
+@pass_settings
+def put_command(settings, user: str, name: str, script_path: str, activate: bool) -> None:
+    """Store SCRIPT as the user's script NAME (compiled first, like ManageSieve PUTSCRIPT)."""
+    from mailyard.sieve.storage import StorageError
+
+    store = _user_store(settings, user)
+    try:
+        text = Path(script_path).read_bytes().decode("utf-8")
+        compile_script(text, name=name)
+        store.put(name, text)
+        if activate:
+            store.set_active(name)
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(str(exc), 2)
+    except SieveCompileError as exc:
+        fail(f"{script_path}: {exc}")
+    except StorageError as exc:
+        fail(exc.message)
+
+
+@sieve.command("activate")
+@config_option
+@click.argument("user")
+@click.argument("name")
+@pass_settings
+def activate_command(settings, user: str, name: str) -> None:
+    """Make NAME the user's active script ("" deactivates)."""
+    from mailyard.sieve.storage import StorageError
+
+    try:
+        _user_store(settings, user).set_active(name)
+    except StorageError as exc:
+        fail(exc.message)
+
+
+@sieve.command("list")
+@config_option
+@click.argument("user")
+@json_option
+@pass_settings
+def list_command(settings, user: str, as_json: bool) -> None:
+    """The user's scripts; the active one is marked."""
+    scripts = _user_store(settings, user).list()
+    if as_json:
+        emit_json([{"name": name, "active": active} for name, active in scripts])
+        return
+    for name, active in scripts:
+        click.echo(f"{name}{'  (active)' if active else ''}")

@@ -44,6 +44,8 @@ IDENT, TAG, NUMBER, STRING, MULTILINE, PUNCT, EOF = (
 
 @dataclass(frozen=True)
 class Token:
+    """One lexical token with the 1-based line and column where it starts."""
+
     kind: str
     value: object
     line: int
@@ -63,6 +65,8 @@ class Tag:
 
 @dataclass
 class Number:
+    """A number argument, K/M/G quantifiers already applied (RFC 5228 §2.4.1)."""
+
     value: int
     line: int
     column: int
@@ -80,6 +84,9 @@ class StringList:
 
 @dataclass
 class Test:
+    """A test (`header`, `allof`, ...): its raw arguments, nested tests, and — after
+    validation — `tagged` and `positional`."""
+
     name: str
     arguments: list
     tests: list[Test]
@@ -92,6 +99,9 @@ class Test:
 
 @dataclass
 class Command:
+    """A command (`if`, `fileinto`, ...): raw arguments, its test(s), its block if any,
+    and — after validation — `tagged` and `positional`."""
+
     name: str
     arguments: list
     tests: list[Test]

@@ -32,10 +32,15 @@ from mailyard.sieve.match import MatchBudgetExceeded, glob_match, match_value
 from mailyard.sieve.message import SieveMessage
 from mailyard.sieve.script import Script, compile_script
 from mailyard.sieve.tests_eval import SieveRuntimeError, TestEvaluator
+from mailyard.sieve.validate import ADDRESS_RE
 
 MAX_VARIABLE_LENGTH = 64 * 1024
-PROTECTED_HEADERS = ("received", "auto-submitted")  # RFC 5293 §6: not editable
+# RFC 5293 §6/§9: trace and auto-reply fields must not be removed (adding is allowed,
+# as in Dovecot).
+PROTECTED_HEADERS = ("received", "auto-submitted")
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*|[0-9]+)\}")
+_ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
+_ASCII_UPPER = {c + 32: c for c in range(ord("A"), ord("Z") + 1)}
 _LIST_HEADERS = ("list-id", "list-help", "list-subscribe", "list-unsubscribe", "list-post",
                  "list-owner", "list-archive")
 
@@ -181,8 +186,10 @@ class Interpreter(TestEvaluator):
         if isinstance(action, Keep):
             for i, old in enumerate(self.actions):
                 if isinstance(old, Keep) and old.mailbox == action.mailbox:
-                    merged = tuple(dict.fromkeys(old.flags + action.flags))
-                    self.actions[i] = type(old)(old.mailbox, merged, old.create or action.create,
+                    # One delivery per mailbox; the flags of the latest store win (as in
+                    # Dovecot: they are the flags in force when the script decided last).
+                    self.actions[i] = type(old)(old.mailbox, action.flags,
+                                                old.create or action.create,
                                                 old.copy and action.copy)
                     return
         if isinstance(action, Redirect):
@@ -194,16 +201,18 @@ class Interpreter(TestEvaluator):
             if sum(isinstance(a, Redirect) for a in self.actions) >= self.limits.max_redirects:
                 raise SieveRuntimeError(f"too many redirects (limit "
                                         f"{self.limits.max_redirects})")
-        # RFC 5429 §2.1/§2.2: reject is incompatible with storing and with vacation.
+        # RFC 5429 §2.1/§2.2: reject refuses the message, so it cannot also be delivered
+        # (keep, fileinto, redirect — even :copy) or answered (vacation); as in Dovecot.
         rejecting = any(isinstance(a, Reject) for a in self.actions)
         if isinstance(action, Reject):
             if rejecting:
                 raise SieveRuntimeError("more than one reject/ereject")
-            if any(isinstance(a, Keep) for a in self.actions) or self.vacations:
-                raise SieveRuntimeError("reject conflicts with an earlier keep, fileinto or "
-                                        "vacation")
-        elif rejecting and isinstance(action, (Keep, Vacation)):
-            raise SieveRuntimeError("keep, fileinto and vacation conflict with reject")
+            if any(isinstance(a, (Keep, Redirect)) for a in self.actions) or self.vacations:
+                raise SieveRuntimeError("reject conflicts with an earlier keep, fileinto, "
+                                        "redirect or vacation")
+        elif rejecting and isinstance(action, (Keep, Redirect, Vacation)):
+            raise SieveRuntimeError("keep, fileinto, redirect and vacation conflict with "
+                                    "reject")
         if len(self.actions) + len(self.vacations) >= self.limits.max_actions:
             raise SieveRuntimeError(f"too many actions (limit {self.limits.max_actions})")
         self.actions.append(action)
@@ -236,7 +245,7 @@ class Interpreter(TestEvaluator):
     def c_redirect(self, cmd: Command) -> None:
         address = self.expand(cmd.positional[0]).strip()
         # RFC 5228 §4.2: the argument must be a valid address.
-        if not re.fullmatch(r"[^\s@<>()\[\],;:\"]+@[A-Za-z0-9.\-\[\]:]+", address):
+        if not ADDRESS_RE.fullmatch(address):
             raise SieveRuntimeError(f"redirect: invalid address {address!r}")
         copy = bool(cmd.tagged.get("copy"))
         self.add_action(Redirect(_address_key(address), copy))
@@ -292,18 +301,21 @@ class Interpreter(TestEvaluator):
         value = self.expand(value)
         # RFC 5229 §4.1: modifiers apply from the highest precedence to the lowest.
         mods = [m for m in ("lower", "upper", "lowerfirst", "upperfirst", "quotewildcard",
-                            "length") if cmd.tagged.get(m)]
+                            "quoteregex", "length") if cmd.tagged.get(m)]
         for mod in mods:
+            # Case changes are ASCII-only, as Dovecot does (scripts behave alike there).
             if mod == "lower":
-                value = value.lower()
+                value = value.translate(_ASCII_LOWER)
             elif mod == "upper":
-                value = value.upper()
+                value = value.translate(_ASCII_UPPER)
             elif mod == "lowerfirst":
-                value = value[:1].lower() + value[1:]
+                value = value[:1].translate(_ASCII_LOWER) + value[1:]
             elif mod == "upperfirst":
-                value = value[:1].upper() + value[1:]
+                value = value[:1].translate(_ASCII_UPPER) + value[1:]
             elif mod == "quotewildcard":
                 value = re.sub(r"([*?\\])", r"\\\1", value)
+            elif mod == "quoteregex":  # draft-ietf-sieve-regex §4
+                value = re.sub(r"([\\^$.\[\]|()?*+{}])", r"\\\1", value)
             elif mod == "length":
                 value = str(len(value))
         self.set_variable(name, value)
@@ -383,25 +395,25 @@ class Interpreter(TestEvaluator):
         return f"{vac.handle}\x00{vac.to.lower()}"
 
     # -- editheader (RFC 5293) -----------------------------------------------------------
-    def _edit_allowed(self, name: str) -> bool:
+    def _count_edit(self) -> None:
         self.edits += 1
         if self.edits > self.limits.max_header_edits:
             raise SieveRuntimeError(f"too many header edits (limit "
                                     f"{self.limits.max_header_edits})")
-        return name.lower() not in PROTECTED_HEADERS
 
     def c_addheader(self, cmd: Command) -> None:
         name, value = (self.expand(p) for p in cmd.positional)
         if not re.fullmatch(r"[!-9;-~]+", name):
             raise SieveRuntimeError(f"addheader: invalid header field name {name!r}")
-        if self._edit_allowed(name):
-            self.message.add_header(name, value, bool(cmd.tagged.get("last")))
+        self._count_edit()
+        self.message.add_header(name, value, bool(cmd.tagged.get("last")))
 
     def c_deleteheader(self, cmd: Command) -> None:
         name = self.expand(cmd.positional[0])
         patterns = [self.expand(p) for p in cmd.positional[1]] if len(cmd.positional) > 1 \
             else None
-        if not self._edit_allowed(name):
+        self._count_edit()
+        if name.lower() in PROTECTED_HEADERS:
             return
         tagged = cmd.tagged
         match = tagged.get("match", "is")

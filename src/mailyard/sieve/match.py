@@ -92,6 +92,34 @@ def _seg_at(value: str, pos: int, seg: list[str | None]) -> bool:
     return True
 
 
+def _find_with_singles(text: str, seg: list[str | None], start: int, end: int) -> int:
+    """Earliest index >= start where `seg` (with '?' as None) fits before `end`, or -1.
+
+    Anchors the search on the segment's longest literal run so `str.find` does the work.
+    """
+    runs: list[tuple[int, str]] = []
+    k = 0
+    while k < len(seg):
+        if seg[k] is None:
+            k += 1
+            continue
+        j = k
+        while j < len(seg) and seg[j] is not None:
+            j += 1
+        runs.append((k, "".join(seg[k:j])))
+        k = j
+    last_start = end - len(seg)
+    if not runs:
+        return start if start <= last_start else -1
+    offset, literal = max(runs, key=lambda r: len(r[1]))
+    at = text.find(literal, start + offset, end)
+    while at >= 0 and at - offset <= last_start:
+        if _seg_at(text, at - offset, seg):
+            return at - offset
+        at = text.find(literal, at + 1, end)
+    return -1
+
+
 def glob_match(value: str, pattern: str, comparator: str) -> list[str] | None:
     """Match `value` against a wildcard pattern; the captures (${0}, ${1}, ...) or None."""
     folded = fold(value, comparator)
@@ -117,10 +145,11 @@ def glob_match(value: str, pattern: str, comparator: str) -> list[str] | None:
         return None
     for seg in segments[1:-1]:
         found = -1
-        for start in range(pos, tail_start - len(seg) + 1):
-            if _seg_at(folded, start, seg):
-                found = start
-                break
+        if None not in seg:
+            # A plain literal: let str.find do the scanning at C speed.
+            found = folded.find("".join(seg), pos, tail_start)
+        else:
+            found = _find_with_singles(folded, seg, pos, tail_start)
         if found < 0:
             return None
         captures.append(value[pos:found])   # the '*' before this segment

@@ -13,6 +13,8 @@ import email
 import email.header
 import email.policy
 import email.utils
+import html
+import re
 from email.message import Message
 
 
@@ -188,3 +190,13 @@ def part_text(part: Message) -> str:
         return payload.decode(charset, "replace")
     except (LookupError, UnicodeError):
         return payload.decode("latin-1")
+
+
+_HTML_DROP = re.compile(r"<!--.*?-->|<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_HTML_TAG = re.compile(r"<[^>]*>")
+
+
+def html_to_text(markup: str) -> str:
+    """RFC 5173 §5.2 `:text` of an HTML part: markup removed (each tag becomes a space,
+    as Dovecot does), scripts, styles and comments dropped, entities decoded."""
+    return html.unescape(_HTML_TAG.sub(" ", _HTML_DROP.sub(" ", markup)))

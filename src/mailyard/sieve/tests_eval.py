@@ -13,7 +13,7 @@ import re
 
 from mailyard.sieve.grammar import Test
 from mailyard.sieve.match import match_value, numeric
-from mailyard.sieve.message import part_text
+from mailyard.sieve.message import html_to_text, part_text
 
 DEFAULT_DUPLICATE_SECONDS = 7 * 86400
 
@@ -65,23 +65,25 @@ class TestEvaluator:
         return any(self.test(t) for t in test.tests)
 
     # -- matching ------------------------------------------------------------------------
-    def compare(self, test: Test, values: list[str], keys: list[str]) -> bool:
+    def compare(self, test: Test, values: list[str], keys: list[str],
+                capture: bool = True) -> bool:
         tagged = test.tagged
         match = tagged.get("match", "is")
         comparator = tagged.get("comparator", "i;ascii-casemap")
         relation = tagged.get("relation")
         keys = [self.expand(k) for k in keys]
         if match == "count":
+            # RFC 5231 §4.2: the count is compared to the key with the given comparator
+            # (scripts say :comparator "i;ascii-numeric" to compare numbers).
             count = str(len(values))
-            return any(match_value(count, k, "value", "i;ascii-numeric"
-                                   if comparator != "i;octet" else comparator, relation)
-                       for k in keys)
+            return any(match_value(count, k, "value", comparator, relation) for k in keys)
         for value in values:
+            cost = 1 + (len(value) >> 16)  # long values (bodies) cost more of the budget
             for key in keys:
-                self.step()
+                self.step(cost)
                 result = match_value(value, key, match, comparator, relation)
                 if result:
-                    if isinstance(result, list):
+                    if capture and isinstance(result, list):
                         self.set_match_variables(result)
                     return True
         return False
@@ -180,8 +182,12 @@ class TestEvaluator:
                 if part.is_multipart():
                     continue
                 if any(w == "" or w == ctype or ("/" not in w and w == main) for w in wanted):
-                    texts.append(part_text(part))
-        return self.compare(test, texts, keys)
+                    text = part_text(part)
+                    if "content" not in tagged and ctype == "text/html":
+                        text = html_to_text(text)
+                    texts.append(text)
+        # Bodies do not set match variables (as in Dovecot): ${1} could be megabytes.
+        return self.compare(test, texts, keys, capture=False)
 
     # -- mailbox (RFC 5490) --------------------------------------------------------------
     def t_mailboxexists(self, test: Test) -> bool:
@@ -293,7 +299,8 @@ _REQUIRED = re.compile(r"required=(-?\d+(?:\.\d+)?)", re.IGNORECASE)
 def spam_value(message, percent: bool, default_required: float = 5.0) -> str:
     """RFC 5235 §3.2 spamtest value from the filter's X-Spam-Score / X-Spam-Status headers.
 
-    "0" means the message was not tested. Otherwise the score is scaled so that the spam
+    "0" means the message was not tested (with :percent, "0" is also "clearly not spam").
+    Otherwise the score is scaled so that the spam
     threshold ("required") maps to 5 and twice the threshold or more to 10 (:percent: the
     threshold maps to 50, twice it to 100); scores at or below zero map to 1 (0 percent).
     """
@@ -313,6 +320,12 @@ def spam_value(message, percent: bool, default_required: float = 5.0) -> str:
             except (ValueError, IndexError):
                 continue
     if score is None:
+        # mailyard's filter always adds X-Virus-Scanned and adds the spam fields only
+        # above its tag level: scanned without spam fields means "tested, not spam".
+        scanned = any(v.lower().startswith("mailyard")
+                      for v in message.header_values("X-Virus-Scanned"))
+        if scanned:
+            return "0" if percent else "1"
         return "0"
     required = required if required and required > 0 else default_required
     ratio = max(0.0, min(1.0, score / (2 * required)))

@@ -33,6 +33,8 @@ MATCH_TAGS = {"is": None, "contains": None, "matches": None, "regex": "regex",
               "value": "relational", "count": "relational"}
 ADDRESS_PARTS = {"all": None, "localpart": None, "domain": None,
                  "user": "subaddress", "detail": "subaddress"}
+# An addr-spec, loosely (RFC 5322 §3.4.1 without quoted local parts or comments).
+ADDRESS_RE = re.compile(r"[^\s@<>()\[\],;:\"]+@[A-Za-z0-9.\-\[\]:]+")
 SET_MODIFIERS = {"lower": 40, "upper": 40, "lowerfirst": 30, "upperfirst": 30,
                  "quotewildcard": 20, "length": 10}
 
@@ -78,7 +80,8 @@ COMMANDS: dict[str, Signature] = {
     "addflag": Signature("imap4flags", ("string", "strlist"), optional_leading=1),
     "removeflag": Signature("imap4flags", ("string", "strlist"), optional_leading=1),
     "set": Signature("variables", ("string", "string"),
-                     tags={m: (None, None) for m in SET_MODIFIERS}),
+                     tags={**{m: (None, None) for m in SET_MODIFIERS},
+                           "quoteregex": (None, "regex")}),
     "vacation": Signature("vacation", ("string",), tags={
         "days": ("number", None), "seconds": ("number", "vacation-seconds"),
         "subject": ("string", None), "from": ("string", None),
@@ -191,6 +194,22 @@ class Validator:
                     self.required.add("spamtest")
         elif cmd.name == "set":
             self.check_variable_name(cmd, cmd.positional[0])
+            precedence = {**SET_MODIFIERS, "quoteregex": 20}
+            for level in (40, 30, 20):
+                same = sorted(m for m in cmd.tagged if precedence.get(m) == level)
+                if len(same) > 1:
+                    # RFC 5229 §4.1: two modifiers of one precedence are an error.
+                    raise self.error(cmd, f"set: :{same[0]} and :{same[1]} cannot be "
+                                          f"used together")
+        elif cmd.name == "redirect":
+            address = cmd.positional[0]
+            # RFC 5228 §4.2: a constant address is checked when the script is compiled.
+            if ("${" not in address or "variables" not in self.required) and \
+                    not ADDRESS_RE.fullmatch(address.strip()):
+                raise self.error(cmd, f"redirect: invalid address {address!r}")
+        elif cmd.name == "fileinto":
+            if cmd.positional[0] == "":
+                raise self.error(cmd, "fileinto: empty mailbox name")
         elif cmd.name in ("addheader", "deleteheader"):
             name = cmd.positional[0]
             if "${" not in name and not re.fullmatch(r"[!-9;-~]+", name):

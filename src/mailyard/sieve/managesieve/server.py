@@ -71,12 +71,22 @@ async def handle(app, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
                     break
                 elif isinstance(ev, StartTls):
                     await writer.drain()
+                    # Plaintext that arrived after STARTTLS must not be read as if it came
+                    # through TLS (command injection, cf. CVE-2011-0411).
+                    buffered = getattr(reader, "_buffer", None)
+                    if buffered:
+                        buffered.clear()
                     await writer.start_tls(app.tls_server_context())
                     pending = session.tls_started() + pending
                 elif isinstance(ev, Authenticate):
                     await writer.drain()
-                    user = await asyncio.to_thread(app.accounts.authenticate, ev.login,
-                                                   ev.password)
+                    try:
+                        user = await asyncio.to_thread(app.accounts.authenticate, ev.login,
+                                                       ev.password)
+                    except Exception:  # the account store failed, not the password
+                        log.exception("managesieve: authentication backend failed")
+                        pending = session.auth_unavailable() + pending
+                        continue
                     event(log, "auth", peer=str(peer), login=ev.login, ok=user is not None)
                     if user is not None:
                         user_logged = user

@@ -39,23 +39,27 @@ TRYLATER = "TRYLATER"
 
 @dataclass(frozen=True)
 class Send:
+    """Write these bytes to the client."""
+
     data: bytes
 
 
 @dataclass(frozen=True)
 class StartTls:
-    pass
+    """Upgrade the stream to TLS now, then call `Session.tls_started()`."""
 
 
 @dataclass(frozen=True)
 class Authenticate:
+    """Check these credentials off the event loop, then call `Session.auth_result()`."""
+
     login: str
     password: str
 
 
 @dataclass(frozen=True)
 class Close:
-    pass
+    """Close the connection (after sending what came before)."""
 
 
 Event = Send | StartTls | Authenticate | Close
@@ -127,6 +131,12 @@ class Session:
             self.store = self.store_factory(user)
             out = [Send(response("OK", "Logged in."))]
         return out + self._process()
+
+    def auth_unavailable(self) -> list[Event]:
+        """The account store failed (not a wrong password): NO (TRYLATER)."""
+        self.waiting = False
+        return [Send(response("NO", "Authentication is unavailable, try later.", TRYLATER))
+                ] + self._process()
 
     # -- dispatch ------------------------------------------------------------------------
     def _process(self) -> list[Event]:
