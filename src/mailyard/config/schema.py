@@ -244,6 +244,15 @@ class AntivirusSettings:
 
 
 @dataclass(frozen=True)
+class DeliverySettings:
+    quota_tempfail: bool = setting(False, "Answer a full mailbox with 452 4.2.2 (retry later) "
+                                   "instead of 552 5.2.2.")
+    spam_to_junk: bool = setting(True, "When `[sieve] before` is empty: file mail marked "
+                                 "`X-Spam-Flag: YES` into Junk, before any user script runs.")
+    max_connections: int = setting(64, "Concurrent LMTP sessions.", check_positive)
+
+
+@dataclass(frozen=True)
 class SieveSettings:
     before: str = setting("", "Global Sieve script run before the user's (path).")
     after: str = setting("", "Global Sieve script run after the user's (path).")
@@ -321,6 +330,7 @@ class Settings:
     greylist: GreylistSettings = field(default_factory=GreylistSettings)
     spam: SpamSettings = field(default_factory=SpamSettings)
     antivirus: AntivirusSettings = field(default_factory=AntivirusSettings)
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
     sieve: SieveSettings = field(default_factory=SieveSettings)
     queue: QueueSettings = field(default_factory=QueueSettings)
     senderauth: SenderAuthSettings = field(default_factory=SenderAuthSettings)

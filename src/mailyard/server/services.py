@@ -11,7 +11,7 @@ SERVICES: dict[str, str] = {
     "submissions": "mailyard.mta.listener:start",
     "reinject": "mailyard.mta.listener:start",
     "filter": "mailyard.filter.service:start",
-    "lmtp": "mailyard.server.placeholder:start",
+    "lmtp": "mailyard.delivery.lmtp:start",
     "imap": "mailyard.server.placeholder:start",
     "imaps": "mailyard.server.placeholder:start",
     "pop3": "mailyard.server.placeholder:start",
