@@ -303,6 +303,27 @@ class QueueSettings:
 
 
 @dataclass(frozen=True)
+class ImapSettings:
+    idle_timeout: float = setting(1800.0, "Seconds of client silence before the session is "
+                                  "closed (RFC 3501 §5.4: at least 30 minutes).",
+                                  check_positive)
+    max_command_size: int = setting(65536, "Longest command line, literals excluded (bytes).",
+                                    check_positive)
+    max_literal_size: int = setting(52428800, "Largest literal (APPEND message) accepted; "
+                                    "bigger ones are refused before any byte is read.",
+                                    check_positive)
+    max_bad_commands: int = setting(20, "Consecutive bad commands before the session is "
+                                    "closed with BYE.", check_positive)
+    plaintext_auth_networks: list[str] = setting(
+        ["127.0.0.0/8", "::1/128"], "Clients that may log in without TLS; elsewhere "
+        "LOGINDISABLED until STARTTLS.", check_networks)
+    auth_failures_free: int = setting(3, "Failed logins per client IP before each further "
+                                      "failure is answered more slowly.", check_non_negative)
+    auth_failure_max_delay: float = setting(15.0, "Longest delay (seconds) a failed login "
+                                            "is held back.", check_non_negative)
+
+
+@dataclass(frozen=True)
 class SenderAuthSettings:
     check: bool = setting(True, "Check SPF at MAIL FROM and DKIM/DMARC after DATA on the MX, "
                           "and add Authentication-Results.")
@@ -333,6 +354,7 @@ class Settings:
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     sieve: SieveSettings = field(default_factory=SieveSettings)
     queue: QueueSettings = field(default_factory=QueueSettings)
+    imap: ImapSettings = field(default_factory=ImapSettings)
     senderauth: SenderAuthSettings = field(default_factory=SenderAuthSettings)
     dmarc: DmarcSettings = field(default_factory=DmarcSettings)
     # Where the settings came from (None = built-in defaults); not a TOML key.
