@@ -200,7 +200,8 @@ def test_application_misuse_raises():
     (b"a\r\nb\nc", b"a\r\nb\r\nc\r\n"),
     (b".dot\n..two\nmid.dle\n.\n", b"..dot\r\n...two\r\nmid.dle\r\n..\r\n"),
     (b"", b""),
-    (b"x\rstray\n", b"x\rstray\r\n"),
+    (b"x\rstray\n", b"x\r\nstray\r\n"),
+    (b"a\r\r\nb", b"a\r\n\r\nb\r\n"),
 ])
 def test_wire_message(raw, wire):
     assert proto.wire_message(raw) == wire

@@ -211,11 +211,14 @@ def _b64decode(text: str) -> bytes | None:
 
 # -- wire form of messages ----------------------------------------------------------------
 def to_crlf(raw: bytes) -> bytes:
-    """`raw` with every line ending as CRLF (bare LF and CRLF alike), ending in CRLF."""
-    if b"\n" in raw:
-        if b"\r\n" in raw:
-            raw = raw.replace(b"\r\n", b"\n")
-        raw = raw.replace(b"\n", b"\r\n")
+    """`raw` with every line ending as CRLF, ending in CRLF (unless empty).
+
+    LF, CRLF and a bare CR all count as line ends, as the store counts them for IMAP's
+    RFC822.SIZE (`,W=` in the file name), so both protocols serve the same octets.
+    """
+    if b"\r" in raw:
+        raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    raw = raw.replace(b"\n", b"\r\n")
     if raw and not raw.endswith(b"\r\n"):
         raw += b"\r\n"
     return raw
@@ -223,12 +226,10 @@ def to_crlf(raw: bytes) -> bytes:
 
 def wire_size(raw: bytes) -> int:
     """The size a client counts for `raw` (RFC 1939 §5 LIST: CRLF line ends, unstuffed)."""
-    crlf = raw.count(b"\r\n")
-    lf = raw.count(b"\n")
-    size = len(raw) + (lf - crlf)
-    if raw and not raw.endswith(b"\n"):
-        size += 2
-    return size
+    if b"\r" not in raw:
+        size = len(raw) + raw.count(b"\n")
+        return size + 2 if raw and not raw.endswith(b"\n") else size
+    return len(to_crlf(raw))
 
 
 def byte_stuff(crlf_text: bytes) -> bytes:
