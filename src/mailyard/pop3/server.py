@@ -15,8 +15,17 @@ import time
 
 from mailyard.log import event, get_logger
 from mailyard.pop3 import proto, session
-from mailyard.pop3.proto import (CLOSED, NEED_DATA, Login, Quit, Retr, ServerProtocol, Stls,
-                                 Top, TooManyErrors)
+from mailyard.pop3.proto import (
+    CLOSED,
+    NEED_DATA,
+    Login,
+    Quit,
+    Retr,
+    ServerProtocol,
+    Stls,
+    TooManyErrors,
+    Top,
+)
 from mailyard.server.listen import Listener, serve_stream
 
 log = get_logger("pop3")

@@ -5,11 +5,28 @@ from __future__ import annotations
 import base64
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailyard.pop3 import proto
-from mailyard.pop3.proto import (CLOSED, NEED_DATA, Dele, List, Login, Noop, Quit, Retr, Rset,
-                                 ServerProtocol, Stat, State, Stls, Top, TooManyErrors, Uidl)
+from mailyard.pop3.proto import (
+    CLOSED,
+    NEED_DATA,
+    Dele,
+    List,
+    Login,
+    Noop,
+    Quit,
+    Retr,
+    Rset,
+    ServerProtocol,
+    Stat,
+    State,
+    Stls,
+    TooManyErrors,
+    Top,
+    Uidl,
+)
 
 
 def fresh(**kw) -> ServerProtocol:
