@@ -1,0 +1,112 @@
+"""Debian's fetchmail and getmail6 retrieve a few hundred messages byte-exact, keep and delete.
+
+fetchmail talks plain POP3 upgraded with STLS, verifying our certificate against the test CA;
+getmail6 talks pop3s with the same CA. Both hand each message to us unchanged apart from the
+line ends (fetchmail's MDA gets LF, getmail's Maildir gets LF) and the trace headers they are
+told not to add.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+
+import pytest
+from pop3_helpers import PASSWORD, new_user
+
+COUNT = 300
+
+
+def corpus() -> list[bytes]:
+    """Messages that exercise the wire form: CRLF and LF files, dot lines, 8-bit, sizes."""
+    out = []
+    for n in range(COUNT):
+        eol = b"\n" if n % 3 == 0 else b"\r\n"
+        body = [b"Body line %d of %d" % (i, n) for i in range(n % 40)]
+        if n % 5 == 0:
+            body += [b".", b"..", b".leading dot", b"From the start"]
+        if n % 7 == 0:
+            body += ["8-bit: Grüße, ünïcödé".encode()]
+        if n % 50 == 0:
+            body += [b"x" * 76] * 3000  # about 230 KB
+        head = [b"From: sender%d@example.net" % n, b"To: rcpt@example.test",
+                b"Subject: corpus %d" % n, b"Message-ID: <corpus-%d@example.net>" % n]
+        out.append(eol.join(head + [b""] + body) + eol)
+    return out
+
+
+def as_lf(raw: bytes) -> bytes:
+    return raw.replace(b"\r\n", b"\n")
+
+
+def digests(messages) -> list[str]:
+    return sorted(hashlib.sha256(as_lf(m)).hexdigest() for m in messages)
+
+
+def drop_added_headers(raw: bytes, names: tuple[bytes, ...]) -> bytes:
+    """Remove header lines a retriever prepends (only those before our own first header)."""
+    while raw.split(b":", 1)[0].lower() in names:
+        raw = raw.split(b"\n", 1)[1]
+    return raw
+
+
+def store_count(srv, address) -> int:
+    from mailyard.maildir import MailStore
+
+    folder = MailStore(srv.maildir(address)).open("INBOX")
+    folder.refresh()
+    return len(folder.messages())
+
+
+@pytest.mark.skipif(not shutil.which("fetchmail"), reason="Debian fetchmail not installed")
+@pytest.mark.parametrize("keep", [True, False], ids=["keep", "delete"])
+def test_fetchmail(pop3_server, tls_certs, tmp_path, keep):
+    messages = corpus()
+    address, _ = new_user(pop3_server, messages)
+    out = tmp_path / "out"
+    out.mkdir()
+    rc = tmp_path / "fetchmailrc"
+    rc.write_text(
+        "set no syslog\nset invisible\n"
+        f"poll localhost service {pop3_server.port('pop3')} protocol pop3 uidl\n"
+        f'  user "{address}" there with password "{PASSWORD}" is "nobody" here\n'
+        f"  {'keep' if keep else 'nokeep'} fetchall no rewrite\n"
+        f"  sslproto tls1.2+ sslcertck sslcertfile {tls_certs.ca_path}\n"
+        f"  mda \"cat > $(mktemp {out}/m.XXXXXXXX)\"\n")
+    rc.chmod(0o600)
+    env = dict(os.environ, HOME=str(tmp_path), FETCHMAILHOME=str(tmp_path))
+    result = subprocess.run(["fetchmail", "-N", "-f", str(rc), "--pidfile",
+                             str(tmp_path / "pid"), "-i", str(tmp_path / "ids")],
+                            env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    got = [p.read_bytes() for p in out.iterdir()]
+    assert digests(got) == digests(messages)
+    assert store_count(pop3_server, address) == (COUNT if keep else 0)
+
+
+@pytest.mark.skipif(not shutil.which("getmail"), reason="Debian getmail6 not installed")
+@pytest.mark.parametrize("keep", [True, False], ids=["keep", "delete"])
+def test_getmail(pop3_server, tls_certs, tmp_path, keep):
+    messages = corpus()
+    address, _ = new_user(pop3_server, messages)
+    maildir = tmp_path / "Maildir"
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    rc = tmp_path / "getmailrc"
+    rc.write_text(
+        "[retriever]\ntype = SimplePOP3SSLRetriever\nserver = localhost\n"
+        f"port = {pop3_server.port('pop3s')}\nusername = {address}\npassword = {PASSWORD}\n"
+        f"ca_certs = {tls_certs.ca_path}\n"
+        f"[destination]\ntype = Maildir\npath = {maildir}/\n"
+        "[options]\nread_all = true\n"
+        f"delete = {'false' if keep else 'true'}\n"
+        "delivered_to = false\nreceived = false\nverbose = 0\n")
+    result = subprocess.run(["getmail", f"--rcfile={rc}", f"--getmaildir={tmp_path}"],
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    got = [drop_added_headers(p.read_bytes(), (b"return-path",))
+           for p in (maildir / "new").iterdir()]
+    assert digests(got) == digests(messages)
+    assert store_count(pop3_server, address) == (COUNT if keep else 0)
