@@ -14,9 +14,41 @@ import shutil
 import subprocess
 
 import pytest
-from pop3_helpers import PASSWORD, new_user
+from harness import TlsCerts
+from pop3_helpers import PASSWORD, new_user, start_server
 
 COUNT = 300
+
+
+class NamedCerts(TlsCerts):
+    """fetchmail (6.4) insists on a subject CN naming the server, which trustme omits."""
+
+    def __init__(self, directory):
+        import trustme
+
+        directory.mkdir(parents=True, exist_ok=True)
+        self.ca = trustme.CA()
+        server = self.ca.issue_cert("localhost", "127.0.0.1", common_name="localhost")
+        self.cert_path, self.key_path = directory / "server.crt", directory / "server.key"
+        self.ca_path = directory / "ca.crt"
+        server.private_key_pem.write_to_path(str(self.key_path))
+        server.cert_chain_pems[0].write_to_path(str(self.cert_path))
+        self.ca.cert_pem.write_to_path(str(self.ca_path))
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    return NamedCerts(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(scope="module")
+def pop3_server(tmp_path_factory, certs):
+    srv = start_server(tmp_path_factory.mktemp("pop3clients"), certs)
+    yield srv
+    try:
+        srv.stop()
+    except AssertionError:
+        srv.kill()
 
 
 def corpus() -> list[bytes]:
@@ -62,7 +94,7 @@ def store_count(srv, address) -> int:
 
 @pytest.mark.skipif(not shutil.which("fetchmail"), reason="Debian fetchmail not installed")
 @pytest.mark.parametrize("keep", [True, False], ids=["keep", "delete"])
-def test_fetchmail(pop3_server, tls_certs, tmp_path, keep):
+def test_fetchmail(pop3_server, certs, tmp_path, keep):
     messages = corpus()
     address, _ = new_user(pop3_server, messages)
     out = tmp_path / "out"
@@ -73,38 +105,63 @@ def test_fetchmail(pop3_server, tls_certs, tmp_path, keep):
         f"poll localhost service {pop3_server.port('pop3')} protocol pop3 uidl\n"
         f'  user "{address}" there with password "{PASSWORD}" is "nobody" here\n'
         f"  {'keep' if keep else 'nokeep'} fetchall no rewrite\n"
-        f"  sslproto tls1.2+ sslcertck sslcertfile {tls_certs.ca_path}\n"
+        f"  sslproto tls1.2+ sslcertck sslcertfile {certs.ca_path}\n"
         f"  mda \"cat > $(mktemp {out}/m.XXXXXXXX)\"\n")
     rc.chmod(0o600)
     env = dict(os.environ, HOME=str(tmp_path), FETCHMAILHOME=str(tmp_path))
     result = subprocess.run(["fetchmail", "-N", "-f", str(rc), "--pidfile",
                              str(tmp_path / "pid"), "-i", str(tmp_path / "ids")],
-                            env=env, capture_output=True, text=True, timeout=180)
+                            check=False, env=env, capture_output=True, text=True,
+                            timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
     got = [p.read_bytes() for p in out.iterdir()]
     assert digests(got) == digests(messages)
     assert store_count(pop3_server, address) == (COUNT if keep else 0)
 
 
+def getmail_maildir(tmp_path):
+    """A Maildir for getmail; as root, getmail refuses to deliver unless told a user."""
+    if os.geteuid() != 0:
+        maildir = tmp_path / "Maildir"
+        user_line = ""
+    else:
+        import pwd
+
+        nobody = pwd.getpwnam("nobody")
+        base = tmp_path / "public"
+        base.mkdir()
+        maildir = base / "Maildir"
+        maildir.mkdir()
+        for parent in [base, *base.parents]:
+            if str(parent) == "/tmp":
+                break
+            os.chmod(parent, os.stat(parent).st_mode | 0o011)  # nobody may traverse
+        user_line = "user = nobody\n"
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True, exist_ok=True)
+    if user_line:
+        for path in [maildir, *(maildir / sub for sub in ("cur", "new", "tmp"))]:
+            os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    return maildir, user_line
+
+
 @pytest.mark.skipif(not shutil.which("getmail"), reason="Debian getmail6 not installed")
 @pytest.mark.parametrize("keep", [True, False], ids=["keep", "delete"])
-def test_getmail(pop3_server, tls_certs, tmp_path, keep):
+def test_getmail(pop3_server, certs, tmp_path, keep):
     messages = corpus()
     address, _ = new_user(pop3_server, messages)
-    maildir = tmp_path / "Maildir"
-    for sub in ("cur", "new", "tmp"):
-        (maildir / sub).mkdir(parents=True)
+    maildir, user_line = getmail_maildir(tmp_path)
     rc = tmp_path / "getmailrc"
     rc.write_text(
         "[retriever]\ntype = SimplePOP3SSLRetriever\nserver = localhost\n"
         f"port = {pop3_server.port('pop3s')}\nusername = {address}\npassword = {PASSWORD}\n"
-        f"ca_certs = {tls_certs.ca_path}\n"
-        f"[destination]\ntype = Maildir\npath = {maildir}/\n"
+        f"ca_certs = {certs.ca_path}\n"
+        f"[destination]\ntype = Maildir\npath = {maildir}/\n{user_line}"
         "[options]\nread_all = true\n"
         f"delete = {'false' if keep else 'true'}\n"
         "delivered_to = false\nreceived = false\nverbose = 0\n")
     result = subprocess.run(["getmail", f"--rcfile={rc}", f"--getmaildir={tmp_path}"],
-                            capture_output=True, text=True, timeout=180)
+                            check=False, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
     got = [drop_added_headers(p.read_bytes(), (b"return-path",))
            for p in (maildir / "new").iterdir()]

@@ -241,14 +241,22 @@ def byte_stuff(crlf_text: bytes) -> bytes:
     return crlf_text
 
 
-def wire_message(raw: bytes) -> bytes:
-    """The multi-line body for RETR: CRLF-normalised and byte-stuffed, without terminator."""
-    return byte_stuff(to_crlf(raw))
+def _crlf_ended(text: bytes) -> bytes:
+    return text + CRLF if text and not text.endswith(CRLF) else text
 
 
-def top_of(raw: bytes, lines: int) -> bytes:
+def wire_message(raw: bytes, crlf: bool = False) -> bytes:
+    """The multi-line body for RETR: CRLF-normalised and byte-stuffed, without terminator.
+
+    `crlf=True` promises every line end in `raw` is CRLF already (the store's files), which
+    skips the normalising copies.
+    """
+    return byte_stuff(_crlf_ended(raw) if crlf else to_crlf(raw))
+
+
+def top_of(raw: bytes, lines: int, crlf: bool = False) -> bytes:
     """RFC 1939 §7 TOP: the header, the blank line, and the first `lines` body lines."""
-    text = to_crlf(raw)
+    text = _crlf_ended(raw) if crlf else to_crlf(raw)
     split = text.find(b"\r\n\r\n")
     if split < 0:
         return text  # no body: the whole message is header

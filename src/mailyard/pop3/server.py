@@ -91,7 +91,6 @@ class Pop3Service:
         settings = app.settings.pop3
         self.app = app
         self.settings = settings
-        self.sizes = session.SizeCache()
         self.lock_dir = app.data_path / "run" / "pop3"
         self.throttle = LoginThrottle(settings.ip_failure_limit, settings.ip_failure_window,
                                       settings.auth_failure_delay)
@@ -100,7 +99,7 @@ class Pop3Service:
         from mailyard.maildir import MailStore
 
         store = MailStore(self.app.accounts.maildir_path(user))
-        drop = session.Maildrop(store.open("INBOX"), self.sizes)
+        drop = session.Maildrop(store.open("INBOX"))
         drop.load()
         return drop
 

@@ -13,10 +13,10 @@ sessions, tie each POP3 message to its IMAP UID, and survive a migration from Do
 folder's UIDVALIDITY ever changes, the ids change too and clients download once more — never
 the opposite error of skipping mail.
 
-Sizes are the octets a client counts (CRLF line ends), taken from the store's `,W=` size in
-the file name when present and otherwise computed once per message file and cached in the
-process (`SizeCache`; Maildir message files never change content, so the base name is a
-sound key).
+Sizes are the octets a client counts (CRLF line ends): the store's RFC822.SIZE, which it
+computes once at delivery (or when it first indexes a foreign file) and keeps in its index,
+the same number IMAP reports. (A foreign file whose last line lacks a line end is sent with
+one added, 2 octets more than listed; files the store writes always end in CRLF.)
 
 `MailboxLock` makes sessions exclusive per mailbox (RFC 1939 §8 suggests an exclusive-access
 lock): `flock` on a file under data_dir/run/pop3, so it holds across processes and is released
@@ -28,14 +28,12 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from mailyard.pop3 import proto
 from mailyard.pop3.proto import Dele, List, Noop, Retr, Rset, Stat, Top, Uidl
 
-_VSIZE = re.compile(r",W=(\d+)")
 # Messages larger than this are read off the event loop's thread.
 LARGE_MESSAGE = 256 * 1024
 
@@ -53,31 +51,6 @@ class DropMessage:
     size: int          # octets as the client will count them
     uidl: str
     filename: str
-
-
-class SizeCache:
-    """Client-visible (CRLF) sizes of message files, keyed by Maildir base name."""
-
-    def __init__(self, limit: int = 200_000):
-        self._sizes: dict[str, int] = {}
-        self.limit = limit
-
-    @staticmethod
-    def base_of(filename: str) -> str:
-        return os.path.basename(filename).split(":2,", 1)[0]
-
-    def size(self, filename: str, read) -> int:
-        """The client size of `filename`; `read()` returns the file's bytes when needed."""
-        base = self.base_of(filename)
-        cached = self._sizes.get(base)
-        if cached is not None:
-            return cached
-        m = _VSIZE.search(base)
-        size = int(m.group(1)) if m else proto.wire_size(read())
-        if len(self._sizes) >= self.limit:
-            self._sizes.clear()
-        self._sizes[base] = size
-        return size
 
 
 def uidl_for(uid: int, uid_validity: int) -> str:
@@ -113,9 +86,8 @@ class MailboxLock:
 class Maildrop:
     """One POP3 session's snapshot of a mailbox folder (see the module docstring)."""
 
-    def __init__(self, folder, sizes: SizeCache):
+    def __init__(self, folder):
         self.folder = folder
-        self.sizes = sizes
         self.messages: list[DropMessage] = []
         self.deleted: set[int] = set()
 
@@ -124,12 +96,8 @@ class Maildrop:
         self.folder.refresh()
         validity = self.folder.uid_validity
         infos = sorted(self.folder.messages(), key=lambda m: m.uid)
-        out = []
-        for number, info in enumerate(infos, 1):
-            size = self.sizes.size(info.filename, lambda uid=info.uid: self.folder.read(uid))
-            out.append(DropMessage(number, info.uid, size, uidl_for(info.uid, validity),
-                                   info.filename))
-        self.messages = out
+        self.messages = [DropMessage(number, info.uid, info.size, uidl_for(info.uid, validity),
+                                     info.filename) for number, info in enumerate(infos, 1)]
         self.deleted = set()
 
     # -- lookups --------------------------------------------------------------------------
@@ -148,8 +116,21 @@ class Maildrop:
         return len(live), sum(m.size for m in live)
 
     def read(self, number: int) -> bytes:
-        """The message's bytes as stored (may raise the store's MessageGone)."""
-        return self.folder.read(self.get(number).uid)
+        """The message with CRLF line ends (may raise the store's MessageGone).
+
+        The store's files are CRLF already, so the file at `folder.path()` is read as it is
+        and only converted when it is not (a foreign LF-only file): one copy, not three.
+        """
+        uid = self.get(number).uid
+        try:
+            with open(self.folder.path(uid), "rb") as fh:
+                raw = fh.read()
+        except FileNotFoundError:
+            return self.folder.read(uid)  # renamed meanwhile: let the store find it
+        crlf = raw.count(b"\r\n")
+        if raw.count(b"\n") != crlf or raw.count(b"\r") != crlf:
+            return proto.to_crlf(raw)
+        return raw
 
     # -- changes --------------------------------------------------------------------------
     def delete(self, number: int) -> None:
@@ -204,9 +185,9 @@ def answer(p: proto.ServerProtocol, drop: Maildrop, event) -> None:
 
 
 def retrieve(p: proto.ServerProtocol, drop: Maildrop, event: Retr | Top, raw: bytes) -> None:
-    """Answer RETR or TOP with the message bytes `raw` already read."""
+    """Answer RETR or TOP with the message `raw` already read (CRLF line ends)."""
     m = drop.get(event.number)
     if isinstance(event, Retr):
-        p.multiline(f"{m.size} octets", proto.wire_message(raw))
+        p.multiline(f"{m.size} octets", proto.wire_message(raw, crlf=True))
     else:
-        p.multiline("", proto.byte_stuff(proto.top_of(raw, event.lines)))
+        p.multiline("", proto.byte_stuff(proto.top_of(raw, event.lines, crlf=True)))
