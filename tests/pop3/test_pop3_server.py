@@ -237,6 +237,20 @@ def test_second_session_gets_in_use(pop3_server):
     second.quit()
 
 
+def test_lock_held_by_another_process_gives_in_use(pop3_server):
+    from mailyard.pop3.session import MailboxLock
+
+    address, _ = new_user(pop3_server, [sample_message(1)])
+    lock = MailboxLock(pop3_server.data_dir / "run" / "pop3", address)
+    assert lock.acquire()
+    try:
+        with pytest.raises(poplib.error_proto, match=r"-ERR \[IN-USE\]"):
+            login(pop3_server, address)
+    finally:
+        lock.release()
+    login(pop3_server, address).quit()
+
+
 def test_message_expunged_elsewhere_during_session(pop3_server):
     address, uids = new_user(pop3_server, [sample_message(1), sample_message(2)])
     c = login(pop3_server, address)

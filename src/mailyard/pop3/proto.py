@@ -458,8 +458,8 @@ class ServerProtocol:
     # -- AUTHORIZATION commands -------------------------------------------------------
     def _cmd_user(self, rest: str, _pending: str | None) -> Event | None:
         if not self.plaintext_allowed:
-            self.err(REPLY_PLAINTEXT_REFUSED, CODE_AUTH)
-            return None
+            # Counted: a client that ignores CAPA and keeps trying gets disconnected.
+            return self._bad(REPLY_PLAINTEXT_REFUSED, CODE_AUTH)
         name = rest.strip()
         if not name or " " in name:
             return self._bad(REPLY_SYNTAX)
@@ -473,8 +473,8 @@ class ServerProtocol:
         if pending is None:
             return self._bad(REPLY_NO_USER)
         if not self.plaintext_allowed:
-            self.err(REPLY_PLAINTEXT_REFUSED, CODE_AUTH)
-            return None
+            # Counted: a client that ignores CAPA and keeps trying gets disconnected.
+            return self._bad(REPLY_PLAINTEXT_REFUSED, CODE_AUTH)
         return Login(pending, rest, "USER")
 
     def _cmd_apop(self, rest: str, _pending: str | None) -> Event | None:
@@ -493,8 +493,8 @@ class ServerProtocol:
         if mechanism not in _SASL_MECHANISMS:
             return self._bad(REPLY_MECHANISM)
         if not self.plaintext_allowed:
-            self.err(REPLY_PLAINTEXT_REFUSED, CODE_AUTH)
-            return None
+            # Counted: a client that ignores CAPA and keeps trying gets disconnected.
+            return self._bad(REPLY_PLAINTEXT_REFUSED, CODE_AUTH)
         if len(args) == 1:
             self._sasl = mechanism
             self._out.append(CONTINUE + CRLF)
