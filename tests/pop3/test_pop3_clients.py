@@ -12,6 +12,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from harness import TlsCerts
@@ -119,49 +120,59 @@ def test_fetchmail(pop3_server, certs, tmp_path, keep):
     assert store_count(pop3_server, address) == (COUNT if keep else 0)
 
 
-def getmail_maildir(tmp_path):
-    """A Maildir for getmail; as root, getmail refuses to deliver unless told a user."""
-    if os.geteuid() != 0:
-        maildir = tmp_path / "Maildir"
-        user_line = ""
-    else:
-        import pwd
+@pytest.fixture
+def getmail_home(tmp_path):
+    """A directory getmail may write, and the command prefix to run it with.
 
-        nobody = pwd.getpwnam("nobody")
-        base = tmp_path / "public"
-        base.mkdir()
-        maildir = base / "Maildir"
-        maildir.mkdir()
-        for parent in [base, *base.parents]:
-            if str(parent) == "/tmp":
-                break
-            os.chmod(parent, os.stat(parent).st_mode | 0o011)  # nobody may traverse
-        user_line = "user = nobody\n"
-    for sub in ("cur", "new", "tmp"):
-        (maildir / sub).mkdir(parents=True, exist_ok=True)
-    if user_line:
-        for path in [maildir, *(maildir / sub for sub in ("cur", "new", "tmp"))]:
-            os.chown(path, nobody.pw_uid, nobody.pw_gid)
-    return maildir, user_line
+    getmail refuses to deliver as root, so as root it runs as `nobody` in a directory of
+    nobody's own outside pytest's private temp tree.
+    """
+    if os.geteuid() != 0:
+        yield tmp_path, []
+        return
+    import pwd
+    import tempfile
+
+    nobody = pwd.getpwnam("nobody")
+    home = Path(tempfile.mkdtemp(prefix="pop3-getmail-"))
+    os.chown(home, nobody.pw_uid, nobody.pw_gid)
+    try:
+        yield home, ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}",
+                     "--clear-groups"]
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def chown_tree(root: Path, like: Path) -> None:
+    st = os.stat(like)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
+            os.chown(name, st.st_uid, st.st_gid)
 
 
 @pytest.mark.skipif(not shutil.which("getmail"), reason="Debian getmail6 not installed")
 @pytest.mark.parametrize("keep", [True, False], ids=["keep", "delete"])
-def test_getmail(pop3_server, certs, tmp_path, keep):
+def test_getmail(pop3_server, certs, getmail_home, keep):
     messages = corpus()
     address, _ = new_user(pop3_server, messages)
-    maildir, user_line = getmail_maildir(tmp_path)
-    rc = tmp_path / "getmailrc"
+    home, run_as = getmail_home
+    maildir = home / "Maildir"
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    ca = home / "ca.crt"
+    shutil.copy(certs.ca_path, ca)
+    rc = home / "getmailrc"
     rc.write_text(
         "[retriever]\ntype = SimplePOP3SSLRetriever\nserver = localhost\n"
         f"port = {pop3_server.port('pop3s')}\nusername = {address}\npassword = {PASSWORD}\n"
-        f"ca_certs = {certs.ca_path}\n"
-        f"[destination]\ntype = Maildir\npath = {maildir}/\n{user_line}"
+        f"ca_certs = {ca}\n"
+        f"[destination]\ntype = Maildir\npath = {maildir}/\n"
         "[options]\nread_all = true\n"
         f"delete = {'false' if keep else 'true'}\n"
         "delivered_to = false\nreceived = false\nverbose = 0\n")
-    result = subprocess.run(["getmail", f"--rcfile={rc}", f"--getmaildir={tmp_path}"],
-                            check=False, capture_output=True, text=True, timeout=180)
+    chown_tree(home, home)
+    result = subprocess.run([*run_as, "getmail", f"--rcfile={rc}", f"--getmaildir={home}"],
+                            check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     got = [drop_added_headers(p.read_bytes(), (b"return-path",))
            for p in (maildir / "new").iterdir()]

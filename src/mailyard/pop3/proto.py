@@ -314,6 +314,11 @@ class ServerProtocol:
         self._out.clear()
         return out
 
+    def chunks_to_send(self) -> list[bytes]:
+        """Like `data_to_send()` but as the list of pieces (no copy of message bodies)."""
+        out, self._out = self._out, []
+        return out
+
     def ok(self, text: str = "", code: str | None = None) -> None:
         self._out.append(format_reply(True, text, code))
 

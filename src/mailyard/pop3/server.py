@@ -150,9 +150,9 @@ class Connection:
                   end=self.end)
 
     async def _flush(self, drain: bool) -> None:
-        out = self.proto.data_to_send()
-        if out:
-            self.writer.write(out)
+        chunks = self.proto.chunks_to_send()
+        if chunks:
+            self.writer.writelines(chunks)
         if drain or self.writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
             await self.writer.drain()
 

@@ -119,16 +119,17 @@ class Maildrop:
         """The message with CRLF line ends (may raise the store's MessageGone).
 
         The store's files are CRLF already, so the file at `folder.path()` is read as it is
-        and only converted when it is not (a foreign LF-only file): one copy, not three.
+        and only converted when it is not (a foreign LF-only file). Normalising never
+        shortens a message and lengthens it by one octet per bare CR or LF, so a file exactly
+        as long as its indexed RFC822.SIZE is CRLF throughout: no scan, no copy.
         """
-        uid = self.get(number).uid
+        message = self.get(number)
         try:
-            with open(self.folder.path(uid), "rb") as fh:
+            with open(self.folder.path(message.uid), "rb") as fh:
                 raw = fh.read()
         except FileNotFoundError:
-            return self.folder.read(uid)  # renamed meanwhile: let the store find it
-        crlf = raw.count(b"\r\n")
-        if raw.count(b"\n") != crlf or raw.count(b"\r") != crlf:
+            return self.folder.read(message.uid)  # renamed meanwhile: the store finds it
+        if len(raw) != message.size:
             return proto.to_crlf(raw)
         return raw
 
