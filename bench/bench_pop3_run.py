@@ -9,8 +9,10 @@ Generates the corpus with /work/shared/bench/bench_pipeline.py --dump (determini
 /work/shared/bench/bench_pop3.py (USER/PASS, STAT, LIST, RETR of every message) against it.
 If /usr/sbin/dovecot is installed, a private Dovecot instance (no SSL, passwd-file, one POP3
 listener on loopback) serves a copy of the same Maildir and is driven the same way; it is
-stopped by its own PID afterwards. Prints one JSON line per repetition and a summary with
-the ratio; append the summary to bench/RESULTS.md by hand with the command.
+stopped by its own PID afterwards. After one warm-up session each, the repetitions alternate
+between the two servers so the shared machine's load hits both alike. Prints one JSON line per
+session and a summary with the medians and their ratio; append it to bench/RESULTS.md by hand
+with the command.
 """
 
 from __future__ import annotations
@@ -50,16 +52,17 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
     raise SystemExit(f"port {port} never opened")
 
 
-def drive(port: int, label: str, args, results: Path) -> list[dict]:
+def drive(port: int, label: str, args, results: Path | None) -> list[dict]:
     cmd = [sys.executable, str(SHARED / "bench_pop3.py"), "--port", str(port), "--user", USER,
-           "--password", PASSWORD, "--repeat", str(args.repeat), "--sessions",
-           str(args.sessions), "--label", label, "--json", str(results)]
+           "--password", PASSWORD, "--sessions", str(args.sessions), "--label", label]
+    if results is not None:
+        cmd += ["--json", str(results)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     print(out, end="", flush=True)
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
-def run_mailyard(work: Path, corpus: list[Path], args, results: Path) -> tuple[list, Path]:
+def start_mailyard(work: Path, corpus: list[Path]) -> tuple[int, subprocess.Popen, Path]:
     port = free_port()
     data = work / "mailyard"
     config = work / "mailyard.toml"
@@ -83,12 +86,8 @@ def run_mailyard(work: Path, corpus: list[Path], args, results: Path) -> tuple[l
         store.deliver(path.read_bytes())
     proc = subprocess.Popen(mailyard + ["serve", "--only", "pop3"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    try:
-        wait_port(port, proc)
-        return drive(port, "mailyard", args, results), maildir
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+    wait_port(port, proc)
+    return port, proc, maildir
 
 
 DOVECOT_CONF = """instance_name = benchpop3
@@ -132,7 +131,7 @@ service imap-login {{
 """
 
 
-def run_dovecot(work: Path, maildir: Path, args, results: Path) -> list:
+def start_dovecot(work: Path, maildir: Path) -> tuple[int, subprocess.Popen]:
     dv = work / "dovecot"
     home = dv / "home"
     (dv / "run").mkdir(parents=True)
@@ -149,12 +148,8 @@ def run_dovecot(work: Path, maildir: Path, args, results: Path) -> list:
                                         users=users, home=home, port=port))
     proc = subprocess.Popen(["/usr/sbin/dovecot", "-F", "-c", str(conf)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_port(port, proc)
-        return drive(port, "dovecot", args, results)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+    wait_port(port, proc)
+    return port, proc
 
 
 def median(values: list[float]) -> float:
@@ -183,13 +178,27 @@ def main() -> None:
         results = work / "results.jsonl"
         summary = {"messages": len(corpus),
                    "MB": round(sum(p.stat().st_size for p in corpus) / 1e6, 1)}
-        mine, maildir = run_mailyard(work, corpus, args, results)
-        summary["mailyard_msgs_per_s"] = median([r["msgs_per_s"] for r in mine])
-        summary["mailyard_MB_per_s"] = median([r["MB_per_s"] for r in mine])
-        if not args.no_dovecot and os.path.exists("/usr/sbin/dovecot"):
-            theirs = run_dovecot(work, maildir, args, results)
-            summary["dovecot_msgs_per_s"] = median([r["msgs_per_s"] for r in theirs])
-            summary["dovecot_MB_per_s"] = median([r["MB_per_s"] for r in theirs])
+        servers: dict[str, tuple[int, subprocess.Popen]] = {}
+        try:
+            port, proc, maildir = start_mailyard(work, corpus)
+            servers["mailyard"] = (port, proc)
+            if not args.no_dovecot and os.path.exists("/usr/sbin/dovecot"):
+                servers["dovecot"] = start_dovecot(work, maildir)
+            for label, (port, _) in servers.items():
+                drive(port, label + "-warmup", args, None)  # indexes built, caches warm
+            runs: dict[str, list[dict]] = {label: [] for label in servers}
+            # Interleaved, so that the shared machine's load hits both alike.
+            for _ in range(args.repeat):
+                for label, (port, _) in servers.items():
+                    runs[label] += drive(port, label, args, results)
+        finally:
+            for _, proc in servers.values():
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(30)
+        for label, rs in runs.items():
+            summary[f"{label}_msgs_per_s"] = median([r["msgs_per_s"] for r in rs])
+            summary[f"{label}_MB_per_s"] = median([r["MB_per_s"] for r in rs])
+        if "dovecot" in runs:
             summary["ratio"] = round(summary["mailyard_msgs_per_s"]
                                      / summary["dovecot_msgs_per_s"], 2)
         print("summary " + json.dumps(summary), flush=True)

@@ -251,6 +251,15 @@ def test_lock_held_by_another_process_gives_in_use(pop3_server):
     login(pop3_server, address).quit()
 
 
+def test_message_renamed_by_imap_flag_change_during_session(pop3_server):
+    """IMAP sets \\Seen meanwhile: the file moves to cur/BASE:2,S; RETR still finds it."""
+    address, uids = new_user(pop3_server, [sample_message(1)])
+    c = login(pop3_server, address)
+    store_folder(pop3_server, address).store_flags([uids[0]], ["\\Seen"], mode="add")
+    assert retr_bytes(c, 1)[0] == crlf(sample_message(1))
+    c.quit()
+
+
 def test_message_expunged_elsewhere_during_session(pop3_server):
     address, uids = new_user(pop3_server, [sample_message(1), sample_message(2)])
     c = login(pop3_server, address)

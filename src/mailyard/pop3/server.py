@@ -164,7 +164,9 @@ class Connection:
             if ev is NEED_DATA:
                 await self._flush(drain=True)
                 try:
-                    data = await asyncio.wait_for(self.reader.read(READ_CHUNK), idle)
+                    # asyncio.timeout, not wait_for: no extra task per command.
+                    async with asyncio.timeout(idle):
+                        data = await self.reader.read(READ_CHUNK)
                 except TimeoutError:
                     # RFC 1939 §3: autologout without entering UPDATE.
                     p.err(proto.REPLY_IDLE)
@@ -178,7 +180,9 @@ class Connection:
             if ev is CLOSED:
                 await self._flush(drain=True)
                 return
-            if isinstance(ev, Login):
+            if isinstance(ev, (Retr, Top)):
+                await self._retrieve(ev)
+            elif isinstance(ev, Login):
                 if await self._login(ev):
                     await self._flush(drain=True)
                     return
@@ -187,8 +191,6 @@ class Connection:
                 await self.writer.start_tls(self.tls_context)
                 p.tls_started()
                 p.plaintext_allowed = True
-            elif isinstance(ev, (Retr, Top)):
-                await self._retrieve(ev)
             elif isinstance(ev, Quit):
                 await self._quit()
                 await self._flush(drain=True)
