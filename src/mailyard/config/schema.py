@@ -337,6 +337,35 @@ class DmarcSettings:
                             "is p=reject and that fails DMARC.")
 
 
+def check_plaintext_auth(value: str) -> None:
+    if value not in ("always", "loopback", "never"):
+        raise ValueError("must be one of always, loopback, never")
+
+
+@dataclass(frozen=True)
+class Pop3Settings:
+    plaintext_auth: str = setting("loopback", "Where USER/PASS and AUTH PLAIN work without "
+                                  "TLS: always, loopback (only from 127.0.0.0/8 and ::1; "
+                                  "elsewhere STLS or pop3s first) or never.",
+                                  check_plaintext_auth)
+    idle_timeout: float = setting(600.0, "Seconds of client silence before the session is "
+                                  "closed (RFC 1939 §3: at least 10 minutes).", check_positive)
+    max_line_length: int = setting(2048, "Longest command line accepted, in bytes with CRLF.",
+                                   check_positive)
+    max_bad_commands: int = setting(20, "Unknown or malformed commands per session before "
+                                    "the connection is closed.", check_positive)
+    max_auth_failures: int = setting(3, "Failed logins per session before it is closed.",
+                                     check_positive)
+    auth_failure_delay: float = setting(2.0, "Seconds a failed login's answer is held back, "
+                                        "doubling with each recent failure from the same IP.",
+                                        check_non_negative)
+    ip_failure_limit: int = setting(10, "Failed logins from one IP within ip_failure_window "
+                                    "after which its logins are refused outright.",
+                                    check_positive)
+    ip_failure_window: float = setting(600.0, "Seconds a failed login counts against its IP.",
+                                       check_positive)
+
+
 @dataclass(frozen=True)
 class Settings:
     """All of mailyard's settings, one attribute per TOML table."""
@@ -357,6 +386,7 @@ class Settings:
     imap: ImapSettings = field(default_factory=ImapSettings)
     senderauth: SenderAuthSettings = field(default_factory=SenderAuthSettings)
     dmarc: DmarcSettings = field(default_factory=DmarcSettings)
+    pop3: Pop3Settings = field(default_factory=Pop3Settings)
     # Where the settings came from (None = built-in defaults); not a TOML key.
     source: str | None = field(default=None, compare=False)
 
