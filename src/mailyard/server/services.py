@@ -17,7 +17,7 @@ SERVICES: dict[str, str] = {
     "pop3": "mailyard.server.placeholder:start",
     "pop3s": "mailyard.server.placeholder:start",
     "managesieve": "mailyard.server.placeholder:start",
-    "spamd": "mailyard.server.placeholder:start",
+    "spamd": "mailyard.spam.service:start",
     "clamd": "mailyard.server.placeholder:start",
     "metrics": "mailyard.server.placeholder:start",
 }

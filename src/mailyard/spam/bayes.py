@@ -322,6 +322,12 @@ class BayesDatabases:
             self._stores[key] = BayesStore(path, min_learned=self.min_learned)
         return self._stores[key]
 
+    def learn(self, message: bytes, is_spam: bool, *, user: str | None = None,
+              forget: bool = False) -> bool:
+        """Learn (or forget) one message without loading any rules."""
+        msg = ParsedMessage.parse(message)
+        return self.store(user).learn(tokenize(msg), message_id(msg), is_spam, forget=forget)
+
     def all_paths(self) -> list[Path]:
         paths = [self.site_path] if self.site_path.exists() else []
         user_dir = self.site_path.parent / "bayes"

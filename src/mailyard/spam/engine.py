@@ -253,6 +253,8 @@ class SpamEngine:
         if self.autolearn and store is not None:
             autolearn = "no"
             target = None
+            if any("noautolearn" in rs.rules[n].tflags for n, c in hits.items() if c):
+                learn_score = (self.autolearn_spam + self.autolearn_ham) / 2  # neither
             if learn_score >= self.autolearn_spam:
                 target = True
             elif learn_score <= self.autolearn_ham:

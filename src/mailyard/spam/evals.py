@@ -87,8 +87,11 @@ def _dmarc(result: str):
     return lambda ctx: _fact(ctx, "dmarc") == result
 
 
-for _r in ("pass", "reject", "quarantine", "none"):
+for _r in ("pass", "reject", "quarantine", "none", "fail"):
     EVALS[f"check_dmarc_{_r}"] = _dmarc(_r)
+for _r in ("reject", "quarantine", "none"):
+    EVALS[f"check_dmarc_{_r}"] = (lambda r: lambda ctx: _fact(ctx, "dmarc") == r or (
+        _fact(ctx, "dmarc") == "fail" and _fact(ctx, "dmarc_policy") == r))(_r)
 EVALS["check_dmarc_missing"] = lambda ctx: _fact(ctx, "dmarc") in ("missing", "")
 EVALS["check_arc_valid"] = lambda ctx: _fact(ctx, "arc") == "pass"
 EVALS["check_arc_signed"] = lambda ctx: ctx.msg.has_header("ARC-Seal")
