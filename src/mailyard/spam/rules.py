@@ -19,7 +19,6 @@ counted in `RuleSet.ignored` by directive name.
 
 from __future__ import annotations
 
-import ast
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -382,16 +381,33 @@ def _can(name: str) -> bool:
     return short.startswith(("feature_", "has_", "perl_min_version"))
 
 
+_ARG = re.compile(r"""\s*(?:'((?:[^'\\]|\\.)*)'|"((?:[^"\\]|\\.)*)"|([^,\s]+))\s*(,|$)""")
+
+
 def _eval_args(text: str) -> tuple:
+    """Perl argument list: 'single' (only \\ and \' are escapes), "double", numbers, words."""
+    args: list = []
+    pos = 0
     text = text.strip()
-    if not text:
-        return ()
-    try:
-        value = ast.literal_eval("(" + text + ",)")
-    except (ValueError, SyntaxError):
-        # Perl barewords or odd quoting: split on commas, strip quotes
-        value = tuple(a.strip().strip("'\"") for a in text.split(","))
-    return tuple(value)
+    while pos < len(text):
+        m = _ARG.match(text, pos)
+        if not m or m.end() == pos:
+            raise ValueError(f"syntax: bad eval arguments {text[:60]!r}")
+        if m.group(1) is not None:
+            args.append(re.sub(r"\\([\\'])", r"\1", m.group(1)))
+        elif m.group(2) is not None:
+            args.append(re.sub(r'\\(["\\])', r"\1", m.group(2)))
+        else:
+            word = m.group(3)
+            try:
+                args.append(int(word))
+            except ValueError:
+                try:
+                    args.append(float(word))
+                except ValueError:
+                    args.append(word)
+        pos = m.end()
+    return tuple(args)
 
 
 def _meta_order(rules: dict[str, Rule], skipped: dict) -> list[str]:
