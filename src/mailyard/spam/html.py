@@ -85,11 +85,19 @@ def render_html(text: str, info: HtmlInfo) -> str:
     if pos < len(text) and not hidden:
         out.append(text[pos:])
     info.unbalanced += sum(abs(v) for k, v in depth.items() if k in ("div", "table", "font", "a"))
-    rendered = html_mod.unescape("".join(out))
+    rendered = _unescape("".join(out))
     rendered = re.sub(r"[ \t\r\f\v\xa0]+", " ", rendered)
     rendered = re.sub(r" ?\n ?", "\n", rendered)
     info.text_chars += len(rendered.strip())
     return rendered.strip()
+
+
+_HUGE_ENTITY = re.compile(r"&#(?:[0-9]{8,}|[xX][0-9a-fA-F]{7,});?")
+
+
+def _unescape(text: str) -> str:
+    """html.unescape, with absurd numeric references (&#999…9;) made harmless first."""
+    return html_mod.unescape(_HUGE_ENTITY.sub("\ufffd", text))
 
 
 def _attributes(tag: str, attrs: str, info: HtmlInfo) -> None:
@@ -98,7 +106,7 @@ def _attributes(tag: str, attrs: str, info: HtmlInfo) -> None:
         val = am.group(2) or ""
         if val[:1] in ("'", '"'):
             val = val[1:-1]
-        values[am.group(1).lower()] = html_mod.unescape(val.strip())
+        values[am.group(1).lower()] = _unescape(val.strip())
     for key in ("href", "src", "action", "background"):
         link = values.get(key)
         if link and len(info.links) < 500 and not link.startswith(("#", "cid:", "data:")):

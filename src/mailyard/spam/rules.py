@@ -433,7 +433,9 @@ def _meta_order(rules: dict[str, Rule], skipped: dict) -> list[str]:
                         advanced = True
                         break
                     if st == 1:
-                        skipped[node] = (node, metas[node].where, f"meta: cycle through {dep}")
+                        for member in path[path.index(dep):]:
+                            skipped[member] = (member, metas[member].where,
+                                               f"meta: dependency cycle through {dep}")
             if not advanced:
                 stack.pop()
                 path.pop()
