@@ -87,3 +87,14 @@ def test_spamassassin_compatible_headers():
     assert fields["X-Spam-Status"].startswith("Yes, score=7.")
     assert fields["X-Spam-Status"].endswith("required=5.0 tests=A,B_RULE autolearn=no")
     assert fields["X-Virus-Scanned"].startswith("mailyard ")
+
+
+def test_facts_only_from_our_own_authentication_results():
+    from mailyard.filter.worker import facts_from_headers
+
+    msg = (b"Authentication-Results: mx.example.test; spf=softfail smtp.mailfrom=a@b.test; "
+           b"dkim=fail header.d=b.test; dmarc=fail (p=reject) header.from=b.test\r\n"
+           b"Authentication-Results: evil.test; spf=pass; dkim=pass; dmarc=pass\r\n\r\nx\r\n")
+    assert facts_from_headers(msg, "mx.example.test") == {
+        "spf": "softfail", "dkim": "invalid", "dmarc": "reject"}
+    assert facts_from_headers(msg, "other.test") == {}
