@@ -31,6 +31,7 @@ from mailyard.log import get_logger
 from mailyard.spam import evals
 from mailyard.spam.bayes import BayesDatabases, message_id, tokenize
 from mailyard.spam.message import ParsedMessage, addresses, display_name
+from mailyard.spam.prefilter import required_literals
 from mailyard.spam.rules import RuleLoader, RuleSet
 
 log = get_logger("spam")
@@ -38,6 +39,7 @@ log = get_logger("spam")
 RULE_TIMEOUT = 0.05        # seconds one regex may run on one text
 SCAN_BUDGET = 5.0          # seconds for every rule of one message
 MAX_MULTIPLE = 20          # hits counted for `tflags multiple` without maxhits
+RULE_TEXT_LIMIT = 128 * 1024  # octets of body/rawbody/full text the regexes see
 _IP = re.compile(r"\[(\d{1,3}(?:\.\d{1,3}){3})\]|\((?:[^()]*\s)?\[?(\d{1,3}(?:\.\d{1,3}){3})\]?\)")
 
 
@@ -94,6 +96,8 @@ class ScanContext:
         self.bayes_probability = bayes_probability
         self.rbl_answers: dict[str, list[str]] = {}
         self._headers: dict[tuple[str, str], str | None] = {}
+        self._lower: dict[str, str] = {}
+        self.memo: dict = {}
 
     @cached_property
     def client_ips(self) -> list[str]:
@@ -114,6 +118,12 @@ class ScanContext:
             return None
         return (sent - got).total_seconds() / 3600.0
 
+    def lower(self, text: str) -> str:
+        low = self._lower.get(text)
+        if low is None:
+            low = self._lower[text] = text.lower()
+        return low
+
     def header_text(self, header: str, modifier: str) -> str | None:
         key = (header, modifier)
         if key in self._headers:
@@ -121,7 +131,7 @@ class ScanContext:
         msg = self.msg
         raw = modifier == "raw"
         if header == "ALL":
-            value = msg.all_headers_raw if raw else msg.all_headers_text
+            value = octets(msg.all_headers_raw if raw else msg.all_headers_text)
             self._headers[key] = value
             return value
         if header == "ToCc":
@@ -141,7 +151,7 @@ class ScanContext:
             values = [(addresses(v) or [v.strip()])[0] for v in values]
         elif modifier == "name":
             values = [display_name(v) for v in values]
-        value = "\n".join(values)
+        value = octets("\n".join(values))
         self._headers[key] = value
         return value
 
@@ -159,6 +169,17 @@ def received_ips(msg: ParsedMessage) -> list[str]:
             if addr.is_global and ip not in out:
                 out.append(ip)
     return out
+
+
+def octets(text: str, limit: int = RULE_TEXT_LIMIT) -> str:
+    """Text as SpamAssassin rules see it: UTF-8 octets, one character per byte.
+
+    The stock rules are written against UTF-8 bytes (`[\\xc3][\\xa9]` for "é"), so rules
+    match this form; ASCII is unchanged, and the cap bounds every regex's input.
+    """
+    if text.isascii():
+        return text[:limit]
+    return text.encode("utf-8", "replace")[:limit].decode("latin-1")
 
 
 def _search(pattern, text: str) -> bool:
@@ -200,6 +221,9 @@ class SpamEngine:
         self._by_kind = {kind: [r for r in rules if r.kind == kind]
                          for kind in ("header", "body", "rawbody", "full", "uri", "mimeheader")}
         self._metas = [self.ruleset.rules[n] for n in self.ruleset.meta_order]
+        # literal prefilters, worked out once per engine (see mailyard.spam.prefilter)
+        self._literals = {r.name: required_literals(r.pattern.pattern, r.pattern.flags)
+                          for r in rules if r.pattern is not None}
         self.rule_errors = 0
 
     @classmethod
@@ -276,19 +300,25 @@ class SpamEngine:
         k = self._by_kind
         for rule in k["header"]:
             hits[rule.name] = self._header_rule(ctx, rule)
+        literals = self._literals
         for kind, text_of in (("body", "body_text"), ("rawbody", "rawbody_text"),
                               ("full", "full_text")):
-            text = getattr(msg, text_of)
+            text = octets(getattr(msg, text_of))
+            lower = text.lower()
             for rule in k[kind]:
                 if rule.pattern is None:
                     hits[rule.name] = self._eval(ctx, rule)
+                    continue
+                lits = literals.get(rule.name)
+                if lits is not None and not any(lit in lower for lit in lits):
+                    hits[rule.name] = 0
                 elif time.monotonic() > deadline:
                     break
                 elif "multiple" in rule.tflags:
                     hits[rule.name] = _count(rule.pattern, text, rule.maxhits or MAX_MULTIPLE)
                 else:
                     hits[rule.name] = int(_search(rule.pattern, text))
-        uris = msg.uris
+        uris = [octets(u, 4096) for u in msg.uris]
         for rule in k["uri"]:
             if rule.pattern is None:
                 hits[rule.name] = self._eval(ctx, rule)
@@ -299,7 +329,8 @@ class SpamEngine:
             if rule.pattern is not None:
                 for part in msg.parts:
                     values = part.header(rule.header)
-                    if values and _search(rule.pattern, "\n".join(values)) != rule.negate:
+                    if values and _search(rule.pattern, octets("\n".join(values))) \
+                            != rule.negate:
                         n = 1
                         break
             hits[rule.name] = n
@@ -322,6 +353,11 @@ class SpamEngine:
                 text = ""
             else:
                 text = rule.if_unset
+        lits = self._literals.get(rule.name)
+        if lits is not None:
+            lower = ctx.lower(text)
+            if not any(lit in lower for lit in lits):
+                return int(rule.negate)
         return int(_search(rule.pattern, text) != rule.negate)
 
     def _eval(self, ctx: ScanContext, rule) -> int:

@@ -369,13 +369,23 @@ def check_body_length(ctx, maximum):
     return len(ctx.msg.visible_text.strip()) <= _num(maximum)
 
 
+_LETTER = re.compile(r"[^\W\d_]")
+_UPPER = re.compile(r"[A-Z\u00c0-\u00de]")
+
+
+def _uppercase_percent(ctx) -> float | None:
+    if "uppercase" not in ctx.memo:
+        text = ctx.msg.visible_text[:20000]
+        letters = len(_LETTER.findall(text))
+        ctx.memo["uppercase"] = None if letters < 200 else \
+            100.0 * len(_UPPER.findall(text)) / letters
+    return ctx.memo["uppercase"]
+
+
 @_eval()
 def check_for_uppercase(ctx, low, high):
-    letters = [c for c in ctx.msg.visible_text[:20000] if c.isalpha()]
-    if len(letters) < 200:
-        return False
-    pct = 100.0 * sum(1 for c in letters if c.isupper()) / len(letters)
-    return _num(low) <= pct <= _num(high)
+    pct = _uppercase_percent(ctx)
+    return pct is not None and _num(low) <= pct <= _num(high)
 
 
 @_eval()
