@@ -93,10 +93,14 @@ class ScanContext:
         self.msg = msg
         self.facts = facts
         self.ruleset = engine.ruleset
+        self.rbl_zones = engine.rbl_zones
         self.bayes_probability = bayes_probability
         self.rbl_answers: dict[str, list[str]] = {}
         self._headers: dict[tuple[str, str], str | None] = {}
         self._lower: dict[str, str] = {}
+        self._texts: dict[str, tuple[str, str]] = {}
+        self._uris: list[str] | None = None
+        self.over_budget = False
         self.memo: dict = {}
 
     @cached_property
@@ -117,6 +121,20 @@ class ScanContext:
         if sent is None or got is None:
             return None
         return (sent - got).total_seconds() / 3600.0
+
+    def rule_text(self, kind: str) -> tuple[str, str]:
+        """(octets, lower-cased octets) of the body, rawbody or full text, made once."""
+        cached = self._texts.get(kind)
+        if cached is None:
+            attr = {"body": "body_text", "rawbody": "rawbody_text", "full": "full_text"}[kind]
+            text = octets(getattr(self.msg, attr))
+            cached = self._texts[kind] = (text, text.lower())
+        return cached
+
+    def rule_uris(self) -> list[str]:
+        if self._uris is None:
+            self._uris = [octets(u, 4096) for u in self.msg.uris]
+        return self._uris
 
     def lower(self, text: str) -> str:
         low = self._lower.get(text)
@@ -201,6 +219,28 @@ def _count(pattern, text: str, limit: int) -> int:
     return n
 
 
+class _LazyHits(dict):
+    """Hit counts by rule name, each rule evaluated the first time someone asks."""
+
+    def __init__(self, engine: "SpamEngine", ctx: ScanContext, deadline: float):
+        super().__init__()
+        self.engine = engine
+        self.ctx = ctx
+        self.rules = engine.ruleset.rules
+        self.deadline = deadline
+
+    def get(self, name: str, default: int = 0) -> int:  # type: ignore[override]
+        value = dict.get(self, name)
+        if value is None:
+            rule = self.rules.get(name)
+            if rule is None:
+                return default
+            dict.__setitem__(self, name, 0)   # a cycle reads 0, never recurses forever
+            value = self.engine._evaluate(self.ctx, rule, self)
+            dict.__setitem__(self, name, value)
+        return value
+
+
 class SpamEngine:
     """Rules + Bayes, loaded once; `scan` many times (one engine per worker process)."""
 
@@ -225,6 +265,12 @@ class SpamEngine:
         self._literals = {r.name: required_literals(r.pattern.pattern, r.pattern.flags)
                           for r in rules if r.pattern is not None}
         self.rule_errors = 0
+        self._root_cache: dict[tuple, list[str]] = {}
+        # which DNSBL zone each check_rbl set name queries (check_rbl_sub reads the set)
+        self.rbl_zones: dict[str, str] = {}
+        for r in rules:
+            if r.eval_name == "check_rbl" and len(r.eval_args) >= 2:
+                self.rbl_zones.setdefault(str(r.eval_args[0]), str(r.eval_args[1]))
 
     @classmethod
     def from_settings(cls, settings) -> "SpamEngine":
@@ -249,10 +295,10 @@ class SpamEngine:
         tokens = tokenize(msg) if store is not None else None
         probability = store.probability(tokens) if store is not None else None
         ctx = ScanContext(self, msg, facts, probability)
-        hits = self._run_rules(ctx)
         net = bool(facts.get("dns"))
         scoreset = (2 if probability is not None else 0) + (1 if net else 0)
         learnset = 1 if net else 0
+        hits = self._run_rules(ctx, scoreset, learnset)
         rs = self.ruleset
         total = 0.0
         learn_score = 0.0
@@ -293,54 +339,60 @@ class SpamEngine:
         return SpamVerdict(score=total, required=self.required, is_spam=total >= self.required,
                            hits=tuple(shown), bayes_probability=probability, autolearn=autolearn)
 
-    def _run_rules(self, ctx: ScanContext) -> dict[str, int]:
-        deadline = time.monotonic() + SCAN_BUDGET
-        msg = ctx.msg
-        hits: dict[str, int] = {}
-        k = self._by_kind
-        for rule in k["header"]:
-            hits[rule.name] = self._header_rule(ctx, rule)
-        literals = self._literals
-        for kind, text_of in (("body", "body_text"), ("rawbody", "rawbody_text"),
-                              ("full", "full_text")):
-            text = octets(getattr(msg, text_of))
-            lower = text.lower()
-            for rule in k[kind]:
-                if rule.pattern is None:
-                    hits[rule.name] = self._eval(ctx, rule)
-                    continue
-                lits = literals.get(rule.name)
-                if lits is not None and not any(lit in lower for lit in lits):
-                    hits[rule.name] = 0
-                elif time.monotonic() > deadline:
-                    break
-                elif "multiple" in rule.tflags:
-                    hits[rule.name] = _count(rule.pattern, text, rule.maxhits or MAX_MULTIPLE)
-                else:
-                    hits[rule.name] = int(_search(rule.pattern, text))
-        uris = [octets(u, 4096) for u in msg.uris]
-        for rule in k["uri"]:
-            if rule.pattern is None:
-                hits[rule.name] = self._eval(ctx, rule)
-            elif uris:
-                hits[rule.name] = int(any(_search(rule.pattern, u) for u in uris))
-        for rule in k["mimeheader"]:
-            n = 0
-            if rule.pattern is not None:
-                for part in msg.parts:
-                    values = part.header(rule.header)
-                    if values and _search(rule.pattern, octets("\n".join(values))) \
-                            != rule.negate:
-                        n = 1
-                        break
-            hits[rule.name] = n
-        for rule in self._metas:
+    def _run_rules(self, ctx: ScanContext, scoreset: int, learnset: int) -> dict[str, int]:
+        """Evaluate the rules that can change the score; sub-rules only when a meta asks.
+
+        Rules scoring 0 in both score sets in use are never run (as in SpamAssassin), and a
+        `__SUB` rule runs only if a meta rule's expression reaches it — `A && __COSTLY`
+        skips the costly regex whenever A missed.
+        """
+        hits = _LazyHits(self, ctx, time.monotonic() + SCAN_BUDGET)
+        for name in self._roots(scoreset, learnset, bool(ctx.facts.get("dns"))):
+            hits.get(name)
+        return hits
+
+    def _roots(self, scoreset: int, learnset: int, net: bool) -> list[str]:
+        key = (scoreset, learnset, net)
+        roots = self._root_cache.get(key)
+        if roots is None:
+            rs = self.ruleset
+            roots = [n for n, r in rs.rules.items() if not n.startswith("__")
+                     and (rs.score(n, scoreset) or rs.score(n, learnset))
+                     and (net or "net" not in r.tflags)]
+            self._root_cache[key] = roots
+        return roots
+
+    def _evaluate(self, ctx: ScanContext, rule, hits: "_LazyHits") -> int:
+        kind = rule.kind
+        if kind == "meta":
             try:
-                hits[rule.name] = int(bool(rule.meta(hits)))
+                return int(bool(rule.meta(hits)))
             except Exception:
                 self.rule_errors += 1
-                hits[rule.name] = 0
-        return hits
+                return 0
+        if kind == "header":
+            return self._header_rule(ctx, rule)
+        if rule.pattern is None:
+            return self._eval(ctx, rule)
+        if kind in ("body", "rawbody", "full"):
+            text, lower = ctx.rule_text(kind)
+            lits = self._literals.get(rule.name)
+            if lits is not None and not any(lit in lower for lit in lits):
+                return 0
+            if time.monotonic() > hits.deadline:
+                ctx.over_budget = True
+                return 0
+            if "multiple" in rule.tflags:
+                return _count(rule.pattern, text, rule.maxhits or MAX_MULTIPLE)
+            return int(_search(rule.pattern, text))
+        if kind == "uri":
+            return int(any(_search(rule.pattern, u) for u in ctx.rule_uris()))
+        if kind == "mimeheader":
+            for part in ctx.msg.parts:
+                values = part.header(rule.header)
+                if values and _search(rule.pattern, octets("\n".join(values))) != rule.negate:
+                    return 1
+        return 0
 
     def _header_rule(self, ctx: ScanContext, rule) -> int:
         if rule.pattern is None:

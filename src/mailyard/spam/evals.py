@@ -141,13 +141,17 @@ def rbl_queries(ctx_or_ips, zone: str) -> list[str]:
     return out
 
 
-@_eval()
-def check_rbl(ctx, rbl_set, zone, subtest=""):
+def _rbl_answers(ctx, zone: str, rdtype: str = "A") -> list[str]:
     answers: list[str] = []
-    rdtype = "A"
     for qname in rbl_queries(ctx.client_ips, zone):
         answers += _dns(ctx).get(f"{qname}/{rdtype}", [])
-    ctx.rbl_answers.setdefault(rbl_set, []).extend(answers)
+    return answers
+
+
+@_eval()
+def check_rbl(ctx, rbl_set, zone, subtest=""):
+    answers = _rbl_answers(ctx, zone)
+    ctx.rbl_answers[rbl_set] = answers
     return _subtest_match(answers, str(subtest))
 
 
@@ -161,7 +165,11 @@ def check_rbl_txt(ctx, rbl_set, zone, subtest=""):
 
 @_eval()
 def check_rbl_sub(ctx, rbl_set, subtest):
-    return _subtest_match(ctx.rbl_answers.get(rbl_set, []), str(subtest))
+    answers = ctx.rbl_answers.get(rbl_set)
+    if answers is None:
+        zone = ctx.rbl_zones.get(rbl_set)
+        answers = ctx.rbl_answers[rbl_set] = _rbl_answers(ctx, zone) if zone else []
+    return _subtest_match(answers, str(subtest))
 
 
 @_eval()
