@@ -202,3 +202,23 @@ def test_regex_timeout_is_a_miss_not_a_hang(tmp_path):
     verdict = engine.scan(b"Subject: x\r\n\r\n" + b"a" * 5000 + b"!\r\n")
     assert "CATASTROPHIC" not in verdict.rule_names
     assert isinstance(regex.compile("x"), regex.Pattern)
+
+
+def test_regex_cache_replays_compiled_rules(tmp_path):
+    from mailyard.spam.regexcache import CompiledCache
+
+    (tmp_path / "r.cf").write_text("body CACHED_A /cheap (?:pills|meds)/i\n"
+                                   "header CACHED_B Subject =~ /^hello\\b/\n")
+    cache = tmp_path / "spam-regex.cache"
+    msg = b"Subject: hello there\r\n\r\nCheap meds here\r\n"
+    first = SpamEngine(rules_dirs=[tmp_path], builtin_rules=False, regex_cache=cache)
+    assert cache.exists()
+    second = SpamEngine(rules_dirs=[tmp_path], builtin_rules=False, regex_cache=cache)
+    assert first.scan(msg).rule_names == second.scan(msg).rule_names == ["CACHED_A", "CACHED_B"]
+    assert second.ruleset.rules["CACHED_A"].literals == frozenset({"cheap "})
+    replay = CompiledCache(cache)
+    assert replay.compile("cheap (?:pills|meds)", 2).search("CHEAP PILLS")
+    assert replay.hits == 1
+    cache.write_bytes(b"garbage")                      # a broken cache is only slower
+    third = SpamEngine(rules_dirs=[tmp_path], builtin_rules=False, regex_cache=cache)
+    assert third.scan(msg).rule_names == ["CACHED_A", "CACHED_B"]

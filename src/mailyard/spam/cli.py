@@ -31,7 +31,8 @@ def _engine(settings, rules: tuple[str, ...] = ()):
             from mailyard.spam.engine import load_ruleset
 
             dirs = list(settings.spam.rules_dirs) + list(rules)
-            engine = SpamEngine(ruleset=load_ruleset(dirs),
+            engine = SpamEngine(ruleset=load_ruleset(
+                dirs, regex_cache=settings.data_path / "spam-regex.cache"),
                                 bayes_path=settings.data_path / "bayes.sqlite3"
                                 if settings.spam.bayes else None,
                                 required_score=settings.spam.required_score,
@@ -200,7 +201,8 @@ def rules(settings, as_json, report, rules) -> None:
     from mailyard.spam.rules import RuleLoadError
 
     try:
-        ruleset = load_ruleset(list(settings.spam.rules_dirs) + list(rules))
+        ruleset = load_ruleset(list(settings.spam.rules_dirs) + list(rules),
+                               regex_cache=settings.data_path / "spam-regex.cache")
     except RuleLoadError as exc:
         fail(str(exc), 2)
     if as_json:

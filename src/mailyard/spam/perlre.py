@@ -166,12 +166,15 @@ def compile_perl(text: str, *, extra_flags: int = 0) -> "regex.Pattern[str]":
     return compile_pattern(pattern, flags, extra_flags=extra_flags)
 
 
-def compile_pattern(pattern: str, flags: str = "", *, extra_flags: int = 0):
+def compile_pattern(pattern: str, flags: str = "", *, extra_flags: int = 0, cache=None):
+    """Compile Perl `pattern` with Perl `flags` (through `cache`, a CompiledCache, if given)."""
     value = extra_flags
     for f in flags:
         value |= {"i": regex.IGNORECASE, "s": regex.DOTALL, "m": regex.MULTILINE,
                   "x": regex.VERBOSE}.get(f, 0)
     try:
+        if cache is not None:
+            return cache.compile(translate(pattern), value)
         return regex.compile(translate(pattern), value)
     except (regex.error, ValueError, OverflowError, RecursionError) as exc:
         raise PerlRegexError(str(exc)) from None

@@ -27,6 +27,7 @@ from pathlib import Path
 from mailyard.spam import evals
 from mailyard.spam.meta import MetaError, compile_meta
 from mailyard.spam.perlre import PerlRegexError, compile_pattern, parse_match
+from mailyard.spam.prefilter import required_literals
 
 RULE_TYPES = ("header", "body", "rawbody", "full", "uri", "mimeheader", "meta")
 
@@ -71,6 +72,7 @@ class Rule:
     tflags: frozenset[str] = frozenset()
     maxhits: int = 0
     lookups: tuple = ()             # DNS lookups wanted (see engine.dns_queries)
+    literals: frozenset | None = None  # prefilter: a match contains one of these
 
 
 @dataclass
@@ -133,7 +135,8 @@ class _Def:
 class RuleLoader:
     """Reads .cf files in order and builds a `RuleSet` (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, regex_cache=None) -> None:
+        self.regex_cache = regex_cache
         self.defs: dict[str, _Def] = {}
         self.scores: dict[str, tuple[float, float, float, float]] = {}
         self.descriptions: dict[str, str] = {}
@@ -292,6 +295,8 @@ class RuleLoader:
             rules[name] = rule
         # meta rules: order by dependencies; a cycle skips the rules in it
         order = _meta_order(rules, skipped)
+        if self.regex_cache is not None:
+            self.regex_cache.save()
         return RuleSet(rules=rules, scores=self.scores, descriptions=self.descriptions,
                        required_score=self.required_score, meta_order=order,
                        skipped=sorted(skipped.values(), key=lambda s: s[1]),
@@ -336,8 +341,15 @@ class RuleLoader:
             # `:raw` combined with `:name`/`:addr` keeps the extraction (decoding is moot)
             mod = next((m for m in mods if m in ("name", "addr")), mods[0] if mods else "")
             return Rule(pattern=pattern, negate=op == "!~", header=header,
-                        modifier=mod, if_unset=unset, **common)
-        return Rule(pattern=self._regex(d.name, text), **common)
+                        modifier=mod, if_unset=unset, literals=self._literals(pattern),
+                        **common)
+        pattern = self._regex(d.name, text)
+        return Rule(pattern=pattern, literals=self._literals(pattern), **common)
+
+    def _literals(self, pattern):
+        if self.regex_cache is not None:
+            return self.regex_cache.literals(pattern.pattern, pattern.flags)
+        return required_literals(pattern.pattern, pattern.flags)
 
     def _regex(self, name: str, expr: str):
         try:
@@ -347,7 +359,8 @@ class RuleLoader:
         if name in self.replace_rules:
             pattern = self._replace_tags(pattern)
         try:
-            return compile_pattern(pattern, flags.replace("g", "").replace("o", ""))
+            return compile_pattern(pattern, flags.replace("g", "").replace("o", ""),
+                                   cache=self.regex_cache)
         except PerlRegexError as exc:
             raise PerlRegexError(f"regex: {exc}") from None
 
