@@ -91,3 +91,21 @@ def test_stock_rules_on_hostile_input(stock_engine):
     msg = HEAD + b"Content-Type: text/html\r\n\r\n" + b"<a href=x>" * 50000 + \
         b" " + b"a" * 300_000 + b"\r\n"
     assert isinstance(stock_engine.scan(msg).score, float)
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_PIECES = st.sampled_from([b"Content-Type: multipart/mixed; boundary=b\r\n", b"--b\r\n",
+                           b"--b--\r\n", b"\r\n", b"Subject: =?utf-8?B?", b"?=\r\n",
+                           b"Content-Transfer-Encoding: base64\r\n", b"<a href='", b"<!--",
+                           b"Content-Type: text/html; charset=\"x\"\r\n", b"\xff\xfe", b"=\r\n",
+                           b"From: <@>\r\n", b"\t folded\r\n"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(_PIECES, st.binary(max_size=40)), max_size=40))
+def test_fuzz_scan_never_raises(builtin_engine, pieces):
+    verdict = builtin_engine.scan(b"".join(pieces))
+    assert verdict.required == 5.0

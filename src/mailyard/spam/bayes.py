@@ -290,6 +290,13 @@ class BayesStore:
         conn.execute("UPDATE totals SET value = max(0, value + ?) WHERE name = ?",
                      (delta, verdict))
 
+    def maybe_expire(self) -> int:
+        """Expire when the database has grown 10% past `max_tokens` (cheap to call often)."""
+        count = self.conn.execute("SELECT count(*) FROM tokens").fetchone()[0]
+        if count <= self.max_tokens * 1.1:
+            return 0
+        return self.expire()
+
     def expire(self, max_tokens: int | None = None) -> int:
         """Drop the least recently learned tokens beyond `max_tokens`; returns how many."""
         limit = max_tokens if max_tokens is not None else self.max_tokens
@@ -327,6 +334,10 @@ class BayesDatabases:
         """Learn (or forget) one message without loading any rules."""
         msg = ParsedMessage.parse(message)
         return self.store(user).learn(tokenize(msg), message_id(msg), is_spam, forget=forget)
+
+    def stores(self) -> list[BayesStore]:
+        """The stores opened so far."""
+        return list(self._stores.values())
 
     def all_paths(self) -> list[Path]:
         paths = [self.site_path] if self.site_path.exists() else []

@@ -153,6 +153,7 @@ def learn(settings, paths, verdict, forget, user, as_json) -> None:
                     learned += changed
                     unchanged += not changed
                     bar.update(1)
+    store.maybe_expire()
     dbs.close()
     what = "forgotten" if forget else f"learned as {verdict}"
     summary = {"learned": learned, "unchanged": unchanged, "errors": errors,

@@ -87,6 +87,9 @@ def process_learn_jobs(engine, data_dir: str | Path, limit: int = 1000) -> Learn
             job.unlink()
         except FileNotFoundError:
             pass
+    if report.learned and hasattr(engine, "stores"):
+        for store in engine.stores():
+            store.maybe_expire()
     if jobs:
         event(log, "learn jobs", learned=report.learned, unchanged=report.unchanged,
               failed=report.failed)
