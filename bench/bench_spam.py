@@ -262,9 +262,12 @@ def bench_accuracy(work: Path, args) -> dict:
     out["mailyard_own_plus_stock_bayes_sample"] = metrics(
         scores(both, s_spam), scores(both, s_ham), both.required)
     sa_bayes = work / "acc-sa-bayes"
-    if sa_bayes.exists():
-        shutil.rmtree(sa_bayes)
-    out["sa_learn_seconds"] = round(sa_learn(work, sa_bayes, train_spam, train_ham), 1)
+    if args.reuse_sa_bayes and (sa_bayes / "bayes_toks").exists():
+        out["sa_learn_seconds"] = "reused from an earlier run on the same split"
+    else:
+        if sa_bayes.exists():
+            shutil.rmtree(sa_bayes)
+        out["sa_learn_seconds"] = round(sa_learn(work, sa_bayes, train_spam, train_ham), 1)
     spamd = Spamd(work / "spamd-acc", sa_bayes)
     try:
         sa_spam = [spamd.check(f)[0] for f in s_spam]
@@ -284,6 +287,8 @@ def main() -> None:
     ap.add_argument("--spamd-messages", type=int, default=60)
     ap.add_argument("--learn-messages", type=int, default=1000)
     ap.add_argument("--sa-sample", type=int, default=600)
+    ap.add_argument("--reuse-sa-bayes", action="store_true",
+                    help="keep SpamAssassin's Bayes DB from an earlier run in --workdir")
     args = ap.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-spam-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -222,3 +222,41 @@ def test_regex_cache_replays_compiled_rules(tmp_path):
     cache.write_bytes(b"garbage")                      # a broken cache is only slower
     third = SpamEngine(rules_dirs=[tmp_path], builtin_rules=False, regex_cache=cache)
     assert third.scan(msg).rule_names == ["CACHED_A", "CACHED_B"]
+
+
+def test_tabs_separate_names_from_values():
+    # regression: `tflags NAME<TAB>nice` once made the whole line the rule name, so a nice
+    # rule without a score line scored +1.0 instead of -1.0
+    rs = _load("meta\tLIST_RULE\t1\ntflags\tLIST_RULE\tnice\ndescribe\tLIST_RULE\tA list\n"
+               "replace_tag\tX\t(?:x|%)\nbody\tTAGGED\t/a<X>b/\nreplace_rules\tTAGGED\n")
+    assert rs.score("LIST_RULE", 0) == -1.0
+    assert rs.descriptions["LIST_RULE"] == "A list"
+    assert rs.rules["TAGGED"].pattern.search("a%b")
+
+
+def test_meta_over_a_missing_rule_is_skipped():
+    # regression: `A && !__UNSUPPORTED` fired on ham when __UNSUPPORTED (an eval we lack)
+    # silently read as 0; SpamAssassin disables such metas, and so do we, transitively
+    rs = _load("body A /a/\nheader __UNSUP eval:no_such_eval()\nmeta M1 A && !__UNSUP\n"
+               "meta M2 M1 || A\nmeta M3 A && !NEVER_DEFINED\nmeta OK A\n")
+    assert set(rs.rules) == {"A", "OK"}
+    reasons = {n: r for n, _, r in rs.skipped}
+    assert reasons["M2"] == "meta: depends on missing M1"
+
+
+def test_freemail_shortener_and_subject_evals(tmp_path):
+    (tmp_path / "f.cf").write_text(
+        "freemail_domains gmail.com yahoo.*\nurl_shortener .page.link tiny.example\n"
+        "header FM_FROM eval:check_freemail_from()\n"
+        "header FM_REPLY eval:check_freemail_replyto('replyto')\n"
+        "body SHORT eval:short_url()\n"
+        "header USER_IN_SUBJ eval:check_for_to_in_subject('user')\n"
+        "header ENV_MATCH eval:check_for_matching_env_and_hdr_from()\n")
+    engine = SpamEngine(rules_dirs=[tmp_path], builtin_rules=False)
+    msg = (b"From: corp@bank.example\r\nReply-To: someone@yahoo.co.uk\r\n"
+           b"To: alice@example.test\r\nSubject: alice, your account\r\n\r\n"
+           b"see https://x.page.link/abc\r\n")
+    assert set(engine.scan(msg).rule_names) == {"FM_REPLY", "SHORT", "USER_IN_SUBJ"}
+    msg2 = b"From: bob@gmail.com\r\nTo: c@example.test\r\nSubject: hi\r\n\r\nhello\r\n"
+    assert engine.scan(msg2, facts={"envelope_from": "bob@gmail.com"}).rule_names == \
+        ["ENV_MATCH", "FM_FROM"]

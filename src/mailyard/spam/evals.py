@@ -17,6 +17,11 @@ Supported, by family:
   check_illegal_chars(header, ratio, count), check_header_count_range(header, min, max),
   check_for_missing_to_header, subject_is_all_caps, check_msg_parse_flags(flag),
   check_from_in_list / check_to_in_list / welcomelist family (always 0: no lists configured).
+- Relays: check_all_trusted (facts["all_trusted"]), check_no_relays (no Received:).
+- FreeMail (domains from `freemail_domains`): check_freemail_from([regex]),
+  check_freemail_header(header[, regex]), check_freemail_replyto('replyto'|'reply').
+- check_for_matching_env_and_hdr_from, check_for_to_in_subject('user'|'address'),
+  short_url() (link hosts listed by `url_shortener`).
 - MIME and HTML: check_for_mime(test) (mime_base64_count, mime_qp_count, mime_attachment,
   mime_base64_encoded_text, mime_qp_long_line, mime_bad_iso_charset, mimepart_limit_exceeded,
   mime_base64_no_name), check_for_mime_html, check_for_mime_html_only, html_test(test)
@@ -29,9 +34,12 @@ Supported, by family:
 from __future__ import annotations
 
 import email.utils
+import fnmatch
 import ipaddress
 import re
 from typing import Callable
+
+from mailyard.spam.message import addresses
 
 EVALS: dict[str, Callable] = {}
 
@@ -435,3 +443,94 @@ def mailyard_double_extension(ctx):
 def check_https_ip_mismatch(ctx):
     return any(re.match(r"(?i)https?://\d+\.\d+\.\d+\.\d+", u) for u in ctx.msg.html.links) and \
         ctx.msg.html.has_html
+
+
+# -- relays, freemail, shorteners --------------------------------------------------------
+@_eval()
+def check_all_trusted(ctx):
+    return bool(ctx.facts.get("all_trusted"))
+
+
+@_eval()
+def check_no_relays(ctx):
+    return not ctx.msg.has_header("Received")
+
+
+def _domain(addr: str) -> str:
+    return addr.rpartition("@")[2].strip().strip(">").lower()
+
+
+def is_freemail(ctx, addr: str) -> bool:
+    if "@" not in addr:
+        return False
+    domain = _domain(addr)
+    domains = ctx.ruleset.freemail_domains
+    if domain in domains:
+        return True
+    cache = ctx.memo.setdefault("freemail_patterns", [d for d in domains if "*" in d])
+    return any(fnmatch.fnmatchcase(domain, pat) for pat in cache)
+
+
+def _addrs(ctx, header: str) -> list[str]:
+    if header == "EnvelopeFrom":
+        env = ctx.facts.get("envelope_from")
+        values = [str(env)] if env else ctx.msg.header("Return-Path")
+    else:
+        values = ctx.msg.header(header)
+    out = []
+    for v in values:
+        out += addresses(v)
+    return [a.lower() for a in out]
+
+
+@_eval()
+def check_freemail_from(ctx, regex_text=None):
+    return any(is_freemail(ctx, a) and (regex_text is None or re.search(regex_text, a))
+               for a in _addrs(ctx, "From"))
+
+
+@_eval()
+def check_freemail_header(ctx, header, regex_text=None):
+    return any(is_freemail(ctx, a) and (regex_text is None or re.search(regex_text, a))
+               for a in _addrs(ctx, header))
+
+
+@_eval()
+def check_freemail_replyto(ctx, what="replyto"):
+    """Reply-To (or, for 'reply', Reply-To or a body address) is freemail and not From."""
+    froms = set(_addrs(ctx, "From"))
+    replies = _addrs(ctx, "Reply-To")
+    if what == "reply" and not replies:
+        replies = [a.lower() for a in re.findall(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+",
+                                                  ctx.msg.visible_text[:20000])]
+    return any(is_freemail(ctx, a) and a not in froms for a in replies) and \
+        not any(is_freemail(ctx, a) for a in froms)
+
+
+@_eval()
+def check_for_matching_env_and_hdr_from(ctx):
+    env = _addrs(ctx, "EnvelopeFrom")
+    return bool(env) and env[0] in _addrs(ctx, "From")
+
+
+@_eval()
+def check_for_to_in_subject(ctx, test="address"):
+    subject = ctx.msg.subject.lower()
+    for addr in _addrs(ctx, "To"):
+        needle = addr.split("@")[0] if test == "user" else addr
+        if len(needle) >= 3 and needle in subject:
+            return True
+    return False
+
+
+@_eval()
+def short_url(ctx):
+    shorteners = ctx.ruleset.url_shorteners
+    for host in ctx.msg.uri_hosts:
+        if host in shorteners:
+            return True
+        labels = host.split(".")
+        for i in range(1, len(labels)):
+            if "." + ".".join(labels[i:]) in shorteners:
+                return True
+    return False

@@ -36,7 +36,7 @@ RULE_TYPES = ("header", "body", "rawbody", "full", "uri", "mimeheader", "meta")
 PLUGINS = {
     "ReplaceTags", "MIMEHeader", "HeaderEval", "BodyEval", "MIMEEval", "HTMLEval", "Bayes",
     "SPF", "DKIM", "DMARC", "DNSEval", "URIDNSBL", "WLBLEval", "URIEval", "FreeMail",
-    "Check", "ImageInfo", "Dmarc",
+    "Check", "ImageInfo", "Dmarc", "RelayEval",
 }
 VERSION = 4.000001
 _IF_CAN = re.compile(r"(!?)\s*can\(\s*([\w:]+)\s*\)")
@@ -88,6 +88,8 @@ class RuleSet:
     ignored: Counter
     files: list[str]
     uridnsbl: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    freemail_domains: frozenset[str] = frozenset()      # `freemail_domains` (may hold *)
+    url_shorteners: frozenset[str] = frozenset()        # `url_shortener` (.x = subdomains)
 
     def by_kind(self, kind: str) -> list[Rule]:
         return [r for r in self.rules.values() if r.kind == kind]
@@ -117,6 +119,8 @@ def _reason_class(reason: str) -> str:
         return "unsupported eval"
     if reason.startswith("regex"):
         return "regex does not compile"
+    if reason.startswith("meta: depends on missing"):
+        return "meta over a skipped or undefined rule"
     if reason.startswith("meta"):
         return "meta expression"
     if reason.startswith(("if ", "else of")):
@@ -149,6 +153,8 @@ class RuleLoader:
         self.replace_kinds: dict[str, str] = {}
         self.replace_rules: set[str] = set()
         self.uridnsbl: dict[str, tuple[str, str, str]] = {}
+        self.freemail_domains: set[str] = set()
+        self.url_shorteners: set[str] = set()
         self._depth = 0
 
     # -- reading -----------------------------------------------------------------------------
@@ -236,12 +242,7 @@ class RuleLoader:
 
     def _directive(self, directive: str, rest: str, where: str, base: Path) -> None:
         if directive in RULE_TYPES:
-            name, _, text = rest.partition(" ")
-            name = name.strip()
-            text = text.strip()
-            if "\t" in name:
-                name, _, more = name.partition("\t")
-                text = (more + " " + text).strip()
+            name, text = _name_and_rest(rest)
             if not _RULE_NAME.match(name):
                 raise ValueError(f"bad rule name {name!r}")
             self.defs[name] = _Def(name, directive, text, where)
@@ -255,25 +256,26 @@ class RuleLoader:
                 raise ValueError("score needs 1 or 4 values")
             self.scores[fields[0]] = tuple(values)  # type: ignore[assignment]
         elif directive == "describe":
-            name, _, text = rest.partition(" ")
-            self.descriptions[name.strip()] = text.strip()
+            name, text = _name_and_rest(rest)
+            self.descriptions[name] = text
         elif directive == "tflags":
-            name, _, text = rest.partition(" ")
-            self.tflags[name.strip()] = text.strip()
+            name, text = _name_and_rest(rest)
+            self.tflags[name] = text
         elif directive in ("required_score", "required_hits"):
             self.required_score = float(rest.split()[0])
         elif directive == "include":
             target = (base / rest.strip()).resolve()
             self.load_file(target)
         elif directive in ("replace_tag", "replace_pre", "replace_inter", "replace_post"):
-            tag, _, value = rest.partition(" ")
-            tag = tag.strip() or rest.split("\t", 1)[0]
-            if "\t" in tag:
-                tag, _, value = tag.partition("\t")
-            self.replace_tags[tag] = value.strip()
+            tag, value = _name_and_rest(rest)
+            self.replace_tags[tag] = value
             self.replace_kinds[tag] = directive.split("_")[1]
         elif directive == "replace_rules":
             self.replace_rules.update(rest.split())
+        elif directive == "freemail_domains":
+            self.freemail_domains.update(d.lower() for d in rest.split())
+        elif directive == "url_shortener":
+            self.url_shorteners.update(d.lower() for d in rest.split())
         elif directive in ("uridnsbl", "urirhssub", "urirhsbl"):
             fields = rest.split()
             name, zone, rdtype = fields[0], fields[1], fields[2]
@@ -293,6 +295,21 @@ class RuleLoader:
                 skipped[name] = (name, d.where, str(exc))
                 continue
             rules[name] = rule
+        # A meta over a rule that is not there (never defined, or skipped above) is skipped
+        # too, transitively, as SpamAssassin disables metas with undefined dependencies:
+        # evaluating `A && !__MISSING` as if __MISSING never hit would fire where the
+        # rule's authors meant it not to.
+        changed = True
+        while changed:
+            changed = False
+            for name, rule in list(rules.items()):
+                if rule.kind != "meta":
+                    continue
+                missing = next((d for d in rule.meta_deps if d not in rules), None)
+                if missing is not None:
+                    del rules[name]
+                    skipped[name] = (name, rule.where, f"meta: depends on missing {missing}")
+                    changed = True
         # meta rules: order by dependencies; a cycle skips the rules in it
         order = _meta_order(rules, skipped)
         if self.regex_cache is not None:
@@ -300,7 +317,9 @@ class RuleLoader:
         return RuleSet(rules=rules, scores=self.scores, descriptions=self.descriptions,
                        required_score=self.required_score, meta_order=order,
                        skipped=sorted(skipped.values(), key=lambda s: s[1]),
-                       ignored=self.ignored, files=self.files, uridnsbl=self.uridnsbl)
+                       ignored=self.ignored, files=self.files, uridnsbl=self.uridnsbl,
+                       freemail_domains=frozenset(self.freemail_domains),
+                       url_shorteners=frozenset(self.url_shorteners))
 
     def _compile(self, d: _Def) -> Rule:
         tflags_text = self.tflags.get(d.name, "")
@@ -380,6 +399,14 @@ class RuleLoader:
             return settings["inter"].join(pieces)
 
         return _TAG_RUN.sub(run, pattern)
+
+
+def _name_and_rest(text: str) -> tuple[str, str]:
+    """`NAME<spaces or tabs>rest` → (NAME, rest)."""
+    parts = text.split(None, 1)
+    if not parts:
+        raise ValueError("missing name")
+    return parts[0], parts[1].strip() if len(parts) > 1 else ""
 
 
 def _strip_comment(line: str) -> str:
