@@ -196,8 +196,8 @@ def check_uridnsbl(ctx, rule_name):
 def uribl_qname(host: str, zone: str) -> str | None:
     host = host.strip("[]")
     try:
-        addr = ipaddress.ip_address(host)
-        return rbl_queries([str(addr)], zone)[0] if addr.version == 4 else None
+        ipaddress.ip_address(host)
+        return None  # domain blocklists list names, not addresses
     except ValueError:
         pass
     labels = host.split(".")
