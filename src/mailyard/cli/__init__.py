@@ -50,6 +50,9 @@ def _register() -> None:
     from mailyard.sieve.cli import sieve
 
     main.add_command(sieve)
+    from mailyard.spam.cli import spam
+
+    main.add_command(spam)
 
 
 _register()

@@ -233,6 +233,12 @@ class SpamSettings:
     required_score: float = setting(5.0, "Score at which a message is spam.")
     rules_dirs: list[str] = setting([], "Extra directories of SpamAssassin-syntax .cf rules.")
     bayes: bool = setting(True, "Use the Bayesian classifier users teach from Junk.")
+    per_user_bayes: bool = setting(False, "One Bayes database per user (data_dir/bayes/) "
+                                   "instead of one site-wide (data_dir/bayes.sqlite3).")
+    auto_learn: bool = setting(True, "Learn clear spam (score >= 12 without Bayes) and clear "
+                               "ham (<= 0.1) automatically while scanning.")
+    bayes_min_learned: int = setting(200, "Spam and ham messages each that must be learned "
+                                     "before Bayes gives a probability.", check_non_negative)
 
 
 @dataclass(frozen=True)

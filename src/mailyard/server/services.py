@@ -17,7 +17,7 @@ SERVICES: dict[str, str] = {
     "pop3": "mailyard.pop3.server:start",
     "pop3s": "mailyard.pop3.server:start",
     "managesieve": "mailyard.sieve.managesieve.server:start",
-    "spamd": "mailyard.server.placeholder:start",
+    "spamd": "mailyard.spam.service:start",
     "clamd": "mailyard.server.placeholder:start",
     "metrics": "mailyard.server.placeholder:start",
 }
