@@ -1,0 +1,334 @@
+"""Loading a ClamAV-style signature database directory into memory.
+
+Theory of operation: `load_database(path)` reads every file it knows in the directory
+(sorted, so results are reproducible): hash signatures (`.hdb`, `.hsb`), body signatures
+(`.ndb`), logical signatures (`.ldb`), allowlists (`.fp`, `.sfp`), ignore lists (`.ign2`),
+and official containers (`.cvd`, `.cld`: a 512-byte header then a tar, usually gzipped),
+whose members are read as if they were files in the directory. Names from unsigned files
+carry ClamAV's ".UNOFFICIAL" suffix, exactly as clamscan prints them.
+
+A line that cannot be parsed is skipped and recorded as `file:line: reason` in `errors`;
+a line of a kind we do not implement (PCRE subsignatures, bytecode...) is counted in
+`unsupported`. Neither is fatal: a database always loads.
+
+Hash signatures live in dicts keyed by digest + size, so a scan computes a digest only
+for the sizes some signature has.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import tarfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mailyard.antivirus import hexsig
+
+UNOFFICIAL = ".UNOFFICIAL"
+HASH_EXTENSIONS = {"hdb", "hsb"}
+ALLOW_EXTENSIONS = {"fp", "sfp"}
+KNOWN_EXTENSIONS = HASH_EXTENSIONS | ALLOW_EXTENSIONS | {"ndb", "ldb", "ign2", "ign"}
+CONTAINER_EXTENSIONS = {"cvd", "cld", "cud"}
+_DIGEST_BY_LENGTH = {32: "md5", 40: "sha1", 64: "sha256"}
+CVD_HEADER = 512
+
+
+@dataclass(frozen=True)
+class BodySignature:
+    """An `.ndb` line: `Name:TargetType:Offset:HexSignature[:MinFL[:MaxFL]]`."""
+
+    name: str
+    target: int
+    offset: str
+    tokens: tuple
+    origin: str
+
+
+@dataclass(frozen=True)
+class SubSignature:
+    offset: str
+    tokens: tuple
+    modifiers: str  # subset of "iwfa" (nocase, wide, fullword, ascii)
+
+
+@dataclass(frozen=True)
+class LogicalSignature:
+    """An `.ldb` line: `Name;TargetDescription;LogicalExpression;Sub0;Sub1;...`."""
+
+    name: str
+    target: int
+    file_size: tuple[int, int] | None
+    expression: str
+    subsigs: tuple[SubSignature, ...]
+    origin: str
+
+
+@dataclass
+class HashTable:
+    """Digest → name for one algorithm; `sizes` says which file sizes are worth hashing."""
+
+    by_size: dict[bytes, str] = field(default_factory=dict)  # digest + size(8 bytes)
+    any_size: dict[bytes, str] = field(default_factory=dict)
+    sizes: set[int] = field(default_factory=set)
+
+    def add(self, digest: bytes, size: int | None, name: str) -> None:
+        if size is None:
+            self.any_size.setdefault(digest, name)
+        else:
+            self.sizes.add(size)
+            self.by_size.setdefault(digest + size.to_bytes(8, "little"), name)
+
+    def wanted(self, size: int) -> bool:
+        return bool(self.any_size) or size in self.sizes
+
+    def lookup(self, digest: bytes, size: int) -> str | None:
+        name = self.by_size.get(digest + size.to_bytes(8, "little"))
+        if name is None and self.any_size:
+            name = self.any_size.get(digest)
+        return name
+
+    def __len__(self) -> int:
+        return len(self.by_size) + len(self.any_size)
+
+
+@dataclass
+class SignatureDatabase:
+    """Everything loaded from one database directory (or built in)."""
+
+    hashes: dict[str, HashTable] = field(
+        default_factory=lambda: {a: HashTable() for a in ("md5", "sha1", "sha256")})
+    allow: dict[str, HashTable] = field(
+        default_factory=lambda: {a: HashTable() for a in ("md5", "sha1", "sha256")})
+    body: list[BodySignature] = field(default_factory=list)
+    logical: list[LogicalSignature] = field(default_factory=list)
+    ignored: set[str] = field(default_factory=set)
+    errors: list[str] = field(default_factory=list)
+    unsupported: Counter = field(default_factory=Counter)
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def signature_count(self) -> int:
+        return (sum(len(t) for t in self.hashes.values()) + len(self.body)
+                + len(self.logical))
+
+
+def load_database(path: str | Path | None) -> SignatureDatabase:
+    """Load every known file of a database directory (or one database file)."""
+    db = SignatureDatabase()
+    if not path:
+        return db
+    root = Path(path)
+    if root.is_file():
+        sources = [root]
+    elif root.is_dir():
+        sources = sorted(p for p in root.iterdir() if p.is_file())
+    else:
+        raise FileNotFoundError(f"{root}: no such database file or directory")
+    members: list[tuple[str, str, bytes, bool]] = []  # (origin, extension, data, official)
+    for p in sources:
+        ext = p.suffix[1:].lower()
+        if ext in CONTAINER_EXTENSIONS:
+            try:
+                members.extend(_container_members(p))
+            except (OSError, tarfile.TarError, EOFError, ValueError) as exc:
+                db.errors.append(f"{p}: not a readable container: {exc}")
+        elif ext in KNOWN_EXTENSIONS:
+            members.append((str(p), ext, p.read_bytes(), False))
+        elif ext:
+            db.unsupported[f".{ext} files"] += 1
+    # Ignore lists first: they apply to every other file, whatever the order.
+    for origin, ext, data, _ in members:
+        if ext in ("ign2", "ign"):
+            for line in _lines(data):
+                name = line[1].split(":", 1)[0].strip()
+                if name:
+                    db.ignored.add(name)
+    for origin, ext, data, official in members:
+        db.files.append(origin)
+        if ext in ("ign2", "ign"):
+            continue
+        parse = _PARSERS[ext]
+        for number, line in _lines(data):
+            where = f"{origin}:{number}"
+            try:
+                parse(db, line, where, "" if official else UNOFFICIAL)
+            except _Unsupported as exc:
+                db.unsupported[str(exc)] += 1
+            except (ValueError, hexsig.SignatureError) as exc:
+                db.errors.append(f"{where}: {exc}")
+    return db
+
+
+class _Unsupported(Exception):
+    """A valid line of a kind this engine does not implement."""
+
+
+def _lines(data: bytes):
+    text = data.decode("utf-8", "replace")
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if line and not line.startswith("#"):
+            yield number, line
+
+
+def _container_members(path: Path):
+    raw = path.read_bytes()
+    if not raw.startswith(b"ClamAV-VDB:"):
+        raise ValueError("missing ClamAV-VDB header")
+    body = raw[CVD_HEADER:]
+    if body[:2] == b"\x1f\x8b":
+        body = gzip.decompress(body)
+    with tarfile.open(fileobj=io.BytesIO(body), mode="r:") as tar:
+        for member in tar.getmembers():
+            ext = member.name.rsplit(".", 1)[-1].lower() if "." in member.name else ""
+            if not member.isfile():
+                continue
+            if ext not in KNOWN_EXTENSIONS:
+                continue
+            data = tar.extractfile(member).read()
+            yield f"{path}:{member.name}", ext, data, True
+
+
+def _parse_size(text: str) -> int | None:
+    if text == "*":
+        return None
+    if not text.isdigit():
+        raise ValueError(f"bad file size {text!r}")
+    return int(text)
+
+
+def _parse_hash_line(line: str) -> tuple[str, bytes, int | None, str]:
+    fields = line.split(":")
+    if len(fields) < 3:
+        raise ValueError("expected HASH:SIZE:NAME")
+    digest_hex, size_text, name = fields[0].lower(), fields[1], fields[2]
+    algorithm = _DIGEST_BY_LENGTH.get(len(digest_hex))
+    if algorithm is None:
+        raise ValueError(f"hash of length {len(digest_hex)} is not MD5, SHA1 or SHA256")
+    try:
+        digest = bytes.fromhex(digest_hex)
+    except ValueError:
+        raise ValueError("hash is not hexadecimal") from None
+    if not name:
+        raise ValueError("empty signature name")
+    return algorithm, digest, _parse_size(size_text), name
+
+
+def _parse_hash(db: SignatureDatabase, line: str, where: str, suffix: str) -> None:
+    algorithm, digest, size, name = _parse_hash_line(line)
+    if name in db.ignored:
+        return
+    db.hashes[algorithm].add(digest, size, name + suffix)
+
+
+def _parse_allow(db: SignatureDatabase, line: str, where: str, suffix: str) -> None:
+    algorithm, digest, size, name = _parse_hash_line(line)
+    db.allow[algorithm].add(digest, size, name)
+
+
+def _parse_ndb(db: SignatureDatabase, line: str, where: str, suffix: str) -> None:
+    fields = line.split(":")
+    if len(fields) < 4:
+        raise ValueError("expected Name:TargetType:Offset:HexSignature")
+    name, target_text, offset, body = fields[:4]
+    # An offset may itself contain ':'-free commas only; extra fields are engine levels.
+    if not name:
+        raise ValueError("empty signature name")
+    target = _parse_target(target_text)
+    check_offset(offset)
+    tokens = hexsig.parse(body)
+    if name in db.ignored:
+        return
+    db.body.append(BodySignature(name + suffix, target, offset, tokens, where))
+
+
+def _parse_target(text: str) -> int:
+    if text == "*":
+        return 0
+    if not text.isdigit() or int(text) > 14:
+        raise ValueError(f"bad target type {text!r}")
+    return int(text)
+
+
+def check_offset(offset: str) -> None:
+    """Accept ClamAV offsets: *, n, n,shift, EOF-n, EP+n, EP-n, Sx+n, SL+n, SEx (+,shift)."""
+    import re
+
+    if offset == "*":
+        return
+    base, _, shift = offset.partition(",")
+    if shift and not shift.isdigit():
+        raise ValueError(f"bad offset shift in {offset!r}")
+    if base.isdigit() or re.fullmatch(r"EOF-\d+|EP[+-]\d+|S\d+\+\d+|SL\+\d+|SE\d+", base):
+        return
+    if base.startswith("VI") or base.startswith("$") or base.startswith("MACRO"):
+        raise _Unsupported(f"offset type {base[:3]}")
+    raise ValueError(f"bad offset {offset!r}")
+
+
+def _parse_ldb(db: SignatureDatabase, line: str, where: str, suffix: str) -> None:
+    fields = line.split(";")
+    if len(fields) < 4:
+        raise ValueError("expected Name;TargetDescription;LogicalExpression;Subsig0[;...]")
+    name, tdb_text, expression = fields[:3]
+    if not name:
+        raise ValueError("empty signature name")
+    target, file_size = _parse_tdb(tdb_text)
+    subsigs = []
+    for text in fields[3:]:
+        subsigs.append(_parse_subsig(text))
+    from mailyard.antivirus.logical import check_expression
+
+    check_expression(expression, len(subsigs))
+    if name in db.ignored:
+        return
+    db.logical.append(LogicalSignature(name + suffix, target, file_size, expression,
+                                       tuple(subsigs), where))
+
+
+def _parse_tdb(text: str) -> tuple[int, tuple[int, int] | None]:
+    target = 0
+    file_size = None
+    for item in text.split(","):
+        key, _, value = item.partition(":")
+        if key == "Target":
+            target = _parse_target(value)
+        elif key == "Engine":
+            continue
+        elif key == "FileSize":
+            low, _, high = value.partition("-")
+            if not low.isdigit() or (high and not high.isdigit()):
+                raise ValueError(f"bad FileSize {value!r}")
+            file_size = (int(low), int(high) if high else 1 << 62)
+        elif key in ("Container", "Intermediates", "IconGroup1", "IconGroup2", "HandlerType",
+                     "EntryPoint", "NumberOfSections", "NumberOfSectionsCheck"):
+            raise _Unsupported(f"ldb target description {key}")
+        else:
+            raise ValueError(f"unknown target description key {key!r}")
+    return target, file_size
+
+
+def _parse_subsig(text: str) -> SubSignature:
+    body, _, modifiers = text.partition("::")
+    if "/" in body:
+        raise _Unsupported("ldb PCRE subsignature")
+    if body.startswith("(") and ("#" in body or "=" in body):
+        raise _Unsupported("ldb byte-compare subsignature")
+    if body.startswith("${"):
+        raise _Unsupported("ldb macro subsignature")
+    offset = "*"
+    if ":" in body:
+        offset, _, body = body.rpartition(":")
+        check_offset(offset)
+    if set(modifiers) - set("iwfa"):
+        raise ValueError(f"bad subsignature modifiers {modifiers!r}")
+    return SubSignature(offset, hexsig.parse(body), modifiers)
+
+
+_PARSERS = {
+    "hdb": _parse_hash, "hsb": _parse_hash,
+    "fp": _parse_allow, "sfp": _parse_allow,
+    "ndb": _parse_ndb, "ldb": _parse_ldb,
+}

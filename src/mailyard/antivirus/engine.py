@@ -1,0 +1,202 @@
+"""The virus engine: bytes in, `ScanVerdict` out.
+
+Theory of operation: `VirusEngine` loads a signature database once (hash tables + one
+compiled YARA-X rule set, see `matcher`), then each `scan_*` call walks one input as a tree
+of objects: the input itself, the decoded parts of a message, the members of an archive,
+the contents of a compressed stream. Each object is checked against the allowlist, the
+hash signatures (only for sizes some signature has) and the body/logical signatures, then
+opened if it is a container. The walk stops at the first signature found (unless
+`allmatch`) and at the first limit hit (`archives.Budget`): depth, bytes, files, ratio,
+time. The engine holds no per-scan state, so one instance serves many threads; it knows
+nothing of sockets, queues or files other than its database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import time
+from dataclasses import dataclass
+
+from mailyard.antivirus import archives, filetype, mime
+from mailyard.antivirus.database import SignatureDatabase, load_database
+from mailyard.antivirus.matcher import Matcher
+from mailyard.antivirus.verdict import LIMIT_RECURSION, Attachment, ScanLimits, ScanVerdict
+
+EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+EICAR_NAME = "Eicar-Test-Signature"
+ENGINE_VERSION = "mailyard-av 0.1"
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    """clamscan's switches, per scan: --allmatch, --scan-archive, --scan-mail."""
+
+    allmatch: bool = False
+    scan_archives: bool = True
+    scan_mail: bool = True
+
+
+class VirusEngine:
+    """Signatures loaded once; thread-safe `scan_message` / `scan_bytes`.
+
+    `VirusEngine(database_dir=None, limits=ScanLimits())`; `database_dir` is a ClamAV-style
+    directory (or one database file). Parse problems never raise: see `errors` (file:line:
+    reason) and `database.unsupported` (counts of features we skip).
+    """
+
+    def __init__(self, database_dir=None, limits: ScanLimits | None = None,
+                 builtin_eicar: bool = True):
+        started = time.monotonic()
+        self.database_dir = str(database_dir) if database_dir else None
+        self.limits = limits or ScanLimits()
+        self.database: SignatureDatabase = load_database(database_dir)
+        self.matcher = Matcher(self.database)
+        self.errors: list[str] = self.database.errors + self.matcher.errors
+        self._hash_algorithms = [
+            (algorithm, self.database.hashes[algorithm], self.database.allow[algorithm])
+            for algorithm in ("md5", "sha1", "sha256")
+            if len(self.database.hashes[algorithm]) or len(self.database.allow[algorithm])]
+        # ClamAV 1.x ships no built-in EICAR; we detect it unless a database already does,
+        # so names stay those of the database when one has them.
+        self.eicar_builtin = builtin_eicar and not self._match(EICAR, "text")
+        self.load_seconds = time.monotonic() - started
+
+    @classmethod
+    def from_settings(cls, settings) -> "VirusEngine":
+        return cls(settings.antivirus.databases or None, limits_from_settings(settings))
+
+    @property
+    def signature_count(self) -> int:
+        return self.database.signature_count + (1 if self.eicar_builtin else 0)
+
+    # -- public scans --------------------------------------------------------------------
+    def scan_message(self, message: bytes, options: ScanOptions | None = None) -> ScanVerdict:
+        """Scan an RFC 5322 message: the raw text, then every decoded part, recursively."""
+        return self._run(message, "mail", None, options or ScanOptions())
+
+    def scan_bytes(self, data: bytes, name: str | None = None,
+                   options: ScanOptions | None = None) -> ScanVerdict:
+        """Scan a file's content; its type (archive, mail, ...) is detected from the bytes."""
+        return self._run(data, None, name, options or ScanOptions())
+
+    # -- internals -----------------------------------------------------------------------
+    def _run(self, data: bytes, kind: str | None, name: str | None,
+             options: ScanOptions) -> ScanVerdict:
+        walk = _Walk(self, options)
+        try:
+            walk.visit(data, 0, kind)
+        except archives.LimitHit:
+            pass  # recorded in the budget
+        names = list(walk.names)
+        limit = walk.budget.hit
+        if limit and self.limits.alert_exceeded and not names:
+            names.append(limit)
+        return ScanVerdict(infected=bool(names), names=tuple(names), limits_exceeded=limit,
+                           encrypted=walk.encrypted, attachments=tuple(walk.attachments))
+
+    def _allowed(self, data: bytes, digests: dict[str, bytes]) -> bool:
+        size = len(data)
+        for algorithm, _, allow in self._hash_algorithms:
+            if allow.wanted(size) and allow.lookup(digests[algorithm], size):
+                return True
+        return False
+
+    def _digests(self, data: bytes) -> dict[str, bytes]:
+        size = len(data)
+        return {algorithm: hashlib.new(algorithm, data).digest()
+                for algorithm, table, allow in self._hash_algorithms
+                if table.wanted(size) or allow.wanted(size)}
+
+    def _match(self, data: bytes, kind: str, timeout: float | None = None) -> list[str]:
+        """Signature names matching one object (no recursion)."""
+        found: list[str] = []
+        size = len(data)
+        digests = self._digests(data) if self._hash_algorithms else {}
+        if digests and self._allowed(data, digests):
+            return []
+        for algorithm, table, _ in self._hash_algorithms:
+            if algorithm in digests and table.wanted(size):
+                hit = table.lookup(digests[algorithm], size)
+                if hit:
+                    found.append(hit)
+        found += self.matcher.scan(data, filetype.TARGETS.get(kind, 0), timeout)
+        if getattr(self, "eicar_builtin", False) and data[:len(EICAR)] == EICAR \
+                and not data[len(EICAR):].strip(b" \t\r\n\x1a"):
+            found.append(EICAR_NAME)
+        return found
+
+
+class _Walk:
+    """The state of one scan: findings, attachments seen, the limits budget."""
+
+    def __init__(self, engine: VirusEngine, options: ScanOptions):
+        self.engine = engine
+        self.options = options
+        self.budget = archives.Budget(engine.limits)
+        self.names: list[str] = []
+        self.attachments: list[Attachment] = []
+        self.encrypted = False
+        self.done = False
+
+    def visit(self, data: bytes, depth: int, kind: str | None = None) -> None:
+        if self.done:
+            return
+        self.budget.check_time()
+        if depth > self.engine.limits.max_depth:
+            self.budget.record(LIMIT_RECURSION)
+            return
+        kind = kind or filetype.detect(data)
+        remaining = max(self.budget.deadline - time.monotonic(), 0.001)
+        for name in self.engine._match(data, kind, remaining):
+            if name not in self.names:
+                self.names.append(name)
+        if self.names and not self.options.allmatch:
+            self.done = True
+            return
+        if kind in archives.DECOMPRESSORS and self.options.scan_archives:
+            inner = archives.DECOMPRESSORS[kind](data, self.budget)
+            inner_kind = filetype.detect(inner)
+            self._seen("", "", inner_kind, depth + 1, len(inner))
+            self.visit(inner, depth + 1, inner_kind)
+        elif kind in archives.UNPACKERS and self.options.scan_archives:
+            for member in archives.UNPACKERS[kind](data, self.budget):
+                if self.done:
+                    break
+                member_kind = filetype.detect(member.data) if member.data else "binary"
+                guessed = mimetypes.guess_type(member.name)[0] or "application/octet-stream"
+                self._seen(member.name, guessed, member_kind, depth + 1, len(member.data),
+                           member.encrypted)
+                if member.encrypted:
+                    self.encrypted = True
+                    continue
+                self.visit(member.data, depth + 1, member_kind)
+        elif kind == "mail" and self.options.scan_mail:
+            room = self.engine.limits.max_depth - depth
+            if room <= 0:
+                self.budget.record(LIMIT_RECURSION)
+                return
+            for part in mime.parts(data, room):
+                if self.done:
+                    break
+                self.budget.check_time()
+                part_kind = filetype.detect(part.data)
+                part_depth = depth + part.depth
+                self._seen(part.name, part.content_type, part_kind, part_depth, len(part.data))
+                self.budget.take(len(part.data))
+                if self.budget.remaining < 0:
+                    self.budget.record("Heuristics.Limits.Exceeded.MaxScanSize")
+                    break
+                self.visit(part.data, part_depth, part_kind)
+
+    def _seen(self, name: str, content_type: str, detected: str, depth: int, size: int,
+              encrypted: bool = False) -> None:
+        self.attachments.append(Attachment(name, content_type, detected, depth, size, encrypted))
+
+
+def limits_from_settings(settings) -> ScanLimits:
+    av = settings.antivirus
+    return ScanLimits(max_depth=av.max_depth, max_total_bytes=av.max_total_bytes,
+                      max_file_size=av.max_file_size, max_files=av.max_files,
+                      max_ratio=av.max_ratio, max_scan_time=av.max_scan_time,
+                      alert_exceeded=av.on_limits == "block")
