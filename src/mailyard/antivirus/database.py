@@ -114,18 +114,20 @@ class SignatureDatabase:
                 + len(self.logical))
 
 
-def load_database(path: str | Path | None) -> SignatureDatabase:
-    """Load every known file of a database directory (or one database file)."""
+def load_database(path) -> SignatureDatabase:
+    """Load every known file of a database directory, a database file, or a list of them."""
     db = SignatureDatabase()
     if not path:
         return db
-    root = Path(path)
-    if root.is_file():
-        sources = [root]
-    elif root.is_dir():
-        sources = sorted(p for p in root.iterdir() if p.is_file())
-    else:
-        raise FileNotFoundError(f"{root}: no such database file or directory")
+    sources: list[Path] = []
+    for item in ([path] if isinstance(path, (str, Path)) else path):
+        root = Path(item)
+        if root.is_file():
+            sources.append(root)
+        elif root.is_dir():
+            sources.extend(sorted(p for p in root.iterdir() if p.is_file()))
+        else:
+            raise FileNotFoundError(f"{root}: no such database file or directory")
     members: list[tuple[str, str, bytes, bool]] = []  # (origin, extension, data, official)
     for p in sources:
         ext = p.suffix[1:].lower()

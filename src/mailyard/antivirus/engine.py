@@ -48,7 +48,10 @@ class VirusEngine:
     def __init__(self, database_dir=None, limits: ScanLimits | None = None,
                  builtin_eicar: bool = True):
         started = time.monotonic()
-        self.database_dir = str(database_dir) if database_dir else None
+        if isinstance(database_dir, (list, tuple)):
+            database_dir = [str(d) for d in database_dir] or None
+        self.database_dir = database_dir if not database_dir or isinstance(
+            database_dir, list) else str(database_dir)
         self.limits = limits or ScanLimits()
         self.database: SignatureDatabase = load_database(database_dir)
         self.matcher = Matcher(self.database)

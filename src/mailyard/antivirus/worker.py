@@ -36,3 +36,11 @@ def scan_bytes(database_dir: str | None, limits: ScanLimits, data: bytes,
 
 def signature_count(database_dir: str | None, limits: ScanLimits, generation: int = 0) -> int:
     return engine_for(database_dir, limits, generation).signature_count
+
+
+def scan_file(database_dir: str | None, limits: ScanLimits, path: str,
+              options: ScanOptions | None = None, generation: int = 0) -> ScanVerdict:
+    """Read and scan one file (OSError propagates to the caller)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return engine_for(database_dir, limits, generation).scan_bytes(data, path, options)

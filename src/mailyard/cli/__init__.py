@@ -40,6 +40,9 @@ def _register() -> None:
     main.add_command(config_cmd.config)
     for command in accounts_cmd.COMMANDS:
         main.add_command(command)
+    from mailyard.antivirus.scan_cmd import scan
+
+    main.add_command(scan)
 
 
 _register()

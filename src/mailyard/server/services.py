@@ -18,6 +18,6 @@ SERVICES: dict[str, str] = {
     "pop3s": "mailyard.server.placeholder:start",
     "managesieve": "mailyard.server.placeholder:start",
     "spamd": "mailyard.server.placeholder:start",
-    "clamd": "mailyard.server.placeholder:start",
+    "clamd": "mailyard.antivirus.clamd_server:start",
     "metrics": "mailyard.server.placeholder:start",
 }
