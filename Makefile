@@ -39,7 +39,7 @@ test-fast: $(STAMP)
 	$(VENV)/bin/pytest -q -x -m 'not slow'
 
 bench: $(STAMP) system-deps
-	$(PY) -m bench
+	$(PY) bench/run.py $(BENCH)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests

@@ -214,7 +214,7 @@ def render_example() -> str:
             value = getattr(section, f.name)
             if table.name == "server" and f.name == "hostname":
                 value = "mail.example.test"
-            out.append(f"# {f.name} = {_toml_value(value)}")
+            out.append(f"#{f.name} = {_toml_value(value)}")
         out.append("")
     return "\n".join(out)
 

@@ -122,6 +122,30 @@ class FilterSettings:
                             "(HOST:PORT; empty = our own filter listener).", check_hostport)
     reinject: str = setting("", "Where the filter returns scanned mail "
                             "(HOST:PORT; empty = our own reinject listener).", check_hostport)
+    tag_level: float = setting(-999.0, "Add X-Spam-* headers at or above this score "
+                               "(-999 = always).")
+    spam_level: float = setting(5.0, "X-Spam-Flag: YES (and the subject tag) at or above this "
+                                "score; per-user overrides come from accounts.")
+    kill_level: float = setting(20.0, "Quarantine instead of delivering at or above this "
+                                "score.")
+    subject_tag: str = setting("***SPAM*** ", "Prefix for the subject of spam "
+                               "(empty = leave subjects alone).")
+    banned_extensions: list[str] = setting(
+        ["exe", "scr", "pif", "com", "bat", "cmd", "vbs", "vbe", "js", "jse", "wsf", "wsh",
+         "hta", "cpl", "msi", "jar", "lnk", "reg"],
+        "Attachment extensions that send a message to quarantine (also inside archives).")
+    bypass_spam: list[str] = setting([], "Recipients (address or @domain) whose mail is not "
+                                     "spam-checked.")
+    bypass_banned: list[str] = setting([], "Recipients whose mail is not checked for banned "
+                                       "attachments.")
+    notify_postmaster: bool = setting(True, "Tell the postmaster when a virus is quarantined.")
+    notify_recipient: bool = setting(False, "Tell the recipient when a virus is quarantined.")
+    postmaster: str = setting("", "Address for notices (empty = postmaster@ the first local "
+                              "domain).")
+    max_concurrent: int = setting(0, "Messages scanned at once (0 = twice the cores).",
+                                  check_non_negative)
+    scan_timeout: float = setting(120.0, "Seconds a scan may take before the message is "
+                                  "deferred (451).", check_positive)
 
 
 @dataclass(frozen=True)
