@@ -124,6 +124,11 @@ class VirusEngine:
                 if hit:
                     found.append(hit)
         found += self.matcher.scan(data, filetype.TARGETS.get(kind, 0), timeout)
+        if kind == "text":
+            for name in self.matcher.scan(filetype.normalize_text(data), filetype.TARGET_TEXT,
+                                          timeout):
+                if name not in found:
+                    found.append(name)
         if getattr(self, "eicar_builtin", False) and data[:len(EICAR)] == EICAR \
                 and not data[len(EICAR):].strip(b" \t\r\n\x1a"):
             found.append(EICAR_NAME)

@@ -11,8 +11,10 @@ import re
 
 # ClamAV target types: 1 PE, 2 OLE2, 3 HTML, 4 mail, 5 graphics, 6 ELF, 7 ASCII text,
 # 9 Mach-O, 10 PDF, 11 Flash, 12 Java class.
+# Text (7) is matched on the normalized copy only (see `normalize_text`), as ClamAV does.
 TARGETS = {"pe": 1, "ole2": 2, "html": 3, "mail": 4, "png": 5, "jpeg": 5, "gif": 5,
-           "bmp": 5, "elf": 6, "text": 7, "macho": 9, "pdf": 10, "swf": 11, "java": 12}
+           "bmp": 5, "elf": 6, "macho": 9, "pdf": 10, "swf": 11, "java": 12}
+TARGET_TEXT = 7
 
 ARCHIVES = {"zip", "gzip", "bzip2", "xz", "tar", "7z"}
 
@@ -101,3 +103,17 @@ def is_mail(data: bytes) -> bool:
             return False
         known += bool(_MAIL_HEADER.match(line))
     return known >= 1
+
+
+_WHITESPACE = b" \t\n\r\v\f"
+_NORMALIZE = bytes(
+    0x20 if c in _WHITESPACE else c + 32 if 0x41 <= c <= 0x5A else c for c in range(256))
+_CONTROL = bytes(c for c in range(32) if c not in _WHITESPACE)
+_SPACES = re.compile(rb" {2,}")
+
+
+def normalize_text(data: bytes) -> bytes:
+    """ClamAV's normalized form of a text file, which its text signatures (target 7) and
+    also the untargeted ones are matched against: ASCII letters lowered, control characters
+    dropped, every run of white space made one space."""
+    return _SPACES.sub(b" ", data.translate(_NORMALIZE, _CONTROL))
