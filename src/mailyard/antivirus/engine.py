@@ -66,7 +66,14 @@ class VirusEngine:
         self.load_seconds = time.monotonic() - started
 
     @classmethod
-    def from_settings(cls, settings) -> "VirusEngine":
+    def from_settings(cls, settings):
+        """The configured engine: built-in, or a `ClamdBackend` when `[antivirus] backend`
+        names a clamd socket (same interface)."""
+        backend = settings.antivirus.backend
+        if backend and backend != "builtin":
+            from mailyard.antivirus.backend import ClamdBackend
+
+            return ClamdBackend(backend, limits_from_settings(settings))
         return cls(settings.antivirus.databases or None, limits_from_settings(settings))
 
     @property

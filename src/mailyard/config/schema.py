@@ -71,6 +71,13 @@ def check_log_level(value: str) -> None:
         raise ValueError("must be one of debug, info, warning, error")
 
 
+def check_backend(value: str) -> None:
+    if value != "builtin":
+        if not value:
+            raise ValueError("must be builtin or a clamd address (HOST:PORT or unix:/path)")
+        check_hostport(value)
+
+
 def check_on_limits(value: str) -> None:
     if value not in ("block", "pass"):
         raise ValueError("must be block or pass")
@@ -200,7 +207,7 @@ class AntivirusSettings:
     databases: str = setting("", "A ClamAV-style signature database directory "
                              "(empty = built-in signatures only).")
     backend: str = setting("builtin", "`builtin`, or a clamd socket (HOST:PORT or "
-                           "unix:/path) to delegate scanning to.")
+                           "unix:/path) to delegate scanning to.", check_backend)
     max_depth: int = setting(16, "Deepest nesting of archives and attached messages "
                              "opened (MaxRecursion).", check_positive)
     max_total_bytes: int = setting(209715200, "Bytes unpacked and decoded per scan, in all "
