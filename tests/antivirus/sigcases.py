@@ -78,25 +78,25 @@ CASES: list[tuple[str, str, bytes, bytes]] = [
      PAD + b"count-me count-me count-me" + PAD, PAD + b"count-me count-me" + PAD),
     ("ldb", "Syn.Logical.CountEq;Engine:51-255,Target:0;0=2&1;657861637432;74776f2d6f6b",
      PAD + b"exact2 exact2 two-ok" + PAD, PAD + b"exact2 exact2 exact2 two-ok" + PAD),
-    ("ldb", "Syn.Logical.Group;Engine:51-255,Target:0;(0|1|2)>2,2;677270782d;677270792d;"
-     "6772707a2d",
+    ("ldb", ("Syn.Logical.Group;Engine:51-255,Target:0;(0|1|2)>2,2;677270782d;677270792d;"
+      "6772707a2d"),
      PAD + b"grpx- grpx- grpy-" + PAD, PAD + b"grpx- grpx- grpx-" + PAD),
-    ("ldb", "Syn.Logical.SubOffset;Engine:51-255,Target:0;0&1;0:737562736f66662d;"
-     "6f66667365742d746169",
+    ("ldb", ("Syn.Logical.SubOffset;Engine:51-255,Target:0;0&1;0:737562736f66662d;"
+      "6f66667365742d746169"),
      b"subsoff-" + PAD + b"offset-tai", b" subsoff-" + PAD + b"offset-tai"),
     ("ldb", "Syn.Logical.NoCase;Engine:51-255,Target:0;0;6e6f636173652d6d61726b::i",
      PAD + b"NoCaSe-MaRk" + PAD, PAD + b"nocase-mar" + PAD),
     ("ldb", "Syn.Logical.Wide;Engine:51-255,Target:0;0;776964652d6d61726b::w",
      PAD + "wide-mark".encode("utf-16-le") + PAD, PAD + b"wide-mark" + PAD),
-    ("ldb", "Syn.Logical.FileSize;Engine:51-255,Target:0,FileSize:100-200;0;"
-     "73697a65642d6d61726b",
+    ("ldb", ("Syn.Logical.FileSize;Engine:51-255,Target:0,FileSize:100-200;0;"
+      "73697a65642d6d61726b"),
      b"sized-mark" + PAD + b"x" * 40, b"sized-mark" + PAD + b"x" * 400),
     ("hdb", f"{hashlib.md5(_HASHED).hexdigest()}:{len(_HASHED)}:Syn.Hash.MD5",
      _HASHED, _HASHED_MISS),
     ("hsb", f"{hashlib.sha1(_HASHED + b'1').hexdigest()}:{len(_HASHED) + 1}:Syn.Hash.SHA1",
      _HASHED + b"1", _HASHED + b"2"),
-    ("hsb", f"{hashlib.sha256(_HASHED + b'22').hexdigest()}:{len(_HASHED) + 2}:"
-     "Syn.Hash.SHA256", _HASHED + b"22", _HASHED + b"23"),
+    ("hsb", f"{hashlib.sha256(_HASHED + b'22').hexdigest()}:{len(_HASHED) + 2}:Syn.Hash.SHA256",
+     _HASHED + b"22", _HASHED + b"23"),
     ("hsb", f"{hashlib.sha256(_HASHED + b'333').hexdigest()}:*:Syn.Hash.AnySize:73",
      _HASHED + b"333", _HASHED + b"334"),
 ]

@@ -6,9 +6,9 @@ import shutil
 import subprocess
 
 import pytest
-
 from av_samples import EICAR, message_with, write_db, zip_of
 from harness import free_port, wait_for_port
+
 from mailyard.antivirus import VirusEngine
 from mailyard.antivirus.backend import BackendError, ClamdBackend
 from mailyard.config import load

@@ -5,11 +5,20 @@ from __future__ import annotations
 import struct
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from mailyard.antivirus.clamd_proto import (NEED_DATA, UNKNOWN_REPLY, ClamdConnection, Command,
-                                            ProtocolError, SessionEnd, StreamComplete,
-                                            StreamTooLong, format_result)
+from mailyard.antivirus.clamd_proto import (
+    NEED_DATA,
+    UNKNOWN_REPLY,
+    ClamdConnection,
+    Command,
+    ProtocolError,
+    SessionEnd,
+    StreamComplete,
+    StreamTooLong,
+    format_result,
+)
 
 
 def events(conn: ClamdConnection, data: bytes) -> list:

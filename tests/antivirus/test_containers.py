@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-import io
 import zipfile
 
 import pytest
+from av_samples import (
+    EICAR,
+    bz,
+    encrypted_zip,
+    forwarded,
+    gz,
+    inline_uuencoded_message,
+    message_with,
+    seven_zip_of,
+    tar_of,
+    xz,
+    zip_of,
+)
 
-from av_samples import (EICAR, bz, encrypted_zip, forwarded, gz, inline_uuencoded_message,
-                        message_with, seven_zip_of, tar_of, xz, zip_of)
 from mailyard.antivirus import EICAR_NAME, ScanLimits, ScanOptions, VirusEngine
 from mailyard.antivirus import verdict as v
 
@@ -164,8 +174,8 @@ def test_too_many_files(tmp_path):
     b"BZh9" + b"junk" * 20,
     b"\xfd7zXZ\x00" + b"junk" * 20,
     b"7z\xbc\xaf\x27\x1c" + b"\x00" * 40,
-    b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n"
-    b"Content-Transfer-Encoding: base64\r\n\r\n!!!not base64!!!\r\n",
+    (b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n"
+     b"Content-Transfer-Encoding: base64\r\n\r\n!!!not base64!!!\r\n"),
     b"From: a\r\nContent-Type: message/rfc822\r\n\r\nFrom: b\r\n",
 ])
 def test_corrupt_containers_are_clean_not_errors(engine, garbage):

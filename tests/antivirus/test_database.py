@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 
-from hypothesis import given, settings, strategies as st
-
 from av_samples import EICAR, make_cvd, write_db
-from mailyard.antivirus import EICAR_NAME, ScanOptions, VirusEngine
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mailyard.antivirus import EICAR_NAME, ScanOptions, VirusEngine, hexsig
 from mailyard.antivirus.database import BodySignature, SignatureDatabase, load_database
-from mailyard.antivirus import hexsig
 from mailyard.antivirus.matcher import Matcher
 
 MARK = b"xx database-test-mark yy\n"

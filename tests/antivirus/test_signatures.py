@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
-
 from av_samples import write_db
-from mailyard.antivirus import ScanOptions, VirusEngine
-from mailyard.antivirus import hexsig
-from mailyard.antivirus.logical import ExpressionError, check_expression
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sigcases import CASES, case_name, database_files
+
+from mailyard.antivirus import ScanOptions, VirusEngine, hexsig
+from mailyard.antivirus.logical import ExpressionError, check_expression
 
 ALL = ScanOptions(allmatch=True)
 

@@ -11,5 +11,12 @@ keeps one engine per worker process.
 from mailyard.antivirus.engine import EICAR, EICAR_NAME, ScanOptions, VirusEngine
 from mailyard.antivirus.verdict import Attachment, ScanLimits, ScanVerdict
 
-__all__ = ["VirusEngine", "ScanVerdict", "ScanLimits", "ScanOptions", "Attachment", "EICAR",
-           "EICAR_NAME"]
+__all__ = [
+           "EICAR",
+           "EICAR_NAME",
+           "Attachment",
+           "ScanLimits",
+           "ScanOptions",
+           "ScanVerdict",
+           "VirusEngine",
+]

@@ -174,7 +174,7 @@ def unzip(data: bytes, budget: Budget):
 
 def untar(data: bytes, budget: Budget):
     try:
-        archive = tarfile.open(fileobj=io.BytesIO(data), mode="r:")
+        archive = tarfile.open(fileobj=io.BytesIO(data), mode="r:")  # noqa: SIM115
     except (tarfile.TarError, OSError, ValueError, EOFError):
         return
     with archive:
@@ -232,7 +232,7 @@ def un7z(data: bytes, budget: Budget):
         return
     try:
         archive = py7zr.SevenZipFile(io.BytesIO(data), mode="r")
-    except Exception:  # py7zr raises many kinds on corrupt input
+    except Exception:  # noqa: BLE001 - py7zr raises many kinds on corrupt input
         return
     with archive:
         try:
@@ -241,7 +241,7 @@ def un7z(data: bytes, budget: Budget):
                     yield Member(name, b"", encrypted=True)
                 return
             infos = [i for i in archive.list() if not i.is_directory]
-        except Exception:
+        except Exception:  # noqa: BLE001 - as above: corrupt input, nothing to unpack
             return
         if len(infos) > budget.limits.max_files:
             budget.record(v.LIMIT_FILES)
@@ -258,7 +258,7 @@ def un7z(data: bytes, budget: Budget):
             archive.extract(targets=[i.filename for i in infos], factory=Factory())
         except LimitHit:
             budget.record(why)
-        except Exception:
+        except Exception:  # noqa: BLE001, S110 - corrupt: scan what was written so far
             pass
         for name, writer in writers.items():
             out = writer.buffer

@@ -12,10 +12,18 @@ import datetime
 import os
 
 from mailyard.antivirus import worker
-from mailyard.antivirus.clamd_proto import (NEED_DATA, SIZE_LIMIT_REPLY, UNKNOWN_REPLY,
-                                            ClamdConnection, Command, ProtocolError,
-                                            SessionEnd, StreamComplete, StreamTooLong,
-                                            format_result)
+from mailyard.antivirus.clamd_proto import (
+    NEED_DATA,
+    SIZE_LIMIT_REPLY,
+    UNKNOWN_REPLY,
+    ClamdConnection,
+    Command,
+    ProtocolError,
+    SessionEnd,
+    StreamComplete,
+    StreamTooLong,
+    format_result,
+)
 from mailyard.antivirus.engine import ENGINE_VERSION, ScanOptions, limits_from_settings
 from mailyard.log import event, get_logger
 from mailyard.server.listen import Listener, serve_stream
@@ -32,7 +40,7 @@ class ClamdService:
     def __init__(self, app):
         self.app = app
         self.generation = 0
-        self.loaded_at = datetime.datetime.now(datetime.timezone.utc)
+        self.loaded_at = datetime.datetime.now(datetime.UTC)
         self.scans = 0
         self.found = 0
         app.on_reload(self._on_reload)
@@ -42,7 +50,7 @@ class ClamdService:
 
     def reload(self) -> None:
         self.generation += 1
-        self.loaded_at = datetime.datetime.now(datetime.timezone.utc)
+        self.loaded_at = datetime.datetime.now(datetime.UTC)
 
     @property
     def _db(self):
@@ -126,6 +134,7 @@ class ClamdService:
                 writer.write(conn.reply(ev, f"{SIZE_LIMIT_REPLY} ERROR"))
                 await writer.drain()
                 event(log, "clamd stream refused", reason="StreamMaxLength")
+                await _discard_rest(reader)
                 return
             if isinstance(ev, StreamComplete):
                 verdict = await self.scan_stream(ev.data)
@@ -160,14 +169,27 @@ class ClamdService:
             event(log, "clamd scan", command=name, path=ev.argument, results=len(lines))
             return lines
         if name == "STATS":
-            return [f"POOLS: 1\n\nSTATE: VALID PRIMARY\nTHREADS: live 1  idle 0 max 1 "
-                    f"idle-timeout 30\nQUEUE: 0 items\nSCANS: {self.scans}\nFOUND: "
-                    f"{self.found}\n\nEND"]
+            return [(f"POOLS: 1\n\nSTATE: VALID PRIMARY\nTHREADS: live 1  idle 0 max 1 "
+                     f"idle-timeout 30\nQUEUE: 0 items\nSCANS: {self.scans}\nFOUND: "
+                     f"{self.found}\n\nEND")]
         if name in ("DETSTATS", "DETSTATSCLEAR"):
             return "END" if name == "DETSTATS" else "DETSTATS CLEARED"
         if name in ("SHUTDOWN",):
             return None
         return "FILDES is not supported; use INSTREAM. ERROR"
+
+
+async def _discard_rest(reader: asyncio.StreamReader, seconds: float = 10.0) -> None:
+    """Read and drop what the client is still uploading, for a while, so closing does not
+    reset the connection (a reset would destroy our error reply in the client's buffer)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    try:
+        while (left := deadline - loop.time()) > 0:
+            if not await asyncio.wait_for(reader.read(1 << 16), timeout=left):
+                return
+    except (TimeoutError, ConnectionError):
+        return
 
 
 def _list_files(path: str) -> list[str]:

@@ -265,7 +265,7 @@ def check_offset(offset: str) -> None:
         raise ValueError(f"bad offset shift in {offset!r}")
     if base.isdigit() or re.fullmatch(r"EOF-\d+|EP[+-]\d+|S\d+\+\d+|SL\+\d+|SE\d+", base):
         return
-    if base.startswith("VI") or base.startswith("$") or base.startswith("MACRO"):
+    if base.startswith(("VI", "$", "MACRO")):
         raise _Unsupported(f"offset type {base[:3]}")
     raise ValueError(f"bad offset {offset!r}")
 

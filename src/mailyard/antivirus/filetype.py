@@ -29,7 +29,7 @@ def detect(data: bytes) -> str:
     """A short type name: zip, gzip, bzip2, xz, 7z, rar, tar, pe, elf, macho, pdf, ole2, png,
     jpeg, gif, bmp, swf, java, mail, html, text or binary."""
     head = data[:16]
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return "zip"
     if head.startswith(b"\x1f\x8b"):
         return "gzip"

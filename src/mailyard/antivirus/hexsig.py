@@ -142,9 +142,8 @@ def _parse_jump(body: str, pos: int) -> Jump:
 def needs_regex(tokens: tuple) -> bool:
     """True when the signature has a negated alternative (only the regex form says it)."""
     for t in tokens:
-        if isinstance(t, Alternatives):
-            if t.negated or any(needs_regex(o) for o in t.options):
-                return True
+        if isinstance(t, Alternatives) and (t.negated or any(needs_regex(o) for o in t.options)):
+            return True
     return False
 
 

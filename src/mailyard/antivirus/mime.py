@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import binascii
 import email.parser
-import email.utils
 import email.policy
+import email.utils
 import re
 from dataclasses import dataclass
 from email.message import Message

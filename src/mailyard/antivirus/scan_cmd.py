@@ -46,8 +46,12 @@ def _yes_no(ctx, param, value):
 def scan(databases, recursive, allmatch, scan_archive, scan_mail, no_summary, infected,
          paths):
     """Scan files for viruses, like clamscan (PATH - reads standard input)."""
-    from mailyard.antivirus.engine import ENGINE_VERSION, ScanOptions, VirusEngine, \
-        limits_from_settings
+    from mailyard.antivirus.engine import (
+        ENGINE_VERSION,
+        ScanOptions,
+        VirusEngine,
+        limits_from_settings,
+    )
 
     settings = click.get_current_context().ensure_object(CliState).settings
     database = list(databases) or settings.antivirus.databases or None
