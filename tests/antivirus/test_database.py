@@ -105,3 +105,12 @@ def test_any_parsed_signature_compiles_or_is_reported(bodies):
         db.body.append(BodySignature(f"F{i}", 0, "*", tokens, f"fuzz:{i}"))
     matcher = Matcher(db)  # never raises; problems land in matcher.errors
     matcher.scan(b"0123456789abcdef" * 8, 0)
+
+
+def test_one_uncompilable_signature_does_not_spoil_its_group(tmp_path):
+    """Body signatures share YARA rules in groups; a string YARA refuses is dropped and
+    reported alone (regression: the whole group used to vanish)."""
+    write_db(tmp_path, {"a.ndb": "Too.Far:0:*:41{99999999999}4243\n" + MARK_NDB})
+    engine = VirusEngine(tmp_path)
+    assert any(e.startswith(f"{tmp_path}/a.ndb:1: not compilable") for e in engine.errors)
+    assert engine.scan_bytes(MARK).names == ("DB.Mark.UNOFFICIAL",)

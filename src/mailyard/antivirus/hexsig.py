@@ -158,6 +158,8 @@ def to_yara_hex(tokens: tuple) -> str:
         elif isinstance(t, Nibble):
             out.append(f"{t.value >> 4:X}?" if t.mask == 0xF0 else f"?{t.value:X}")
         elif isinstance(t, Jump):
+            if t.high == 0:
+                continue  # {0} / {0-0}: no bytes at all
             if t.high is None:
                 out.append("[-]" if t.low == 0 else f"[{t.low}-]")
             elif t.low == t.high:

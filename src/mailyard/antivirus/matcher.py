@@ -77,15 +77,105 @@ def _uses_modules(text: str) -> bool:
     return "pe." in text or "elf." in text
 
 
+GROUP_SIZE = 1000
+_GROUPABLE_OFFSET = re.compile(r"^(\*|\d+(,\d+)?|EOF-\d+(,\d+)?)$")
+
+
+def _offset_check(offset: str):
+    """(low, high, from_end) for offsets verified in Python after a grouped match."""
+    if offset == "*":
+        return None
+    base, _, shift = offset.partition(",")
+    extra = int(shift) if shift else 0
+    if base.startswith("EOF-"):
+        return (int(base[4:]), extra, True)
+    return (int(base), extra, False)
+
+
 class Matcher:
-    """Compiled body + logical signatures; `scan(data, ftype)` → matching names."""
+    """Compiled body + logical signatures; `scan(data, ftype)` → matching names.
+
+    Body signatures with a plain offset (`*`, `n`, `n,shift`, `EOF-n`) are grouped
+    `GROUP_SIZE` strings to a YARA rule (`any of them`), and their offsets checked here
+    from the match positions: YARA-X compiles each rule's condition to native code, so a
+    rule per signature costs three times the load time (bench/RESULTS.md). Signatures with
+    PE/ELF offsets and logical signatures keep a rule each.
+    """
 
     def __init__(self, db: SignatureDatabase):
         self.names: dict[str, str] = {}
         self.errors: list[str] = []
+        self._groups: dict[str, list[tuple[str, tuple | None]]] = {}
+        excluded: set[str] = set()
+        reasons: dict[str, str] = {}
+        for _attempt in range(2):
+            lines, origins = self._source(db, excluded)
+            compiler = yara_x.Compiler(ignore_invalid_rules=True)
+            compiler.define_global("ftype", 0)
+            errors = []
+            if lines:
+                try:
+                    compiler.add_source("\n".join(lines))
+                except yara_x.CompileError:
+                    pass  # collected below from compiler.errors()
+                for error in compiler.errors():
+                    index = error.get("line", 0) - 1
+                    where = origins[index] if 0 <= index < len(origins) else None
+                    title = error.get("labels", [{}])[0].get("text") or error.get("title")
+                    errors.append((where, title))
+                    if where:
+                        reasons.setdefault(where, title)
+            bad_in_groups = {w for w, _ in errors if w and w not in excluded and
+                             w in self._grouped_origins}
+            if not bad_in_groups:
+                break
+            # One bad string spoils its whole group: drop it and build again.
+            excluded |= bad_in_groups
+        self.errors = [f"{where or '?'}: not compilable: {title}" for where, title in errors]
+        self.errors += [f"{where}: not compilable: {reasons.get(where, '?')}"
+                        for where in sorted(excluded) if not any(where == w for w, _ in errors)]
+        self.rule_count = len(self.names) + len(self._groups)
+        self.rules = compiler.build()
+        self._local = threading.local()
+
+    def _source(self, db: SignatureDatabase, excluded: set[str]) -> tuple[list[str], list]:
+        """YARA source, one physical line per string, and the origin of each line."""
         lines: list[str] = []
-        origins: list[str] = []
-        for i, sig in enumerate(db.body):
+        origins: list[str | None] = []
+        self.names = {}
+        self._groups = {}
+        self._grouped_origins: set[str] = set()
+        by_target: dict[int, list] = {}
+        singles = []
+        for sig in db.body:
+            if sig.origin in excluded:
+                continue
+            if _GROUPABLE_OFFSET.match(sig.offset):
+                by_target.setdefault(sig.target, []).append(sig)
+                self._grouped_origins.add(sig.origin)
+            else:
+                singles.append(sig)
+        uses_modules = bool(singles)
+        if uses_modules:
+            lines += ['import "pe"', 'import "elf"']
+            origins += [None, None]
+        for target, sigs in sorted(by_target.items()):
+            for start in range(0, len(sigs), GROUP_SIZE):
+                rule = f"g{target}_{start}"
+                members = []
+                lines.append(f"rule {rule} {{ strings:")
+                origins.append(None)
+                for j, sig in enumerate(sigs[start:start + GROUP_SIZE]):
+                    lines.append(f"$p{j} = {_pattern(sig.tokens)}")
+                    origins.append(sig.origin)
+                    members.append((sig.name, _offset_check(sig.offset)))
+                condition = "any of them"
+                if target:
+                    condition = f"ftype == {target} and any of them"
+                lines.append(f"condition: {condition} }}")
+                origins.append(None)
+                self._groups[rule] = members
+        for i, sig in enumerate(singles):
             condition = _target_condition(sig.target) + _offset_condition(
                 sig.offset, "$a", sig.target)
             lines.append(f"rule b{i} {{ strings: $a = {_pattern(sig.tokens)} "
@@ -104,28 +194,14 @@ class Matcher:
                 extra.append(f"filesize >= {sig.file_size[0]} and "
                              f"filesize <= {sig.file_size[1]}")
             full = _target_condition(sig.target) + " and ".join([f"({condition})"] + extra)
+            if not uses_modules and _uses_modules(full):
+                lines[:0] = ['import "pe"', 'import "elf"']
+                origins[:0] = [None, None]
+                uses_modules = True
             lines.append(f"rule l{i} {{ strings: {strings} condition: {full} }}")
             origins.append(sig.origin)
             self.names[f"l{i}"] = sig.name
-        header = []
-        source_all = "\n".join(lines)
-        if _uses_modules(source_all):
-            header = ['import "pe"', 'import "elf"']
-        compiler = yara_x.Compiler(ignore_invalid_rules=True)
-        compiler.define_global("ftype", 0)
-        self.rule_count = len(lines)
-        if lines:
-            try:
-                compiler.add_source("\n".join(header + lines))
-            except yara_x.CompileError:
-                pass  # collected below from compiler.errors()
-            for error in compiler.errors():
-                line = error.get("line", 0) - len(header) - 1
-                where = origins[line] if 0 <= line < len(origins) else "?"
-                title = error.get("labels", [{}])[0].get("text") or error.get("title")
-                self.errors.append(f"{where}: not compilable: {title}")
-        self.rules = compiler.build()
-        self._local = threading.local()
+        return lines, origins
 
     def _scanner(self) -> yara_x.Scanner:
         scanner = getattr(self._local, "scanner", None)
@@ -143,4 +219,24 @@ class Matcher:
         if timeout is not None:
             scanner.set_timeout(max(1, int(timeout + 0.999)))
         results = scanner.scan(data)
-        return [self.names[rule.identifier] for rule in results.matching_rules]
+        found: list[str] = []
+        size = len(data)
+        for rule in results.matching_rules:
+            members = self._groups.get(rule.identifier)
+            if members is None:
+                found.append(self.names[rule.identifier])
+                continue
+            for pattern in rule.patterns:
+                matches = pattern.matches
+                if not matches:
+                    continue
+                name, check = members[int(pattern.identifier[2:])]
+                if check is None or _offset_ok(matches, check, size):
+                    found.append(name)
+        return found
+
+
+def _offset_ok(matches, check: tuple, size: int) -> bool:
+    base, shift, from_end = check
+    low = size - base if from_end else base
+    return any(low <= m.offset <= low + shift for m in matches)
