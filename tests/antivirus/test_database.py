@@ -114,3 +114,21 @@ def test_one_uncompilable_signature_does_not_spoil_its_group(tmp_path):
     engine = VirusEngine(tmp_path)
     assert any(e.startswith(f"{tmp_path}/a.ndb:1: not compilable") for e in engine.errors)
     assert engine.scan_bytes(MARK).names == ("DB.Mark.UNOFFICIAL",)
+
+
+def test_hash_lines_uppercase_crlf_flevel_and_duplicates(tmp_path):
+    md5 = hashlib.md5(MARK).hexdigest().upper()
+    sha1 = hashlib.sha1(MARK).hexdigest()
+    (tmp_path / "a.hdb").write_bytes(
+        f"{md5}:{len(MARK)}:First.Name:73:255\r\n{md5}:{len(MARK)}:Second.Name\r\n".encode())
+    (tmp_path / "b.hsb").write_text(f"{sha1}:{len(MARK) + 1}:Wrong.Size\n")
+    engine = VirusEngine(tmp_path)
+    assert engine.errors == []
+    verdict = engine.scan_bytes(MARK, options=ScanOptions(allmatch=True))
+    assert verdict.names == ("First.Name.UNOFFICIAL",)
+
+
+def test_ign2_applies_to_hash_signatures(tmp_path):
+    md5 = hashlib.md5(MARK).hexdigest()
+    write_db(tmp_path, {"a.hdb": f"{md5}:*:Any.Size:73\n", "x.ign2": "Any.Size\n"})
+    assert not VirusEngine(tmp_path).scan_bytes(MARK).infected

@@ -11,27 +11,28 @@ A line that cannot be parsed is skipped and recorded as `file:line: reason` in `
 a line of a kind we do not implement (PCRE subsignatures, bytecode...) is counted in
 `unsupported`. Neither is fatal: a database always loads.
 
-Hash signatures live in dicts keyed by digest + size, so a scan computes a digest only
-for the sizes some signature has.
+Hash signatures live in compact sorted tables (`hashes.HashStore`), with a size bitmap so
+a scan computes a digest only for sizes some signature has.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
+import re
 import tarfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mailyard.antivirus import hexsig
+from mailyard.antivirus.hashes import HashStore
 
 UNOFFICIAL = ".UNOFFICIAL"
 HASH_EXTENSIONS = {"hdb", "hsb"}
 ALLOW_EXTENSIONS = {"fp", "sfp"}
 KNOWN_EXTENSIONS = HASH_EXTENSIONS | ALLOW_EXTENSIONS | {"ndb", "ldb", "ign2", "ign"}
 CONTAINER_EXTENSIONS = {"cvd", "cld", "cud"}
-_DIGEST_BY_LENGTH = {32: "md5", 40: "sha1", 64: "sha256"}
 CVD_HEADER = 512
 
 
@@ -66,41 +67,11 @@ class LogicalSignature:
 
 
 @dataclass
-class HashTable:
-    """Digest → name for one algorithm; `sizes` says which file sizes are worth hashing."""
-
-    by_size: dict[bytes, str] = field(default_factory=dict)  # digest + size(8 bytes)
-    any_size: dict[bytes, str] = field(default_factory=dict)
-    sizes: set[int] = field(default_factory=set)
-
-    def add(self, digest: bytes, size: int | None, name: str) -> None:
-        if size is None:
-            self.any_size.setdefault(digest, name)
-        else:
-            self.sizes.add(size)
-            self.by_size.setdefault(digest + size.to_bytes(8, "little"), name)
-
-    def wanted(self, size: int) -> bool:
-        return bool(self.any_size) or size in self.sizes
-
-    def lookup(self, digest: bytes, size: int) -> str | None:
-        name = self.by_size.get(digest + size.to_bytes(8, "little"))
-        if name is None and self.any_size:
-            name = self.any_size.get(digest)
-        return name
-
-    def __len__(self) -> int:
-        return len(self.by_size) + len(self.any_size)
-
-
-@dataclass
 class SignatureDatabase:
     """Everything loaded from one database directory (or built in)."""
 
-    hashes: dict[str, HashTable] = field(
-        default_factory=lambda: {a: HashTable() for a in ("md5", "sha1", "sha256")})
-    allow: dict[str, HashTable] = field(
-        default_factory=lambda: {a: HashTable() for a in ("md5", "sha1", "sha256")})
+    hashes: HashStore = field(default_factory=HashStore)
+    allow: HashStore = field(default_factory=HashStore)
     body: list[BodySignature] = field(default_factory=list)
     logical: list[LogicalSignature] = field(default_factory=list)
     ignored: set[str] = field(default_factory=set)
@@ -110,8 +81,7 @@ class SignatureDatabase:
 
     @property
     def signature_count(self) -> int:
-        return (sum(len(t) for t in self.hashes.values()) + len(self.body)
-                + len(self.logical))
+        return len(self.hashes) + len(self.body) + len(self.logical)
 
 
 def load_database(path) -> SignatureDatabase:
@@ -151,6 +121,10 @@ def load_database(path) -> SignatureDatabase:
         db.files.append(origin)
         if ext in ("ign2", "ign"):
             continue
+        if ext in HASH_EXTENSIONS or ext in ALLOW_EXTENSIONS:
+            store = db.allow if ext in ALLOW_EXTENSIONS else db.hashes
+            store.load(data, "" if official else UNOFFICIAL, db.ignored, origin, db.errors)
+            continue
         parse = _PARSERS[ext]
         for number, line in _lines(data):
             where = f"{origin}:{number}"
@@ -160,6 +134,8 @@ def load_database(path) -> SignatureDatabase:
                 db.unsupported[str(exc)] += 1
             except (ValueError, hexsig.SignatureError) as exc:
                 db.errors.append(f"{where}: {exc}")
+    db.hashes.finish()
+    db.allow.finish()
     return db
 
 
@@ -193,43 +169,6 @@ def _container_members(path: Path):
             yield f"{path}:{member.name}", ext, data, True
 
 
-def _parse_size(text: str) -> int | None:
-    if text == "*":
-        return None
-    if not text.isdigit():
-        raise ValueError(f"bad file size {text!r}")
-    return int(text)
-
-
-def _parse_hash_line(line: str) -> tuple[str, bytes, int | None, str]:
-    fields = line.split(":")
-    if len(fields) < 3:
-        raise ValueError("expected HASH:SIZE:NAME")
-    digest_hex, size_text, name = fields[0].lower(), fields[1], fields[2]
-    algorithm = _DIGEST_BY_LENGTH.get(len(digest_hex))
-    if algorithm is None:
-        raise ValueError(f"hash of length {len(digest_hex)} is not MD5, SHA1 or SHA256")
-    try:
-        digest = bytes.fromhex(digest_hex)
-    except ValueError:
-        raise ValueError("hash is not hexadecimal") from None
-    if not name:
-        raise ValueError("empty signature name")
-    return algorithm, digest, _parse_size(size_text), name
-
-
-def _parse_hash(db: SignatureDatabase, line: str, where: str, suffix: str) -> None:
-    algorithm, digest, size, name = _parse_hash_line(line)
-    if name in db.ignored:
-        return
-    db.hashes[algorithm].add(digest, size, name + suffix)
-
-
-def _parse_allow(db: SignatureDatabase, line: str, where: str, suffix: str) -> None:
-    algorithm, digest, size, name = _parse_hash_line(line)
-    db.allow[algorithm].add(digest, size, name)
-
-
 def _parse_ndb(db: SignatureDatabase, line: str, where: str, suffix: str) -> None:
     fields = line.split(":")
     if len(fields) < 4:
@@ -256,7 +195,6 @@ def _parse_target(text: str) -> int:
 
 def check_offset(offset: str) -> None:
     """Accept ClamAV offsets: *, n, n,shift, EOF-n, EP+n, EP-n, Sx+n, SL+n, SEx (+,shift)."""
-    import re
 
     if offset == "*":
         return
@@ -329,8 +267,4 @@ def _parse_subsig(text: str) -> SubSignature:
     return SubSignature(offset, hexsig.parse(body), modifiers)
 
 
-_PARSERS = {
-    "hdb": _parse_hash, "hsb": _parse_hash,
-    "fp": _parse_allow, "sfp": _parse_allow,
-    "ndb": _parse_ndb, "ldb": _parse_ldb,
-}
+_PARSERS = {"ndb": _parse_ndb, "ldb": _parse_ldb}

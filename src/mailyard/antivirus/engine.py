@@ -56,10 +56,8 @@ class VirusEngine:
         self.database: SignatureDatabase = load_database(database_dir)
         self.matcher = Matcher(self.database)
         self.errors: list[str] = self.database.errors + self.matcher.errors
-        self._hash_algorithms = [
-            (algorithm, self.database.hashes[algorithm], self.database.allow[algorithm])
-            for algorithm in ("md5", "sha1", "sha256")
-            if len(self.database.hashes[algorithm]) or len(self.database.allow[algorithm])]
+        self._hash_algorithms = sorted(set(self.database.hashes.algorithms())
+                                       | set(self.database.allow.algorithms()))
         # ClamAV 1.x ships no built-in EICAR; we detect it unless a database already does,
         # so names stay those of the database when one has them.
         self.eicar_builtin = builtin_eicar and not self._match(EICAR, "text")
@@ -105,29 +103,25 @@ class VirusEngine:
         return ScanVerdict(infected=bool(names), names=tuple(names), limits_exceeded=limit,
                            encrypted=walk.encrypted, attachments=tuple(walk.attachments))
 
-    def _allowed(self, data: bytes, digests: dict[str, bytes]) -> bool:
+    def _digests(self, data: bytes) -> dict[str, str]:
         size = len(data)
-        for algorithm, _, allow in self._hash_algorithms:
-            if allow.wanted(size) and allow.lookup(digests[algorithm], size):
-                return True
-        return False
-
-    def _digests(self, data: bytes) -> dict[str, bytes]:
-        size = len(data)
-        return {algorithm: hashlib.new(algorithm, data).digest()
-                for algorithm, table, allow in self._hash_algorithms
-                if table.wanted(size) or allow.wanted(size)}
+        db = self.database
+        return {algorithm: hashlib.new(algorithm, data).hexdigest()
+                for algorithm in self._hash_algorithms
+                if db.hashes.wanted(algorithm, size) or db.allow.wanted(algorithm, size)}
 
     def _match(self, data: bytes, kind: str, timeout: float | None = None) -> list[str]:
         """Signature names matching one object (no recursion)."""
         found: list[str] = []
         size = len(data)
         digests = self._digests(data) if self._hash_algorithms else {}
-        if digests and self._allowed(data, digests):
-            return []
-        for algorithm, table, _ in self._hash_algorithms:
-            if algorithm in digests and table.wanted(size):
-                hit = table.lookup(digests[algorithm], size)
+        db = self.database
+        for algorithm, digest in digests.items():
+            if db.allow.wanted(algorithm, size) and db.allow.lookup(algorithm, digest, size):
+                return []  # .fp/.sfp: this exact file is known to be clean
+        for algorithm, digest in digests.items():
+            if db.hashes.wanted(algorithm, size):
+                hit = db.hashes.lookup(algorithm, digest, size)
                 if hit:
                     found.append(hit)
         found += self.matcher.scan(data, filetype.TARGETS.get(kind, 0), timeout)
