@@ -132,3 +132,21 @@ def test_cli_generate_and_dns_records(tmp_path):
     assert recs[("_dmarc.example.test.", "TXT")].startswith("v=DMARC1;")
     r = run("dkim", "generate", "example.test", "--selector", "s2026")
     assert r.returncode == 1 and "exists" in r.stderr
+
+
+async def test_check_message_end_to_end(signed):
+    from mailyard.senderauth.verdict import check_message
+
+    message, resolver = signed
+    resolver.add("example.test", "TXT", ["v=spf1 ip4:192.0.2.0/24 -all"])
+    resolver.add("_dmarc.example.test", "TXT", ["v=DMARC1; p=reject"])
+    v = await check_message(resolver, "mx.example.test", "203.0.113.1", "h.test",
+                            "alice@example.test", message)
+    assert v.spf.result == "fail" and v.dkim[0].result == "pass"
+    assert v.dmarc.result == "pass" and not v.reject
+    assert v.facts == {"spf": "fail", "dkim": "valid", "dmarc": "pass", "dmarc_policy": "none"}
+    forged = message.replace(b"Hello Bob.", b"Pay now.")
+    v = await check_message(resolver, "mx.example.test", "203.0.113.1", "h.test",
+                            "alice@example.test", forged)
+    assert v.dmarc.result == "fail" and v.reject
+    assert v.header.startswith("mx.example.test; spf=fail")

@@ -34,12 +34,13 @@ def main(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from mailyard.cli import accounts_cmd, config_cmd, dkim_cmd, serve_cmd
+    from mailyard.cli import accounts_cmd, config_cmd, dkim_cmd, quarantine_cmd, serve_cmd
 
     main.add_command(serve_cmd.serve)
     main.add_command(config_cmd.config)
     main.add_command(dkim_cmd.dkim)
     main.add_command(dkim_cmd.dns_records)
+    main.add_command(quarantine_cmd.quarantine)
     for command in accounts_cmd.COMMANDS:
         main.add_command(command)
     from mailyard.antivirus.scan_cmd import scan

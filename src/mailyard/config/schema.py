@@ -234,6 +234,20 @@ class SieveSettings:
 
 
 @dataclass(frozen=True)
+class SenderAuthSettings:
+    check: bool = setting(True, "Check SPF at MAIL FROM and DKIM/DMARC after DATA on the MX, "
+                          "and add Authentication-Results.")
+    dkim_sign: bool = setting(True, "DKIM-sign mail from local domains that have a key "
+                              "(`mailyard dkim generate DOMAIN`).")
+
+
+@dataclass(frozen=True)
+class DmarcSettings:
+    enforce: bool = setting(False, "Refuse (550 5.7.1 at end of DATA) mail whose DMARC policy "
+                            "is p=reject and that fails DMARC.")
+
+
+@dataclass(frozen=True)
 class Settings:
     """All of mailyard's settings, one attribute per TOML table."""
 
@@ -248,6 +262,8 @@ class Settings:
     spam: SpamSettings = field(default_factory=SpamSettings)
     antivirus: AntivirusSettings = field(default_factory=AntivirusSettings)
     sieve: SieveSettings = field(default_factory=SieveSettings)
+    senderauth: SenderAuthSettings = field(default_factory=SenderAuthSettings)
+    dmarc: DmarcSettings = field(default_factory=DmarcSettings)
     # Where the settings came from (None = built-in defaults); not a TOML key.
     source: str | None = field(default=None, compare=False)
 

@@ -8,6 +8,7 @@ is never pickled across the pool.
 
 from __future__ import annotations
 
+import re
 import traceback
 from pathlib import Path
 
@@ -32,18 +33,31 @@ def _load(settings, generation: int) -> None:
 
 
 def facts_from_headers(message: bytes, authserv_id: str) -> dict[str, str]:
-    """SPF/DKIM/DMARC results from our own Authentication-Results field (RFC 8601)."""
+    """SPF/DKIM/DMARC facts for the spam engine from our own Authentication-Results field.
+
+    spf: pass|fail|softfail|neutral|none|temperror|permerror; dkim: valid|invalid|none;
+    dmarc: pass|quarantine|reject|fail|none (a failed DMARC check reports the policy that
+    applies, so rules can score DMARC_REJECT and DMARC_QUARANTINE).
+    """
     facts: dict[str, str] = {}
     for value in get_header(message, "Authentication-Results"):
         ident, _, rest = value.partition(";")
         if ident.strip().split()[0:1] != [authserv_id]:
-            continue
+            continue  # only our own results are trustworthy (RFC 8601 §5)
         for clause in rest.split(";"):
             clause = clause.strip()
-            for method in ("spf", "dkim", "dmarc"):
-                if clause.lower().startswith(method + "="):
-                    result = clause.split("=", 1)[1].split()[0].lower()
-                    facts.setdefault(method, result)
+            method, _, tail = clause.partition("=")
+            method = method.strip().lower()
+            if method not in ("spf", "dkim", "dmarc") or method in facts:
+                continue
+            result = (tail.split() or [""])[0].lower()
+            if method == "dkim":
+                result = {"pass": "valid", "none": "none"}.get(result, "invalid")
+            elif method == "dmarc" and result == "fail":
+                policy = re.search(r"\(p=(\w+)\)", tail)
+                applied = policy.group(1).lower() if policy else "none"
+                result = applied if applied in ("reject", "quarantine") else "fail"
+            facts[method] = result
     return facts
 
 

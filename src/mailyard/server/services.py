@@ -10,7 +10,7 @@ SERVICES: dict[str, str] = {
     "submission": "mailyard.server.placeholder:start",
     "submissions": "mailyard.server.placeholder:start",
     "reinject": "mailyard.server.placeholder:start",
-    "filter": "mailyard.server.placeholder:start",
+    "filter": "mailyard.filter.service:start",
     "lmtp": "mailyard.server.placeholder:start",
     "imap": "mailyard.server.placeholder:start",
     "imaps": "mailyard.server.placeholder:start",
