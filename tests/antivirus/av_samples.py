@@ -160,10 +160,14 @@ def write_db(directory: Path, files: dict[str, str]) -> Path:
     return directory
 
 
-def make_cvd(path: Path, files: dict[str, str]) -> Path:
+def make_cvd(path: Path, files: dict[str, str], md5: str | None = None) -> Path:
     """An official-style container: a 512-byte ClamAV-VDB header, then a tar.gz."""
+    import hashlib
+
     payload = gz(tar_of({name: text.encode() for name, text in files.items()}))
-    header = b"ClamAV-VDB:25 Nov 2026 12-00 +0000:1:%d:90:x:x:mailyard:0" % len(files)
+    md5 = md5 or hashlib.md5(payload).hexdigest()
+    header = b"ClamAV-VDB:25 Nov 2026 12-00 +0000:1:%d:90:%s:x:mailyard:0" % (
+        len(files), md5.encode())
     path.write_bytes(header.ljust(512, b" ") + payload)
     return path
 

@@ -40,6 +40,13 @@ def test_cvd_container_loads_with_official_names(tmp_path):
     assert engine.scan_bytes(MARK).names == ("DB.Mark",)
 
 
+def test_cvd_with_wrong_md5_is_refused(tmp_path):
+    make_cvd(tmp_path / "tampered.cvd", {"test.ndb": MARK_NDB}, md5="0" * 32)
+    engine = VirusEngine(tmp_path)
+    assert any("tampered.cvd" in e and "MD5" in e for e in engine.errors)
+    assert not engine.scan_bytes(MARK).infected
+
+
 def test_broken_cvd_is_an_error_not_a_crash(tmp_path):
     (tmp_path / "bad.cvd").write_bytes(b"ClamAV-VDB:garbage".ljust(600, b"\0"))
     (tmp_path / "good.ndb").write_text(MARK_NDB)

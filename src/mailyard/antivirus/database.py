@@ -18,6 +18,7 @@ a scan computes a digest only for sizes some signature has.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import re
 import tarfile
@@ -156,6 +157,13 @@ def _container_members(path: Path):
     if not raw.startswith(b"ClamAV-VDB:"):
         raise ValueError("missing ClamAV-VDB header")
     body = raw[CVD_HEADER:]
+    # Header: ClamAV-VDB:time:version:sigs:flevel:MD5:dsig:builder:stime. The MD5 of the
+    # body is checked; the digital signature (ClamAV's key) is not: trust comes from where
+    # the file is (freshclam's directory), as for the loose .ndb/.hdb files beside it.
+    fields = raw[:CVD_HEADER].decode("ascii", "replace").split(":")
+    if len(fields) > 5 and re.fullmatch(r"[0-9a-fA-F]{32}", fields[5]) and \
+            hashlib.md5(body).hexdigest() != fields[5].lower():
+        raise ValueError("MD5 of the contents does not match the header")
     if body[:2] == b"\x1f\x8b":
         body = gzip.decompress(body)
     with tarfile.open(fileobj=io.BytesIO(body), mode="r:") as tar:
