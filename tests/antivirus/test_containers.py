@@ -18,6 +18,8 @@ from av_samples import (
     xz,
     zip_of,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailyard.antivirus import EICAR_NAME, ScanLimits, ScanOptions, VirusEngine
 from mailyard.antivirus import verdict as v
@@ -200,3 +202,19 @@ def test_scan_time_limit_yields_verdict():
     engine = VirusEngine(limits=ScanLimits(max_scan_time=0.0))
     verdict = engine.scan_bytes(zip_of({"a": b"x"}))
     assert verdict.limits_exceeded == v.LIMIT_SCAN_TIME
+
+
+_MAGICS = [b"", b"PK\x03\x04", b"\x1f\x8b\x08", b"BZh9", b"\xfd7zXZ\x00", b"7z\xbc\xaf\x27\x1c",
+           b"MZ", b"From: a\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n",
+           b"begin 644 x\n"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(_MAGICS), st.binary(max_size=600))
+def test_fuzz_engine_never_raises(magic, tail):
+    verdict = _FUZZ_ENGINE.scan_bytes(magic + tail)
+    assert isinstance(verdict.infected, bool)
+    _FUZZ_ENGINE.scan_message(magic + tail)
+
+
+_FUZZ_ENGINE = VirusEngine()
