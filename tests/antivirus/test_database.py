@@ -139,3 +139,36 @@ def test_ign2_applies_to_hash_signatures(tmp_path):
     md5 = hashlib.md5(MARK).hexdigest()
     write_db(tmp_path, {"a.hdb": f"{md5}:*:Any.Size:73\n", "x.ign2": "Any.Size\n"})
     assert not VirusEngine(tmp_path).scan_bytes(MARK).infected
+
+
+def test_compiled_cache_is_reused_and_invalidated(tmp_path):
+    db = write_db(tmp_path / "db", {"a.ndb": MARK_NDB + "Broken:0:*:zz\n",
+                                    "b.ldb": "L.Pcre;Target:0;0&1;41424344;0/abc/i\n"})
+    cache = tmp_path / "cache"
+    first = VirusEngine(db, cache_dir=cache)
+    assert not first.from_cache and list(cache.glob("*.yarx"))
+    second = VirusEngine(db, cache_dir=cache)
+    assert second.from_cache
+    assert second.scan_bytes(MARK).names == ("DB.Mark.UNOFFICIAL",)
+    assert second.errors == first.errors and second.signature_count == first.signature_count
+    assert second.database.unsupported == first.database.unsupported
+    # A changed file is a different database: compiled afresh.
+    import os
+    import time
+
+    (db / "a.ndb").write_text("DB.New:0:*:6e65772d6d61726b\n")
+    os.utime(db / "a.ndb", ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    third = VirusEngine(db, cache_dir=cache)
+    assert not third.from_cache
+    assert third.scan_bytes(b"a new-mark").names == ("DB.New.UNOFFICIAL",)
+    assert len(list(cache.glob("*.yarx"))) == 1
+
+
+def test_damaged_cache_is_rebuilt(tmp_path):
+    db = write_db(tmp_path / "db", {"a.ndb": MARK_NDB})
+    cache = tmp_path / "cache"
+    VirusEngine(db, cache_dir=cache)
+    for f in cache.iterdir():
+        f.write_bytes(b"garbage")
+    engine = VirusEngine(db, cache_dir=cache)
+    assert not engine.from_cache and engine.scan_bytes(MARK).infected

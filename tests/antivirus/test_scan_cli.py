@@ -73,3 +73,14 @@ def test_database_errors_are_warnings_not_fatal(tree):
     result = scan("-d", "db", "--no-summary", "tree/sub/marked.txt", cwd=tree)
     assert result.returncode == 1
     assert b"bad.ndb:1: bad hex byte" in result.stderr
+
+
+def test_configured_server_reuses_the_compiled_cache(tree):
+    data = tree / "var"
+    data.mkdir()
+    (tree / "mailyard.toml").write_text(f'[server]\ndata_dir = "{data}"\n')
+    for _ in range(2):
+        result = scan("-c", "mailyard.toml", "-d", "db", "--no-summary", "tree/sub/marked.txt",
+                      cwd=tree)
+        assert result.stdout == b"tree/sub/marked.txt: Cli.Mark.UNOFFICIAL FOUND\n"
+    assert list((data / "antivirus-cache").glob("*.yarx"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import os
 
 from mailyard.antivirus import worker
@@ -24,7 +25,12 @@ from mailyard.antivirus.clamd_proto import (
     StreamTooLong,
     format_result,
 )
-from mailyard.antivirus.engine import ENGINE_VERSION, ScanOptions, limits_from_settings
+from mailyard.antivirus.engine import (
+    ENGINE_VERSION,
+    ScanOptions,
+    cache_dir_for,
+    limits_from_settings,
+)
 from mailyard.log import event, get_logger
 from mailyard.server.listen import Listener, serve_stream
 
@@ -62,8 +68,9 @@ class ClamdService:
 
     async def _in_pool(self, func, *args):
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.app.process_pool, func, self._db, self._limits,
-                                          *args)
+        call = functools.partial(func, self._db, self._limits, *args,
+                                 cache_dir=str(cache_dir_for(self.app.settings)))
+        return await loop.run_in_executor(self.app.process_pool, call)
 
     async def scan_stream(self, data: bytes):
         self.scans += 1

@@ -79,18 +79,18 @@ class SignatureDatabase:
     errors: list[str] = field(default_factory=list)
     unsupported: Counter = field(default_factory=Counter)
     files: list[str] = field(default_factory=list)
+    cached_count: int = 0  # body + logical signatures loaded from the compiled cache
 
     @property
     def signature_count(self) -> int:
-        return len(self.hashes) + len(self.body) + len(self.logical)
+        return len(self.hashes) + len(self.body) + len(self.logical) + self.cached_count
 
 
-def load_database(path) -> SignatureDatabase:
-    """Load every known file of a database directory, a database file, or a list of them."""
-    db = SignatureDatabase()
-    if not path:
-        return db
+def database_sources(path) -> list[Path]:
+    """The files a database path (a directory, a file, or a list of them) stands for."""
     sources: list[Path] = []
+    if not path:
+        return sources
     for item in ([path] if isinstance(path, (str, Path)) else path):
         root = Path(item)
         if root.is_file():
@@ -99,6 +99,15 @@ def load_database(path) -> SignatureDatabase:
             sources.extend(sorted(p for p in root.iterdir() if p.is_file()))
         else:
             raise FileNotFoundError(f"{root}: no such database file or directory")
+    return sources
+
+
+def load_database(path, body: bool = True) -> SignatureDatabase:
+    """Load every known file of a database directory, a database file, or a list of them.
+
+    `body=False` skips `.ndb`/`.ldb` lines (their compiled form comes from a cache)."""
+    db = SignatureDatabase()
+    sources = database_sources(path)
     members: list[tuple[str, str, bytes, bool]] = []  # (origin, extension, data, official)
     for p in sources:
         ext = p.suffix[1:].lower()
@@ -125,6 +134,8 @@ def load_database(path) -> SignatureDatabase:
         if ext in HASH_EXTENSIONS or ext in ALLOW_EXTENSIONS:
             store = db.allow if ext in ALLOW_EXTENSIONS else db.hashes
             store.load(data, "" if official else UNOFFICIAL, db.ignored, origin, db.errors)
+            continue
+        if not body:
             continue
         parse = _PARSERS[ext]
         for number, line in _lines(data):

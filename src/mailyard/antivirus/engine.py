@@ -17,9 +17,10 @@ import hashlib
 import mimetypes
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from mailyard.antivirus import archives, filetype, mime
-from mailyard.antivirus.database import SignatureDatabase, load_database
+from mailyard.antivirus.database import SignatureDatabase, database_sources, load_database
 from mailyard.antivirus.matcher import Matcher
 from mailyard.antivirus.verdict import LIMIT_RECURSION, Attachment, ScanLimits, ScanVerdict
 
@@ -46,15 +47,15 @@ class VirusEngine:
     """
 
     def __init__(self, database_dir=None, limits: ScanLimits | None = None,
-                 builtin_eicar: bool = True):
+                 builtin_eicar: bool = True, cache_dir=None):
         started = time.monotonic()
         if isinstance(database_dir, (list, tuple)):
             database_dir = [str(d) for d in database_dir] or None
         self.database_dir = database_dir if not database_dir or isinstance(
             database_dir, list) else str(database_dir)
         self.limits = limits or ScanLimits()
-        self.database: SignatureDatabase = load_database(database_dir)
-        self.matcher = Matcher(self.database)
+        self.from_cache = False
+        self.database, self.matcher = self._load(database_dir, cache_dir)
         self.errors: list[str] = self.database.errors + self.matcher.errors
         self._hash_algorithms = sorted(set(self.database.hashes.algorithms())
                                        | set(self.database.allow.algorithms()))
@@ -62,6 +63,34 @@ class VirusEngine:
         # so names stay those of the database when one has them.
         self.eicar_builtin = builtin_eicar and not self._match(EICAR, "text")
         self.load_seconds = time.monotonic() - started
+
+    def _load(self, database_dir, cache_dir) -> tuple[SignatureDatabase, Matcher]:
+        """Parse the database; with `cache_dir`, reuse the compiled body/logical signatures
+        of an unchanged database (key: every file's name, size and mtime, and the engine
+        and YARA-X versions), which makes a reload or a new pool worker fast."""
+        if not cache_dir or not database_dir:
+            database = load_database(database_dir)
+            return database, Matcher(database)
+        key = _cache_key(database_dir)
+        cache_dir = Path(cache_dir)
+        cached = Matcher.load(cache_dir, key)
+        if cached is not None:
+            matcher, meta = cached
+            database = load_database(database_dir, body=False)
+            database.errors = meta["db_errors"]
+            database.unsupported = meta["unsupported"]
+            database.cached_count = meta["count"]
+            self.from_cache = True
+            return database, matcher
+        database = load_database(database_dir)
+        matcher = Matcher(database)
+        try:
+            matcher.save(cache_dir, key, {
+                "db_errors": list(database.errors), "unsupported": database.unsupported,
+                "count": len(database.body) + len(database.logical)})
+        except OSError:
+            pass  # no cache this time; scanning is unaffected
+        return database, matcher
 
     @classmethod
     def from_settings(cls, settings):
@@ -72,7 +101,8 @@ class VirusEngine:
             from mailyard.antivirus.backend import ClamdBackend
 
             return ClamdBackend(backend, limits_from_settings(settings))
-        return cls(settings.antivirus.databases or None, limits_from_settings(settings))
+        return cls(settings.antivirus.databases or None, limits_from_settings(settings),
+                   cache_dir=cache_dir_for(settings))
 
     @property
     def signature_count(self) -> int:
@@ -201,6 +231,21 @@ class _Walk:
     def _seen(self, name: str, content_type: str, detected: str, depth: int, size: int,
               encrypted: bool = False) -> None:
         self.attachments.append(Attachment(name, content_type, detected, depth, size, encrypted))
+
+
+def _cache_key(database_dir) -> str:
+    from importlib.metadata import version
+
+    h = hashlib.sha256(f"{ENGINE_VERSION}|yara-x {version('yara-x')}".encode())
+    for path in database_sources(database_dir):
+        st = path.stat()
+        h.update(f"|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:32]
+
+
+def cache_dir_for(settings) -> Path:
+    """Where compiled signatures are cached: under data_dir."""
+    return settings.data_path / "antivirus-cache"
 
 
 def limits_from_settings(settings) -> ScanLimits:

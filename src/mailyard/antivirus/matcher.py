@@ -14,8 +14,11 @@ file-type detection.
 
 from __future__ import annotations
 
+import os
+import pickle
 import re
 import threading
+from pathlib import Path
 
 import yara_x
 
@@ -202,6 +205,44 @@ class Matcher:
             origins.append(sig.origin)
             self.names[f"l{i}"] = sig.name
         return lines, origins
+
+    # -- the compiled cache ------------------------------------------------------------------
+    def save(self, directory: Path, key: str, meta: dict) -> None:
+        """Write the compiled rules and what `scan` needs, atomically, as `key.*`."""
+        directory.mkdir(parents=True, exist_ok=True)
+        for old in directory.glob("*.yarx"):
+            if old.stem != key:
+                old.unlink(missing_ok=True)
+                old.with_suffix(".meta").unlink(missing_ok=True)
+        state = {"names": self.names, "groups": self._groups, "errors": self.errors,
+                 "rule_count": self.rule_count, **meta}
+        for suffix, write in ((".meta", lambda f: pickle.dump(state, f, protocol=5)),
+                              (".yarx", self.rules.serialize_into)):
+            tmp = directory / f".{key}{suffix}.{os.getpid()}"
+            with open(tmp, "wb") as f:
+                write(f)
+            os.replace(tmp, directory / f"{key}{suffix}")
+
+    @classmethod
+    def load(cls, directory: Path, key: str) -> tuple[Matcher, dict] | None:
+        """The cached matcher for `key` and its extra metadata, or None."""
+        try:
+            with open(directory / f"{key}.meta", "rb") as f:
+                state = pickle.load(f)
+            with open(directory / f"{key}.yarx", "rb") as f:
+                rules = yara_x.Rules.deserialize_from(f)
+        except (OSError, EOFError, pickle.UnpicklingError, ValueError, yara_x.ScanError):
+            return None
+        except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, never fatal
+            return None
+        matcher = cls.__new__(cls)
+        matcher.names = state.pop("names")
+        matcher._groups = state.pop("groups")
+        matcher.errors = state.pop("errors")
+        matcher.rule_count = state.pop("rule_count")
+        matcher.rules = rules
+        matcher._local = threading.local()
+        return matcher, state
 
     def _scanner(self) -> yara_x.Scanner:
         scanner = getattr(self._local, "scanner", None)

@@ -50,6 +50,7 @@ def scan(databases, recursive, allmatch, scan_archive, scan_mail, no_summary, in
         ENGINE_VERSION,
         ScanOptions,
         VirusEngine,
+        cache_dir_for,
         limits_from_settings,
     )
 
@@ -57,7 +58,9 @@ def scan(databases, recursive, allmatch, scan_archive, scan_mail, no_summary, in
     database = list(databases) or settings.antivirus.databases or None
     started = time.time()
     try:
-        engine = VirusEngine(database, limits_from_settings(settings))
+        # A configured server's data_dir holds the compiled-signature cache; reuse it.
+        cache = cache_dir_for(settings) if settings.data_path.is_dir() else None
+        engine = VirusEngine(database, limits_from_settings(settings), cache_dir=cache)
     except (FileNotFoundError, OSError) as exc:
         click.echo(f"ERROR: {exc}", err=True)
         sys.exit(2)
