@@ -151,6 +151,9 @@ def load_database(path, body: bool = True) -> SignatureDatabase:
     return db
 
 
+_OFFSET = re.compile(r"EOF-\d+|EP[+-]\d+|S\d+\+\d+|SL\+\d+|SE\d+")
+
+
 class _Unsupported(Exception):
     """A valid line of a kind this engine does not implement."""
 
@@ -220,7 +223,7 @@ def check_offset(offset: str) -> None:
     base, _, shift = offset.partition(",")
     if shift and not shift.isdigit():
         raise ValueError(f"bad offset shift in {offset!r}")
-    if base.isdigit() or re.fullmatch(r"EOF-\d+|EP[+-]\d+|S\d+\+\d+|SL\+\d+|SE\d+", base):
+    if base.isdigit() or _OFFSET.fullmatch(base):
         return
     if base.startswith(("VI", "$", "MACRO")):
         raise _Unsupported(f"offset type {base[:3]}")

@@ -23,8 +23,10 @@ class SignatureError(ValueError):
 
 
 @dataclass(frozen=True)
-class Byte:
-    value: int
+class Literal:
+    """A run of fixed bytes."""
+
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -51,91 +53,101 @@ class Alternatives:
 
 
 _HEX = "0123456789abcdefABCDEF"
-_JUMP = re.compile(r"\{(-?\d*)(-?)(\d*)\}")
+# One token per match, tried at each position in turn (signatures load by the 100,000,
+# so the tokenizer is a single compiled regex, and fixed bytes come as whole runs).
+_TOKEN = re.compile(r"((?:[0-9a-fA-F]{2})+)|(\?\?)|([0-9a-fA-F])\?|\?([0-9a-fA-F])|(\*)"
+                    r"|\{([^{}]*)\}|(!?\()|(\|)|(\))")
+_PURE_HEX = re.compile(r"(?:[0-9a-fA-F]{2})+")
+_ANY = AnyByte()
+_STAR = Jump(0, None)
 
 
 def parse(text: str) -> tuple:
     """Parse a ClamAV hex signature into tokens; raise SignatureError on bad syntax."""
-    tokens, pos = _parse_seq(text, 0, top=True)
-    if pos != len(text):
-        raise SignatureError(f"unexpected {text[pos]!r} at {pos}")
+    if _PURE_HEX.fullmatch(text):  # the common case: fixed bytes only
+        return (Literal(bytes.fromhex(text)),)
+    # stack of (tokens of the current sequence, options so far, negated) per open '('
+    stack: list[tuple[list, list, bool]] = []
+    tokens: list = []
+    pos, n = 0, len(text)
+    match = _TOKEN.match
+    while pos < n:
+        m = match(text, pos)
+        if m is None:
+            _bad_at(text, pos)
+        run, anyb, high, low, star, jump, opening, bar, closing = m.groups()
+        if run is not None:
+            tokens.append(Literal(bytes.fromhex(run)))
+        elif anyb is not None:
+            tokens.append(_ANY)
+        elif high is not None:
+            tokens.append(Nibble(int(high, 16) << 4, 0xF0))
+        elif low is not None:
+            tokens.append(Nibble(int(low, 16), 0x0F))
+        elif star is not None:
+            tokens.append(_STAR)
+        elif jump is not None:
+            tokens.append(_parse_jump(jump, pos))
+        elif opening is not None:
+            stack.append((tokens, [], opening == "!("))
+            tokens = []
+        elif bar is not None or closing is not None:
+            if not stack:
+                raise SignatureError(f"unexpected {text[pos]!r} at {pos}")
+            if not tokens:
+                raise SignatureError(f"empty alternative before {pos}")
+            outer, options, negated = stack[-1]
+            options.append(tuple(tokens))
+            tokens = []
+            if closing is not None:
+                stack.pop()
+                if negated and not all(len(o) == 1 and isinstance(o[0], Literal)
+                                       and len(o[0].data) == 1 for o in options):
+                    raise SignatureError("only single bytes are supported in !(..)")
+                outer.append(Alternatives(tuple(options), negated))
+                tokens = outer
+        pos = m.end()
+    if stack:
+        raise SignatureError("unclosed '('")
     if not tokens:
         raise SignatureError("empty signature")
     if isinstance(tokens[0], Jump) or isinstance(tokens[-1], Jump):
         raise SignatureError("a signature cannot start or end with a jump")
-    if not any(isinstance(t, Byte) for t in tokens) and not any(
-            isinstance(t, Alternatives) and not t.negated for t in tokens):
+    if not any(isinstance(t, Literal) or (isinstance(t, Alternatives) and not t.negated)
+               for t in tokens):
         raise SignatureError("a signature needs at least one fixed byte")
-    return tuple(tokens)
+    return tuple(_merge_literals(tokens))
 
 
-def _parse_seq(text: str, pos: int, top: bool) -> tuple[list, int]:
-    tokens: list = []
-    n = len(text)
-    while pos < n:
-        c = text[pos]
-        if c in "|)":
-            if top:
-                raise SignatureError(f"unexpected {c!r} at {pos}")
-            return tokens, pos
-        if c == "*":
-            tokens.append(Jump(0, None))
-            pos += 1
-        elif c == "{":
-            end = text.find("}", pos)
-            if end < 0:
-                raise SignatureError(f"unclosed '{{' at {pos}")
-            tokens.append(_parse_jump(text[pos + 1:end], pos))
-            pos = end + 1
-        elif c == "(" or (c == "!" and text[pos + 1:pos + 2] == "("):
-            negated = c == "!"
-            pos += 2 if negated else 1
-            options = []
-            while True:
-                option, pos = _parse_seq(text, pos, top=False)
-                if not option:
-                    raise SignatureError(f"empty alternative before {pos}")
-                options.append(tuple(option))
-                if pos >= n:
-                    raise SignatureError("unclosed '('")
-                if text[pos] == ")":
-                    pos += 1
-                    break
-                pos += 1  # '|'
-            if negated and not all(len(o) == 1 and isinstance(o[0], Byte) for o in options):
-                raise SignatureError("only single bytes are supported in !(..)")
-            tokens.append(Alternatives(tuple(options), negated))
+def _merge_literals(tokens: list) -> list:
+    out: list = []
+    for t in tokens:
+        if isinstance(t, Literal) and out and isinstance(out[-1], Literal):
+            out[-1] = Literal(out[-1].data + t.data)
         else:
-            pair = text[pos:pos + 2]
-            if len(pair) < 2:
-                raise SignatureError(f"odd number of hex digits at {pos}")
-            a, b = pair
-            if a in _HEX and b in _HEX:
-                tokens.append(Byte(int(pair, 16)))
-            elif a == "?" and b == "?":
-                tokens.append(AnyByte())
-            elif a == "?" and b in _HEX:
-                tokens.append(Nibble(int(b, 16), 0x0F))
-            elif b == "?" and a in _HEX:
-                tokens.append(Nibble(int(a, 16) << 4, 0xF0))
-            else:
-                raise SignatureError(f"bad hex byte {pair!r} at {pos}")
-            pos += 2
-    if not top:
-        raise SignatureError("unclosed '('")
-    return tokens, pos
+            out.append(t)
+    return out
+
+
+def _bad_at(text: str, pos: int) -> None:
+    c = text[pos]
+    if c == "{":
+        raise SignatureError(f"unclosed '{{' at {pos}")
+    if c in _HEX and (pos + 1 >= len(text) or text[pos + 1] not in _HEX + "?"):
+        raise SignatureError(f"odd number of hex digits at {pos}")
+    raise SignatureError(f"bad hex byte {text[pos:pos + 2]!r} at {pos}")
 
 
 def _parse_jump(body: str, pos: int) -> Jump:
-    if re.fullmatch(r"\d+", body):
-        return Jump(int(body), int(body))
-    if re.fullmatch(r"-\d+", body):
-        return Jump(0, int(body[1:]))
-    if re.fullmatch(r"\d+-", body):
-        return Jump(int(body[:-1]), None)
-    m = re.fullmatch(r"(\d+)-(\d+)", body)
-    if m and int(m.group(1)) <= int(m.group(2)):
-        return Jump(int(m.group(1)), int(m.group(2)))
+    low, dash, high = body.partition("-")
+    if not dash and low.isdigit():
+        return Jump(int(low), int(low))
+    if dash and not low and high.isdigit():
+        return Jump(0, int(high))
+    if dash and low.isdigit() and not high:
+        return Jump(int(low), None)
+    if dash and low.isdigit() and high.isdigit() and int(low) <= int(high):
+        return Jump(int(low), int(high))
     raise SignatureError(f"bad jump {{{body}}} at {pos}")
 
 
@@ -151,8 +163,8 @@ def to_yara_hex(tokens: tuple) -> str:
     """YARA hex string body (without braces)."""
     out = []
     for t in tokens:
-        if isinstance(t, Byte):
-            out.append(f"{t.value:02X}")
+        if isinstance(t, Literal):
+            out.append(t.data.hex(" ").upper())
         elif isinstance(t, AnyByte):
             out.append("??")
         elif isinstance(t, Nibble):
@@ -177,8 +189,8 @@ def to_yara_regex(tokens: tuple) -> str:
     """YARA regex body (without slashes), matching the same bytes as the hex form."""
     out = []
     for t in tokens:
-        if isinstance(t, Byte):
-            out.append(f"\\x{t.value:02x}")
+        if isinstance(t, Literal):
+            out.append("".join(f"\\x{b:02x}" for b in t.data))
         elif isinstance(t, AnyByte):
             out.append(".")
         elif isinstance(t, Nibble):
@@ -193,7 +205,7 @@ def to_yara_regex(tokens: tuple) -> str:
                 out.append(f".{{{t.low},{t.high}}}")
         elif isinstance(t, Alternatives):
             if t.negated:
-                out.append("[^" + "".join(f"\\x{o[0].value:02x}" for o in t.options) + "]")
+                out.append("[^" + "".join(f"\\x{o[0].data[0]:02x}" for o in t.options) + "]")
             else:
                 out.append("(" + "|".join(to_yara_regex(o) for o in t.options) + ")")
     return "".join(out)
@@ -201,6 +213,6 @@ def to_yara_regex(tokens: tuple) -> str:
 
 def literal_bytes(tokens: tuple) -> bytes | None:
     """The signature as plain bytes when it is only fixed bytes, else None."""
-    if all(isinstance(t, Byte) for t in tokens):
-        return bytes(t.value for t in tokens)
+    if len(tokens) == 1 and isinstance(tokens[0], Literal):
+        return tokens[0].data
     return None
