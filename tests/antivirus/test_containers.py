@@ -218,3 +218,13 @@ def test_fuzz_engine_never_raises(magic, tail):
 
 
 _FUZZ_ENGINE = VirusEngine()
+
+
+def test_pathological_signatures_hit_the_scan_time_limit(tmp_path):
+    """Signatures of short anchors and unbounded jumps over a file of zeros make the matcher
+    quadratic; the scan must end with MaxScanTime, not hang (YARA-X timeout)."""
+    (tmp_path / "slow.ndb").write_text(
+        "".join(f"Slow.{i}:0:*:0000*0000*0000*01{i:02x}\n" for i in range(50)))
+    engine = VirusEngine(tmp_path, ScanLimits(max_scan_time=1.0))
+    verdict = engine.scan_bytes(b"\0" * (3 << 20))
+    assert verdict.limits_exceeded == v.LIMIT_SCAN_TIME

@@ -19,10 +19,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import yara_x
+
 from mailyard.antivirus import archives, filetype, mime
 from mailyard.antivirus.database import SignatureDatabase, database_sources, load_database
 from mailyard.antivirus.matcher import Matcher
-from mailyard.antivirus.verdict import LIMIT_RECURSION, Attachment, ScanLimits, ScanVerdict
+from mailyard.antivirus.verdict import (
+    LIMIT_RECURSION,
+    LIMIT_SCAN_TIME,
+    Attachment,
+    ScanLimits,
+    ScanVerdict,
+)
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 EICAR_NAME = "Eicar-Test-Signature"
@@ -187,7 +195,14 @@ class _Walk:
             return
         kind = kind or filetype.detect(data)
         remaining = max(self.budget.deadline - time.monotonic(), 0.001)
-        for name in self.engine._match(data, kind, remaining):
+        try:
+            found = self.engine._match(data, kind, remaining)
+        except yara_x.TimeoutError:
+            self.budget.record(LIMIT_SCAN_TIME)
+            raise archives.LimitHit(LIMIT_SCAN_TIME) from None
+        except yara_x.ScanError:
+            found = []  # YARA-X could not scan this object; its parts are still walked
+        for name in found:
             if name not in self.names:
                 self.names.append(name)
         if self.names and not self.options.allmatch:
