@@ -84,10 +84,10 @@ class VirusEngine:
         cached = Matcher.load(cache_dir, key)
         if cached is not None:
             matcher, meta = cached
-            database = load_database(database_dir, body=False)
-            database.errors = meta["db_errors"]
-            database.unsupported = meta["unsupported"]
-            database.cached_count = meta["count"]
+            database = SignatureDatabase(
+                hashes=meta["hashes"], allow=meta["allow"], ignored=meta["ignored"],
+                errors=meta["db_errors"], unsupported=meta["unsupported"],
+                files=meta["files"], cached_count=meta["count"])
             self.from_cache = True
             return database, matcher
         database = load_database(database_dir)
@@ -95,7 +95,9 @@ class VirusEngine:
         try:
             matcher.save(cache_dir, key, {
                 "db_errors": list(database.errors), "unsupported": database.unsupported,
-                "count": len(database.body) + len(database.logical)})
+                "count": len(database.body) + len(database.logical),
+                "hashes": database.hashes, "allow": database.allow,
+                "ignored": database.ignored, "files": database.files})
         except OSError:
             pass  # no cache this time; scanning is unaffected
         return database, matcher
