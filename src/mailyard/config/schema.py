@@ -133,8 +133,10 @@ class FilterSettings:
                                "(-999 = always).")
     spam_level: float = setting(5.0, "X-Spam-Flag: YES (and the subject tag) at or above this "
                                 "score; per-user overrides come from accounts.")
-    kill_level: float = setting(20.0, "Quarantine instead of delivering at or above this "
-                                "score.")
+    kill_level: float = setting(0.0, "Quarantine instead of delivering at or above this "
+                                "score (0 = never: spam is delivered tagged, and the "
+                                "shipped Sieve default files it into Junk).",
+                                check_non_negative)
     subject_tag: str = setting("***SPAM*** ", "Prefix for the subject of spam "
                                "(empty = leave subjects alone).")
     banned_extensions: list[str] = setting(
