@@ -91,6 +91,12 @@ CASES: list[tuple[str, str, bytes, bytes]] = [
     ("ldb", ("Syn.Logical.FileSize;Engine:51-255,Target:0,FileSize:100-200;0;"
       "73697a65642d6d61726b"),
      b"sized-mark" + PAD + b"x" * 40, b"sized-mark" + PAD + b"x" * 400),
+    ("ldb", "Syn.Logical.Pcre;Engine:81-255,Target:0;0&1;7063726521;0/ab[0-9]{3}cd/",
+     PAD + b"pcre! then ab123cd" + PAD, PAD + b"pcre! then ab12cd" + PAD),
+    ("ldb", "Syn.Logical.PcreTrigger;Engine:81-255,Target:0;1;74726967676572;0/zz[a-c]+yy/",
+     PAD + b"trigger zzabcyy" + PAD, PAD + b"trigge zzabcyy" + PAD),
+    ("ldb", "Syn.Logical.PcreNoCase;Engine:81-255,Target:0;1;6e6f636173652d;0/qq[a-z]{2}ww/i",
+     b"\0\1\2nocase- QQAbWW\0\0" + PAD, b"\0\1\2nocase- QQAbbWW\0\0" + PAD),
     ("hdb", f"{hashlib.md5(_HASHED).hexdigest()}:{len(_HASHED)}:Syn.Hash.MD5",
      _HASHED, _HASHED_MISS),
     ("hsb", f"{hashlib.sha1(_HASHED + b'1').hexdigest()}:{len(_HASHED) + 1}:Syn.Hash.SHA1",

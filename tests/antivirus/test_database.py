@@ -20,7 +20,7 @@ def test_bad_lines_are_reported_with_file_and_line_and_never_fatal(tmp_path):
     db = write_db(tmp_path / "db", {
         "a.ndb": "# a comment\n" + MARK_NDB + "Broken:0:*:4142zz\nShort:0\n",
         "b.hdb": "nothex:12:Bad.Hash\n" + "0" * 31 + ":5:Odd.Length\n",
-        "c.ldb": "L.Bad;Target:0;0&5;41424344\nL.Pcre;Target:0;0&1;41424344;0/abc/i\n",
+        "c.ldb": "L.Bad;Target:0;0&5;41424344\nL.Pcre;Target:0;0&1;41424344;0/abc/x\n",
     })
     engine = VirusEngine(db)
     errors = "\n".join(engine.errors)
@@ -28,7 +28,7 @@ def test_bad_lines_are_reported_with_file_and_line_and_never_fatal(tmp_path):
     assert f"{db}/a.ndb:4: expected" in errors
     assert f"{db}/b.hdb:1:" in errors and f"{db}/b.hdb:2:" in errors
     assert f"{db}/c.ldb:1: subsignature 5 does not exist" in errors
-    assert engine.database.unsupported["ldb PCRE subsignature"] == 1
+    assert engine.database.unsupported["ldb PCRE flag x"] == 1
     # The good line still works.
     assert engine.scan_bytes(MARK).names == ("DB.Mark.UNOFFICIAL",)
 
@@ -143,7 +143,7 @@ def test_ign2_applies_to_hash_signatures(tmp_path):
 
 def test_compiled_cache_is_reused_and_invalidated(tmp_path):
     db = write_db(tmp_path / "db", {"a.ndb": MARK_NDB + "Broken:0:*:zz\n",
-                                    "b.ldb": "L.Pcre;Target:0;0&1;41424344;0/abc/i\n"})
+                                    "b.ldb": "L.Pcre;Target:0;0&1;41424344;0/abc/x\n"})
     cache = tmp_path / "cache"
     first = VirusEngine(db, cache_dir=cache)
     assert not first.from_cache and list(cache.glob("*.yarx"))

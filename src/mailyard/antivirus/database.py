@@ -53,6 +53,10 @@ class SubSignature:
     offset: str
     tokens: tuple
     modifiers: str  # subset of "iwfa" (nocase, wide, fullword, ascii)
+    # A PCRE subsignature (`[Offset:]Trigger/Regex/[Flags]`): the regex, its flags, and
+    # the logical expression over the other subsignatures that must hold for it to count.
+    pcre: str | None = None
+    trigger: str = ""
 
 
 @dataclass(frozen=True)
@@ -244,6 +248,9 @@ def _parse_ldb(db: SignatureDatabase, line: str, where: str, suffix: str) -> Non
     from mailyard.antivirus.logical import check_expression
 
     check_expression(expression, len(subsigs))
+    for sub in subsigs:
+        if sub.pcre is not None:
+            check_expression(sub.trigger, len(subsigs))
     if name in db.ignored:
         return
     db.logical.append(LogicalSignature(name + suffix, target, file_size, expression,
@@ -272,10 +279,35 @@ def _parse_tdb(text: str) -> tuple[int, tuple[int, int] | None]:
     return target, file_size
 
 
+# PCRE flags we can express: i and s become YARA regex flags, A anchors at the offset;
+# g (global) and r/e (rolling, encompass) do not change whether the subsignature matches.
+_PCRE_FLAGS = set("isAgre")
+
+
+def _parse_pcre(text: str) -> SubSignature:
+    head, _, rest = text.partition("/")
+    regex, slash, flags = rest.rpartition("/")
+    if not slash or not regex:
+        raise ValueError("a PCRE subsignature is Trigger/Regex/Flags")
+    offset, _, trigger = head.rpartition(":")
+    offset = offset or "*"
+    check_offset(offset)
+    if not trigger:
+        raise ValueError("a PCRE subsignature needs a trigger expression")
+    if set(flags) - _PCRE_FLAGS:
+        raise _Unsupported(f"ldb PCRE flag {''.join(sorted(set(flags) - _PCRE_FLAGS))}")
+    if "A" in flags and offset == "*":
+        offset = "0"
+    elif "A" not in flags and offset != "*":
+        # Without A, ClamAV starts the regex search at the offset: any match from there on.
+        offset = f"{offset}+"
+    return SubSignature(offset, (), flags, pcre=regex, trigger=trigger)
+
+
 def _parse_subsig(text: str) -> SubSignature:
+    if "/" in text:
+        return _parse_pcre(text)
     body, _, modifiers = text.partition("::")
-    if "/" in body:
-        raise _Unsupported("ldb PCRE subsignature")
     if body.startswith("(") and ("#" in body or "=" in body):
         raise _Unsupported("ldb byte-compare subsignature")
     if body.startswith("${"):

@@ -33,11 +33,13 @@ def _tokens(expression: str) -> list[str]:
 
 
 class _Parser:
-    def __init__(self, expression: str, subsig_count: int, var: str):
+    def __init__(self, expression: str, subsig_count: int, var: str,
+                 overrides: dict[int, str] | None = None):
         self.tokens = _tokens(expression)
         self.pos = 0
         self.count = subsig_count
         self.var = var
+        self.overrides = overrides or {}
 
     def peek(self) -> str | None:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else None
@@ -78,7 +80,7 @@ class _Parser:
             if index >= self.count:
                 raise ExpressionError(f"subsignature {index} does not exist")
             ids = {index}
-            text = f"${self.var}{index}"
+            text = self.overrides.get(index, f"${self.var}{index}")
         else:
             raise ExpressionError(f"unexpected {token!r}")
         if self.peek() in ("=", ">", "<"):
@@ -103,5 +105,8 @@ def check_expression(expression: str, subsig_count: int) -> None:
     _Parser(expression, subsig_count, "s").parse()
 
 
-def to_yara_condition(expression: str, subsig_count: int, var: str = "s") -> str:
-    return _Parser(expression, subsig_count, var).parse()
+def to_yara_condition(expression: str, subsig_count: int, var: str = "s",
+                      overrides: dict[int, str] | None = None) -> str:
+    """The YARA condition for `expression`; `overrides` replaces the plain `$sN` test of
+    some subsignatures (a PCRE subsignature counts only when its trigger holds)."""
+    return _Parser(expression, subsig_count, var, overrides).parse()

@@ -31,6 +31,9 @@ def _offset_condition(offset: str, var: str, target: int) -> str:
     """A ClamAV offset as a YARA condition on string `var` (e.g. "$a")."""
     if offset == "*":
         return var
+    if offset.endswith("+"):  # PCRE search starting at an offset: a match anywhere after
+        start = _offset_condition(offset[:-1], var, target).split(" at ", 1)[1]
+        return f"{var} in ({start}..filesize)"
     base, _, shift = offset.partition(",")
     if base.isdigit():
         start = base
@@ -74,6 +77,17 @@ def _pattern(tokens: tuple, modifiers: str = "") -> str:
     if "f" in modifiers:
         words.append("fullword")
     return f"/{regex}/{flags}" + (" " + " ".join(words) if words else "")
+
+
+_UNESCAPED_SLASH = re.compile(r"(?<!\\)/")
+
+
+def _subsig_pattern(sub) -> str:
+    if sub.pcre is None:
+        return _pattern(sub.tokens, sub.modifiers)
+    flags = "".join(f for f in "is" if f in sub.modifiers)
+    regex = _UNESCAPED_SLASH.sub(r"\\/", sub.pcre)
+    return f"/{regex}/{flags}"
 
 
 def _uses_modules(text: str) -> bool:
@@ -186,9 +200,12 @@ class Matcher:
             origins.append(sig.origin)
             self.names[f"b{i}"] = sig.name
         for i, sig in enumerate(db.logical):
-            strings = " ".join(f"$s{j} = {_pattern(sub.tokens, sub.modifiers)}"
+            count = len(sig.subsigs)
+            strings = " ".join(f"$s{j} = {_subsig_pattern(sub)}"
                                for j, sub in enumerate(sig.subsigs))
-            condition = to_yara_condition(sig.expression, len(sig.subsigs))
+            overrides = {j: f"($s{j} and {to_yara_condition(sub.trigger, count)})"
+                         for j, sub in enumerate(sig.subsigs) if sub.pcre is not None}
+            condition = to_yara_condition(sig.expression, count, overrides=overrides)
             # Offsets of subsignatures narrow where each may match.
             extra = [_offset_condition(sub.offset, f"$s{j}", sig.target)
                      for j, sub in enumerate(sig.subsigs) if sub.offset != "*"]
