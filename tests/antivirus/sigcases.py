@@ -97,6 +97,10 @@ CASES: list[tuple[str, str, bytes, bytes]] = [
      PAD + b"trigger zzabcyy" + PAD, PAD + b"trigge zzabcyy" + PAD),
     ("ldb", "Syn.Logical.PcreNoCase;Engine:81-255,Target:0;1;6e6f636173652d;0/qq[a-z]{2}ww/i",
      b"\0\1\2nocase- QQAbWW\0\0" + PAD, b"\0\1\2nocase- QQAbbWW\0\0" + PAD),
+    ("mdb", f"512:{hashlib.md5(_PE[0x200:0x400]).hexdigest()}:Syn.Section.MD5",
+     _PE, _PE_OTHER),
+    ("msb", f"512:{hashlib.sha256(_PE[0x400:0x600]).hexdigest()}:Syn.Section.SHA256:73",
+     _PE, PAD + _PE[0x400:0x600]),
     ("hdb", f"{hashlib.md5(_HASHED).hexdigest()}:{len(_HASHED)}:Syn.Hash.MD5",
      _HASHED, _HASHED_MISS),
     ("hsb", f"{hashlib.sha1(_HASHED + b'1').hexdigest()}:{len(_HASHED) + 1}:Syn.Hash.SHA1",
@@ -113,8 +117,9 @@ def case_name(line: str) -> str:
     if ";" in line and line.index(";") < line.find(":"):
         return line.split(";")[0]
     fields = line.split(":")
-    if len(fields[0]) in (32, 40, 64) and all(c in "0123456789abcdef" for c in fields[0]):
-        return fields[2]
+    for candidate in fields[:2]:  # hash first (.hdb/.hsb) or size first (.mdb/.msb)
+        if len(candidate) in (32, 40, 64) and all(c in "0123456789abcdef" for c in candidate):
+            return fields[2]
     return fields[0]
 
 

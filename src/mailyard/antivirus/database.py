@@ -31,8 +31,10 @@ from mailyard.antivirus.hashes import HashStore
 
 UNOFFICIAL = ".UNOFFICIAL"
 HASH_EXTENSIONS = {"hdb", "hsb"}
+SECTION_EXTENSIONS = {"mdb", "msb"}
 ALLOW_EXTENSIONS = {"fp", "sfp"}
-KNOWN_EXTENSIONS = HASH_EXTENSIONS | ALLOW_EXTENSIONS | {"ndb", "ldb", "ign2", "ign"}
+KNOWN_EXTENSIONS = (HASH_EXTENSIONS | SECTION_EXTENSIONS | ALLOW_EXTENSIONS
+                    | {"ndb", "ldb", "ign2", "ign"})
 CONTAINER_EXTENSIONS = {"cvd", "cld", "cud"}
 CVD_HEADER = 512
 
@@ -76,6 +78,7 @@ class SignatureDatabase:
     """Everything loaded from one database directory (or built in)."""
 
     hashes: HashStore = field(default_factory=HashStore)
+    sections: HashStore = field(default_factory=HashStore)  # PE sections (.mdb/.msb)
     allow: HashStore = field(default_factory=HashStore)
     body: list[BodySignature] = field(default_factory=list)
     logical: list[LogicalSignature] = field(default_factory=list)
@@ -87,7 +90,8 @@ class SignatureDatabase:
 
     @property
     def signature_count(self) -> int:
-        return len(self.hashes) + len(self.body) + len(self.logical) + self.cached_count
+        return (len(self.hashes) + len(self.sections) + len(self.body) + len(self.logical)
+                + self.cached_count)
 
 
 def database_sources(path) -> list[Path]:
@@ -135,9 +139,11 @@ def load_database(path, body: bool = True) -> SignatureDatabase:
         db.files.append(origin)
         if ext in ("ign2", "ign"):
             continue
-        if ext in HASH_EXTENSIONS or ext in ALLOW_EXTENSIONS:
-            store = db.allow if ext in ALLOW_EXTENSIONS else db.hashes
-            store.load(data, "" if official else UNOFFICIAL, db.ignored, origin, db.errors)
+        if ext in HASH_EXTENSIONS or ext in ALLOW_EXTENSIONS or ext in SECTION_EXTENSIONS:
+            store = (db.allow if ext in ALLOW_EXTENSIONS else
+                     db.sections if ext in SECTION_EXTENSIONS else db.hashes)
+            store.load(data, "" if official else UNOFFICIAL, db.ignored, origin, db.errors,
+                       size_first=ext in SECTION_EXTENSIONS)
             continue
         if not body:
             continue
@@ -151,6 +157,7 @@ def load_database(path, body: bool = True) -> SignatureDatabase:
             except (ValueError, hexsig.SignatureError) as exc:
                 db.errors.append(f"{where}: {exc}")
     db.hashes.finish()
+    db.sections.finish()
     db.allow.finish()
     return db
 

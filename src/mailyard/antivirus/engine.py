@@ -86,6 +86,7 @@ class VirusEngine:
             matcher, meta = cached
             database = SignatureDatabase(
                 hashes=meta["hashes"], allow=meta["allow"], ignored=meta["ignored"],
+                sections=meta["sections"],
                 errors=meta["db_errors"], unsupported=meta["unsupported"],
                 files=meta["files"], cached_count=meta["count"])
             self.from_cache = True
@@ -97,6 +98,7 @@ class VirusEngine:
                 "db_errors": list(database.errors), "unsupported": database.unsupported,
                 "count": len(database.body) + len(database.logical),
                 "hashes": database.hashes, "allow": database.allow,
+                "sections": database.sections,
                 "ignored": database.ignored, "files": database.files})
         except OSError:
             pass  # no cache this time; scanning is unaffected
@@ -164,6 +166,8 @@ class VirusEngine:
                 hit = db.hashes.lookup(algorithm, digest, size)
                 if hit:
                     found.append(hit)
+        if kind == "pe" and len(db.sections):
+            found += self._section_hits(data)
         found += self.matcher.scan(data, filetype.TARGETS.get(kind, 0), timeout)
         if kind == "text":
             for name in self.matcher.scan(filetype.normalize_text(data), filetype.TARGET_TEXT,
@@ -173,6 +177,20 @@ class VirusEngine:
         if getattr(self, "eicar_builtin", False) and data[:len(EICAR)] == EICAR \
                 and not data[len(EICAR):].strip(b" \t\r\n\x1a"):
             found.append(EICAR_NAME)
+        return found
+
+
+    def _section_hits(self, data: bytes) -> list[str]:
+        """`.mdb`/`.msb`: hashes of a PE file's sections (raw data, SizeOfRawData bytes)."""
+        sections = self.database.sections
+        found = []
+        for start, size in filetype.pe_sections(data):
+            for algorithm in sections.algorithms():
+                if sections.wanted(algorithm, size):
+                    digest = hashlib.new(algorithm, data[start:start + size]).hexdigest()
+                    hit = sections.lookup(algorithm, digest, size)
+                    if hit and hit not in found:
+                        found.append(hit)
         return found
 
 

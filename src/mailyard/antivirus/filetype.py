@@ -117,3 +117,25 @@ def normalize_text(data: bytes) -> bytes:
     also the untargeted ones are matched against: ASCII letters lowered, control characters
     dropped, every run of white space made one space."""
     return _SPACES.sub(b" ", data.translate(_NORMALIZE, _CONTROL))
+
+
+def pe_sections(data: bytes) -> list[tuple[int, int]]:
+    """(file offset, size) of each PE section's raw data that lies within the file."""
+    if len(data) < 0x40 or data[:2] != b"MZ":
+        return []
+    pe = int.from_bytes(data[0x3C:0x40], "little")
+    if data[pe:pe + 4] != b"PE\x00\x00" or len(data) < pe + 24:
+        return []
+    count = int.from_bytes(data[pe + 6:pe + 8], "little")
+    optional_size = int.from_bytes(data[pe + 20:pe + 22], "little")
+    table = pe + 24 + optional_size
+    out = []
+    for i in range(min(count, 96)):
+        header = data[table + 40 * i:table + 40 * (i + 1)]
+        if len(header) < 40:
+            break
+        raw_size = int.from_bytes(header[16:20], "little")
+        raw_start = int.from_bytes(header[20:24], "little")
+        if raw_size and raw_start + raw_size <= len(data):
+            out.append((raw_start, raw_size))
+    return out

@@ -58,10 +58,12 @@ class HashStore:
         self._blobs: list[tuple[bytes, str]] = []
 
     def load(self, data: bytes, suffix: str, ignored: set[str], origin: str,
-             errors: list[str]) -> None:
-        """Add every line of one hash database file; bad lines go to `errors` (file:line)."""
+             errors: list[str], size_first: bool = False) -> None:
+        """Add every line of one hash database file; bad lines go to `errors` (file:line).
+
+        `size_first`: PE section hashes (`.mdb`/`.msb`) put the size before the hash."""
         blob_index = len(self._blobs)
-        self._blobs.append((data, suffix))
+        self._blobs.append((data, suffix, size_first))
         ignored_b = {name.encode() for name in ignored}
         base = blob_index << 40
         tables = self.tables
@@ -73,6 +75,8 @@ class HashStore:
             fields = line.split(b":", 3)
             try:
                 digest, size, name = fields[0], fields[1], fields[2].rstrip()
+                if size_first:
+                    digest, size = size, digest
                 table = tables[algorithm_of[len(digest)]]
                 prefix = int(digest[:16], 16)
                 int(digest, 16)
@@ -119,10 +123,12 @@ class HashStore:
         return None
 
     def _check(self, ref: int, hexdigest: str, size: int) -> str | None:
-        data, suffix = self._blobs[ref >> 40]
+        data, suffix, size_first = self._blobs[ref >> 40]
         start = ref & ((1 << 40) - 1)
         end = data.find(b"\n", start)
         fields = data[start:end if end >= 0 else len(data)].rstrip(b"\r").split(b":")
+        if size_first:
+            fields[0], fields[1] = fields[1], fields[0]
         if fields[0].decode().lower() != hexdigest:
             return None
         if size != ANY_SIZE and fields[1] != str(size).encode():
