@@ -47,6 +47,9 @@ def files(tmp_path):
 
 
 def test_clamdscan_version_and_ping(clamd):
+    # The listener loads the database in a pool worker at start-up (and fills the cache).
+    clamd.wait_for_log("clamd signatures loaded", timeout=60)
+    assert list((clamd.data_dir / "antivirus-cache").glob("*.yarx"))
     result = clamdscan(clamd.clamd_conf, "--version")
     assert result.returncode == 0 and result.stdout.startswith("ClamAV mailyard-av")
     result = subprocess.run(["clamdscan", f"--config-file={clamd.clamd_conf}", "--ping", "1"],

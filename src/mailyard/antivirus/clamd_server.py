@@ -111,6 +111,14 @@ class ClamdService:
                     break
         return lines or [f"{path}: OK"]
 
+    async def warm(self) -> None:
+        """Load the database in one pool worker at start-up: it compiles and fills the
+        cache, so the other workers (and the first client) load from the cache."""
+        started = asyncio.get_running_loop().time()
+        count = await self._in_pool(worker.signature_count, self.generation)
+        event(log, "clamd signatures loaded", signatures=count,
+              seconds=round(asyncio.get_running_loop().time() - started, 2))
+
     async def version(self) -> str:
         count = await self._in_pool(worker.signature_count, self.generation)
         stamp = self.loaded_at.strftime("%a %b %d %H:%M:%S %Y")
@@ -212,4 +220,6 @@ def _list_files(path: str) -> list[str]:
 
 async def start(app, service: str, address: str) -> Listener:
     clamd = app.component("antivirus.clamd", ClamdService)
-    return await serve_stream(app, service, address, clamd.handle)
+    listener = await serve_stream(app, service, address, clamd.handle)
+    app.spawn(clamd.warm(), "clamd-warm-up")
+    return listener
