@@ -53,6 +53,9 @@ def _register() -> None:
     from mailyard.spam.cli import spam
 
     main.add_command(spam)
+    from mailyard.antivirus.scan_cmd import scan
+
+    main.add_command(scan)
 
 
 _register()

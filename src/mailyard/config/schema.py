@@ -76,6 +76,18 @@ def check_log_level(value: str) -> None:
         raise ValueError("must be one of debug, info, warning, error")
 
 
+def check_backend(value: str) -> None:
+    if value != "builtin":
+        if not value:
+            raise ValueError("must be builtin or a clamd address (HOST:PORT or unix:/path)")
+        check_hostport(value)
+
+
+def check_on_limits(value: str) -> None:
+    if value not in ("block", "pass"):
+        raise ValueError("must be block or pass")
+
+
 # -- the tables -----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -246,7 +258,24 @@ class AntivirusSettings:
     databases: str = setting("", "A ClamAV-style signature database directory "
                              "(empty = built-in signatures only).")
     backend: str = setting("builtin", "`builtin`, or a clamd socket (HOST:PORT or "
-                           "unix:/path) to delegate scanning to.")
+                           "unix:/path) to delegate scanning to.", check_backend)
+    max_depth: int = setting(16, "Deepest nesting of archives and attached messages "
+                             "opened (MaxRecursion).", check_positive)
+    max_total_bytes: int = setting(209715200, "Bytes unpacked and decoded per scan, in all "
+                                   "(MaxScanSize).", check_positive)
+    max_file_size: int = setting(104857600, "Largest single unpacked file (MaxFileSize).",
+                                 check_positive)
+    max_files: int = setting(10000, "Members taken from one archive (MaxFiles).",
+                             check_positive)
+    max_ratio: float = setting(250.0, "Largest unpacked/packed size ratio of an archive "
+                               "member above 1 MiB (zip bombs).", check_positive)
+    max_scan_time: float = setting(120.0, "Seconds one scan may take (MaxScanTime).",
+                                   check_positive)
+    on_limits: str = setting("block", "`block`: a scan cut short by a limit counts as "
+                             "infected (Heuristics.Limits.Exceeded.*); `pass`: clean.",
+                             check_on_limits)
+    stream_max_length: int = setting(104857600, "clamd listener: largest INSTREAM upload, "
+                                     "in bytes (StreamMaxLength).", check_positive)
 
 
 @dataclass(frozen=True)

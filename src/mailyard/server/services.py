@@ -18,6 +18,6 @@ SERVICES: dict[str, str] = {
     "pop3s": "mailyard.pop3.server:start",
     "managesieve": "mailyard.sieve.managesieve.server:start",
     "spamd": "mailyard.spam.service:start",
-    "clamd": "mailyard.server.placeholder:start",
+    "clamd": "mailyard.antivirus.clamd_server:start",
     "metrics": "mailyard.server.placeholder:start",
 }
