@@ -21,7 +21,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SHARED = ROOT.parent / "shared" / "bench"
+# ../shared/bench beside the checkout (CI lays it there); SHARED_BENCH overrides.
+SHARED = Path(os.environ.get("SHARED_BENCH") or next(
+    (p for p in (ROOT.parent / "shared" / "bench", ROOT.parent.parent / "shared" / "bench")
+     if p.is_dir()), ROOT.parent / "shared" / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from harness import MailyardServer  # noqa: E402

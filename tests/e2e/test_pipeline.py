@@ -10,7 +10,7 @@ import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import maildir_messages, wait_for_messages
+from e2e_support import maildir_messages, wait_for_messages
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 GTUBE = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
@@ -140,3 +140,17 @@ def test_filter_port_refuses_untrusted_clients(pipeline):
     srv = pipeline(toml='[smtp]\ntrusted_networks = ["192.0.2.0/24"]\n')
     with socket.create_connection(("127.0.0.1", srv.port("filter")), timeout=10) as s:
         assert s.recv(200).startswith(b"554 5.7.1")
+
+
+def test_spam_above_kill_level_is_quarantined(pipeline):
+    import json
+
+    srv = pipeline(toml="[filter]\nkill_level = 50.0\n")
+    send(srv, message("very spammy", body=GTUBE + b"\r\n"))
+    send(srv, message("plain ham"))
+    found = wait_for_messages(srv.maildir("alice@example.test"), 1, srv=srv)
+    time.sleep(1.0)
+    assert [m["Subject"] for _, _, m in maildir_messages(srv.maildir("alice@example.test"))] \
+        == ["plain ham"]
+    entries = json.loads(srv.cli("quarantine", "list", "--json").stdout)
+    assert [(e["reason"], e["subject"]) for e in entries] == [("spam", "very spammy")]

@@ -18,7 +18,7 @@ from mailyard.filter.verdicts import Decision, ScanResult
 class FilterPolicy:
     tag_level: float = -999.0
     spam_level: float = 5.0
-    kill_level: float = 20.0
+    kill_level: float = 0.0          # 0 = never quarantine spam
     subject_tag: str = "***SPAM*** "
     banned_extensions: frozenset[str] = frozenset()
     bypass_spam: frozenset[str] = frozenset()
@@ -66,7 +66,7 @@ def decide(policy: FilterPolicy, result: ScanResult, recipient: str) -> Decision
     if _listed(recipient, policy.bypass_spam) or not result.spam_checked:
         return Decision(recipient, "deliver", add_spam_headers=False,
                         spam_level=policy.spam_level)
-    if result.score >= policy.kill_level:
+    if policy.kill_level > 0 and result.score >= policy.kill_level:
         return Decision(recipient, "quarantine", "spam", f"score={result.score:.1f}",
                         spam_flag=True, spam_level=policy.spam_level)
     is_spam = result.score >= policy.spam_level
