@@ -9,10 +9,26 @@ import threading
 import time
 
 from aiosmtpd.controller import Controller
-from harness import free_port
+from harness import DnsServer, free_port
 
 UNTRUSTED = "127.0.0.2"        # loopback alias outside trusted_networks in these tests
+# Clients from 127.0.0.2+ are untrusted; sender authentication (DNS) is off unless a test
+# turns it on with its own DNS server.
 TRUSTED_ONLY_LOCALHOST = '[smtp]\ntrusted_networks = ["127.0.0.1/32"]\n'
+SENDERAUTH_OFF = "[senderauth]\ncheck = false\n"
+
+_quiet_dns: DnsServer | None = None
+
+
+def with_quiet_dns(toml: str) -> str:
+    """`toml` plus a `[dns]` table naming a loopback DNS server that knows nothing (every
+    name NXDOMAIN), unless the test brought its own: no test depends on the machine's DNS."""
+    global _quiet_dns
+    if "[dns]" in toml:
+        return toml
+    if _quiet_dns is None:
+        _quiet_dns = DnsServer()
+    return toml + f'\n[dns]\nnameservers = ["{_quiet_dns.address}"]\n'
 
 
 class Sink:
@@ -45,6 +61,23 @@ class Sink:
                     raise AssertionError(f"sink got {len(self.messages)} of {count} messages")
                 self._cond.wait(left)
             return list(self.messages)
+
+    def find(self, marker: bytes, timeout: float = 20.0) -> dict:
+        """The message whose content contains `marker` (tests sharing a sink use markers)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = [m for m in self.messages if marker in m["content"]]
+                if found:
+                    return found[0]
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no message with {marker!r} reached the sink")
+                self._cond.wait(left)
+
+    def has(self, marker: bytes) -> bool:
+        with self._cond:
+            return any(marker in m["content"] for m in self.messages)
 
     def stop(self) -> None:
         self.controller.stop()

@@ -11,15 +11,29 @@ import smtplib
 
 import pytest
 
-from .peers import TRUSTED_ONLY_LOCALHOST, UNTRUSTED, RawClient
+from .peers import (
+    SENDERAUTH_OFF,
+    TRUSTED_ONLY_LOCALHOST,
+    UNTRUSTED,
+    RawClient,
+    with_quiet_dns,
+)
 
 NO_GREYLIST = "[greylist]\nenabled = false\n"
 MESSAGE = "From: bob@remote.example\r\nSubject: hi\r\n\r\nhello\r\n"
 
 
+@pytest.fixture(scope="module")
+def plain(module_server, module_sink):
+    """One server without greylisting or blocklists, shared by the simple tests."""
+    return module_server(toml=TRUSTED_ONLY_LOCALHOST + SENDERAUTH_OFF + module_sink.toml()
+                         + NO_GREYLIST)
+
+
 def start(mailyard_server, sink, toml: str = "", users=("alice@example.test",)):
     srv = mailyard_server(services={"smtp"}, domains=["example.test"],
-                          toml=TRUSTED_ONLY_LOCALHOST + sink.toml() + toml)
+                          toml=with_quiet_dns(TRUSTED_ONLY_LOCALHOST + SENDERAUTH_OFF
+                                              + sink.toml() + toml))
     for user in users:
         srv.add_user(user)
     return srv
@@ -32,33 +46,32 @@ def smtp_from(srv, source: str) -> smtplib.SMTP:
     return client
 
 
-def test_local_recipient_accepted_and_received_header(mailyard_server, sink):
-    srv = start(mailyard_server, sink, NO_GREYLIST)
+def test_local_recipient_accepted_and_received_header(plain, module_sink):
+    srv = plain
     with smtp_from(srv, UNTRUSTED) as client:
         client.mail("bob@remote.example")
         assert client.rcpt("alice@example.test")[0] == 250
-        code, text = client.data(MESSAGE)
+        code, text = client.data(MESSAGE.replace("hello", "local-accept"))
         assert code == 250 and b"queued as" in text
-    [message] = sink.wait(1)
+    message = module_sink.find(b"local-accept")
     assert message["recipients"] == ["alice@example.test"]
     first = message["content"].split(b"\r\n\t")
     assert first[0] == b"Received: from client.example (unknown [127.0.0.2])"
     assert b"by mx.example.test (mailyard) with ESMTP id " in message["content"]
     assert b"for <alice@example.test>;" in message["content"]
-    assert message["content"].endswith(b"\r\n\r\nhello\r\n")
+    assert message["content"].endswith(b"\r\n\r\nlocal-accept\r\n")
     assert "step=recipient result=accept" in srv.log_text()
 
 
-def test_unknown_local_recipient_refused(mailyard_server, sink):
-    srv = start(mailyard_server, sink, NO_GREYLIST)
-    with smtp_from(srv, UNTRUSTED) as client:
+def test_unknown_local_recipient_refused(plain):
+    with smtp_from(plain, UNTRUSTED) as client:
         client.mail("bob@remote.example")
         code, text = client.rcpt("nobody@example.test")
         assert (code, text[:5]) == (550, b"5.1.1")
 
 
-def test_relay_refused_for_untrusted_allowed_for_trusted(mailyard_server, sink):
-    srv = start(mailyard_server, sink, NO_GREYLIST)
+def test_relay_refused_for_untrusted_allowed_for_trusted(plain, module_sink):
+    srv = plain
     with smtp_from(srv, UNTRUSTED) as client:
         client.mail("alice@example.test")      # a spoofed local sender changes nothing
         code, text = client.rcpt("carol@remote.example")
@@ -66,8 +79,8 @@ def test_relay_refused_for_untrusted_allowed_for_trusted(mailyard_server, sink):
     with smtp_from(srv, "127.0.0.1") as client:
         client.mail("alice@example.test")
         assert client.rcpt("carol@remote.example")[0] == 250
-        assert client.data(MESSAGE)[0] == 250
-    [message] = sink.wait(1)
+        assert client.data(MESSAGE.replace("hello", "trusted-relay"))[0] == 250
+    message = module_sink.find(b"trusted-relay")
     assert message["recipients"] == ["carol@remote.example"]
     assert "reason=\"trusted network\"" in srv.log_text()
 
@@ -121,7 +134,9 @@ def relay_server(tmp_path_factory):
 
     sink = Sink()
     srv = MailyardServer(root=tmp_path_factory.mktemp("relay"), services={"smtp"},
-                         domains=["example.test"], toml=TRUSTED_ONLY_LOCALHOST + sink.toml())
+                         domains=["example.test"],
+                         toml=with_quiet_dns(TRUSTED_ONLY_LOCALHOST + SENDERAUTH_OFF
+                                             + sink.toml()))
     srv.start()
     srv.add_user("alice@example.test")
     yield srv
@@ -130,51 +145,37 @@ def relay_server(tmp_path_factory):
     sink.stop()
 
 
-def test_dnsbl_listed_refused(mailyard_server, sink, dns_server):
-    dns_server.add("2.0.0.127.bl.test", "A", "127.0.0.2")
+def test_dnsbl(mailyard_server, sink, dns_server):
+    """Each client address exercises one path of the blocklist step."""
+    dns_server.add("2.0.0.127.bl.test", "A", "127.0.0.2")         # .2: listed
     dns_server.add("2.0.0.127.bl.test", "TXT", "listed for testing")
-    srv = start(mailyard_server, sink, NO_GREYLIST + f'[dns]\nnameservers = '
-                f'["{dns_server.address}"]\n[dnsbl]\nzones = ["clean.test", "bl.test"]\n')
-    with smtp_from(srv, UNTRUSTED) as client:
-        client.mail("bob@remote.example")
-        code, text = client.rcpt("alice@example.test")
-    assert code == 554
-    assert text == b"5.7.1 Service unavailable; client [127.0.0.2] blocked using bl.test"
-    # Both zones were asked (in parallel); the trusted client is never looked up.
-    assert ("2.0.0.127.clean.test.", "A") in dns_server.queries
-    with smtp_from(srv, "127.0.0.1") as client:
-        client.mail("bob@remote.example")
-        assert client.rcpt("alice@example.test")[0] == 250
-    assert ("1.0.0.127.bl.test.", "A") not in dns_server.queries
-    assert "step=dnsbl result=554" in srv.log_text()
-
-
-def test_dnsbl_return_code_filter_allowlist_and_fail_open(mailyard_server, sink, dns_server):
-    dns_server.add("2.0.0.127.codes.test", "A", "127.0.0.2")      # not a code we block on
-    dns_server.add("2.0.0.127.err.test", "A", "127.255.255.254")  # a resolver error code
-    dns_server.fail("2.0.0.127.broken.test")                      # SERVFAIL
+    dns_server.add("3.0.0.127.codes.test", "A", "127.0.0.2")      # .3: answer filtered out
+    dns_server.add("3.0.0.127.err.test", "A", "127.255.255.254")  # .3: a resolver error code
+    dns_server.fail("3.0.0.127.broken.test")                      # .3: SERVFAIL, fail open
+    dns_server.add("4.0.0.127.codes.test", "A", "127.0.0.5")      # .4: a code we block on
+    dns_server.add("5.0.0.127.bl.test", "A", "127.0.0.2")         # .5: listed, allowlisted
     srv = start(mailyard_server, sink, NO_GREYLIST + f'[dns]\nnameservers = '
                 f'["{dns_server.address}"]\n[dnsbl]\nzones = ["codes.test=127.0.0.4/30", '
-                f'"err.test", "broken.test"]\ntimeout = 3.0\n')
-    with smtp_from(srv, UNTRUSTED) as client:
-        client.mail("bob@remote.example")
-        assert client.rcpt("alice@example.test")[0] == 250
+                f'"err.test", "broken.test", "bl.test"]\ntimeout = 3.0\n'
+                f'allowlist = ["127.0.0.5/32"]\n')
+
+    def rcpt_from(source: str) -> tuple[int, bytes]:
+        with smtp_from(srv, source) as client:
+            client.mail("bob@remote.example")
+            return client.rcpt("alice@example.test")
+
+    assert rcpt_from("127.0.0.2") == (
+        554, b"5.7.1 Service unavailable; client [127.0.0.2] blocked using bl.test")
+    # All zones were asked, in parallel, whatever the first one said.
+    assert ("2.0.0.127.codes.test.", "A") in dns_server.queries
+    assert rcpt_from("127.0.0.3")[0] == 250
     assert "failing open" in srv.log_text()
-    dns_server.add("3.0.0.127.codes.test", "A", "127.0.0.5")
-    with smtp_from(srv, "127.0.0.3") as client:
-        client.mail("bob@remote.example")
-        assert client.rcpt("alice@example.test")[0] == 554
-
-
-def test_dnsbl_allowlist_skips(mailyard_server, sink, dns_server):
-    dns_server.add("2.0.0.127.bl.test", "A", "127.0.0.2")
-    srv = start(mailyard_server, sink, NO_GREYLIST + f'[dns]\nnameservers = '
-                f'["{dns_server.address}"]\n[dnsbl]\nzones = ["bl.test"]\n'
-                f'allowlist = ["127.0.0.2/32"]\n')
-    with smtp_from(srv, UNTRUSTED) as client:
-        client.mail("bob@remote.example")
-        assert client.rcpt("alice@example.test")[0] == 250
-    assert ("2.0.0.127.bl.test.", "A") not in dns_server.queries
+    assert rcpt_from("127.0.0.4")[0] == 554
+    assert rcpt_from("127.0.0.5")[0] == 250
+    assert ("5.0.0.127.bl.test.", "A") not in dns_server.queries
+    assert rcpt_from("127.0.0.1")[0] == 250                       # trusted: never looked up
+    assert ("1.0.0.127.bl.test.", "A") not in dns_server.queries
+    assert "step=dnsbl result=554" in srv.log_text()
 
 
 def test_greylist_defers_then_accepts(mailyard_server, sink):

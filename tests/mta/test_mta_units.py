@@ -14,6 +14,7 @@ from mailyard.dns import DnsTemporaryError, StaticResolver
 from mailyard.mta.dnsbl import DnsblChecker, Zone
 from mailyard.mta.greylist import Greylist, client_network
 from mailyard.mta.policy import ClientInfo, RecipientPolicy
+from mailyard.mta.rdns import confirmed_name
 from mailyard.mta.received import protocol_name, received_header
 from mailyard.mta.sasl import LOGIN_PASSWORD, LOGIN_USERNAME, SaslError, SaslExchange
 from mailyard.smtp import parse_path, replies
@@ -55,6 +56,20 @@ def test_zone_parse():
     assert zone.name == "zen.example"
     assert zone.is_listing("127.0.0.9") and not zone.is_listing("127.0.0.3")
     assert not Zone.parse("x.test").is_listing("not-an-ip")
+
+
+async def test_forward_confirmed_rdns():
+    resolver = StaticResolver({
+        ("9.2.0.192.in-addr.arpa.", "PTR"): ["mail.example.net."],
+        ("mail.example.net.", "A"): ["192.0.2.9"],
+        ("8.2.0.192.in-addr.arpa.", "PTR"): ["forged.example.net."],
+        ("forged.example.net.", "A"): ["198.51.100.1"],
+        ("7.2.0.192.in-addr.arpa.", "PTR"): DnsTemporaryError,
+    })
+    assert await confirmed_name(resolver, "192.0.2.9", 1.0) == "mail.example.net"
+    assert await confirmed_name(resolver, "192.0.2.8", 1.0) == ""     # does not map back
+    assert await confirmed_name(resolver, "192.0.2.7", 1.0) == ""     # DNS trouble
+    assert await confirmed_name(resolver, "192.0.2.6", 1.0) == ""     # no PTR
 
 
 # -- greylist ---------------------------------------------------------------------------------
@@ -204,3 +219,24 @@ async def test_chain_order(policy_parts):
     resolver.queries.clear()
     result = await policy.check(ClientInfo("smtp", "192.0.2.9", trusted=True), "x@y", remote)
     assert result.accepted and resolver.queries == []
+
+
+async def test_broken_greylist_store_fails_open(policy_parts):
+    settings, accounts, _resolver, greylist = policy_parts
+    policy = RecipientPolicy(settings, accounts, None, greylist)
+    greylist.close()     # every query now raises sqlite3.ProgrammingError
+    result = await policy.check(ClientInfo("smtp", "192.0.2.8", trusted=False), "x@y.test",
+                                parse_path("<alice@example.test>"))
+    assert result.accepted and "failing open" in result.reason
+
+
+def test_reinjection_allows_some_growth():
+    from mailyard.mta.profiles import PROFILES, ehlo_lines, size_limit
+
+    settings = load(None)
+    assert size_limit(settings, PROFILES["smtp"]) == settings.smtp.max_message_size
+    grown = size_limit(settings, PROFILES["reinject"])
+    assert grown > settings.smtp.max_message_size
+    lines = ehlo_lines(settings, "c", "192.0.2.1", starttls=False, auth=False, size=grown)
+    assert f"SIZE {grown}" in lines and "STARTTLS" not in lines
+    assert not any(line.startswith("AUTH") for line in lines)

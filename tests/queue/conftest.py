@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.lmtp import LMTP
-
 from harness import free_port
+
 from mailyard.config import load
 from mailyard.dns import StaticResolver
 from mailyard.server.app import App
@@ -37,6 +37,12 @@ class Recorder:
         self.lmtp_replies = {k: list(v) for k, v in (lmtp_replies or {}).items()}
         self.messages: list[dict] = []
         self.transactions = 0
+        self.ehlos = 0
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        self.ehlos += 1                 # one per connection (and one more after STARTTLS)
+        session.host_name = hostname
+        return responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         reply = self.rcpt_replies.get(address)
@@ -89,13 +95,16 @@ class Peer:
         cls = _LMTPController if lmtp else Controller
         self.controller = cls(handler, hostname=host, port=port)
         self.controller.start()
+        self.stopped = False
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
     def stop(self) -> None:
-        self.controller.stop()
+        if not self.stopped:                     # idempotent: tests may stop it early
+            self.stopped = True
+            self.controller.stop()
 
 
 @pytest.fixture

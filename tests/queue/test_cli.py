@@ -9,6 +9,7 @@ import sys
 
 from conftest import Recorder, eventually
 from harness import free_port
+
 from mailyard.envelope import Envelope, Recipient
 
 ENV = Envelope(sender="sender@example.net",

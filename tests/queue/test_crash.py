@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from conftest import Recorder, eventually, write_config
+
 from mailyard.config import load
 from mailyard.queue import Queue
 from mailyard.server.app import App

@@ -7,6 +7,7 @@ import email.policy
 
 from conftest import Recorder, eventually
 from harness import free_port
+
 from mailyard.envelope import Envelope, Recipient
 from mailyard.queue.records import DELIVERED, FAILED, PENDING
 
@@ -36,7 +37,7 @@ def parse(raw: bytes):
 
 async def test_filter_hop_gets_all_recipients_in_one_transaction(make_queue, peers):
     filt = peers(Recorder())
-    app, queue = make_queue(filter_hop=filt.address)
+    _app, queue = make_queue(filter_hop=filt.address)
     qid = await receive(queue, envelope(to=("alice@example.test", "bob@example.test")))
     await eventually(lambda: filt.handler.messages and qid not in queue.entries,
                      what="filter delivery")
@@ -49,7 +50,7 @@ async def test_filter_hop_gets_all_recipients_in_one_transaction(make_queue, pee
 
 async def test_filter_hop_4xx_then_250_is_retried(make_queue, peers):
     filt = peers(Recorder(data_replies=["451 4.3.0 scanner busy"]))
-    app, queue = make_queue(filter_hop=filt.address)
+    _app, queue = make_queue(filter_hop=filt.address)
     qid = await receive(queue, envelope())
     await eventually(lambda: filt.handler.messages, what="delivery after retry")
     assert filt.handler.transactions == 2
@@ -58,7 +59,7 @@ async def test_filter_hop_4xx_then_250_is_retried(make_queue, peers):
 
 async def test_filter_down_defers_then_flush_delivers(make_queue, peers):
     port = free_port()
-    app, queue = make_queue(filter_hop=f"127.0.0.1:{port}",
+    _app, queue = make_queue(filter_hop=f"127.0.0.1:{port}",
                             toml="retry_initial = 3600\nretry_max = 3600")
     qid = await receive(queue, envelope())
     await eventually(lambda: queue.entries[qid].attempts == 1 and queue.idle.is_set(),
@@ -75,7 +76,7 @@ async def test_filter_down_defers_then_flush_delivers(make_queue, peers):
 
 async def test_hold_stops_attempts_and_release_resumes(make_queue, peers):
     port = free_port()
-    app, queue = make_queue(filter_hop=f"127.0.0.1:{port}",
+    _app, queue = make_queue(filter_hop=f"127.0.0.1:{port}",
                             toml="retry_initial = 3600\nretry_max = 3600")
     qid = await receive(queue, envelope())
     await eventually(lambda: queue.entries[qid].attempts == 1 and queue.idle.is_set())
@@ -101,7 +102,7 @@ async def test_lmtp_per_recipient_status(make_queue, peers):
         "bob@example.test": ["452 4.2.2 mailbox full"],
         "carol@example.test": ["550 5.2.1 mailbox disabled"]}), lmtp=True)
     mx = peers(Recorder())
-    app, queue = make_queue(lmtp=lmtp.address, users=USERS, outbound_port=mx.port, dns={
+    _app, queue = make_queue(lmtp=lmtp.address, users=USERS, outbound_port=mx.port, dns={
         ("example.net.", "MX"): ["10 mx.example.net."],
         ("mx.example.net.", "A"): ["127.0.0.1"]})
     qid = await receive(queue, envelope(to=USERS, via="reinject"))
@@ -125,7 +126,7 @@ async def test_lmtp_per_recipient_status(make_queue, peers):
 
 async def test_unknown_local_recipient_bounces_without_lmtp(make_queue, peers):
     lmtp = peers(Recorder(), lmtp=True)
-    app, queue = make_queue(lmtp=lmtp.address, users=USERS)
+    _app, queue = make_queue(lmtp=lmtp.address, users=USERS)
     qid = await receive(queue, envelope(sender="alice@example.test",
                                         to=("nobody@example.test",), via="reinject"))
     await eventually(lambda: lmtp.handler.to("alice@example.test"), what="bounce to alice")
@@ -153,7 +154,7 @@ async def test_alias_expands_to_local_and_remote(make_queue, peers):
 async def test_null_sender_is_never_bounced(make_queue, peers):
     lmtp = peers(Recorder(lmtp_replies={"carol@example.test": ["550 5.2.1 disabled"]}),
                  lmtp=True)
-    app, queue = make_queue(lmtp=lmtp.address, users=USERS)
+    _app, queue = make_queue(lmtp=lmtp.address, users=USERS)
     qid = await receive(queue, envelope(sender="", to=("carol@example.test",),
                                         via="reinject"))
     await eventually(lambda: not queue.spool.exists(qid) and queue.idle.is_set())
@@ -164,7 +165,7 @@ async def test_null_sender_is_never_bounced(make_queue, peers):
 async def test_notify_never_suppresses_the_bounce(make_queue, peers):
     lmtp = peers(Recorder(lmtp_replies={"carol@example.test": ["550 5.2.1 disabled"]}),
                  lmtp=True)
-    app, queue = make_queue(lmtp=lmtp.address, users=USERS)
+    _app, queue = make_queue(lmtp=lmtp.address, users=USERS)
     qid = await receive(queue, envelope(
         sender="alice@example.test", via="reinject",
         to=(Recipient("carol@example.test", notify=("NEVER",)),)))
@@ -174,7 +175,7 @@ async def test_notify_never_suppresses_the_bounce(make_queue, peers):
 
 async def test_notify_success_gets_a_delivered_dsn(make_queue, peers):
     lmtp = peers(Recorder(), lmtp=True)
-    app, queue = make_queue(lmtp=lmtp.address, users=USERS)
+    _app, queue = make_queue(lmtp=lmtp.address, users=USERS)
     await receive(queue, envelope(
         sender="alice@example.test", via="reinject", dsn_envid="ENV-42",
         to=(Recipient("bob@example.test", notify=("SUCCESS",),
@@ -232,7 +233,7 @@ def mx_dns(*records):
 async def test_remote_5xx_bounces_only_that_recipient(make_queue, peers):
     mx = peers(Recorder(rcpt_replies={"bad@example.net": "550 5.1.1 no such user here"}))
     lmtp = peers(Recorder(), lmtp=True)
-    app, queue = make_queue(lmtp=lmtp.address, users=USERS, outbound_port=mx.port,
+    _app, queue = make_queue(lmtp=lmtp.address, users=USERS, outbound_port=mx.port,
                             dns=mx_dns(("example.net.", "MX", ["10 mx.example.net."]),
                                        ("mx.example.net.", "A", ["127.0.0.1"])))
     qid = await receive(queue, envelope(sender="alice@example.test", via="submission",
@@ -250,7 +251,7 @@ async def test_remote_5xx_bounces_only_that_recipient(make_queue, peers):
 
 async def test_remote_4xx_then_250(make_queue, peers):
     mx = peers(Recorder(data_replies=["421 4.7.0 try again later"]))
-    app, queue = make_queue(outbound_port=mx.port,
+    _app, queue = make_queue(outbound_port=mx.port,
                             dns=mx_dns(("example.net.", "MX", ["10 mx.example.net."]),
                                        ("mx.example.net.", "A", ["127.0.0.1"])))
     qid = await receive(queue, envelope(sender="alice@example.test", via="internal",
@@ -262,7 +263,7 @@ async def test_remote_4xx_then_250(make_queue, peers):
 async def test_failover_to_second_mx_when_first_is_down(make_queue, peers):
     port = free_port("127.0.0.3")
     backup = peers(Recorder(), host="127.0.0.3", port=port)
-    app, queue = make_queue(outbound_port=port, dns=mx_dns(
+    _app, queue = make_queue(outbound_port=port, dns=mx_dns(
         ("example.net.", "MX", ["10 mx1.example.net.", "20 mx2.example.net."]),
         ("mx1.example.net.", "A", ["127.0.0.2"]),           # nothing listens there
         ("mx2.example.net.", "A", ["127.0.0.3"])))
@@ -274,7 +275,7 @@ async def test_failover_to_second_mx_when_first_is_down(make_queue, peers):
 
 async def test_implicit_mx_falls_back_to_a_record(make_queue, peers):
     mx = peers(Recorder())
-    app, queue = make_queue(outbound_port=mx.port,
+    _app, queue = make_queue(outbound_port=mx.port,
                             dns=mx_dns(("example.net.", "A", ["127.0.0.1"])))
     await receive(queue, envelope(sender="alice@example.test", via="internal",
                                   to=("friend@example.net",)))
@@ -283,15 +284,14 @@ async def test_implicit_mx_falls_back_to_a_record(make_queue, peers):
 
 async def test_null_mx_bounces_at_once(make_queue, peers):
     lmtp = peers(Recorder(), lmtp=True)
-    app, queue = make_queue(lmtp=lmtp.address, users=USERS,
+    _app, queue = make_queue(lmtp=lmtp.address, users=USERS,
                             dns=mx_dns(("example.net.", "MX", ["0 ."])))
     qid = await receive(queue, envelope(sender="alice@example.test", via="internal",
                                         to=("friend@example.net",)))
     await eventually(lambda: lmtp.handler.messages, what="null MX bounce")
     rcpt = parse(lmtp.handler.messages[0]["content"]).get_payload()[1].get_payload()[1]
     assert rcpt["Status"] == "5.1.10"
-    await eventually(lambda: not queue.spool.exists(qid))
-    assert queue.entries.get(qid) is None
+    await eventually(lambda: not queue.spool.exists(qid) and qid not in queue.entries)
 
 
 async def test_per_recipient_state_survives_restart(make_queue, peers):
@@ -326,7 +326,7 @@ async def test_per_recipient_state_survives_restart(make_queue, peers):
 
 async def test_mx_pointing_back_at_us_bounces_as_a_loop(make_queue, peers):
     lmtp = peers(Recorder(), lmtp=True)
-    app, queue = make_queue(lmtp=lmtp.address, users=USERS,
+    _app, queue = make_queue(lmtp=lmtp.address, users=USERS,
                             dns=mx_dns(("example.net.", "MX", ["10 mx.example.test."]),
                                        ("mx.example.test.", "A", ["127.0.0.1"])))
     await receive(queue, envelope(sender="alice@example.test", via="internal",
@@ -334,3 +334,111 @@ async def test_mx_pointing_back_at_us_bounces_as_a_loop(make_queue, peers):
     await eventually(lambda: lmtp.handler.messages, what="loop bounce")
     rcpt = parse(lmtp.handler.messages[0]["content"]).get_payload()[1].get_payload()[1]
     assert rcpt["Status"] == "5.4.6"
+
+
+async def test_outbound_mail_from_a_local_domain_is_dkim_signed(make_queue, peers):
+    import dkim
+
+    from mailyard.senderauth.dkim_sign import generate
+
+    mx = peers(Recorder())
+    app, queue = make_queue(outbound_port=mx.port,
+                            dns=mx_dns(("example.net.", "MX", ["10 mx.example.net."]),
+                                       ("mx.example.net.", "A", ["127.0.0.1"])))
+    _selector, record = generate(app.data_path, "example.test", "s1", bits=1024)
+    message = (b"From: Alice <alice@example.test>\r\nTo: friend@example.net\r\n"
+               b"Subject: signed\r\nMessage-ID: <s1@example.test>\r\n\r\nHello.\r\n")
+    qid = await receive(queue, envelope(sender="alice@example.test", via="internal",
+                                        to=("friend@example.net",)), message)
+    await eventually(lambda: mx.handler.messages, what="signed delivery")
+    received = mx.handler.messages[0]["content"]
+    assert received.startswith(b"DKIM-Signature:")
+
+    def dnsfunc(name, timeout=5):
+        assert name == b"s1._domainkey.example.test."
+        return record.encode()
+
+    assert dkim.verify(received, dnsfunc=dnsfunc)
+    # The spool kept the message as received (nothing to re-sign on a retry).
+    assert not queue.spool.exists(qid)
+
+
+async def test_bounces_to_one_sender_are_rate_limited(make_queue, peers):
+    lmtp = peers(Recorder(), lmtp=True)
+    _app, queue = make_queue(lmtp=lmtp.address, users=USERS, toml="dsn_per_hour = 2")
+    for _ in range(4):
+        await receive(queue, envelope(sender="alice@example.test", via="reinject",
+                                      to=("nobody@example.test",)))
+    await eventually(lambda: not queue.entries and queue.idle.is_set(), what="all bounced")
+    assert len(lmtp.handler.to("alice@example.test")) == 2
+
+
+async def test_lmtp_over_a_unix_socket(make_queue, tmp_path):
+    from aiosmtpd.controller import UnixSocketController
+    from aiosmtpd.lmtp import LMTP
+
+    class LMTPUnixController(UnixSocketController):
+        def factory(self):
+            return LMTP(self.handler)
+
+    handler = Recorder()
+    path = tmp_path / "lmtp.sock"
+    controller = LMTPUnixController(handler, unix_socket=str(path))
+    controller.start()
+    try:
+        _app, queue = make_queue(lmtp=f"unix:{path}", users=USERS)
+        await receive(queue, envelope(via="reinject"))
+        await eventually(lambda: handler.messages, what="LMTP delivery over unix:")
+        assert handler.messages[0]["recipients"] == ["alice@example.test"]
+    finally:
+        controller.stop()
+
+
+async def test_many_concurrent_messages_each_delivered_exactly_once(make_queue, peers):
+    import asyncio
+
+    lmtp = peers(Recorder(), lmtp=True)
+    _app, queue = make_queue(lmtp=lmtp.address, users=USERS)
+
+    async def one(i: int) -> str:
+        return await receive(queue, envelope(via="reinject", to=USERS[:2]),
+                             b"Subject: n%d\r\n\r\nbody\r\n" % i)
+
+    ids = await asyncio.gather(*(one(i) for i in range(100)))
+    assert len(set(ids)) == 100
+    await eventually(lambda: not queue.entries, timeout=60, what="all delivered")
+    for user in USERS[:2]:
+        subjects = sorted(m["content"].split(b"\r\n")[0] for m in lmtp.handler.to(user))
+        assert subjects == sorted(b"Subject: n%d" % i for i in range(100))
+
+
+async def test_messages_to_one_domain_share_a_connection(make_queue, peers):
+    mx = peers(Recorder())
+    _app, queue = make_queue(outbound_port=mx.port,
+                             dns=mx_dns(("example.net.", "MX", ["10 mx.example.net."]),
+                                        ("mx.example.net.", "A", ["127.0.0.1"])))
+    for i in range(3):
+        qid = await receive(queue, envelope(sender="alice@example.test", via="internal",
+                                            to=("friend@example.net",)),
+                            b"Subject: %d\r\n\r\nx\r\n" % i)
+        await eventually(lambda q=qid: q not in queue.entries, what=f"message {i}")
+    assert len(mx.handler.messages) == 3
+    assert mx.handler.ehlos == 1
+    assert queue.deliverer.connections.reused == 2
+
+
+async def test_dead_idle_connection_falls_back_to_a_new_one(make_queue, peers):
+    port = free_port()
+    first = peers(Recorder(), port=port)
+    _app, queue = make_queue(outbound_port=port,
+                             dns=mx_dns(("example.net.", "MX", ["10 mx.example.net."]),
+                                        ("mx.example.net.", "A", ["127.0.0.1"])))
+    qid = await receive(queue, envelope(sender="alice@example.test", via="internal",
+                                        to=("friend@example.net",)))
+    await eventually(lambda: qid not in queue.entries)
+    first.stop()                      # the idle connection dies with its server
+    second = peers(Recorder(), port=port)
+    qid = await receive(queue, envelope(sender="alice@example.test", via="internal",
+                                        to=("friend@example.net",)))
+    await eventually(lambda: second.handler.messages, what="delivery on a new connection")
+    assert queue.entries.get(qid) is None or queue.entries[qid].attempts == 1

@@ -7,8 +7,8 @@ import asyncio
 import ssl
 
 import pytest
-
 from conftest import Recorder, eventually
+
 from mailyard.dns import DnsTemporaryError
 from mailyard.envelope import Envelope, Recipient
 from mailyard.queue.records import PENDING
@@ -79,7 +79,7 @@ async def test_misbehaving_lmtp_peer_keeps_the_message(make_queue, script):
     peer = RawPeer(script)
     address = await peer.start()
     try:
-        app, queue = make_queue(lmtp=address, users=USERS,
+        _app, queue = make_queue(lmtp=address, users=USERS,
                                 toml="retry_initial = 3600\nretry_max = 3600\n"
                                      "command_timeout = 0.5")
         qid = await queue.submit(env(), b"Subject: x\r\n\r\nbody\r\n")
@@ -96,7 +96,7 @@ async def test_garbage_from_remote_mx_defers(make_queue):
     address = await peer.start()
     port = int(address.rsplit(":", 1)[1])
     try:
-        app, queue = make_queue(outbound_port=port, toml="retry_initial = 3600\n"
+        _app, queue = make_queue(outbound_port=port, toml="retry_initial = 3600\n"
                                 "retry_max = 3600", dns={
                                     ("example.net.", "MX"): ["10 mx.example.net."],
                                     ("mx.example.net.", "A"): ["127.0.0.1"]})
@@ -108,7 +108,7 @@ async def test_garbage_from_remote_mx_defers(make_queue):
 
 
 async def test_dns_temporary_failure_defers(make_queue):
-    app, queue = make_queue(toml="retry_initial = 3600\nretry_max = 3600",
+    _app, queue = make_queue(toml="retry_initial = 3600\nretry_max = 3600",
                             dns={("example.net.", "MX"): DnsTemporaryError})
     qid = await queue.submit(env("internal", ("x@example.net",)), b"Subject: x\r\n\r\n")
     await eventually(lambda: queue.entries[qid].attempts == 1 and queue.idle.is_set())
@@ -118,7 +118,7 @@ async def test_dns_temporary_failure_defers(make_queue):
 
 async def test_big_message_with_leading_dots_streams_intact_over_lmtp(make_queue, peers):
     lmtp = peers(Recorder(), lmtp=True)
-    app, queue = make_queue(lmtp=lmtp.address, users=USERS)
+    _app, queue = make_queue(lmtp=lmtp.address, users=USERS)
     await queue.submit(env(to=("alice@example.test",)), BIG)
     await eventually(lambda: lmtp.handler.messages, what="big delivery")
     assert lmtp.handler.messages[0]["content"] == BIG.replace(b"\r\n", b"\n").replace(
@@ -142,7 +142,7 @@ async def test_opportunistic_starttls_to_remote_mx(make_queue, peers, tls_certs)
     controller = Controller(handler, hostname="127.0.0.1", port=port, tls_context=context)
     controller.start()
     try:
-        app, queue = make_queue(outbound_port=port, dns={
+        _app, queue = make_queue(outbound_port=port, dns={
             ("example.net.", "MX"): ["10 mx.example.net."],
             ("mx.example.net.", "A"): ["127.0.0.1"]})
         await queue.submit(env("internal", ("x@example.net",)), b"Subject: tls\r\n\r\nhi\r\n")
@@ -150,3 +150,45 @@ async def test_opportunistic_starttls_to_remote_mx(make_queue, peers, tls_certs)
         assert handler.tls is True
     finally:
         controller.stop()
+
+
+@pytest.mark.parametrize("mx_name, delivered", [("localhost", True),
+                                                ("mx.example.net", False)])
+async def test_tls_verify_checks_the_mx_name(make_queue, tls_certs, mx_name, delivered):
+    """With [queue] tls_verify the certificate must match the MX host name (the trustme
+    certificate names localhost, not mx.example.net): else the message waits."""
+    from aiosmtpd.controller import Controller
+    from harness import free_port
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls_certs.cert_path, tls_certs.key_path)
+    handler = Recorder()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, tls_context=context)
+    controller.start()
+    try:
+        _app, queue = make_queue(outbound_port=port, toml=(
+            f'tls_verify = true\ntls_ca_file = "{tls_certs.ca_path}"\n'
+            "retry_initial = 3600\nretry_max = 3600"), dns={
+            ("example.net.", "MX"): [f"10 {mx_name}."],
+            (f"{mx_name}.", "A"): ["127.0.0.1"]})
+        qid = await queue.submit(env("internal", ("x@example.net",)), b"Subject: v\r\n\r\n")
+        await eventually(lambda: qid not in queue.entries or (
+            queue.entries[qid].attempts == 1 and queue.idle.is_set()))
+        assert bool(handler.messages) is delivered
+        if not delivered:
+            assert queue.spool.load(qid).recipients[0].status == PENDING
+    finally:
+        controller.stop()
+
+
+async def test_tls_verify_refuses_a_server_without_starttls(make_queue, peers):
+    mx = peers(Recorder())
+    _app, queue = make_queue(outbound_port=mx.port, toml=(
+        "tls_verify = true\nretry_initial = 3600\nretry_max = 3600"), dns={
+        ("example.net.", "MX"): ["10 localhost."], ("localhost.", "A"): ["127.0.0.1"]})
+    qid = await queue.submit(env("internal", ("x@example.net",)), b"Subject: v\r\n\r\n")
+    await eventually(lambda: queue.entries[qid].attempts == 1 and queue.idle.is_set())
+    assert mx.handler.messages == []
+    rcpt = queue.spool.load(qid).recipients[0]
+    assert rcpt.status == PENDING and "STARTTLS" in rcpt.reply.text

@@ -5,8 +5,17 @@ from __future__ import annotations
 import pytest
 
 from mailyard.queue.routing import (
-    FILTER, FINAL, HOP_FILTER, HOP_LMTP, HOP_SMTP, Hop, domain_of, plan, retry_delay,
-    stage_for)
+    FILTER,
+    FINAL,
+    HOP_FILTER,
+    HOP_LMTP,
+    HOP_SMTP,
+    Hop,
+    domain_of,
+    plan,
+    retry_delay,
+    stage_for,
+)
 
 FILTER_AT = "127.0.0.1:10024"
 LMTP_AT = "127.0.0.1:24"

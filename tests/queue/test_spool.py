@@ -10,7 +10,13 @@ import pytest
 from mailyard.envelope import Envelope, Recipient
 from mailyard.queue.records import PENDING, QueueEntry, Reply, new_entry
 from mailyard.queue.spool import (
-    CommitJob, GroupCommitter, Spool, execute_batch, new_queue_id, valid_queue_id)
+    CommitJob,
+    GroupCommitter,
+    Spool,
+    execute_batch,
+    new_queue_id,
+    valid_queue_id,
+)
 
 ENV = Envelope(sender="a@example.net", recipients=(Recipient("b@example.test"),),
                received_via="smtp")
@@ -57,7 +63,7 @@ def test_duplicate_rcpt_is_delivered_once():
 # -- commit and abort -----------------------------------------------------------------------
 
 async def test_commit_makes_both_files_and_abort_leaves_nothing(make_queue):
-    app, queue = make_queue()
+    _app, queue = make_queue()
     incoming = await queue.receive(ENV)
     incoming.write(b"Subject: one\r\n\r\n")
     incoming.write(b"body\r\n")
@@ -67,7 +73,9 @@ async def test_commit_makes_both_files_and_abort_leaves_nothing(make_queue):
     aborted = await queue.receive(ENV)
     aborted.write(b"half a message")
     aborted.abort()
-    assert list(queue.spool.tmp.iterdir()) == []
+    # (The scheduler may be rewriting the committed entry's state through tmp/ meanwhile.)
+    assert not any(p.name.startswith(aborted.queue_id) for p in queue.spool.tmp.iterdir())
+    assert not any(p.name.startswith(aborted.queue_id) for p in queue.spool.active.iterdir())
     assert sorted(p.name for p in queue.spool.active.iterdir()) == [f"{qid}.env",
                                                                    f"{qid}.msg"]
     with pytest.raises(RuntimeError):
@@ -76,7 +84,7 @@ async def test_commit_makes_both_files_and_abort_leaves_nothing(make_queue):
 
 async def test_concurrent_first_receives_wait_for_recovery_and_share_fsyncs(make_queue):
     """Regression: recovery (which empties tmp/) ran while early receivers wrote there."""
-    app, queue = make_queue(toml="retry_initial = 3600\nretry_max = 3600")
+    _app, queue = make_queue(toml="retry_initial = 3600\nretry_max = 3600")
 
     async def one(i: int) -> str:
         incoming = await queue.receive(ENV)
@@ -92,7 +100,7 @@ async def test_concurrent_first_receives_wait_for_recovery_and_share_fsyncs(make
 
 
 async def test_commit_without_group_commit(make_queue):
-    app, queue = make_queue(toml="group_commit = false")
+    _app, queue = make_queue(toml="group_commit = false")
     qid = await queue.submit(ENV, b"Subject: x\r\n\r\nx\r\n")
     assert queue.spool.exists(qid)
     assert queue.committer.batches == queue.committer.jobs
@@ -189,3 +197,28 @@ def test_hold_release_delete_and_requests(tmp_path):
     assert list(spool.entries()) == []
     assert not spool.delete("DDDD00000001")
     assert not spool.set_hold("DDDD00000001", True)
+
+
+async def test_second_process_on_a_spool_only_adds_and_the_owner_delivers(make_queue, peers):
+    """`serve --only` processes sharing a data dir: one scheduler (the flock holder); the
+    others commit into the spool and leave control/new for it."""
+    from conftest import Recorder, eventually
+
+    from mailyard.config import load
+    from mailyard.queue import Queue
+    from mailyard.server.app import App
+
+    filt = peers(Recorder())
+    app, queue = make_queue(filter_hop=filt.address)
+    await queue.start()
+    assert queue.owner
+    other_app = App(load(app.settings.source))
+    other = other_app.component("queue", Queue)
+    try:
+        qid = await other.submit(ENV, b"Subject: from the other process\r\n\r\nx\r\n")
+        assert not other.owner and other.entries == {}
+        await eventually(lambda: filt.handler.messages, what="delivery by the owner")
+        assert b"from the other process" in filt.handler.messages[0]["content"]
+        await eventually(lambda: not queue.spool.exists(qid))
+    finally:
+        await other_app.stop()

@@ -50,6 +50,12 @@ def _register() -> None:
     from mailyard.sieve.cli import sieve
 
     main.add_command(sieve)
+    from mailyard.spam.cli import spam
+
+    main.add_command(spam)
+    from mailyard.antivirus.scan_cmd import scan
+
+    main.add_command(scan)
 
 
 _register()

@@ -76,6 +76,18 @@ def check_log_level(value: str) -> None:
         raise ValueError("must be one of debug, info, warning, error")
 
 
+def check_backend(value: str) -> None:
+    if value != "builtin":
+        if not value:
+            raise ValueError("must be builtin or a clamd address (HOST:PORT or unix:/path)")
+        check_hostport(value)
+
+
+def check_on_limits(value: str) -> None:
+    if value not in ("block", "pass"):
+        raise ValueError("must be block or pass")
+
+
 # -- the tables -----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -233,6 +245,12 @@ class SpamSettings:
     required_score: float = setting(5.0, "Score at which a message is spam.")
     rules_dirs: list[str] = setting([], "Extra directories of SpamAssassin-syntax .cf rules.")
     bayes: bool = setting(True, "Use the Bayesian classifier users teach from Junk.")
+    per_user_bayes: bool = setting(False, "One Bayes database per user (data_dir/bayes/) "
+                                   "instead of one site-wide (data_dir/bayes.sqlite3).")
+    auto_learn: bool = setting(True, "Learn clear spam (score >= 12 without Bayes) and clear "
+                               "ham (<= 0.1) automatically while scanning.")
+    bayes_min_learned: int = setting(200, "Spam and ham messages each that must be learned "
+                                     "before Bayes gives a probability.", check_non_negative)
 
 
 @dataclass(frozen=True)
@@ -240,7 +258,24 @@ class AntivirusSettings:
     databases: str = setting("", "A ClamAV-style signature database directory "
                              "(empty = built-in signatures only).")
     backend: str = setting("builtin", "`builtin`, or a clamd socket (HOST:PORT or "
-                           "unix:/path) to delegate scanning to.")
+                           "unix:/path) to delegate scanning to.", check_backend)
+    max_depth: int = setting(16, "Deepest nesting of archives and attached messages "
+                             "opened (MaxRecursion).", check_positive)
+    max_total_bytes: int = setting(209715200, "Bytes unpacked and decoded per scan, in all "
+                                   "(MaxScanSize).", check_positive)
+    max_file_size: int = setting(104857600, "Largest single unpacked file (MaxFileSize).",
+                                 check_positive)
+    max_files: int = setting(10000, "Members taken from one archive (MaxFiles).",
+                             check_positive)
+    max_ratio: float = setting(250.0, "Largest unpacked/packed size ratio of an archive "
+                               "member above 1 MiB (zip bombs).", check_positive)
+    max_scan_time: float = setting(120.0, "Seconds one scan may take (MaxScanTime).",
+                                   check_positive)
+    on_limits: str = setting("block", "`block`: a scan cut short by a limit counts as "
+                             "infected (Heuristics.Limits.Exceeded.*); `pass`: clean.",
+                             check_on_limits)
+    stream_max_length: int = setting(104857600, "clamd listener: largest INSTREAM upload, "
+                                     "in bytes (StreamMaxLength).", check_positive)
 
 
 @dataclass(frozen=True)
@@ -282,14 +317,45 @@ class QueueSettings:
     max_concurrent: int = setting(20, "Deliveries attempted at the same time.", check_positive)
     max_per_destination: int = setting(5, "Connections open at the same time to one "
                                        "remote domain.", check_positive)
+    dsn_per_hour: int = setting(100, "Delivery status notifications (bounces, delay "
+                                "warnings) sent to one sender per hour at most.",
+                                check_positive)
+    lmtp_next_hop: str = setting("", "Where final delivery sends mail for local domains over "
+                                 "LMTP (HOST:PORT or unix:/path; empty = our own lmtp "
+                                 "listener), e.g. a Dovecot LMTP socket.", check_hostport)
     outbound_port: int = setting(25, "TCP port of remote MX hosts (change only for tests).",
                                  check_positive)
+    tls_verify: bool = setting(False, "Require STARTTLS with a certificate valid for the MX "
+                               "host name when delivering to remote MX hosts; a failure "
+                               "defers the message (off: opportunistic TLS, RFC 7435).")
+    tls_ca_file: str = setting("", "CA bundle (PEM) for `tls_verify`; empty = the system's.")
     connect_timeout: float = setting(30.0, "Seconds to connect to a next hop.", check_positive)
     command_timeout: float = setting(300.0, "Seconds to wait for a next hop's reply.",
                                      check_positive)
     control_poll: float = setting(1.0, "Seconds between checks for `mailyard queue` "
                                   "requests (flush, hold, delete) in data_dir/queue/control.",
                                   check_positive)
+
+
+@dataclass(frozen=True)
+class ImapSettings:
+    idle_timeout: float = setting(1800.0, "Seconds of client silence before the session is "
+                                  "closed (RFC 3501 §5.4: at least 30 minutes).",
+                                  check_positive)
+    max_command_size: int = setting(65536, "Longest command line, literals excluded (bytes).",
+                                    check_positive)
+    max_literal_size: int = setting(52428800, "Largest literal (APPEND message) accepted; "
+                                    "bigger ones are refused before any byte is read.",
+                                    check_positive)
+    max_bad_commands: int = setting(20, "Consecutive bad commands before the session is "
+                                    "closed with BYE.", check_positive)
+    plaintext_auth_networks: list[str] = setting(
+        ["127.0.0.0/8", "::1/128"], "Clients that may log in without TLS; elsewhere "
+        "LOGINDISABLED until STARTTLS.", check_networks)
+    auth_failures_free: int = setting(3, "Failed logins per client IP before each further "
+                                      "failure is answered more slowly.", check_non_negative)
+    auth_failure_max_delay: float = setting(15.0, "Longest delay (seconds) a failed login "
+                                            "is held back.", check_non_negative)
 
 
 @dataclass(frozen=True)
@@ -304,6 +370,35 @@ class SenderAuthSettings:
 class DmarcSettings:
     enforce: bool = setting(False, "Refuse (550 5.7.1 at end of DATA) mail whose DMARC policy "
                             "is p=reject and that fails DMARC.")
+
+
+def check_plaintext_auth(value: str) -> None:
+    if value not in ("always", "loopback", "never"):
+        raise ValueError("must be one of always, loopback, never")
+
+
+@dataclass(frozen=True)
+class Pop3Settings:
+    plaintext_auth: str = setting("loopback", "Where USER/PASS and AUTH PLAIN work without "
+                                  "TLS: always, loopback (only from 127.0.0.0/8 and ::1; "
+                                  "elsewhere STLS or pop3s first) or never.",
+                                  check_plaintext_auth)
+    idle_timeout: float = setting(600.0, "Seconds of client silence before the session is "
+                                  "closed (RFC 1939 §3: at least 10 minutes).", check_positive)
+    max_line_length: int = setting(2048, "Longest command line accepted, in bytes with CRLF.",
+                                   check_positive)
+    max_bad_commands: int = setting(20, "Unknown or malformed commands per session before "
+                                    "the connection is closed.", check_positive)
+    max_auth_failures: int = setting(3, "Failed logins per session before it is closed.",
+                                     check_positive)
+    auth_failure_delay: float = setting(2.0, "Seconds a failed login's answer is held back, "
+                                        "doubling with each recent failure from the same IP.",
+                                        check_non_negative)
+    ip_failure_limit: int = setting(10, "Failed logins from one IP within ip_failure_window "
+                                    "after which its logins are refused outright.",
+                                    check_positive)
+    ip_failure_window: float = setting(600.0, "Seconds a failed login counts against its IP.",
+                                       check_positive)
 
 
 @dataclass(frozen=True)
@@ -323,8 +418,10 @@ class Settings:
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     sieve: SieveSettings = field(default_factory=SieveSettings)
     queue: QueueSettings = field(default_factory=QueueSettings)
+    imap: ImapSettings = field(default_factory=ImapSettings)
     senderauth: SenderAuthSettings = field(default_factory=SenderAuthSettings)
     dmarc: DmarcSettings = field(default_factory=DmarcSettings)
+    pop3: Pop3Settings = field(default_factory=Pop3Settings)
     # Where the settings came from (None = built-in defaults); not a TOML key.
     source: str | None = field(default=None, compare=False)
 

@@ -17,7 +17,8 @@ from mailyard.log import event, get_logger
 from mailyard.mta.dnsbl import DnsblChecker
 from mailyard.mta.greylist import Greylist
 from mailyard.mta.policy import RecipientPolicy
-from mailyard.mta.session import PROFILES, Session
+from mailyard.mta.profiles import PROFILES
+from mailyard.mta.session import Session
 from mailyard.server.listen import Listener, serve_stream
 from mailyard.smtp import replies
 from mailyard.smtp.replies import format_reply
@@ -32,7 +33,15 @@ class Mta:
         self.app = app
         self._greylist: Greylist | None = None
         self._policy: RecipientPolicy | None = None
+        self.sessions: set[Session] = set()
         app.on_reload(self._reload)
+        app.on_shutdown(self._shutdown)
+
+    async def _shutdown(self) -> None:
+        """Idle clients get a 421 at once, so draining waits only for messages in flight."""
+        closed = sum(session.close_if_idle() for session in list(self.sessions))
+        if closed:
+            event(log, "closed idle sessions for shutdown", sessions=closed)
 
     @property
     def settings(self):
@@ -54,10 +63,15 @@ class Mta:
         return self._policy
 
     def _reload(self, settings) -> None:
+        # Sessions may be inside a greylist check right now: keep the store open, change
+        # only its timings; the policy is rebuilt from the new settings on next use.
         if self._greylist is not None:
-            self._greylist.close()
-            self._greylist = None
-        self._policy = None     # rebuilt from the new settings on next use
+            g = settings.greylist
+            self._greylist.min_delay = g.min_delay
+            self._greylist.retry_window = g.retry_window
+            self._greylist.auto_allowlist = g.auto_allowlist
+            self._greylist.max_age = g.max_age
+        self._policy = None
 
     def queue(self):
         from mailyard.queue import Queue
@@ -107,7 +121,11 @@ async def start(app, service: str, address: str) -> Listener:
                 await writer.drain()
                 return
             session = Session(mta, profile, reader, writer, ip, is_trusted(app.settings, ip))
-            await session.run()
+            mta.sessions.add(session)
+            try:
+                await session.run()
+            finally:
+                mta.sessions.discard(session)
         finally:
             per_ip[ip] -= 1
             if per_ip[ip] <= 0:

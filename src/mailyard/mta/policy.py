@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import sqlite3
 from dataclasses import dataclass
 
 from mailyard.log import event, get_logger
@@ -127,8 +128,12 @@ class RecipientPolicy:
             return CheckResult("recipient", replies.MAILBOX_UNKNOWN, "unknown recipient")
         # 4. greylisting
         if self.greylist is not None and self.settings.greylist.enabled:
-            decision = await asyncio.to_thread(self.greylist.check, client.ip, sender,
-                                               recipient.address)
+            try:
+                decision = await asyncio.to_thread(self.greylist.check, client.ip, sender,
+                                                   recipient.address)
+            except sqlite3.Error as exc:   # a broken greylist store must not stop mail
+                return CheckResult("greylist", None, f"greylist unavailable, failing open: "
+                                   f"{exc}")
             if not decision.passed:
                 wait = max(1, int(decision.retry_after + 0.999))
                 text = f"Greylisted, please try again in {wait} seconds"

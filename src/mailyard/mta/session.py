@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 
 from mailyard.envelope import Envelope, Recipient
 from mailyard.log import event, get_logger
+from mailyard.mta import content, rdns
 from mailyard.mta.policy import ClientInfo
+from mailyard.mta.profiles import Profile, ehlo_lines, size_limit
 from mailyard.mta.received import protocol_name, received_header
 from mailyard.mta.sasl import MECHANISMS, SaslError, SaslExchange
 from mailyard.smtp import (
@@ -45,32 +46,10 @@ from mailyard.smtp import (
     Vrfy,
     replies,
 )
-from mailyard.smtp.address import AddressError, Mailbox, Path, xtext_decode
+from mailyard.smtp.address import MAIL_PARAMS, AddressError, Mailbox, Path, xtext_decode
 
 log = get_logger("mta")
 READ_SIZE = 65536
-
-
-@dataclass(frozen=True)
-class Profile:
-    """What one listener offers: the differences between smtp, submission(s), reinject."""
-
-    service: str
-    starttls: bool = True          # offer STARTTLS (when not already TLS)
-    implicit_tls: bool = False     # TLS from the first byte (465)
-    auth: bool = False             # offer AUTH PLAIN/LOGIN
-    auth_required: bool = False    # MAIL needs AUTH first (530 5.7.0)
-    trusted_only: bool = False     # refuse clients outside trusted_networks
-    checks: bool = True            # run the RCPT policy chain
-
-
-PROFILES = {
-    "smtp": Profile("smtp"),
-    "submission": Profile("submission", auth=True, auth_required=True),
-    "submissions": Profile("submissions", starttls=False, implicit_tls=True, auth=True,
-                           auth_required=True),
-    "reinject": Profile("reinject", starttls=False, trusted_only=True, checks=False),
-}
 
 
 class Session:
@@ -86,9 +65,11 @@ class Session:
         self.client_ip = client_ip
         self.trusted = trusted
         smtp = self.settings.smtp
-        self.conn = ServerConnection(max_message_size=smtp.max_message_size,
+        self.conn = ServerConnection(max_message_size=size_limit(self.settings, profile),
                                      max_line_length=smtp.max_line_length,
                                      bare_newlines=smtp.bare_newlines,
+                                     mail_params=MAIL_PARAMS if smtp.smtputf8 else
+                                     MAIL_PARAMS - {"SMTPUTF8"},
                                      tls=profile.implicit_tls)
         self.tls_info: str | None = self._describe_tls() if profile.implicit_tls else None
         self.auth_user: str | None = None
@@ -96,6 +77,9 @@ class Session:
         self.messages = 0
         self._sasl: SaslExchange | None = None
         self._dnsbl = None
+        self._rdns = None
+        self.client_name = ""
+        self.idle = False       # waiting for a command, nothing in flight
         self._reset_transaction()
 
     def _reset_transaction(self) -> None:
@@ -104,6 +88,13 @@ class Session:
         self.recipients: list[Recipient] = []
         self.incoming = None
         self._write_failed = False
+        self._received = b""
+        self._buffer: bytearray | None = None       # whole message, "verify" mode only
+        self._content_mode: str | None = None
+        spf = getattr(self, "_spf", None)
+        if spf is not None:
+            spf.cancel()
+        self._spf = None
 
     # -- helpers ---------------------------------------------------------------------------
     def client(self) -> ClientInfo:
@@ -134,18 +125,10 @@ class Session:
         return self.profile.auth and (self.conn.tls or not self.settings.smtp.auth_requires_tls)
 
     def ehlo_keywords(self, helo: str) -> list[str]:
-        """The EHLO reply, computed from config and session state (RFC 5321 §4.1.1.1)."""
-        smtp = self.settings.smtp
-        lines = [f"{self.settings.server.hostname} Hello {helo} [{self.client_ip}]",
-                 "PIPELINING", f"SIZE {smtp.max_message_size}", "8BITMIME"]
-        if smtp.smtputf8:
-            lines.append("SMTPUTF8")
-        lines += ["ENHANCEDSTATUSCODES", "DSN"]
-        if self.profile.starttls and not self.conn.tls and self.mta.tls_available:
-            lines.append("STARTTLS")
-        if self._auth_offered():
-            lines.append("AUTH " + " ".join(MECHANISMS))
-        return lines
+        return ehlo_lines(self.settings, helo, self.client_ip,
+                          starttls=self.profile.starttls and not self.conn.tls
+                          and self.mta.tls_available, auth=self._auth_offered(),
+                          size=self.conn.max_message_size)
 
     # -- the loop --------------------------------------------------------------------------
     async def run(self) -> None:
@@ -156,8 +139,12 @@ class Session:
                                           "Access denied: not a trusted network"))
                 await self.writer.drain()
                 return
-            if self.profile.checks:
+            if self.profile.checks and not self.profile.auth_required:
+                # Look the client up while it says EHLO; the answer is needed at RCPT.
                 self._dnsbl = self.mta.policy.start_dnsbl(self.client())
+            if self.profile.service == "smtp" and not self.trusted:
+                self._rdns = asyncio.ensure_future(rdns.confirmed_name(
+                    self.mta.app.dns, self.client_ip, self.settings.dns.timeout))
             self.send(self.conn.reply(220, None,
                                       f"{self.settings.server.hostname} ESMTP mailyard"))
             await self._loop()
@@ -165,8 +152,9 @@ class Session:
             if self.incoming is not None:
                 self.incoming.abort()
                 self.incoming = None
-            if self._dnsbl is not None:
-                self._dnsbl.cancel()
+            for lookup in (self._dnsbl, self._rdns):
+                if lookup is not None:
+                    lookup.cancel()
             event(log, "session end", service=self.profile.service, client=self.client_ip,
                   helo=self.conn.hello, tls=self.tls_info, auth=self.auth_user,
                   messages=self.messages, errors=self.errors,
@@ -183,12 +171,16 @@ class Session:
                 await self.writer.drain()
                 timeout = smtp.data_timeout if self.conn.state == "data" else \
                     smtp.command_timeout
+                self.idle = self.conn.state != "data" and self.incoming is None
                 try:
-                    data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout)
+                    async with asyncio.timeout(timeout):   # cheaper than wait_for: no task
+                        data = await self.reader.read(READ_SIZE)
                 except TimeoutError:
                     self.respond(replies.TIMEOUT)   # RFC 5321 §4.5.3.2
                     await self.writer.drain()
                     return
+                finally:
+                    self.idle = False
                 if not data:
                     return       # the client went away; `run` aborts any open message
                 self.conn.receive_data(data)
@@ -197,7 +189,9 @@ class Session:
 
     async def handle(self, ev) -> None:
         if isinstance(ev, DataChunk):
-            if self.incoming is not None and not self._write_failed:
+            if self._buffer is not None:
+                self._buffer += ev.data
+            elif self.incoming is not None and not self._write_failed:
                 try:
                     self.incoming.write(ev.data)
                 except OSError as exc:
@@ -206,6 +200,15 @@ class Session:
             return
         handler = _DISPATCH.get(type(ev))
         await handler(self, ev)
+
+    def close_if_idle(self) -> bool:
+        """At shutdown: say 421 and hang up if the client is between commands."""
+        if not self.idle or self.conn.state == "closed":
+            return False
+        self.respond(replies.SERVICE_UNAVAILABLE.with_text(
+            f"{self.settings.server.hostname} shutting down, try again later"))
+        self.writer.close()     # flushes the 421 first; the read then sees EOF
+        return True
 
     # -- commands --------------------------------------------------------------------------
     async def on_helo(self, ev) -> None:
@@ -231,7 +234,8 @@ class Session:
             event(log, "discarded plaintext pipelined after STARTTLS", client=self.client_ip,
                   bytes=len(buffered))
             buffered.clear()
-        await self.writer.start_tls(self.mta.tls_context())
+        await self.writer.start_tls(self.mta.tls_context(),
+                                    ssl_handshake_timeout=self.settings.smtp.command_timeout)
         self._reset_transaction()
         self.auth_user = None
         self.tls_info = self._describe_tls()
@@ -293,6 +297,11 @@ class Session:
         self._reset_transaction()
         self.sender = ev.path
         self.mail_params = ev.params
+        self._content_mode = content.content_mode(self.settings, self.profile.service,
+                                                  self.trusted, self.auth_user)
+        if self._content_mode == content.VERIFY:
+            self._spf = content.start_spf(self.mta.app.dns, self.client_ip, ev.address,
+                                          self.conn.hello or "")
         self.respond(replies.SENDER_OK)
 
     def _postmaster(self) -> Path:
@@ -308,14 +317,23 @@ class Session:
             return
         path = self._postmaster() if ev.path.postmaster else ev.path
         if self.profile.checks:
-            result = await self.mta.policy.check(self.client(), self.sender.address, path,
-                                                 self._dnsbl)
+            try:
+                result = await self.mta.policy.check(self.client(), self.sender.address, path,
+                                                     self._dnsbl)
+            except Exception as exc:  # noqa: BLE001 - a broken check defers, never drops
+                event(log, "rcpt check failed", client=self.client_ip,
+                      rcpt=f"<{path.address}>", error=repr(exc))
+                self.respond(replies.LOCAL_ERROR)
+                return
             if not result.accepted:
                 if result.reply.is_permanent:
                     self.error(result.reply)
                 else:
                     self.respond(result.reply)
                 return
+        if any(r.address.lower() == path.address.lower() for r in self.recipients):
+            self.respond(replies.RECIPIENT_OK)   # a duplicate: delivered once
+            return
         notify = tuple(filter(None, (ev.params.get("NOTIFY") or "").upper().split(",")))
         orcpt = ev.params.get("ORCPT")
         try:
@@ -332,24 +350,38 @@ class Session:
         return Envelope(
             sender=self.sender.address, recipients=tuple(self.recipients),
             received_via=self.profile.service, client_ip=self.client_ip,
-            client_helo=self.conn.hello or "", auth_user=self.auth_user, tls=self.tls_info,
+            client_helo=self.conn.hello or "", client_name=self.client_name,
+            auth_user=self.auth_user, tls=self.tls_info,
             body=(params.get("BODY") or "7BIT").upper(), smtputf8="SMTPUTF8" in params,
             size_hint=int(size) if size else None,
             dsn_ret=(params.get("RET") or "").upper() or None,
             dsn_envid=xtext_decode(envid) if envid else None)
 
+    async def _client_name(self) -> str:
+        """The FCrDNS name once known (started at connect; bounded by the DNS timeout)."""
+        if self._rdns is not None:
+            self.client_name = await asyncio.shield(self._rdns)
+            self._rdns = None
+        return self.client_name
+
     async def on_data(self, ev: Data) -> None:
+        await self._client_name()
         envelope = self._envelope()
         try:
             self.incoming = await self.mta.queue().receive(envelope)
             header = received_header(
-                helo=self.conn.hello, client_ip=self.client_ip, hostname=
+                helo=self.conn.hello, client_ip=self.client_ip,
+                client_name=self.client_name, hostname=
                 self.settings.server.hostname, protocol=protocol_name(
                     self.conn.extended, self.conn.tls, self.auth_user is not None),
                 queue_id=self.incoming.queue_id, tls=self.tls_info, auth_user=self.auth_user,
                 recipient=envelope.recipients[0].address if len(envelope.recipients) == 1
                 else None, utf8=envelope.smtputf8)
-            self.incoming.write(header)
+            if self._content_mode is None:
+                self.incoming.write(header)
+            else:
+                self._received = header
+                self._buffer = bytearray()
         except Exception as exc:  # noqa: BLE001 - whatever broke, 451 is the safe answer
             event(log, "queue unavailable", client=self.client_ip, error=repr(exc))
             if self.incoming is not None:
@@ -364,7 +396,16 @@ class Session:
         envelope_sender = self.sender.address if self.sender else ""
         recipients = len(self.recipients)
         write_failed = self._write_failed
+        buffered, mode, spf_lookup, received = (self._buffer, self._content_mode, self._spf,
+                                                self._received)
+        self._spf = None
+        helo = self.conn.hello or ""
         self._reset_transaction()
+        if ev.error is None and incoming is not None and buffered is not None:
+            reject = await self._prepare(incoming, mode, bytes(buffered), received,
+                                         envelope_sender, helo, spf_lookup)
+            if reject is not None:
+                ev = DataEnd(ev.size, reject)
         if ev.error is not None or incoming is None or write_failed:
             if incoming is not None:
                 incoming.abort()
@@ -386,6 +427,23 @@ class Session:
               queue_id=queue_id, sender=f"<{envelope_sender}>", recipients=recipients,
               size=ev.size, auth=self.auth_user, tls=self.tls_info)
         self.respond(replies.OK.with_text(f"Ok: queued as {queue_id}"))
+
+    async def _prepare(self, incoming, mode: str, message: bytes, received: bytes,
+                       sender: str, helo: str, spf_lookup) -> replies.Reply | None:
+        """Check a buffered message and write it to `incoming`; a refusal or None."""
+        prepared = await content.verify(self.settings, self.mta.app.dns,
+                                        client_ip=self.client_ip, helo=helo, sender=sender,
+                                        message=message, spf_lookup=spf_lookup)
+        if prepared.reject is not None:
+            return prepared.reject
+        try:
+            # RFC 8601 §5: Authentication-Results on top, then our trace field.
+            incoming.write(prepared.prepend + received)
+            incoming.write(prepared.message)
+        except OSError as exc:
+            event(log, "spool write failed", client=self.client_ip, error=str(exc))
+            return replies.LOCAL_ERROR
+        return None
 
     async def on_rset(self, ev) -> None:
         if self.incoming is not None:

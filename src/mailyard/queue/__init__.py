@@ -5,7 +5,11 @@
     incoming.write(chunk)            # many times
     queue_id = await incoming.commit()   # durable (fsynced, group commit) on return
 
-See `service` for the theory of operation and `spool` for the on-disk format.
+Modules: `service` (the Queue and its scheduler: theory of operation), `incoming`
+(reception), `spool` (on-disk format, group commit, recovery), `records` (typed state),
+`routing` (pure: stage, hops, back-off), `hops` (running a hop, alias expansion, DKIM),
+`lmtp_client` (ours, on the `mailyard.smtp` codec), `smtp_out` (aiosmtplib: MX lookup,
+filter hop, connection reuse), `dsn` (RFC 3464 reports), `cli` (`mailyard queue`).
 """
 
 from mailyard.queue.service import Incoming, Queue

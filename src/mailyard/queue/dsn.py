@@ -90,8 +90,8 @@ def build_dsn(envelope: Envelope, message: bytes, reported: list[ReportedRecipie
         f"Message-ID: <{secrets.token_hex(10)}.{queue_id}@{hostname}>",
         "Auto-Submitted: auto-replied",                     # RFC 3834 §5
         "MIME-Version: 1.0",
-        f'Content-Type: multipart/report; report-type=delivery-status;\r\n'
-        f' boundary="{boundary}"',
+        ('Content-Type: multipart/report; report-type=delivery-status;\r\n'
+         f' boundary="{boundary}"'),
     ]
     human = [_EXPLANATIONS[action], ""]
     for r in reported:

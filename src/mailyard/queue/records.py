@@ -118,7 +118,7 @@ class QueueEntry:
         return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
     @classmethod
-    def from_json(cls, data: bytes) -> "QueueEntry":
+    def from_json(cls, data: bytes) -> QueueEntry:
         doc = json.loads(data)
         if doc.get("version") != FORMAT_VERSION:
             raise ValueError(f"unknown queue file version {doc.get('version')!r}")

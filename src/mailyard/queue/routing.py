@@ -14,8 +14,8 @@ Two stages (DESIGN.md, "The path of one message"):
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 FILTER = "filter"
 FINAL = "final"

@@ -27,90 +27,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import heapq
+import os
 import time
 
 from mailyard.envelope import Envelope
 from mailyard.log import event, get_logger
 from mailyard.queue import dsn
-from mailyard.queue.lmtp_client import lmtp_deliver
-from mailyard.queue.records import (
-    DELIVERED, EXPANDED, FAILED, QueueEntry, RecipientState, Reply, new_entry)
-from mailyard.queue.routing import (
-    FINAL, HOP_FILTER, HOP_LMTP, HOP_SMTP, Hop, domain_of, plan, retry_delay, stage_for)
-from mailyard.queue.smtp_out import Target, deliver_remote, smtp_transaction
-from mailyard.queue.spool import CommitJob, GroupCommitter, Spool, new_queue_id
+from mailyard.queue.hops import Deliverer, expand_aliases
+from mailyard.queue.incoming import Incoming
+from mailyard.queue.records import DELIVERED, FAILED, QueueEntry, RecipientState, Reply
+from mailyard.queue.routing import FINAL, plan, retry_delay
+from mailyard.queue.spool import GroupCommitter, Spool, new_queue_id
 
 log = get_logger("queue")
 
 EXPIRED = "4.4.7"        # RFC 3463: delivery time expired
-USER_UNKNOWN = "5.1.1"
-
-
-class Incoming:
-    """A message being received: `write` chunks, then `commit` (or `abort`).
-
-    Writes go to a file in the spool's tmp/ (page cache only; nothing buffered here
-    beyond the file object's buffer). `commit` raises OSError when the message could not
-    be made durable (disk full, I/O error): answer the client 451 then.
-    """
-
-    def __init__(self, queue: "Queue", envelope: Envelope):
-        self.queue = queue
-        self.envelope = envelope
-        self.queue_id = new_queue_id()
-        self.size = 0
-        self._path = queue.spool.tmp / f"{self.queue_id}.msg"
-        self._file = open(self._path, "wb", buffering=65536)
-        self._done = False
-
-    def write(self, chunk: bytes) -> None:
-        self._file.write(chunk)
-        self.size += len(chunk)
-
-    async def commit(self) -> str:
-        if self._done:
-            raise RuntimeError("commit after commit or abort")
-        self._done = True
-        spool = self.queue.spool
-        env_tmp = spool.tmp / f"{self.queue_id}.env"
-        try:
-            self._file.close()
-            now = time.time()
-            envelope = self.envelope
-            if not envelope.received_at:
-                envelope = dataclasses.replace(envelope, received_at=now)
-            stage = stage_for(envelope.received_via, envelope.skip_scan,
-                              self.queue.filter_address)
-            entry = new_entry(self.queue_id, envelope, now, stage, self.size)
-            with open(env_tmp, "wb") as f:
-                f.write(entry.to_json())
-            await self.queue.committer.run(CommitJob(
-                fsync_files=[self._path, env_tmp],
-                # The message first: an .env alone in active/ would be discarded anyway.
-                renames=[(self._path, spool.msg_path(self.queue_id)),
-                         (env_tmp, spool.env_path(self.queue_id))],
-                sync_dirs={spool.active}))
-        except BaseException:
-            for path in (self._path, env_tmp):
-                with contextlib.suppress(OSError):
-                    path.unlink(missing_ok=True)
-            raise
-        self.queue._admit(entry)
-        event(log, "queued", queue_id=self.queue_id, sender=f"<{envelope.sender}>",
-              recipients=len(entry.recipients), size=self.size,
-              via=envelope.received_via, stage=stage)
-        return self.queue_id
-
-    def abort(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        with contextlib.suppress(OSError):
-            self._file.close()
-        with contextlib.suppress(OSError):
-            self._path.unlink(missing_ok=True)
 
 
 class Queue:
@@ -132,7 +64,10 @@ class Queue:
         self._semaphore: asyncio.Semaphore | None = None
         self._tasks: set[asyncio.Task] = set()
         self._stopping = False
-        self._destinations: dict[str, asyncio.Semaphore] = {}
+        self._dsn_sent: dict[str, list[float]] = {}
+        self.deliverer = Deliverer(self)
+        self.owner = False              # True once this process holds the spool lock
+        self._lock_fd: int | None = None
         self.idle = asyncio.Event()     # set whenever nothing is due or in flight (tests)
 
     # -- configuration read at use, so a reload takes effect ---------------------------------
@@ -155,12 +90,21 @@ class Queue:
     async def _recover(self) -> None:
         self._wakeup = asyncio.Event()
         self._semaphore = asyncio.Semaphore(self.config.max_concurrent)
+        self.app.on_shutdown(self.stop)
+        self.app.on_reload(self._reload)
+        # One scheduler per spool: with `serve --only` several processes may share a data
+        # dir. The one holding the lock recovers and delivers; the others only add entries
+        # and ask it (control/new) to pick them up.
+        self._lock_fd = await asyncio.to_thread(self.spool.try_lock)
+        self.owner = self._lock_fd is not None
+        if not self.owner:
+            event(log, "queue scheduled by another process; adding entries only",
+                  spool=str(self.spool.root))
+            return
         for entry in await asyncio.to_thread(self.spool.recover):
             self._admit(entry)
         event(log, "queue started", entries=len(self.entries), spool=str(self.spool.root))
         self.app.spawn(self._scheduler(), "queue-scheduler")
-        self.app.on_shutdown(self.stop)
-        self.app.on_reload(self._reload)
 
     def _reload(self, settings) -> None:
         self.settings = settings
@@ -172,14 +116,22 @@ class Queue:
             task.cancel()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=5)
+        self.deliverer.close()
         await self.committer.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     close = stop
 
     # -- the API for listeners and internal senders ------------------------------------------
     async def receive(self, envelope: Envelope) -> Incoming:
         await self.start()
-        return Incoming(self, envelope)
+        queue_id = new_queue_id()
+        path = self.spool.tmp / f"{queue_id}.msg"
+        # Creating a file can wait on the file system journal: not on the event loop.
+        file = await asyncio.to_thread(open, path, "wb", buffering=65536)
+        return Incoming(self, envelope, queue_id, path, file)
 
     async def submit(self, envelope: Envelope, message: bytes) -> str:
         """Queue a message we generated (bounce, redirect, vacation reply); durable on return."""
@@ -202,6 +154,9 @@ class Queue:
 
     # -- scheduling ----------------------------------------------------------------------------
     def _admit(self, entry: QueueEntry) -> None:
+        if not self.owner:
+            self.spool.notify("new")     # the scheduling process loads it from the spool
+            return
         self.entries[entry.queue_id] = entry
         if not entry.held:
             self._push(entry)
@@ -226,8 +181,12 @@ class Queue:
                     self._check_control()
                 except OSError as exc:       # the spool must not stop the scheduler
                     event(log, "control check failed", error=repr(exc))
+                self.deliverer.connections.sweep()
                 next_poll = now + self.config.control_poll
-            while self._heap and self._heap[0][0] <= now and not self._stopping:
+            # At most max_concurrent attempts in flight; the rest stay in the heap (a
+            # restart with 100k due entries must not make 100k tasks).
+            while self._heap and self._heap[0][0] <= now and not self._stopping \
+                    and len(self._inflight) < self.config.max_concurrent:
                 due, _, queue_id = heapq.heappop(self._heap)
                 entry = self.entries.get(queue_id)
                 if entry is None or entry.held or queue_id in self._inflight \
@@ -240,7 +199,7 @@ class Queue:
             if not self._inflight and not (self._heap and self._heap[0][0] <= now):
                 self.idle.set()
             timeout = next_poll - now
-            if self._heap:
+            if self._heap and len(self._inflight) < self.config.max_concurrent:
                 timeout = min(timeout, max(self._heap[0][0] - now, 0.0))
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), max(timeout, 0.001))
@@ -262,6 +221,11 @@ class Queue:
                     entry.next_attempt = time.time()
                     self._push(entry)
                 entry.held = held
+        if "new" in requests:
+            for queue_id in self.spool.new_ids(set(self.entries)):
+                entry = self.spool.load(queue_id)
+                if entry is not None:
+                    self._admit(entry)
         if "flush" in requests:
             event(log, "flush requested", entries=len(self.entries))
             self.flush()
@@ -291,18 +255,21 @@ class Queue:
             entry.held = True
             return
         if not self.spool.exists(queue_id):
+            # Deleted by an operator; a state write that raced the deletion may have left
+            # an .env alone (start-up would discard it too).
+            self.spool.env_path(queue_id).unlink(missing_ok=True)
             self.entries.pop(queue_id, None)
             return
         now = time.time()
         entry.attempts += 1
         failed: list[RecipientState] = []
         if entry.stage == FINAL:
-            failed = self._expand_aliases(entry)
+            failed = expand_aliases(entry, self.app.accounts)
         pending = entry.pending()
         by_address = {r.address: r for r in pending}
         hops = plan(entry.stage, by_address, self._is_local_domain, self.filter_address,
-                    self.settings.listen.lmtp)
-        outcomes = await asyncio.gather(*(self._run_hop(hop, entry, by_address)
+                    self.config.lmtp_next_hop or self.settings.listen.lmtp)
+        outcomes = await asyncio.gather(*(self.deliverer.run(hop, entry, by_address)
                                           for hop in hops))
         succeeded: list[tuple[RecipientState, str]] = []
         for hop, (replies, success_action) in zip(hops, outcomes):
@@ -326,7 +293,7 @@ class Queue:
         if still and age >= self.config.max_lifetime:
             for rcpt in still:
                 last = rcpt.reply.line() if rcpt.reply else "no delivery attempt succeeded"
-                rcpt.reply = Reply(code=500, enhanced=EXPIRED,
+                rcpt.reply = Reply(code=451, enhanced=EXPIRED,
                                    text=f"delivery time expired; last error: {last}",
                                    remote="")
                 rcpt.status = FAILED
@@ -361,81 +328,21 @@ class Queue:
     def _is_local_domain(self, domain: str) -> bool:
         return self.app.accounts.is_local_domain(domain)
 
-    def _expand_aliases(self, entry: QueueEntry) -> list[RecipientState]:
-        """Replace local aliases by their targets (once; children are marked final).
-
-        A recipient that is itself a user (possibly with +detail) keeps its address, so the
-        delivery agent still sees the detail; an unknown local recipient fails 550 5.1.1.
-        Returns the recipients that failed so.
-        """
-        accounts = self.app.accounts
-        added: list[RecipientState] = []
-        failed: list[RecipientState] = []
-        for rcpt in entry.pending():
-            if rcpt.final:
-                continue
-            domain = domain_of(rcpt.address)
-            if not domain or not accounts.is_local_domain(domain):
-                rcpt.final = True
-                continue
-            targets = accounts.resolve(rcpt.address)
-            local, _, _ = rcpt.address.rpartition("@")
-            base = f"{local.split('+', 1)[0]}@{domain}".lower()
-            if len(targets) == 1 and targets[0].lower() in (rcpt.address.lower(), base):
-                rcpt.final = True
-                continue
-            if not targets:
-                rcpt.status = FAILED
-                failed.append(rcpt)
-                rcpt.reply = Reply(code=550, enhanced=USER_UNKNOWN,
-                                   text=f"<{rcpt.address}>: recipient address unknown")
-                continue
-            rcpt.status = EXPANDED
-            known = {r.address.lower() for r in entry.recipients}
-            for target in targets:
-                if target.lower() in known:
-                    continue
-                known.add(target.lower())
-                added.append(RecipientState(
-                    address=target, orcpt=rcpt.orcpt or f"rfc822;{rcpt.address}",
-                    notify=rcpt.notify, parent=rcpt.address, final=True))
-        entry.recipients.extend(added)
-        return failed
-
-    async def _run_hop(self, hop: Hop, entry: QueueEntry,
-                       by_address: dict[str, RecipientState]) -> tuple[dict[str, Reply], str]:
-        """Returns (reply per recipient, the DSN action for a success: "" = none)."""
-        recipients = [by_address[a] for a in hop.recipients]
-        config = self.config
-        message_path = self.spool.msg_path(entry.queue_id)
-        if hop.kind == HOP_LMTP:
-            replies = await lmtp_deliver(
-                hop.destination, entry.envelope, recipients, message_path,
-                helo=self.hostname, connect_timeout=config.connect_timeout,
-                command_timeout=config.command_timeout)
-            return replies, dsn.DELIVERED
-        message = await asyncio.to_thread(message_path.read_bytes)
-        if hop.kind == HOP_FILTER:
-            from mailyard.config import parse_hostport
-
-            host, port = parse_hostport(hop.destination)
-            replies, _, _ = await smtp_transaction(
-                Target(host=host, port=port, name=hop.destination), entry.envelope,
-                recipients, message, helo=self.hostname, opportunistic_tls=False,
-                connect_timeout=config.connect_timeout,
-                command_timeout=config.command_timeout)
-            return replies, ""     # the filter reinjects; final delivery reports success
-        assert hop.kind == HOP_SMTP
-        # Per-destination limit: never more than this many connections to one domain.
-        limit = self._destinations.setdefault(
-            hop.destination, asyncio.Semaphore(config.max_per_destination))
-        async with limit:
-            replies, dsn_capable = await deliver_remote(
-                self.app.dns, hop.destination, entry.envelope, recipients, message,
-                port=config.outbound_port, helo=self.hostname,
-                connect_timeout=config.connect_timeout,
-                command_timeout=config.command_timeout)
-        return replies, ("" if dsn_capable else dsn.RELAYED)
+    def _dsn_allowed(self, sender: str) -> bool:
+        """At most `dsn_per_hour` DSNs to one sender per hour (backscatter and bounce
+        storms stay bounded; the count lives in memory and restarts with the process)."""
+        now = time.time()
+        key = sender.lower()
+        recent = [t for t in self._dsn_sent.get(key, ()) if now - t < 3600]
+        if len(recent) >= self.config.dsn_per_hour:
+            self._dsn_sent[key] = recent
+            return False
+        recent.append(now)
+        self._dsn_sent[key] = recent
+        if len(self._dsn_sent) > 10000:            # forget senders quiet for an hour
+            self._dsn_sent = {k: v for k, v in self._dsn_sent.items()
+                              if v and now - v[-1] < 3600}
+        return True
 
     async def _report(self, entry: QueueEntry, recipients: list[RecipientState], action: str,
                       will_retry_until: float | None = None) -> None:
@@ -450,6 +357,10 @@ class Queue:
             # RFC 3461 §6.2 / RFC 5321 §6.1: never bounce a bounce.
             event(log, "not reporting to the null sender", queue_id=entry.queue_id,
                   action=action, recipients=len(wanted))
+            return
+        if not self._dsn_allowed(entry.envelope.sender):
+            event(log, "dsn rate limit reached; not reporting", queue_id=entry.queue_id,
+                  action=action, to=f"<{entry.envelope.sender}>")
             return
         message = await asyncio.to_thread(self.spool.msg_path(entry.queue_id).read_bytes)
         now = time.time()

@@ -7,7 +7,9 @@ touches:
     active/ID.msg   the message bytes exactly as received (never rewritten)
     active/ID.env   JSON: the envelope and the per-recipient delivery state (`QueueEntry`)
     hold/ID         present = the entry is on hold (`mailyard queue hold`)
-    control/        requests from the `mailyard queue` CLI to a running server
+    control/        requests to the scheduling process: flush, changed (from the CLI),
+                    new (entries committed by another process)
+    lock            flock held by the one process that schedules this spool
     corrupt/        entries start-up could not read, kept for an operator
 
 An incoming message streams into tmp/ID.msg; `commit` writes tmp/ID.env, then a commit job
@@ -28,13 +30,15 @@ own data to be on disk.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import fcntl
 import itertools
 import os
 import secrets
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from mailyard.log import event, get_logger
 from mailyard.queue.records import QueueEntry
@@ -58,6 +62,7 @@ def valid_queue_id(text: str) -> bool:
 class CommitJob:
     """File-system changes that must be durable together before a caller goes on."""
 
+    prepare: list[Callable[[], object]] = field(default_factory=list)  # run first
     fsync_files: list[Path] = field(default_factory=list)
     renames: list[tuple[Path, Path]] = field(default_factory=list)
     unlinks: list[Path] = field(default_factory=list)
@@ -72,14 +77,57 @@ def fsync_path(path: Path, directory: bool = False) -> None:
         os.close(fd)
 
 
+# Fsyncs of one batch are issued in parallel: the file system's journal merges concurrent
+# fsyncs into one commit, where a serial loop would pay one journal commit per file.
+_FSYNC_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=32,
+                                                    thread_name_prefix="queue-fsync")
+
+
+def _fsync_all(paths: list[Path], directory: bool = False) -> dict[Path, OSError]:
+    """fsync every path (in parallel when there are several); the failures by path."""
+    def one(path: Path) -> OSError | None:
+        try:
+            fsync_path(path, directory)
+            return None
+        except OSError as exc:
+            return exc
+
+    results = list(_FSYNC_POOL.map(one, paths)) if len(paths) > 1 else [one(p) for p in paths]
+    return {p: e for p, e in zip(paths, results) if e is not None}
+
+
 def execute_batch(jobs: list[CommitJob]) -> list[BaseException | None]:
-    """Apply a batch of jobs with one fsync per directory; returns one error slot per job."""
+    """Apply a batch of jobs with one fsync per directory; returns one error slot per job.
+
+    Order per job: its files' data is durable, then its renames and unlinks are done; then
+    each directory touched by the batch is fsynced once, which makes the renames durable.
+    """
     errors: list[BaseException | None] = [None] * len(jobs)
+
+    def prepare(job: CommitJob) -> OSError | None:
+        try:
+            for step in job.prepare:
+                step()
+            return None
+        except OSError as exc:
+            return exc
+
+    # File creation can wait on the journal while another fsync commits it: in parallel.
+    if any(job.prepare for job in jobs):
+        prepared = (list(_FSYNC_POOL.map(prepare, jobs)) if len(jobs) > 1
+                    else [prepare(jobs[0])])
+        errors = list(prepared)
+    failed = _fsync_all([p for i, job in enumerate(jobs) if errors[i] is None
+                         for p in job.fsync_files])
     dirs: set[Path] = set()
     for i, job in enumerate(jobs):
+        if errors[i] is not None:
+            continue
+        bad = next((failed[p] for p in job.fsync_files if p in failed), None)
+        if bad is not None:
+            errors[i] = bad
+            continue
         try:
-            for path in job.fsync_files:
-                fsync_path(path)
             for src, dst in job.renames:
                 os.replace(src, dst)
             for path in job.unlinks:
@@ -90,23 +138,27 @@ def execute_batch(jobs: list[CommitJob]) -> list[BaseException | None]:
             dirs |= job.sync_dirs
         except OSError as exc:
             errors[i] = exc
-    try:
-        for d in dirs:
-            fsync_path(d, directory=True)
-    except OSError as exc:
+    dir_failures = _fsync_all(sorted(dirs), directory=True)
+    if dir_failures:
         # Nothing in this batch is known durable: every job of it fails.
+        exc = next(iter(dir_failures.values()))
         errors = [e or exc for e in errors]
     return errors
 
 
 class GroupCommitter:
-    """Runs commit jobs in batches sharing their fsyncs (or one by one when `group` is off)."""
+    """Runs commit jobs in batches sharing their fsyncs (or one by one when `group` is off).
+
+    While one batch is being made durable in a worker thread, new jobs wait in `_pending`;
+    the next batch takes all of them.
+    """
 
     def __init__(self, group: bool = True):
         self.group = group
         self._pending: list[tuple[CommitJob, asyncio.Future]] = []
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
+        self._closing = False
         self.batches = 0            # statistics, for the benchmark and tests
         self.jobs = 0
 
@@ -122,8 +174,11 @@ class GroupCommitter:
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done():
             self._wakeup = asyncio.Event()
+            self._closing = False
             self._task = loop.create_task(self._loop(), name="queue-group-commit")
         future = loop.create_future()
+        # The waiter may be cancelled (client hung up): the outcome is still consumed.
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._pending.append((job, future))
         self._wakeup.set()
         # Shielded: a client that hangs up mid-commit must not leave a half-applied batch.
@@ -132,6 +187,8 @@ class GroupCommitter:
     async def _loop(self) -> None:
         assert self._wakeup is not None
         while True:
+            if self._closing and not self._pending:
+                return
             await self._wakeup.wait()
             self._wakeup.clear()
             batch, self._pending = self._pending, []
@@ -140,7 +197,7 @@ class GroupCommitter:
             self.batches += 1
             try:
                 errors = await asyncio.to_thread(execute_batch, [job for job, _ in batch])
-            except BaseException as exc:        # cancelled at shutdown, or a bug
+            except BaseException as exc:        # cancelled, or a bug
                 for _, fut in batch:
                     if not fut.done():
                         fut.set_exception(OSError(f"commit interrupted: {exc!r}"))
@@ -154,16 +211,13 @@ class GroupCommitter:
                     fut.set_exception(error)
 
     async def close(self) -> None:
-        if self._task is not None:
-            # Let queued jobs finish: they carry 250s clients are waiting for.
-            while self._pending:
-                await asyncio.sleep(0.001)
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        """Finish every queued job (they carry 250s clients wait for), then stop."""
+        if self._task is not None and not self._task.done():
+            assert self._wakeup is not None
+            self._closing = True
+            self._wakeup.set()
+            await self._task
+        self._task = None
 
 
 class Spool:
@@ -182,6 +236,23 @@ class Spool:
     def ensure(self) -> None:
         for d in (self.tmp, self.active, self.hold_dir, self.control, self.corrupt):
             d.mkdir(parents=True, exist_ok=True)
+
+    def try_lock(self) -> int | None:
+        """Become the spool's one scheduler: an exclusive flock on queue/lock, held for the
+        life of the process (the kernel drops it when the process dies, even by kill -9).
+        Returns the open descriptor, or None when another process holds it."""
+        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return None
+        return fd
+
+    def new_ids(self, known: set[str]) -> list[str]:
+        """Committed entries on disk that are not in `known` (added by another process)."""
+        return sorted(p.name[:-4] for p in self.active.glob("*.env")
+                      if p.name[:-4] not in known and self.msg_path(p.name[:-4]).exists())
 
     # -- paths ------------------------------------------------------------------------
     def msg_path(self, queue_id: str) -> Path:
@@ -251,11 +322,11 @@ class Spool:
 
     # -- jobs ---------------------------------------------------------------------------
     def state_job(self, entry: QueueEntry) -> CommitJob:
-        """Write `entry`'s state to tmp/ and describe the durable swap into active/."""
+        """Write `entry`'s state to tmp/, then swap it durably into active/."""
         tmp = self.tmp / f"{entry.queue_id}.env.{secrets.token_hex(4)}"
-        with open(tmp, "wb") as f:
-            f.write(entry.to_json())
-        return CommitJob(fsync_files=[tmp], renames=[(tmp, self.env_path(entry.queue_id))],
+        state = entry.to_json()
+        return CommitJob(prepare=[lambda: tmp.write_bytes(state)], fsync_files=[tmp],
+                         renames=[(tmp, self.env_path(entry.queue_id))],
                          sync_dirs={self.active})
 
     def remove_job(self, queue_id: str) -> CommitJob:
