@@ -27,6 +27,7 @@ from mailyard.server.listen import Listener, serve_stream
 
 log = get_logger("imap")
 READ_SIZE = 65536
+PRE_AUTH_MAX_LITERAL = 8192   # before login a literal can only be a user name or password
 IDLE_REFRESH = 60.0   # a safety refresh during IDLE even without any notification
 
 
@@ -140,8 +141,7 @@ class Connection:
         peer = writer.get_extra_info("peername")
         self.client_ip = peer[0] if isinstance(peer, tuple) else "local"
         self.throttle = throttle
-        self.framer = CommandFramer(self.settings.max_command_size,
-                                    self.settings.max_literal_size)
+        self.framer = self._new_framer()
         ctx = SessionContext(
             authenticate=self._authenticate,
             open_store=self._open_store,
@@ -156,6 +156,11 @@ class Connection:
             on_auth_failure=throttle.failed,
         )
         self.session = ImapSession(ctx, self.io.write)
+
+    def _new_framer(self) -> CommandFramer:
+        framer = CommandFramer(self.settings.max_command_size, self.settings.max_literal_size)
+        framer.max_literal = min(framer.max_literal, PRE_AUTH_MAX_LITERAL)
+        return framer
 
     def _plaintext_allowed(self) -> bool:
         try:
@@ -217,6 +222,9 @@ class Connection:
                 assert isinstance(ev, RawCommand)
                 commands += 1
                 directive = await self.session.handle(ev.data)
+                if self.session.user is not None:
+                    # only an authenticated user may send big literals (APPEND)
+                    self.framer.max_literal = self.settings.max_literal_size
                 if directive is None:
                     continue
                 if directive in (Directive.LOGOUT, Directive.CLOSE):
@@ -231,8 +239,7 @@ class Connection:
     async def _directive(self, directive: Directive) -> bool:
         if directive is Directive.STARTTLS:
             # RFC 3501 §6.2.1 / CVE-2011-0411-style injection: drop what came in plaintext.
-            self.framer = CommandFramer(self.settings.max_command_size,
-                                        self.settings.max_literal_size)
+            self.framer = self._new_framer()
             await self.io.writer.start_tls(self.app.tls_server_context())
             self.session.tls_started()
             self.session.ctx.plaintext_login = True
