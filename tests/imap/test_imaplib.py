@@ -239,6 +239,11 @@ def test_list_lsub_create_delete_rename_subscribe(connect, store):
     assert c.subscribe("Projects.Alpha")[0] == "OK"
     assert b'() "." "Projects.Alpha"' in c.lsub('""', "*")[1]
     assert c.lsub('""', "Projects.*")[1] == [b'() "." "Projects.Alpha"']
+    # RFC 3501 §6.3.9: % stops at the unsubscribed parent, which is named \Noselect
+    assert b'(\\Noselect) "." "Projects"' in c.lsub('""', "%")[1]
+    typ, _ = c._simple_command("LIST", "(SUBSCRIBED RECURSIVEMATCH)", '""', "%")
+    assert b'(\\HasChildren) "." "Projects" ("CHILDINFO" ("SUBSCRIBED"))' in \
+        c.untagged_responses.pop("LIST")
     assert c.unsubscribe("Projects.Alpha")[0] == "OK"
     assert c.lsub('""', "Projects.*")[1] == [None]
     assert c.rename("Projects", "Work")[0] == "OK"
