@@ -315,3 +315,21 @@ def test_raw_literal_plus_and_bad_syntax_stays_connected(imap_server, user):
         f.flush()
         assert f.readline().startswith(b"b BAD")
         assert f.readline() == b"c OK NOOP completed\r\n"
+
+
+def test_big_message_streamed_byte_exact(connect, store):
+    """Bodies above 1 MB go straight from the file in chunks; the bytes must not change."""
+    lines = b"".join(b"line %07d of a big message, padded to some length....\r\n" % i
+                     for i in range(60000))
+    big = message("big", body="") + lines
+    store.deliver(big)
+    c = connect()
+    c.select("INBOX")
+    typ, data = c.fetch("1", "(RFC822.SIZE BODY.PEEK[])")
+    assert data[0][0].endswith(b"BODY[] {%d}" % len(big))
+    assert data[0][1] == big
+    typ, data = c.fetch("1", "(RFC822)")
+    assert data[0][1] == big
+    typ, data = c.fetch("1", "(BODY.PEEK[]<1000000.20>)")
+    assert data[0][1] == big[1000000:1000020]
+    assert b"\\Seen" in c.fetch("1", "(FLAGS)")[1][0]

@@ -11,6 +11,7 @@ the response carries the new FLAGS.
 from __future__ import annotations
 
 import asyncio
+import os
 import base64
 import binascii
 import quopri
@@ -24,6 +25,8 @@ from mailyard.imap.proto.envelope import envelope
 from mailyard.imap.proto.types import FetchAttribute, FetchCommand, Section
 
 BATCH_MESSAGES = 200
+STREAM_MIN = 1024 * 1024      # whole messages at least this big are streamed from the file
+STREAM_CHUNK = 256 * 1024
 BATCH_BYTES = 4 * 1024 * 1024
 _STRUCTURE_ITEMS = ("ENVELOPE", "BODYSTRUCTURE", "BODY")
 CACHE_KEY = "imap.structure.v1"   # bump the version when the formatting changes
@@ -136,7 +139,9 @@ def decode_part(data: bytes, entity: mime.Entity) -> bytes | None:
     return None
 
 
-def _item(view: MessageView, att: FetchAttribute, seq: int, modseq_wanted: bool) -> bytes:
+def _item(view: MessageView, att: FetchAttribute, seq: int,
+          modseq_wanted: bool) -> bytes | list:
+    """One item of a FETCH response: bytes, or [prefix, FileBody] for a streamed body."""
     info = view.info
     name = att.name
     if name == "UID":
@@ -151,8 +156,13 @@ def _item(view: MessageView, att: FetchAttribute, seq: int, modseq_wanted: bool)
         return b"MODSEQ (%d)" % info.modseq
     if name in _STRUCTURE_ITEMS and att.section is None:
         return name.encode() + b" " + view.structure(name)
-    if name == "RFC822":
-        return b"RFC822 " + fmt.literal(view.data)
+    if name == "RFC822" or (name == "BODY" and att.section == Section()
+                            and att.partial is None):
+        streamed = _streamed(view)
+        label = b"RFC822" if name == "RFC822" else att.response_name().encode()
+        if streamed is not None:
+            return [label + b" {%d}\r\n" % streamed.size, streamed]
+        return label + b" " + fmt.literal(view.data)
     if name == "RFC822.HEADER":
         return b"RFC822.HEADER " + fmt.literal(
             mime.section_bytes(view.data, view.tree, Section((), "HEADER")))
@@ -170,6 +180,42 @@ def _item(view: MessageView, att: FetchAttribute, seq: int, modseq_wanted: bool)
         start, length = att.partial
         content = content[start:start + length]
     return att.response_name().encode() + b" " + fmt.literal(content)
+
+
+class FileBody:
+    """A whole message sent straight from its file, in chunks (big messages only)."""
+
+    __slots__ = ("path", "size")
+
+    def __init__(self, path, size: int):
+        self.path = path
+        self.size = size
+
+    def chunks(self):
+        with open(self.path, "rb") as fh:
+            left = self.size
+            while left > 0:
+                chunk = fh.read(min(STREAM_CHUNK, left))
+                if not chunk:   # truncated under us: pad to keep the literal's promise
+                    yield b" " * left
+                    return
+                left -= len(chunk)
+                yield chunk
+
+
+def _streamed(view: MessageView) -> FileBody | None:
+    """A FileBody for a big message whose file is byte-identical to what read() returns
+    (already CRLF: the file's size equals RFC822.SIZE), else None."""
+    info = view.info
+    if info.size < STREAM_MIN or view._data is not None:
+        return None
+    try:
+        path = view.folder.path(info.uid)
+        if os.path.getsize(path) != info.size:
+            return None
+    except (OSError, LookupError):
+        return None
+    return FileBody(path, info.size)
 
 
 def _binary(view: MessageView, att: FetchAttribute) -> bytes:
@@ -211,12 +257,47 @@ def build_batch(sel: SelectedMailbox, uids: list[int], atts: tuple[FetchAttribut
             continue
         if modseq_wanted and not any(a.name == "MODSEQ" for a in atts):
             items.append(b"MODSEQ (%d)" % info.modseq)
-        line = b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n"
-        out.append(line)
-        size += len(line)
+        if any(isinstance(i, list) for i in items):
+            parts: list = [b"* %d FETCH (" % seq]
+            for n, item in enumerate(items):
+                if n:
+                    parts.append(b" ")
+                parts.extend(item if isinstance(item, list) else [item])
+            parts.append(b")\r\n")
+            out.append(parts)
+            size += sum(p.size if isinstance(p, FileBody) else len(p) for p in parts)
+        else:
+            line = b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n"
+            out.append(line)
+            size += len(line)
         if size >= BATCH_BYTES:
             break
     return out, consumed
+
+
+async def send_lines(session, lines: list) -> None:
+    """Send FETCH responses; streamed bodies are read in a thread, one chunk at a time, so
+    a session never holds more than STREAM_CHUNK of a big message."""
+    pending: list[bytes] = []
+    for line in lines:
+        if isinstance(line, bytes):
+            pending.append(line)
+            continue
+        for part in line:
+            if isinstance(part, FileBody):
+                if pending:
+                    await session.send(b"".join(pending))
+                    pending = []
+                chunks = part.chunks()
+                while True:
+                    chunk = await asyncio.to_thread(next, chunks, None)
+                    if chunk is None:
+                        break
+                    await session.send(chunk)
+            else:
+                pending.append(part)
+    if pending:
+        await session.send(b"".join(pending))
 
 
 async def cmd_fetch(session, cmd: FetchCommand):
@@ -253,7 +334,7 @@ async def cmd_fetch(session, cmd: FetchCommand):
         lines, consumed = await asyncio.to_thread(build_batch, sel, batch, atts, modseq_wanted)
         i += consumed
         if lines:
-            await session.send(b"".join(lines))
+            await send_lines(session, lines)
     # RFC 3501 §7.4.1: no EXPUNGE during FETCH; UID FETCH may carry them.
     await session.updates(allow_expunge=cmd.uid)
     await session.ok(cmd.tag, f"{'UID ' if cmd.uid else ''}FETCH completed")
