@@ -311,7 +311,8 @@ async def cmd_fetch(session, cmd: FetchCommand):
     modseq_wanted = cmd.changed_since is not None or any(a.name == "MODSEQ" for a in atts)
     if cmd.changed_since is not None:
         # CHANGEDSINCE (RFC 7162 §3.1.4): only messages whose modseq is higher
-        uids = [u for u in uids if u in sel.infos and sel.infos[u].modseq > cmd.changed_since]
+        uids = [u for u in uids
+                if getattr(sel.infos.get(u), "modseq", 0) > cmd.changed_since]
         if cmd.vanished:
             from mailyard.imap.ops.select import missing_uids
 
@@ -321,7 +322,8 @@ async def cmd_fetch(session, cmd: FetchCommand):
                 text = ",".join(f"{a}" if a == b else f"{a}:{b}" for a, b in gone)
                 await session.send(r.untagged(f"VANISHED (EARLIER) {text}"))
     if not sel.readonly and any(_needs_seen(a) for a in atts):
-        unseen = [u for u in uids if u in sel.infos and "\\Seen" not in sel.infos[u].flags]
+        unseen = [u for u in uids if (i := sel.infos.get(u)) is not None
+                  and "\\Seen" not in i.flags]
         if unseen:
             done = await asyncio.to_thread(sel.folder.store_flags, unseen, ["\\Seen"], "add")
             for uid in done:
