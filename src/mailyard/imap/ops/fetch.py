@@ -11,9 +11,9 @@ the response carries the new FLAGS.
 from __future__ import annotations
 
 import asyncio
-import os
 import base64
 import binascii
+import os
 import quopri
 import sqlite3
 
