@@ -38,7 +38,7 @@ def dovecot_maildir(tmp_path):
         (sub / d).mkdir(parents=True)
     (sub / "cur" / "1600000000.M1P1.old:2,S").write_bytes(LF_MSG)
     (sub / "dovecot-uidlist").write_text("1 1500000000 4\n3 1600000000.M1P1.old\n")
-    (root / "subscriptions").write_text("V\t2\n\nEntw\u00fcrfe\n")
+    (root / "subscriptions").write_text("V\t2\n\nEntw&APw-rfe\n")
     return root
 
 

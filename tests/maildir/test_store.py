@@ -239,6 +239,8 @@ def test_subscriptions(store):
     assert "Lists.Python" in store.subscriptions()
     text = (store.root / "subscriptions").read_text()
     assert text.startswith("V\t2\n\n") and "Lists\tPython\n" in text
+    store.subscribe("Entw\u00fcrfe")
+    assert "Entw&APw-rfe\n" in (store.root / "subscriptions").read_text()
     store.unsubscribe("Lists.Python")
     assert "Lists.Python" not in store.subscriptions()
 
@@ -302,3 +304,73 @@ def test_more_than_26_keywords(store):
     folder.store_flags([uid], ["\\Seen"])
     assert folder.get(uid).keywords == set(kws)
     assert set(kws) <= folder.keywords()
+
+
+def test_expunge_all_deleted_uses_current_flags_but_only_known_messages(store):
+    store.deliver(MSG)
+    mine, other = store.open("INBOX"), store.open("INBOX")
+    store.deliver(MSG)  # not yet in `mine`'s snapshot
+    other.refresh()
+    other.store_flags([1, 2], ["\\Deleted"])
+    assert mine.expunge() == [1]
+    changes = mine.refresh()
+    assert changes.new == (2,) and changes.expunged == ()
+    assert mine.uids() == [2]
+
+
+def test_status_without_selecting(store):
+    store.deliver(MSG, flags=["\\Seen"])
+    store.deliver(MSG)
+    store.deliver(MSG, flags=["\\Deleted", "\\Seen"])
+    status = store.status("inbox")
+    assert (status.messages, status.unseen, status.deleted) == (3, 1, 1)
+    assert status.size == 3 * len(MSG)
+    assert status.uid_next == 4
+    assert status.uid_validity == store.open("INBOX").uid_validity
+    assert status.highest_modseq >= 4
+    with pytest.raises(FolderNotFound):
+        store.status("Nope")
+
+
+def test_non_utf8_file_name_does_not_break_the_scan(store):
+    """Regression: a file whose name is not UTF-8 made every rescan raise in SQLite."""
+    store.deliver(MSG)
+    fd = os.open(os.fsencode(store.root / "cur") + b"/17000.M1.host\xff\xfe:2,S",
+                 os.O_WRONLY | os.O_CREAT, 0o600)
+    os.close(fd)
+    folder = store.open("INBOX")
+    folder.refresh()
+    assert folder.uids() == [1]
+    assert store.deliver(MSG) == 2
+
+
+def test_open_folder_deleted_by_another_session_raises_folder_not_found(store):
+    store.create_folder("Gone")
+    store.deliver(MSG, folder="Gone")
+    folder = store.open("Gone")
+    store.delete_folder("Gone")
+    with pytest.raises(FolderNotFound):
+        folder.refresh()
+    store.create_folder("Gone")  # a new folder of the same name is a new folder
+    assert store.open("Gone").uid_validity > folder.uid_validity
+
+
+def test_cache_builders_run_at_delivery_and_never_fail_it(store):
+    from mailyard.maildir import store as store_mod
+
+    def subject(message: bytes) -> dict:
+        return {"subject": message.split(b"\r\n")[1]}
+
+    def broken(message: bytes) -> dict:
+        raise RuntimeError("parser bug")
+
+    store_mod.register_cache_builder(subject)
+    store_mod.register_cache_builder(broken)
+    try:
+        uid = store.deliver(MSG)
+        folder = store.open("INBOX")
+        assert folder.cache_get(uid, "subject") == b"Subject: hello"
+        assert folder.copy([uid], "Archive") == {uid: 1}
+        assert store.open("Archive").cache_get(1, "subject") == b"Subject: hello"
+    finally:
+        store_mod._CACHE_BUILDERS.clear()

@@ -34,12 +34,28 @@ def main(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from mailyard.cli import serve_cmd, config_cmd, accounts_cmd
+    from mailyard.cli import accounts_cmd, config_cmd, dkim_cmd, quarantine_cmd, serve_cmd
 
     main.add_command(serve_cmd.serve)
     main.add_command(config_cmd.config)
+    main.add_command(dkim_cmd.dkim)
+    main.add_command(dkim_cmd.dns_records)
+    main.add_command(quarantine_cmd.quarantine)
     for command in accounts_cmd.COMMANDS:
         main.add_command(command)
+    from mailyard.queue.cli import queue
+
+    main.add_command(queue)
+
+    from mailyard.sieve.cli import sieve
+
+    main.add_command(sieve)
+    from mailyard.spam.cli import spam
+
+    main.add_command(spam)
+    from mailyard.antivirus.scan_cmd import scan
+
+    main.add_command(scan)
 
 
 _register()

@@ -12,6 +12,8 @@ Public API (everything blocks on file I/O; from async code use `asyncio.to_threa
     store.create_folder(name) / delete_folder(name) / rename_folder(old, new)
     store.subscribe(name) / unsubscribe(name) / subscriptions()
     store.exists(name); store.usage() -> (bytes, messages); store.recount_usage()
+    store.status(name) -> FolderStatus(messages, unseen, deleted, size, uid_next,
+                                       uid_validity, highest_modseq)   # IMAP STATUS
 
     folder = store.open("Work.Projects")      # FolderNotFound if missing
     folder.uid_validity, folder.uid_next, folder.highest_modseq
@@ -23,7 +25,9 @@ Public API (everything blocks on file I/O; from async code use `asyncio.to_threa
                        unchanged_since=None) -> {uid: frozenset(all flags)}
     folder.expunge(uids=None) -> [uids]   # None: every \\Deleted message
     folder.copy(uids, "Trash") -> {src_uid: dest_uid}; folder.move(...); folder.append(...)
-    folder.cache_get(uid, key) / folder.cache_put(uid, key, value)   # e.g. "envelope"
+    folder.cache_get(uid, key) / folder.cache_put(uid, key, value) / cache_put_many(uid, {})
+    register_cache_builder(fn)   # fn(message) -> {key: value}, run at every delivery/APPEND
+                                 # so IMAP's ENVELOPE/BODYSTRUCTURE are computed once, there
     folder.keywords() -> set; folder.watch() -> FolderWatch (see mailyard.maildir.watch)
 
 Folder names are Unicode with "." as the hierarchy delimiter (IMAP LIST shows "." as the
@@ -52,26 +56,34 @@ from mailyard.maildir.errors import (
 )
 from mailyard.maildir.folder import Changes, Folder, MessageInfo, split_flags
 from mailyard.maildir.names import DELIMITER, INBOX, decode_mutf7, encode_mutf7
-from mailyard.maildir.store import SPECIAL_USE, FolderInfo, MailStore
+from mailyard.maildir.store import (
+    SPECIAL_USE,
+    FolderInfo,
+    FolderStatus,
+    MailStore,
+    register_cache_builder,
+)
 from mailyard.maildir.watch import FolderWatch
 
 __all__ = [
-                                     "DELIMITER",
-                                     "INBOX",
-                                     "SPECIAL_USE",
-                                     "Changes",
-                                     "Folder",
-                                     "FolderExists",
-                                     "FolderInfo",
-                                     "FolderNameError",
-                                     "FolderNotFound",
-                                     "FolderOperationError",
-                                     "FolderWatch",
-                                     "MailStore",
-                                     "MaildirError",
-                                     "MessageGone",
-                                     "MessageInfo",
-                                     "decode_mutf7",
-                                     "encode_mutf7",
-                                     "split_flags",
+    "DELIMITER",
+    "INBOX",
+    "SPECIAL_USE",
+    "Changes",
+    "Folder",
+    "FolderExists",
+    "FolderInfo",
+    "FolderNameError",
+    "FolderNotFound",
+    "FolderOperationError",
+    "FolderStatus",
+    "FolderWatch",
+    "MailStore",
+    "MaildirError",
+    "MessageGone",
+    "MessageInfo",
+    "decode_mutf7",
+    "encode_mutf7",
+    "register_cache_builder",
+    "split_flags",
 ]

@@ -12,11 +12,13 @@ fsync the directory — a delivered message survives a crash the moment its UID 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
 import secrets
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,9 +63,10 @@ class ParsedName:
     """What a directory entry of new/ or cur/ says about its message."""
 
     base: str
-    letters: str  # the info letters ("" for files in new/ or without info)
+    letters: str  # the info letters ("" for files without info)
     subdir: str  # "new" or "cur"
     entry: str  # the file name itself
+    has_info: bool = False  # the name carries ":2," (then `letters` are its flags)
 
     @property
     def filename(self) -> str:
@@ -95,7 +98,7 @@ def parse_entry(subdir: str, entry: str) -> ParsedName | None:
             base, info = entry, ""
     if not base:
         return None
-    return ParsedName(base=base, letters=info, subdir=subdir, entry=entry)
+    return ParsedName(base=base, letters=info, subdir=subdir, entry=entry, has_info=bool(sep))
 
 
 def letters_to_flags(letters: str, keyword_names: dict[str, str]) -> tuple[frozenset, frozenset]:
@@ -150,9 +153,41 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_tmp(folder_dir: Path, message: bytes, internal_date: float | None) -> Path:
+class _DirSyncer:
+    """Group commit for directory fsyncs: concurrent deliveries into one directory share a
+    single fsync. A caller's rename is covered by any fsync that *started* after the
+    rename, so each caller takes a ticket after its rename and returns as soon as an fsync
+    that started at or after that ticket has finished."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._dirs: dict[str, list] = {}  # path -> [next ticket, synced ticket, lock]
+
+    def sync(self, path: str) -> None:
+        with self._lock:
+            state = self._dirs.setdefault(path, [0, 0, threading.Lock()])
+            state[0] += 1
+            ticket = state[0]
+        with state[2]:
+            if state[1] >= ticket:
+                return  # an fsync that started after our rename has completed
+            with self._lock:
+                covers = state[0]
+            fsync_dir(path)
+            state[1] = covers
+
+
+_dir_syncer = _DirSyncer()
+
+
+def fsync_dir_shared(path: Path | str) -> None:
+    """fsync a directory, sharing the fsync with concurrent callers (see _DirSyncer)."""
+    _dir_syncer.sync(str(path))
+
+
+def write_tmp(folder_dir: Path | str, message: bytes, internal_date: float | None) -> str:
     """Write a message to tmp/ and fsync it; returns the tmp path (caller renames it)."""
-    tmp = folder_dir / "tmp" / f"{time.time():.6f}.P{os.getpid()}R{secrets.token_hex(6)}"
+    tmp = f"{folder_dir}/tmp/{time.time():.6f}.P{os.getpid()}R{secrets.token_hex(6)}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         view = memoryview(message)
@@ -162,7 +197,8 @@ def write_tmp(folder_dir: Path, message: bytes, internal_date: float | None) -> 
         os.fsync(fd)
     except BaseException:
         os.close(fd)
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
     os.close(fd)
     if internal_date is not None:

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mailyard.maildir.errors import MessageGone
-from mailyard.maildir.files import SYSTEM_FLAGS, to_crlf, write_tmp
+from mailyard.maildir.errors import FolderNotFound, MessageGone
+from mailyard.maildir.files import SYSTEM_FLAGS, fsync_dir_shared, to_crlf, write_tmp
 from mailyard.maildir.index import FolderIndex, Row
 from mailyard.maildir.watch import FolderWatch
 
@@ -115,10 +115,24 @@ class Folder:
         self.refresh()
 
     # -- the view ----------------------------------------------------------------------------
+    def _live_index(self) -> FolderIndex:
+        """The folder's index; FolderNotFound once the folder was deleted or renamed away."""
+        if self._index.closed:
+            if not os.path.isdir(self.path_dir / "cur"):
+                raise FolderNotFound(f"folder {self.name!r} no longer exists")
+            self._index = self.store._index(self.path_dir)
+        return self._index
+
     def refresh(self) -> Changes:
-        """Pick up every change since the last refresh (files added/removed/renamed too)."""
-        index = self._index
-        index.sync()
+        """Pick up every change since the last refresh (files added/removed/renamed too).
+
+        Raises FolderNotFound when the folder was deleted or renamed meanwhile.
+        """
+        index = self._live_index()
+        try:
+            index.sync()
+        except FileNotFoundError:
+            raise FolderNotFound(f"folder {self.name!r} no longer exists") from None
         with index.lock:
             uid_validity = index.meta("uid_validity")
             if uid_validity != self.uid_validity:
@@ -228,13 +242,14 @@ class Folder:
 
     # -- expunge, append, copy, move ------------------------------------------------------------------
     def expunge(self, uids: Iterable[int] | None = None) -> list[int]:
-        """Remove messages: the given UIDs, or (None) every message flagged \\Deleted.
+        """Remove messages: the given UIDs, or (None) every message of this session's
+        snapshot that is flagged \\Deleted now (whoever set the flag).
 
-        Returns the UIDs removed, ascending; they leave this session's snapshot at once.
+        Returns the UIDs removed, ascending; they leave this session's snapshot at once and
+        are not reported by the next refresh. Does not refresh the snapshot otherwise.
         """
         if uids is None:
-            self.refresh()
-            uids = [m.uid for m in self.messages() if "\\Deleted" in m.flags]
+            uids = self._index.uids_with_flag("\\Deleted") & self._messages.keys()
         done = self._index.expunge(sorted(set(uids)))
         for uid, _size in done:
             if self._messages.pop(uid, None) is not None:
@@ -266,11 +281,13 @@ class Folder:
             if tmp is None:
                 continue
             new_uid = dest._index.add_file(tmp, os.stat(tmp).st_size, info.size, info.flags,
-                                           info.keywords, info.internal_date)
-            for key, value in self._index.cache_items(uid):
-                dest._index.cache_put(new_uid, key, value)
+                                           info.keywords, info.internal_date,
+                                           cache=dict(self._index.cache_items(uid)))
             self.store._quota_add(info.size, 1)
             mapping[uid] = new_uid
+        if mapping:  # durable before COPY answers OK
+            fsync_dir_shared(dest.path_dir / "cur")
+            fsync_dir_shared(dest.path_dir / "new")
         return mapping
 
     def move(self, uids: Iterable[int], dest_folder_name: str) -> dict[int, int]:
@@ -306,6 +323,10 @@ class Folder:
     def cache_put(self, uid: int, key: str, value) -> None:
         """Cache a value for a message in the folder index (ignored if it is gone)."""
         self._index.cache_put(uid, key, value)
+
+    def cache_put_many(self, uid: int, items: dict) -> None:
+        """Cache several values for a message in one transaction."""
+        self._index.cache_put_many(uid, items)
 
     def watch(self) -> FolderWatch:
         """A FolderWatch on this folder (see mailyard.maildir.watch); call inside the loop."""

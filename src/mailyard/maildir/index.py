@@ -14,10 +14,13 @@ rename their file into `new/` *inside* the transaction, and a rescan lists `new/
 
 A rescan ("sync") reconciles the directory listing with the rows: unknown BASEs get the next
 UIDs (in name order, which is delivery-time order), renamed files update their flags from the
-info letters (another tool set flags), rows whose file is gone are expunged. It runs when the
-mtimes of `new/` or `cur/` differ from those recorded at the last scan, or when a directory
-changed within the last 1.5 s (mtime granularity could hide a second change in the same tick).
-Our own deliveries keep the recorded mtimes in step, so they do not force rescans elsewhere.
+info letters (another tool set flags), rows whose file is gone are expunged. It is skipped
+only when the mtimes of `new/` and `cur/` equal those recorded at the last scan *and* that
+scan started at least 1.5 s after them: directory mtimes come from a coarse clock, so a
+change in the same tick as a listing would otherwise hide. Our own writes change the mtimes
+too, so a busy folder is rescanned on refresh until it has been quiet for 1.5 s; such a
+rescan first compares the listed file names with the index and stops there when they match
+(our own changes update the index as they happen), so it costs a listing, not a parse.
 
 Each transaction that changes something takes one new modseq (messages changed together share
 it, as RFC 7162 §3.1 allows) and signals in-process watchers after commit.
@@ -90,9 +93,11 @@ class FolderIndex:
 
     def __init__(self, folder_dir: Path, new_uid_validity: Callable[[], int]):
         self.dir = Path(folder_dir)
+        self.sdir = str(self.dir) + os.sep  # string prefix: pathlib is slow on hot paths
         self.key = watch.folder_key(self.dir)
         self.lock = threading.RLock()
         self._new_uid_validity = new_uid_validity
+        self.closed = False
         self._depth = 0
         self._tx_modseq: int | None = None
         self._changed = False
@@ -149,11 +154,13 @@ class FolderIndex:
         else:
             uid_validity, uid_next = self._new_uid_validity(), 1
         for key, value in (("uid_validity", uid_validity), ("uid_next", uid_next),
-                           ("highest_modseq", 1), ("scan_new", 0), ("scan_cur", 0)):
+                           ("highest_modseq", 1), ("scan_new", 0), ("scan_cur", 0),
+                           ("scan_time", 0)):
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def close(self) -> None:
         with self.lock, contextlib.suppress(sqlite3.Error):
+            self.closed = True
             self.conn.close()
 
     # -- meta and transactions ---------------------------------------------------------------
@@ -191,7 +198,12 @@ class FolderIndex:
                 self.conn.execute("ROLLBACK")
                 raise
             self._depth = 0
-            self.conn.execute("COMMIT")
+            try:
+                self.conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
+                raise
             changed, self._changed = self._changed, False
         if changed:
             watch.notify(self.key)
@@ -239,7 +251,7 @@ class FolderIndex:
 
     # -- scanning -------------------------------------------------------------------------------
     def _dir_stamps(self) -> tuple[int, int]:
-        return (os.stat(self.dir / "new").st_mtime_ns, os.stat(self.dir / "cur").st_mtime_ns)
+        return (os.stat(self.sdir + "new").st_mtime_ns, os.stat(self.sdir + "cur").st_mtime_ns)
 
     def needs_scan(self) -> bool:
         stamps = self._dir_stamps()
@@ -247,7 +259,8 @@ class FolderIndex:
             recorded = (self.meta("scan_new"), self.meta("scan_cur"))
         if stamps != recorded:
             return True
-        return time.time_ns() - max(stamps) < _RECENT_NS
+        # Trust the recorded listing only if it was taken well after the last change.
+        return self.meta("scan_time") - max(stamps) < _RECENT_NS
 
     def sync(self, force: bool = False) -> bool:
         """Reconcile the index with the files if they may have changed; True if scanned."""
@@ -266,15 +279,43 @@ class FolderIndex:
             except FileNotFoundError:
                 continue
             for entry in entries:
+                if not entry.isascii() and not _is_utf8(entry):
+                    continue  # a name that is not UTF-8 is no Maildir message of anyone's
                 parsed = parse_entry(subdir, entry)
                 if parsed is not None:
                     found[parsed.base] = parsed
         return found
 
+    def _names(self) -> set[str]:
+        """Relative file names of the messages in new/ and cur/, without parsing them (the
+        same entries `_listing` keeps)."""
+        names: set[str] = set()
+        for subdir in ("new", "cur"):
+            try:
+                entries = os.listdir(self.sdir + subdir)
+            except FileNotFoundError:
+                continue
+            prefix = subdir + "/"
+            for entry in entries:
+                if entry[:1] == "." or entry[:3] in (":2,", ";2,", "!2,"):
+                    continue
+                if not entry.isascii() and not _is_utf8(entry):
+                    continue
+                names.add(prefix + entry)
+        return names
+
     def scan_locked(self) -> None:
         """Reconcile rows with a fresh listing; caller holds the transaction."""
         self.load_keywords()
+        scan_time = time.time_ns()
         stamps = self._dir_stamps()
+        # Fast path: the files are exactly the ones the index knows (the usual case when
+        # only mailyard changed the folder, whose changes update the index as they happen).
+        known = {fn for (fn,) in self.conn.execute("SELECT filename FROM msgs")}
+        if self._names() == known and not self.conn.execute(
+                "SELECT 1 FROM preassigned LIMIT 1").fetchone():
+            self._record_scan(stamps, scan_time)
+            return
         found = self._listing()
         rows = {r[1]: r for r in self.conn.execute(f"SELECT {COLUMNS} FROM msgs")}
         missing = rows.keys() - found.keys()
@@ -300,13 +341,17 @@ class FolderIndex:
             self.insert_locked(parsed, flags, keywords, uid=preassigned.get(parsed.base))
         if preassigned:
             self.conn.execute("DELETE FROM preassigned")
+        self._record_scan(stamps, scan_time)
+
+    def _record_scan(self, stamps: tuple[int, int], scan_time: int) -> None:
         self._meta_set("scan_new", stamps[0])
         self._meta_set("scan_cur", stamps[1])
+        self._meta_set("scan_time", scan_time)
 
     def _adopt_rename(self, row: Row, parsed: ParsedName) -> None:
         uid, _, _, _, _, flags_text, kw_text, _ = row
         old_flags, old_keywords = _split(flags_text), _split(kw_text)
-        if parsed.subdir == "cur":
+        if parsed.has_info:  # Dovecot sets flags on files it leaves in new/ too
             flags, keywords = self._flags_from_letters(parsed.letters, old_keywords)
         else:
             flags, keywords = old_flags, old_keywords
@@ -327,7 +372,7 @@ class FolderIndex:
     def insert_locked(self, parsed: ParsedName, flags, keywords, *, uid: int | None = None,
                       size: int | None = None, internal_date: float | None = None) -> int | None:
         """Give a file on disk its UID; None if the file vanished meanwhile."""
-        path = self.dir / parsed.filename
+        path = self.sdir + parsed.filename
         try:
             if internal_date is None:
                 internal_date = os.stat(path).st_mtime
@@ -349,8 +394,8 @@ class FolderIndex:
         return uid
 
     # -- adding a message -------------------------------------------------------------------
-    def add_file(self, tmp_path: Path, size: int, vsize: int, flags, keywords,
-                 internal_date: float) -> int:
+    def add_file(self, tmp_path: Path | str, size: int, vsize: int, flags, keywords,
+                 internal_date: float, cache: dict | None = None) -> int:
         """Move a written tmp/ file into the folder and give it the next UID.
 
         The rename happens under the folder lock so no scan sees the file without its row.
@@ -359,17 +404,16 @@ class FolderIndex:
             letters = self.letters_for(flags, keywords) if (flags or keywords) else None
             base = new_base(size, vsize)
             rel = entry_for(base, letters)
-            before = self._dir_stamps()
-            in_step = before == (self.meta("scan_new"), self.meta("scan_cur"))
-            os.rename(tmp_path, self.dir / rel)
+            os.rename(tmp_path, self.sdir + rel)
             subdir, _, entry = rel.partition("/")
-            parsed = ParsedName(base=base, letters=letters or "", subdir=subdir, entry=entry)
+            parsed = ParsedName(base=base, letters=letters or "", subdir=subdir, entry=entry,
+                                has_info=letters is not None)
             uid = self.insert_locked(parsed, flags, keywords, size=vsize,
                                      internal_date=internal_date)
-            if in_step:
-                after = self._dir_stamps()
-                self._meta_set("scan_new", after[0])
-                self._meta_set("scan_cur", after[1])
+            if cache and uid is not None:
+                self.conn.executemany(
+                    "INSERT OR REPLACE INTO cache (uid, key, value) VALUES (?, ?, ?)",
+                    [(uid, key, value) for key, value in cache.items()])
         assert uid is not None
         return uid
 
@@ -391,6 +435,21 @@ class FolderIndex:
                 "SELECT uid FROM expunged WHERE modseq > ? ORDER BY uid", (modseq,))]
         return rows, gone
 
+    def counts(self) -> tuple[int, int, int, int]:
+        """(messages, unseen, deleted, total size) straight from the index."""
+        with self.lock:
+            row = self.conn.execute(
+                "SELECT COUNT(*), "
+                "SUM(CASE WHEN ' ' || flags || ' ' LIKE '% \\Seen %' THEN 0 ELSE 1 END), "
+                "SUM(CASE WHEN ' ' || flags || ' ' LIKE '% \\Deleted %' THEN 1 ELSE 0 END), "
+                "SUM(size) FROM msgs").fetchone()
+        return row[0], row[1] or 0, row[2] or 0, row[3] or 0
+
+    def uids_with_flag(self, flag: str) -> set[int]:
+        with self.lock:
+            return {u for (u,) in self.conn.execute(
+                "SELECT uid FROM msgs WHERE ' ' || flags || ' ' LIKE ?", (f"% {flag} %",))}
+
     def all_keywords(self) -> set[str]:
         with self.lock:
             self.load_keywords()
@@ -411,6 +470,13 @@ class FolderIndex:
             if self.conn.execute("SELECT 1 FROM msgs WHERE uid = ?", (uid,)).fetchone():
                 self.conn.execute("INSERT OR REPLACE INTO cache (uid, key, value) "
                                   "VALUES (?, ?, ?)", (uid, key, value))
+
+    def cache_put_many(self, uid: int, items: dict) -> None:
+        with self.transaction():
+            if self.conn.execute("SELECT 1 FROM msgs WHERE uid = ?", (uid,)).fetchone():
+                self.conn.executemany("INSERT OR REPLACE INTO cache (uid, key, value) "
+                                      "VALUES (?, ?, ?)",
+                                      [(uid, k, v) for k, v in items.items()])
 
     def cache_items(self, uid: int) -> list[tuple[str, object]]:
         with self.lock:
@@ -492,6 +558,14 @@ class FolderIndex:
         return done
 
 
+def _is_utf8(entry: str) -> bool:
+    try:
+        entry.encode("utf-8")
+    except UnicodeEncodeError:  # os.listdir's surrogate escapes for undecodable bytes
+        return False
+    return True
+
+
 def _name_order(base: str) -> tuple[int, str]:
     """Sort key: the leading seconds of a Maildir name numerically, then the name."""
     head = base.split(".", 1)[0]
@@ -505,12 +579,20 @@ _registry: dict[tuple[int, str], FolderIndex] = {}
 
 def index_for(folder_dir: Path, new_uid_validity: Callable[[], int]) -> FolderIndex:
     """The shared FolderIndex of a folder directory in this process."""
-    key = (os.getpid(), watch.folder_key(folder_dir))
+    pid = os.getpid()
+    fast = (pid, "=" + str(folder_dir))
+    index = _registry.get(fast)
+    if index is not None and not index.closed and os.path.exists(index.sdir + INDEX_FILE):
+        return index
+    key = (pid, watch.folder_key(folder_dir))
     with _registry_lock:
         index = _registry.get(key)
-        if index is None:
+        if index is not None and not os.path.exists(index.sdir + INDEX_FILE):
+            index.close()  # the folder was removed and maybe recreated by someone else
+        if index is None or index.closed:
             index = FolderIndex(Path(folder_dir), new_uid_validity)
             _registry[key] = index
+        _registry[fast] = index
         return index
 
 
@@ -520,3 +602,6 @@ def forget_index(folder_dir: Path) -> None:
     with _registry_lock:
         for key in [k for k in _registry if k[1] == prefix or k[1].startswith(prefix + ".")]:
             _registry.pop(key).close()
+        # Path-keyed shortcuts to closed indexes are dropped too.
+        for key in [k for k, v in _registry.items() if v.closed]:
+            del _registry[key]

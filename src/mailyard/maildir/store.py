@@ -5,7 +5,7 @@ Layout (Maildir++, as Courier and Dovecot write it):
     Maildir/                      INBOX (cur/ new/ tmp/)
     Maildir/.Sent/                folder "Sent"; ".Work.Projects" is folder "Work.Projects"
     Maildir/.Entw&APw-rfe/        folder "Entwürfe" (modified UTF-7 on disk)
-    Maildir/subscriptions         subscribed folder names (Dovecot's v2 format)
+    Maildir/subscriptions         subscribed folder names (Dovecot's v2 format, mUTF-7)
     Maildir/mailyard-quota        usage: "bytes count" lines, summed (Maildir++ maildirsize)
     Maildir/mailyard-uidvalidity  last UIDVALIDITY handed out (strictly increasing)
     Maildir/<folder>/mailyard-index.sqlite3, dovecot-keywords, maildirfolder
@@ -23,15 +23,16 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailyard.log import get_logger
 from mailyard.maildir import index as index_mod
 from mailyard.maildir.errors import FolderExists, FolderNotFound, FolderOperationError, MaildirError
 from mailyard.maildir.files import (
     INFO_SEP,
-    fsync_dir,
+    fsync_dir_shared,
     make_maildir,
     parse_entry,
     to_crlf,
@@ -41,11 +42,16 @@ from mailyard.maildir.folder import Folder, split_flags
 from mailyard.maildir.names import (
     DELIMITER,
     INBOX,
+    decode_mutf7,
     dir_name,
+    encode_mutf7,
     name_from_dir,
     normalize,
     parent_names,
 )
+from mailyard.maildir.quota import QuotaUsage, count_messages
+
+log = get_logger("maildir")
 
 SPECIAL_USE = {
     "Drafts": "\\Drafts",
@@ -55,11 +61,45 @@ SPECIAL_USE = {
     "Archive": "\\Archive",
 }
 SUBSCRIPTIONS = "subscriptions"
-QUOTA_FILE = "mailyard-quota"
 UIDVALIDITY_FILE = "mailyard-uidvalidity"
-# Maildir++: recount when the delta file grows past this size or is older than 15 minutes.
-QUOTA_RECALC_BYTES = 5120
-QUOTA_RECALC_AGE = 15 * 60
+
+
+# Functions `message bytes (CRLF) -> {cache key: value}` run at delivery (see
+# register_cache_builder); IMAP registers its ENVELOPE/BODYSTRUCTURE builder here.
+_CACHE_BUILDERS: list[Callable[[bytes], dict]] = []
+
+
+def register_cache_builder(builder: Callable[[bytes], dict]) -> None:
+    """Have every delivery and APPEND precompute per-message cache entries.
+
+    `builder(message) -> {key: bytes | str | int | float}` runs once per stored message
+    (off the event loop, in the storing thread) and its entries are written in the same
+    transaction as the message's UID, so `folder.cache_get` finds them from the first FETCH.
+    A builder that raises is logged and skipped: caching never fails a delivery.
+    """
+    if builder not in _CACHE_BUILDERS:
+        _CACHE_BUILDERS.append(builder)
+
+
+def _build_cache(data: bytes) -> dict:
+    entries: dict = {}
+    for builder in _CACHE_BUILDERS:
+        try:
+            entries.update(builder(data))
+        except Exception:  # a parser bug must not lose mail
+            log.exception("cache builder %r failed; message stored without it", builder)
+    return entries
+
+
+# Roots and folder directories this process has seen exist (saves stats on every
+# delivery); dropped on DELETE/RENAME, and re-checked when a write finds one gone.
+_ENSURED: set[str] = set()
+_EXISTING: set[str] = set()
+
+
+def _forget_known() -> None:
+    _ENSURED.clear()
+    _EXISTING.clear()
 
 
 @dataclass(frozen=True)
@@ -78,6 +118,20 @@ class FolderInfo:
     selectable: bool = True
 
 
+@dataclass(frozen=True)
+class FolderStatus:
+    """IMAP STATUS figures of a folder without selecting it (RFC 3501 §6.3.10, RFC 7162,
+    RFC 8438 SIZE)."""
+
+    messages: int
+    unseen: int
+    deleted: int
+    size: int
+    uid_next: int
+    uid_validity: int
+    highest_modseq: int
+
+
 class MailStore:
     """One user's mail: the Maildir++ tree under `root` (see the module docstring)."""
 
@@ -86,12 +140,12 @@ class MailStore:
     def __init__(self, root: Path | str):
         self.root = Path(root)
         self._ensured = False
-        self._usage_cache: tuple[tuple, tuple[int, int]] | None = None
+        self._quota = QuotaUsage(self.root)
 
     # -- layout ------------------------------------------------------------------------------
     def ensure(self) -> None:
         """Create the root Maildir and the special folders if they are missing."""
-        if self._ensured:
+        if self._ensured or str(self.root) in _ENSURED:
             return
         fresh = not (self.root / "cur").is_dir()
         make_maildir(self.root)
@@ -104,6 +158,7 @@ class MailStore:
         if created:
             self._change_subscriptions(add=created)
         self._ensured = True
+        _ENSURED.add(str(self.root))
 
     @staticmethod
     def _make_folder_dir(path: Path) -> None:
@@ -180,10 +235,11 @@ class MailStore:
         if not (path / "cur").is_dir():
             raise FolderNotFound(f"folder {canonical!r} does not exist")
         index_mod.forget_index(path)
+        _forget_known()
         # Rename away first so the folder vanishes atomically, then remove at leisure.
         trash = self.root / "tmp" / f"deleted-folder.{secrets.token_hex(6)}"
         os.rename(path, trash)
-        usage = self._count_dirs([trash])
+        usage = count_messages([trash])
         shutil.rmtree(trash, ignore_errors=True)
         self._quota_add(-usage[0], -usage[1])
         self._change_subscriptions(remove=[canonical])
@@ -216,6 +272,7 @@ class MailStore:
             normalize(dst)  # the longer names must still be valid
             if self.folder_path(dst).exists():
                 raise FolderExists(f"folder {dst!r} already exists")
+        _forget_known()
         for src, dst in moves:
             index_mod.forget_index(self.folder_path(src))
             os.rename(self.folder_path(src), self.folder_path(dst))
@@ -257,15 +314,17 @@ class MailStore:
             return []
         names: list[str] = []
         if lines and lines[0].startswith("V\t"):
-            # Dovecot 2.x: "V\t2", a blank line, then names with TAB between levels.
+            # Dovecot 2.x: "V\t2", a blank line, then names with TAB between levels, each
+            # level in modified UTF-7.
             body = lines[lines.index("") + 1:] if "" in lines else lines[1:]
-            raw = [line.replace("\t", DELIMITER) for line in body]
+            raw = [line.split("\t") for line in body]
         else:
-            raw = lines
-        for line in raw:
+            # Dovecot 1.x / Courier: one name per line (modified UTF-7, "." between levels).
+            raw = [line.strip().split(DELIMITER) for line in lines]
+        for levels in raw:
             with contextlib.suppress(MaildirError):
-                if line.strip():
-                    names.append(normalize(line.strip()))
+                if any(levels):
+                    names.append(normalize(DELIMITER.join(decode_mutf7(p) for p in levels)))
         return names
 
     def _change_subscriptions(self, add: Iterable[str] = (), remove: Iterable[str] = ()) -> None:
@@ -275,7 +334,9 @@ class MailStore:
             names = set(self._read_subscriptions())
             names |= set(add)
             names -= set(remove)
-            text = "V\t2\n\n" + "".join(n.replace(DELIMITER, "\t") + "\n" for n in sorted(names))
+            text = "V\t2\n\n" + "".join(
+                "\t".join(encode_mutf7(p) for p in n.split(DELIMITER)) + "\n"
+                for n in sorted(names))
             tmp = self.root / f"{SUBSCRIPTIONS}.tmp.{os.getpid()}"
             tmp.write_text(text, "utf-8")
             os.replace(tmp, self.root / SUBSCRIPTIONS)
@@ -293,6 +354,22 @@ class MailStore:
                 raise FolderNotFound(f"folder {canonical!r} does not exist")
         return Folder(self, canonical, path, self._index(path))
 
+    def status(self, name: str) -> FolderStatus:
+        """STATUS figures, read from the folder index after picking up file changes."""
+        self.ensure()
+        canonical = normalize(name)
+        path = self.folder_path(canonical)
+        if not (path / "cur").is_dir():
+            raise FolderNotFound(f"folder {canonical!r} does not exist")
+        index = self._index(path)
+        index.sync()
+        with index.lock:
+            messages, unseen, deleted, size = index.counts()
+            return FolderStatus(messages=messages, unseen=unseen, deleted=deleted, size=size,
+                                uid_next=index.meta("uid_next"),
+                                uid_validity=index.meta("uid_validity"),
+                                highest_modseq=index.meta("highest_modseq"))
+
     def deliver(self, message: bytes, folder: str = INBOX, flags: Iterable[str] = (),
                 keywords: Iterable[str] = (), internal_date: float | None = None,
                 create: bool = True) -> int:
@@ -306,102 +383,50 @@ class MailStore:
         self.ensure()
         canonical = normalize(folder)
         path = self.folder_path(canonical)
-        if not (path / "cur").is_dir():
-            if not create and canonical not in SPECIAL_USE:
-                raise FolderNotFound(f"folder {canonical!r} does not exist")
-            self.create_folder(canonical, exist_ok=True)
         sys_flags, kws = split_flags(list(flags) + list(keywords))
         data = to_crlf(bytes(message))
         when = time.time() if internal_date is None else float(internal_date)
-        tmp = write_tmp(path, data, when)
+        for attempt in range(2):
+            if str(path) not in _EXISTING:
+                if not (path / "cur").is_dir():
+                    if not create and canonical not in SPECIAL_USE:
+                        raise FolderNotFound(f"folder {canonical!r} does not exist")
+                    self.ensure()
+                    self.create_folder(canonical, exist_ok=True)
+                _EXISTING.add(str(path))
+            try:
+                tmp = write_tmp(path, data, when)
+                break
+            except FileNotFoundError:
+                # The folder (or the whole Maildir) was removed since we last looked.
+                _forget_known()
+                self._ensured = False
+                if attempt:
+                    raise
+        cache = _build_cache(data) if _CACHE_BUILDERS else None
         try:
-            uid = self._index(path).add_file(tmp, len(data), len(data), sys_flags, kws, when)
+            uid = self._index(path).add_file(tmp, len(data), len(data), sys_flags, kws, when,
+                                             cache=cache)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
             raise
-        fsync_dir(path / ("cur" if (sys_flags or kws) else "new"))
+        fsync_dir_shared(f"{path}/{'cur' if (sys_flags or kws) else 'new'}")
         self._quota_add(len(data), 1)
         return uid
 
-    # -- quota usage ------------------------------------------------------------------------------
+    # -- quota usage (see mailyard.maildir.quota) ---------------------------------------------
     def usage(self) -> tuple[int, int]:
         """(bytes, messages) over all folders; cached, recounted Maildir++-style when stale."""
-        path = self.root / QUOTA_FILE
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            st = None
-        if st is not None:
-            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-            if self._usage_cache is not None and self._usage_cache[0] == stamp:
-                return self._usage_cache[1]
-            if st.st_size <= QUOTA_RECALC_BYTES and time.time() - st.st_mtime < QUOTA_RECALC_AGE:
-                total = self._sum_quota_file(path)
-                if total is not None:
-                    self._usage_cache = (stamp, total)
-                    return total
-        return self.recount_usage()
+        return self._quota.usage()
 
     def recount_usage(self) -> tuple[int, int]:
         """Count every message file again and rewrite the usage file."""
-        if not self.root.is_dir():
-            return (0, 0)
-        dirs = [self.root] + [self.root / e for e in os.listdir(self.root)
-                              if name_from_dir(e) is not None]
-        total = self._count_dirs(dirs)
-        tmp = self.root / f"{QUOTA_FILE}.tmp.{os.getpid()}.{secrets.token_hex(3)}"
-        tmp.write_text(f"{total[0]} {total[1]}\n")
-        os.replace(tmp, self.root / QUOTA_FILE)
-        self._usage_cache = None
-        return total
-
-    @staticmethod
-    def _count_dirs(dirs: Iterable[Path]) -> tuple[int, int]:
-        size = count = 0
-        for folder_dir in dirs:
-            for subdir in ("new", "cur"):
-                try:
-                    entries = os.listdir(folder_dir / subdir)
-                except (FileNotFoundError, NotADirectoryError):
-                    continue
-                for entry in entries:
-                    parsed = parse_entry(subdir, entry)
-                    if parsed is None:
-                        continue
-                    hint = parsed.vsize_hint or parsed.size_hint
-                    if hint is None:
-                        try:
-                            hint = os.stat(folder_dir / subdir / entry).st_size
-                        except FileNotFoundError:
-                            continue
-                    size += hint
-                    count += 1
-        return size, count
-
-    @staticmethod
-    def _sum_quota_file(path: Path) -> tuple[int, int] | None:
-        size = count = 0
-        try:
-            for line in path.read_text().splitlines():
-                parts = line.split()
-                if len(parts) != 2:
-                    continue
-                size += int(parts[0])
-                count += int(parts[1])
-        except (OSError, ValueError):
-            return None
-        return max(size, 0), max(count, 0)
+        return self._quota.recount()
 
     def _quota_add(self, size: int, count: int) -> None:
-        """Append a usage delta (O_APPEND writes of one short line are atomic)."""
-        try:
-            fd = os.open(self.root / QUOTA_FILE, os.O_WRONLY | os.O_APPEND)
-        except FileNotFoundError:
-            return  # the next usage() counts from the files
-        try:
-            os.write(fd, f"{size} {count}\n".encode())
-        finally:
-            os.close(fd)
+        self._quota.add(size, count)
 
 
-__all__ = ["INFO_SEP", "SPECIAL_USE", "FolderInfo", "MailStore"]
+__all__ = ["INFO_SEP", "SPECIAL_USE", "FolderInfo", "FolderStatus", "MailStore",
+           "register_cache_builder"]

@@ -1,0 +1,91 @@
+"""The scan that runs in the process pool: both engines on one message file.
+
+Each worker process builds the spam and virus engines once (rules, signatures and Bayes are
+loaded per process, never pickled) and rebuilds them when the filter's `generation` changes
+(SIGHUP). Only a file path goes in and a small `ScanResult` comes out, so a 50 MB message
+is never pickled across the pool.
+"""
+
+from __future__ import annotations
+
+import re
+import traceback
+from pathlib import Path
+
+from mailyard.message import get_header
+from mailyard.filter.verdicts import AttachmentSeen, RuleHit, ScanResult
+
+_engines: dict[str, object] = {}
+_generation: int | None = None
+
+
+def _load(settings, generation: int) -> None:
+    global _generation
+    if _generation == generation and _engines:
+        return
+    _engines.clear()
+    from mailyard.antivirus import VirusEngine
+    from mailyard.spam import SpamEngine
+
+    _engines["virus"] = VirusEngine.from_settings(settings)
+    _engines["spam"] = SpamEngine.from_settings(settings)
+    _generation = generation
+
+
+def facts_from_headers(message: bytes, authserv_id: str) -> dict[str, str]:
+    """SPF/DKIM/DMARC facts for the spam engine from our own Authentication-Results field.
+
+    spf: pass|fail|softfail|neutral|none|temperror|permerror; dkim: valid|invalid|none;
+    dmarc: pass|quarantine|reject|fail|none (a failed DMARC check reports the policy that
+    applies, so rules can score DMARC_REJECT and DMARC_QUARANTINE).
+    """
+    facts: dict[str, str] = {}
+    for value in get_header(message, "Authentication-Results"):
+        ident, _, rest = value.partition(";")
+        if ident.strip().split()[0:1] != [authserv_id]:
+            continue  # only our own results are trustworthy (RFC 8601 §5)
+        for clause in rest.split(";"):
+            clause = clause.strip()
+            method, _, tail = clause.partition("=")
+            method = method.strip().lower()
+            if method not in ("spf", "dkim", "dmarc") or method in facts:
+                continue
+            result = (tail.split() or [""])[0].lower()
+            if method == "dkim":
+                result = {"pass": "valid", "none": "none"}.get(result, "invalid")
+            elif method == "dmarc" and result == "fail":
+                policy = re.search(r"\(p=(\w+)\)", tail)
+                applied = policy.group(1).lower() if policy else "none"
+                result = applied if applied in ("reject", "quarantine") else "fail"
+            facts[method] = result
+    return facts
+
+
+def scan_file(settings, generation: int, path: str, skip_spam: bool = False) -> ScanResult:
+    """Scan the message at `path`; never raises (errors come back in `error`)."""
+    try:
+        _load(settings, generation)
+        message = Path(path).read_bytes()
+        virus = _engines["virus"].scan_message(message)
+        attachments = tuple(AttachmentSeen(a.name or "", a.content_type or "",
+                                           getattr(a, "detected_type", "") or "",
+                                           getattr(a, "depth", 0))
+                            for a in getattr(virus, "attachments", ()))
+        subject = (get_header(message, "Subject") or [""])[0]
+        if virus.infected or skip_spam:
+            return ScanResult(infected=virus.infected, virus_names=tuple(virus.names),
+                              limits_exceeded=virus.limits_exceeded,
+                              encrypted=getattr(virus, "encrypted", False),
+                              attachments=attachments, subject=subject)
+        facts = facts_from_headers(message, settings.server.hostname)
+        spam = _engines["spam"].scan(message, facts=facts)
+        return ScanResult(
+            infected=False, virus_names=(), limits_exceeded=virus.limits_exceeded,
+            encrypted=getattr(virus, "encrypted", False), attachments=attachments,
+            spam_checked=True, score=float(spam.score),
+            hits=tuple(RuleHit(h.name, float(h.score), h.description or "")
+                       for h in spam.hits),
+            bayes_probability=spam.bayes_probability, autolearn=spam.autolearn,
+            subject=subject)
+    except Exception as exc:  # an engine bug must defer the message, not lose it
+        return ScanResult(error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
