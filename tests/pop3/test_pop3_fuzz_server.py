@@ -41,7 +41,7 @@ def test_fuzz_authorization_state(pop3_server, payload):
     check_alive(pop3_server.port("pop3"))
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
 @given(payload=junk)
 def test_fuzz_transaction_state(pop3_server, payload):
     address, _ = new_user(pop3_server, [sample_message(1), sample_message(2)])
