@@ -194,3 +194,20 @@ async def test_fuzz_commands_in_selected_state_never_crash(app, commands):
     out = await converse(app, script)
     assert b"SERVERBUG" not in out
     assert b"z OK NOOP completed\r\n" in out or b"* BYE" in out
+
+
+async def test_transcript_condstore_unchangedsince_modified(app):
+    store = seed(app, b"Subject: a\r\n\r\nx\r\n", b"Subject: b\r\n\r\ny\r\n")
+    folder = store.open("INBOX")
+    folder.store_flags([2], ["\\Flagged"], "add")      # message 2 now has a newer modseq
+    modseq_1 = folder.get(1).modseq
+    modseq_2 = folder.get(2).modseq
+    assert modseq_2 > modseq_1
+    out = await converse(app, (
+        b"a LOGIN carol@example.test s3cret\r\n"
+        b"b SELECT INBOX (CONDSTORE)\r\n"
+        b"c STORE 1:2 (UNCHANGEDSINCE %d) +FLAGS.SILENT (\\Seen)\r\n" % modseq_1))
+    tail = out.split(b"b OK [READ-WRITE] SELECT completed\r\n")[1]
+    new_modseq = store.open("INBOX").get(1).modseq
+    assert tail == (b"* 1 FETCH (MODSEQ (%d))\r\n"
+                    b"c OK [MODIFIED 2] STORE conditional\r\n") % new_modseq
