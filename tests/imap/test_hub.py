@@ -49,3 +49,21 @@ def test_view_resyncs_when_it_fell_off_the_log(tmp_path, monkeypatch):
     assert sum(1 for line in lines if b"FETCH" in line) == 4
     release(a.hub)
     release(b.hub)
+
+
+def test_precomputed_structure_is_what_fetch_serves(tmp_path):
+    from mailyard.imap.ops.fetch import build_batch, precompute
+    from mailyard.imap.proto.types import FetchAttribute
+
+    store = MailStore(tmp_path / "Maildir")
+    data = b"Subject: pre\r\nFrom: a@b.c\r\n\r\nhello\r\n"
+    uid = store.deliver(data)
+    folder = store.open("INBOX")
+    folder.cache_put(uid, *precompute(data))
+    sel = SelectedMailbox("INBOX", acquire(store, "INBOX"), True)
+    lines, _ = build_batch(sel, sel.uids, (FetchAttribute("ENVELOPE"),
+                                           FetchAttribute("BODYSTRUCTURE")), False)
+    assert lines == [b'* 1 FETCH (ENVELOPE (NIL "pre" ((NIL NIL "a" "b.c")) ((NIL NIL "a" '
+                     b'"b.c")) ((NIL NIL "a" "b.c")) NIL NIL NIL NIL NIL) BODYSTRUCTURE ("text" '
+                     b'"plain" ("charset" "us-ascii") NIL NIL "7bit" 7 1 NIL NIL NIL NIL))\r\n']
+    sel.close()
