@@ -169,9 +169,12 @@ class VirusEngine:
         if kind == "pe" and len(db.sections):
             found += self._section_hits(data)
         found += self.matcher.scan(data, filetype.TARGETS.get(kind, 0), timeout)
-        if kind == "text":
-            for name in self.matcher.scan(filetype.normalize_text(data), filetype.TARGET_TEXT,
-                                          timeout):
+        if kind in ("text", "html"):
+            # ClamAV also matches the normalized text (lower case, white space squeezed);
+            # for HTML we do the same, a subset of its HTML normalization, and keep the raw
+            # match too (ClamAV does not, so we may find more in HTML, never less).
+            target = filetype.TARGET_TEXT if kind == "text" else filetype.TARGETS["html"]
+            for name in self.matcher.scan(filetype.normalize_text(data), target, timeout):
                 if name not in found:
                     found.append(name)
         if getattr(self, "eicar_builtin", False) and data[:len(EICAR)] == EICAR \
