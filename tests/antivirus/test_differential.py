@@ -14,6 +14,7 @@ import zipfile
 
 import pytest
 from av_samples import (
+    EICAR,
     bz,
     forwarded,
     gz,
@@ -66,7 +67,9 @@ def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("diff")
     files = database_files()
     files["diff.ndb"] = MARK_NDB
-    files["diff.hdb"] = f"{hashlib.md5(HASHED).hexdigest()}:{len(HASHED)}:Diff.Hashed\n"
+    # EICAR as the official database spells it: our built-in EICAR then stands aside.
+    files["diff.hdb"] = (f"{hashlib.md5(HASHED).hexdigest()}:{len(HASHED)}:Diff.Hashed\n"
+                         f"{hashlib.md5(EICAR).hexdigest()}:{len(EICAR)}:Win.Test.EICAR_HDB-1\n")
     db = write_db(root / "db", files)
     samples = root / "samples"
     samples.mkdir()
@@ -75,6 +78,9 @@ def corpus(tmp_path_factory):
         (samples / f"case{i:02d}_miss").write_bytes(near_miss)
     for name, data in _containers().items():
         (samples / name).write_bytes(data)
+    (samples / "eicar_plain").write_bytes(EICAR)
+    (samples / "eicar_zip").write_bytes(zip_of({"eicar.com": EICAR}))
+    (samples / "eicar_mail").write_bytes(message_with(EICAR, "eicar.com", "base64"))
     return db, samples
 
 
