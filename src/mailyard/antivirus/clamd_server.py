@@ -151,17 +151,22 @@ class ClamdService:
                 event(log, "clamd stream refused", reason="StreamMaxLength")
                 await _discard_rest(reader)
                 return
-            if isinstance(ev, StreamComplete):
-                verdict = await self.scan_stream(ev.data)
-                if verdict.infected:
-                    self.found += 1
-                lines = format_result("stream", verdict.names)
-                event(log, "clamd scan", source="stream", size=len(ev.data),
-                      result=verdict.name or "OK")
-            else:
-                lines = await self.command(ev)
-                if lines is None:  # SHUTDOWN/QUIT: not ours to do; just hang up
-                    return
+            try:
+                if isinstance(ev, StreamComplete):
+                    verdict = await self.scan_stream(ev.data)
+                    if verdict.infected:
+                        self.found += 1
+                    lines = format_result("stream", verdict.names)
+                    event(log, "clamd scan", source="stream", size=len(ev.data),
+                          result=verdict.name or "OK")
+                else:
+                    lines = await self.command(ev)
+                    if lines is None:  # SHUTDOWN/QUIT: not ours to do; just hang up
+                        return
+            except Exception as exc:  # noqa: BLE001 - an engine bug answers ERROR, not silence
+                log.exception("clamd: scan failed")
+                label = "stream" if isinstance(ev, StreamComplete) else ev.argument or ev.name
+                lines = f"{label}: scan failed ({type(exc).__name__}). ERROR"
             writer.write(conn.reply(ev, lines))
             await writer.drain()
             if not conn.keep_open:

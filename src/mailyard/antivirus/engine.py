@@ -26,6 +26,7 @@ from mailyard.antivirus.database import SignatureDatabase, database_sources, loa
 from mailyard.antivirus.matcher import Matcher
 from mailyard.antivirus.verdict import (
     LIMIT_RECURSION,
+    LIMIT_SCAN_SIZE,
     LIMIT_SCAN_TIME,
     Attachment,
     ScanLimits,
@@ -253,18 +254,26 @@ class _Walk:
             if room <= 0:
                 self.budget.record(LIMIT_RECURSION)
                 return
-            for part in mime.parts(data, room):
-                if self.done:
-                    break
-                self.budget.check_time()
-                part_kind = filetype.detect(part.data)
-                part_depth = depth + part.depth
-                self._seen(part.name, part.content_type, part_kind, part_depth, len(part.data))
-                self.budget.take(len(part.data))
-                if self.budget.remaining < 0:
-                    self.budget.record("Heuristics.Limits.Exceeded.MaxScanSize")
-                    break
-                self.visit(part.data, part_depth, part_kind)
+            try:
+                self._visit_parts(data, depth, room)
+            except RecursionError:
+                # The standard library's MIME parser recurses once per nested multipart;
+                # thousands of levels (a hostile message) exhaust the stack.
+                self.budget.record(LIMIT_RECURSION)
+
+    def _visit_parts(self, data: bytes, depth: int, room: int) -> None:
+        for part in mime.parts(data, room):
+            if self.done:
+                break
+            self.budget.check_time()
+            part_kind = filetype.detect(part.data)
+            part_depth = depth + part.depth
+            self._seen(part.name, part.content_type, part_kind, part_depth, len(part.data))
+            self.budget.take(len(part.data))
+            if self.budget.remaining < 0:
+                self.budget.record(LIMIT_SCAN_SIZE)
+                break
+            self.visit(part.data, part_depth, part_kind)
 
     def _seen(self, name: str, content_type: str, detected: str, depth: int, size: int,
               encrypted: bool = False) -> None:
