@@ -163,7 +163,7 @@ class ClamdService:
                     lines = await self.command(ev)
                     if lines is None:  # SHUTDOWN/QUIT: not ours to do; just hang up
                         return
-            except Exception as exc:  # noqa: BLE001 - an engine bug answers ERROR, not silence
+            except Exception as exc:  # an engine bug answers ERROR, not silence
                 log.exception("clamd: scan failed")
                 label = "stream" if isinstance(ev, StreamComplete) else ev.argument or ev.name
                 lines = f"{label}: scan failed ({type(exc).__name__}). ERROR"
