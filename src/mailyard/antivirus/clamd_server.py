@@ -82,6 +82,9 @@ class ClamdService:
         path = argument
         if not os.path.exists(path):
             return [f"{path}: File path check failure: No such file or directory. ERROR"]
+        if not (os.path.isdir(path) or os.path.isfile(path)):
+            # A FIFO or device would block a worker forever.
+            return [f"{path}: Not supported file type. ERROR"]
         files = await asyncio.to_thread(_list_files, path)
         options = ScanOptions(allmatch=allmatch)
         lines: list[str] = []
@@ -219,7 +222,9 @@ def _list_files(path: str) -> list[str]:
     for root, dirs, files in os.walk(path):
         dirs.sort()
         for name in sorted(files):
-            found.append(os.path.join(root, name))
+            full = os.path.join(root, name)
+            if os.path.isfile(full):  # regular files only (not FIFOs, sockets, devices)
+                found.append(full)
     return found
 
 
