@@ -172,3 +172,24 @@ def test_damaged_cache_is_rebuilt(tmp_path):
         f.write_bytes(b"garbage")
     engine = VirusEngine(db, cache_dir=cache)
     assert not engine.from_cache and engine.scan_bytes(MARK).infected
+
+
+def test_concurrent_cold_loads_compile_once(tmp_path):
+    """Pool workers starting together: one compiles under the cache lock, the rest read
+    its cache (from_cache=True)."""
+    import concurrent.futures
+    import multiprocessing
+
+    db = write_db(tmp_path / "db", {"a.ndb": MARK_NDB})
+    cache = tmp_path / "cache"
+    with concurrent.futures.ProcessPoolExecutor(
+            3, mp_context=multiprocessing.get_context("forkserver")) as pool:
+        results = list(pool.map(_load_from_cache, [(db, cache)] * 3))
+    assert sorted(results) == [False, True, True]
+
+
+def _load_from_cache(args) -> bool:
+    db, cache = args
+    engine = VirusEngine(db, cache_dir=cache)
+    assert engine.scan_bytes(MARK).infected
+    return engine.from_cache

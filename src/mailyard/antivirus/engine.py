@@ -83,15 +83,23 @@ class VirusEngine:
         key = _cache_key(database_dir)
         cache_dir = Path(cache_dir)
         cached = Matcher.load(cache_dir, key)
-        if cached is not None:
-            matcher, meta = cached
-            database = SignatureDatabase(
-                hashes=meta["hashes"], allow=meta["allow"], ignored=meta["ignored"],
-                sections=meta["sections"],
-                errors=meta["db_errors"], unsupported=meta["unsupported"],
-                files=meta["files"], cached_count=meta["count"])
-            self.from_cache = True
-            return database, matcher
+        if cached is None:
+            # Several pool workers start at once: one compiles, the others wait on the lock
+            # and then read its cache instead of compiling the same rules in parallel.
+            with _CacheLock(cache_dir):
+                cached = Matcher.load(cache_dir, key)
+                if cached is None:
+                    return self._compile_and_save(database_dir, cache_dir, key)
+        matcher, meta = cached
+        database = SignatureDatabase(
+            hashes=meta["hashes"], allow=meta["allow"], ignored=meta["ignored"],
+            sections=meta["sections"], errors=meta["db_errors"],
+            unsupported=meta["unsupported"], files=meta["files"], cached_count=meta["count"])
+        self.from_cache = True
+        return database, matcher
+
+    @staticmethod
+    def _compile_and_save(database_dir, cache_dir: Path, key: str):
         database = load_database(database_dir)
         matcher = Matcher(database)
         try:
@@ -278,6 +286,29 @@ class _Walk:
     def _seen(self, name: str, content_type: str, detected: str, depth: int, size: int,
               encrypted: bool = False) -> None:
         self.attachments.append(Attachment(name, content_type, detected, depth, size, encrypted))
+
+
+class _CacheLock:
+    """An exclusive flock on cache_dir/.lock (no-op when the directory cannot be made)."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.file = None
+
+    def __enter__(self):
+        import fcntl
+
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.file = open(self.directory / ".lock", "a")
+            fcntl.flock(self.file, fcntl.LOCK_EX)
+        except OSError:
+            self.file = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.file is not None:
+            self.file.close()  # releases the lock
 
 
 def _cache_key(database_dir) -> str:
