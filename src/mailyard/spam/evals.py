@@ -1,0 +1,536 @@
+"""The `eval:` functions rules may call — a documented subset of SpamAssassin's.
+
+Each function takes the scan context (`ctx.msg` the ParsedMessage, `ctx.facts` the MTA's
+results, `ctx.bayes_probability`) and the rule's arguments, and returns a hit count (0 = no
+hit; True counts as 1). A rule naming a function not listed in `EVALS` is skipped at load time
+with "unsupported eval: NAME".
+
+Supported, by family:
+- Bayes: check_bayes(min, max).
+- MTA facts (`facts`): check_for_spf_{pass,fail,softfail,neutral,none,permerror,temperror},
+  check_for_spf_helo_* (from facts["spf_helo"]), check_dkim_{valid,signed,valid_author_sig},
+  check_dmarc_{pass,reject,quarantine,none,missing}, check_arc_{valid,signed}.
+- DNS (answers the filter looked up and passed in facts["dns"]): check_rbl(set, zone
+  [, subtest]), check_rbl_sub(set, subtest), check_rbl_txt(set, zone [, subtest]),
+  check_uridnsbl(rule).
+- Headers: check_for_shifted_date(min, max) (hours between Date: and the first Received:),
+  check_illegal_chars(header, ratio, count), check_header_count_range(header, min, max),
+  check_for_missing_to_header, subject_is_all_caps, check_msg_parse_flags(flag),
+  check_from_in_list / check_to_in_list / welcomelist family (always 0: no lists configured).
+- Relays: check_all_trusted (facts["all_trusted"]), check_no_relays (no Received:).
+- FreeMail (domains from `freemail_domains`): check_freemail_from([regex]),
+  check_freemail_header(header[, regex]), check_freemail_replyto('replyto'|'reply').
+- check_for_matching_env_and_hdr_from, check_for_to_in_subject('user'|'address'),
+  short_url() (link hosts listed by `url_shortener`).
+- MIME and HTML: check_for_mime(test) (mime_base64_count, mime_qp_count, mime_attachment,
+  mime_base64_encoded_text, mime_qp_long_line, mime_bad_iso_charset, mimepart_limit_exceeded,
+  mime_base64_no_name), check_for_mime_html, check_for_mime_html_only, html_test(test)
+  (html, embeds, form_action_mailto), html_image_only(min, max), html_image_ratio(min, max),
+  html_tag_exists(tag), image_count(type, min[, max]), check_body_length(max),
+  check_for_uppercase(min, max), check_ma_non_text, check_microsoft_executable,
+  mailyard_risky_attachment (ours), check_https_ip_mismatch.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import fnmatch
+import ipaddress
+import re
+from typing import Callable
+
+from mailyard.spam.message import addresses
+
+EVALS: dict[str, Callable] = {}
+
+
+def _eval(*names: str):
+    def register(fn: Callable) -> Callable:
+        for name in names or (fn.__name__,):
+            EVALS[name] = fn
+        return fn
+    return register
+
+
+def _num(v, default=0.0) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return default
+
+
+# -- Bayes --------------------------------------------------------------------------------
+@_eval()
+def check_bayes(ctx, low, high="1.0"):
+    p = ctx.bayes_probability
+    return p is not None and _num(low) <= p < _num(high, 1.0) + (1e-9 if _num(high) >= 1 else 0)
+
+
+# -- MTA facts ----------------------------------------------------------------------------
+def _fact(ctx, key: str) -> str:
+    return str(ctx.facts.get(key, "") or "").lower()
+
+
+def _spf(result: str, key: str = "spf"):
+    return lambda ctx: _fact(ctx, key) == result
+
+
+for _r in ("pass", "fail", "softfail", "neutral", "none", "permerror", "temperror"):
+    EVALS[f"check_for_spf_{_r}"] = _spf(_r)
+    EVALS[f"check_for_spf_helo_{_r}"] = _spf(_r, "spf_helo")
+
+
+@_eval("check_dkim_valid", "check_dkim_valid_author_sig", "check_dkim_dependable")
+def check_dkim_valid(ctx, *domains):
+    return _fact(ctx, "dkim") in ("valid", "pass")
+
+
+@_eval("check_dkim_signed")
+def check_dkim_signed(ctx, *domains):
+    return _fact(ctx, "dkim") in ("valid", "pass", "invalid", "fail") or \
+        ctx.msg.has_header("DKIM-Signature")
+
+
+def _dmarc(result: str):
+    return lambda ctx: _fact(ctx, "dmarc") == result
+
+
+for _r in ("pass", "reject", "quarantine", "none", "fail"):
+    EVALS[f"check_dmarc_{_r}"] = _dmarc(_r)
+for _r in ("reject", "quarantine", "none"):
+    EVALS[f"check_dmarc_{_r}"] = (lambda r: lambda ctx: _fact(ctx, "dmarc") == r or (
+        _fact(ctx, "dmarc") == "fail" and _fact(ctx, "dmarc_policy") == r))(_r)
+EVALS["check_dmarc_missing"] = lambda ctx: _fact(ctx, "dmarc") in ("missing", "")
+EVALS["check_arc_valid"] = lambda ctx: _fact(ctx, "arc") == "pass"
+EVALS["check_arc_signed"] = lambda ctx: ctx.msg.has_header("ARC-Seal")
+
+
+# -- DNS lookups, done by the caller and passed in facts["dns"] ----------------------------
+def _dns(ctx) -> dict:
+    dns = ctx.facts.get("dns")
+    return dns if isinstance(dns, dict) else {}
+
+
+def _subtest_match(answers: list[str], subtest: str) -> bool:
+    if not subtest:
+        return bool(answers)
+    for a in answers:
+        if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", subtest):
+            if a == subtest:
+                return True
+        elif re.fullmatch(r"\d+", subtest):
+            try:
+                if int(ipaddress.IPv4Address(a)) & int(subtest):
+                    return True
+            except ValueError:
+                pass
+        else:
+            try:
+                if re.search(subtest, a):
+                    return True
+            except re.error:
+                return False
+    return False
+
+
+def rbl_queries(ctx_or_ips, zone: str) -> list[str]:
+    ips = ctx_or_ips if isinstance(ctx_or_ips, list) else []
+    out = []
+    for ip in ips:
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            continue
+        if addr.version == 4:
+            out.append(".".join(reversed(ip.split("."))) + "." + zone.rstrip(".") + ".")
+        else:
+            nibbles = addr.exploded.replace(":", "")
+            out.append(".".join(reversed(nibbles)) + "." + zone.rstrip(".") + ".")
+    return out
+
+
+def _rbl_answers(ctx, zone: str, rdtype: str = "A") -> list[str]:
+    answers: list[str] = []
+    for qname in rbl_queries(ctx.client_ips, zone):
+        answers += _dns(ctx).get(f"{qname}/{rdtype}", [])
+    return answers
+
+
+@_eval()
+def check_rbl(ctx, rbl_set, zone, subtest=""):
+    answers = _rbl_answers(ctx, zone)
+    ctx.rbl_answers[rbl_set] = answers
+    return _subtest_match(answers, str(subtest))
+
+
+@_eval()
+def check_rbl_txt(ctx, rbl_set, zone, subtest=""):
+    answers: list[str] = []
+    for qname in rbl_queries(ctx.client_ips, zone):
+        answers += _dns(ctx).get(f"{qname}/TXT", [])
+    return _subtest_match(answers, str(subtest))
+
+
+@_eval()
+def check_rbl_sub(ctx, rbl_set, subtest):
+    answers = ctx.rbl_answers.get(rbl_set)
+    if answers is None:
+        zone = ctx.rbl_zones.get(rbl_set)
+        answers = ctx.rbl_answers[rbl_set] = _rbl_answers(ctx, zone) if zone else []
+    return _subtest_match(answers, str(subtest))
+
+
+@_eval()
+def check_uridnsbl(ctx, rule_name):
+    spec = ctx.ruleset.uridnsbl.get(rule_name)
+    if spec is None:
+        return False
+    zone, rdtype, sub = spec
+    for host in ctx.msg.uri_hosts:
+        qname = uribl_qname(host, zone)
+        if qname and _subtest_match(_dns(ctx).get(f"{qname}/{rdtype}", []), sub):
+            return True
+    return False
+
+
+def uribl_qname(host: str, zone: str) -> str | None:
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+        return None  # domain blocklists list names, not addresses
+    except ValueError:
+        pass
+    labels = host.split(".")
+    if len(labels) < 2:
+        return None
+    # registered domain, approximately: the last two labels (three for 2-letter ccTLD SLDs)
+    keep = 3 if len(labels) >= 3 and len(labels[-1]) == 2 and len(labels[-2]) <= 3 else 2
+    return ".".join(labels[-keep:]) + "." + zone.rstrip(".") + "."
+
+
+def lookups_for(fname: str, args: tuple, rule_name: str, uridnsbl: dict) -> tuple:
+    """What DNS a rule needs: ("rbl", zone, rdtype) or ("uribl", zone, rdtype)."""
+    if fname == "check_rbl" and len(args) >= 2:
+        return (("rbl", str(args[1]), "A"),)
+    if fname == "check_rbl_txt" and len(args) >= 2:
+        return (("rbl", str(args[1]), "TXT"),)
+    if fname == "check_uridnsbl" and args:
+        spec = uridnsbl.get(str(args[0]))
+        if spec:
+            return (("uribl", spec[0], spec[1]),)
+    return ()
+
+
+# -- headers ------------------------------------------------------------------------------
+@_eval()
+def check_for_shifted_date(ctx, low="undef", high="undef"):
+    diff = ctx.date_received_diff_hours
+    if diff is None:
+        return False
+    lo = -1e9 if str(low) == "undef" else _num(low)
+    hi = 1e9 if str(high) == "undef" else _num(high)
+    return lo <= diff < hi
+
+
+def received_time(value: str):
+    _, _, date = value.rpartition(";")
+    try:
+        parsed = email.utils.parsedate_to_datetime(date.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    return parsed if parsed.tzinfo else None
+
+
+@_eval()
+def check_illegal_chars(ctx, header, ratio, count):
+    text = ctx.msg.all_headers_raw if header == "ALL" else "".join(
+        ctx.msg.header(header, raw=True))
+    if not text:
+        return False
+    bad = sum(1 for c in text if ord(c) > 127 or (ord(c) < 32 and c not in "\t\n\r"))
+    return bad >= _num(count) and bad / len(text) > _num(ratio)
+
+
+@_eval()
+def check_header_count_range(ctx, header, low, high):
+    n = len(ctx.msg.header(header, raw=True))
+    return _num(low) <= n <= _num(high)
+
+
+@_eval()
+def check_for_missing_to_header(ctx):
+    return not ctx.msg.has_header("To") and not ctx.msg.has_header("Apparently-To")
+
+
+@_eval()
+def subject_is_all_caps(ctx):
+    subject = ctx.msg.subject
+    letters = [c for c in subject if c.isalpha()]
+    words = subject.split()
+    return len(words) >= 2 and len(letters) >= 10 and all(c.isupper() for c in letters)
+
+
+_PARSE_FLAGS = {"missing_head_body_separator": "malformed_headers",
+                "truncated_header": "malformed_headers",
+                "missing_mime_head_body_separator": "missing_mime_end",
+                "mime_too_deep": "mime_too_deep"}
+
+
+@_eval()
+def check_msg_parse_flags(ctx, *flags):
+    return any(_PARSE_FLAGS.get(f, f) in ctx.msg.flags for f in flags)
+
+
+@_eval("check_from_in_list", "check_to_in_list", "check_replyto_in_list",
+       "check_from_in_welcomelist", "check_from_in_whitelist", "check_from_in_blocklist",
+       "check_from_in_blacklist", "check_to_in_welcomelist", "check_to_in_whitelist",
+       "check_to_in_blocklist", "check_to_in_blacklist", "check_to_in_more_spam",
+       "check_to_in_all_spam", "check_from_in_default_welcomelist",
+       "check_from_in_default_whitelist", "check_forged_in_welcomelist",
+       "check_forged_in_whitelist", "check_forged_in_default_welcomelist",
+       "check_forged_in_default_whitelist", "check_mailfrom_matches_rcvd",
+       "check_uri_host_listed", "check_uri_host_in_welcomelist", "check_uri_host_in_whitelist",
+       "check_uri_host_in_blocklist", "check_uri_host_in_blacklist",
+       "check_subject_in_welcomelist", "check_subject_in_whitelist",
+       "check_subject_in_blocklist", "check_subject_in_blacklist")
+def no_list_configured(ctx, *args):
+    """Welcome/block lists: mailyard keeps none in rules, so these never hit."""
+    return False
+
+
+# -- MIME and HTML ------------------------------------------------------------------------
+def _text_parts(ctx):
+    return [p for p in ctx.msg.parts if p.content_type.startswith("text/")]
+
+
+@_eval()
+def check_for_mime(ctx, test):
+    parts = ctx.msg.parts
+    if test == "mime_base64_count":
+        return sum(1 for p in parts if p.encoding == "base64")
+    if test == "mime_qp_count":
+        return sum(1 for p in parts if p.encoding == "quoted-printable")
+    if test == "mime_attachment":
+        return any(p.disposition == "attachment" or p.filename for p in parts)
+    if test == "mime_base64_encoded_text":
+        return any(p.encoding == "base64" and p.content_type.startswith("text/") and
+                   not p.filename for p in parts)
+    if test == "mime_base64_no_name":
+        return any(p.encoding == "base64" and not p.filename and
+                   not p.content_type.startswith("text/") for p in parts)
+    if test == "mime_qp_long_line":
+        return any(p.encoding == "quoted-printable" and p.payload and
+                   max((len(l) for l in p.payload.split(b"\n")), default=0) > 1000
+                   for p in parts)
+    if test == "mime_bad_iso_charset":
+        return any(re.fullmatch(r"iso-?8859-?(?:1[1-9]|[2-9]\d)", p.params.get("charset", ""),
+                                re.I) for p in parts)
+    if test == "mimepart_limit_exceeded":
+        return "too_many_parts" in ctx.msg.flags
+    return False
+
+
+@_eval()
+def check_for_mime_html(ctx):
+    return any(p.content_type == "text/html" for p in ctx.msg.parts)
+
+
+@_eval()
+def check_for_mime_html_only(ctx):
+    types = {p.content_type for p in _text_parts(ctx)}
+    return types == {"text/html"}
+
+
+@_eval()
+def html_test(ctx, test):
+    info = ctx.msg.html
+    if test == "html":
+        return info.has_html
+    if test == "embeds":
+        return any(t in info.tags for t in ("embed", "object", "applet"))
+    if test == "form_action_mailto":
+        return any(l.lower().startswith("mailto:") for l in info.links) and "form" in info.tags
+    return False
+
+
+@_eval()
+def html_image_only(ctx, low, high):
+    info = ctx.msg.html
+    return info.has_html and info.images > 0 and _num(low) < info.text_chars <= _num(high)
+
+
+@_eval()
+def html_image_ratio(ctx, low, high):
+    info = ctx.msg.html
+    if not info.has_html or not info.image_area:
+        return False
+    ratio = info.text_chars / info.image_area
+    return _num(low) < ratio <= _num(high)
+
+
+@_eval()
+def html_tag_exists(ctx, tag):
+    return tag.lower() in ctx.msg.html.tags
+
+
+@_eval()
+def image_count(ctx, itype, low, high=None):
+    n = sum(1 for p in ctx.msg.parts if p.content_type.startswith("image/") and
+            (itype == "all" or p.content_type.endswith(itype)))
+    return n >= _num(low) and (high is None or n <= _num(high))
+
+
+@_eval()
+def check_body_length(ctx, maximum):
+    return len(ctx.msg.visible_text.strip()) <= _num(maximum)
+
+
+_LETTER = re.compile(r"[^\W\d_]")
+_UPPER = re.compile(r"[A-Z\u00c0-\u00de]")
+
+
+def _uppercase_percent(ctx) -> float | None:
+    if "uppercase" not in ctx.memo:
+        text = ctx.msg.visible_text[:20000]
+        letters = len(_LETTER.findall(text))
+        ctx.memo["uppercase"] = None if letters < 200 else \
+            100.0 * len(_UPPER.findall(text)) / letters
+    return ctx.memo["uppercase"]
+
+
+@_eval()
+def check_for_uppercase(ctx, low, high):
+    pct = _uppercase_percent(ctx)
+    return pct is not None and _num(low) <= pct <= _num(high)
+
+
+@_eval()
+def check_ma_non_text(ctx):
+    return any(p.content_type != "text/plain" and p.content_type != "text/html" and
+               not p.content_type.startswith("multipart/") for p in ctx.msg.parts) and \
+        any(p.content_type.startswith("text/") for p in ctx.msg.parts)
+
+
+RISKY_EXTENSIONS = {"exe", "scr", "pif", "com", "bat", "cmd", "vbs", "vbe", "js", "jse", "wsf",
+                    "wsh", "hta", "cpl", "msi", "jar", "lnk", "ps1", "iso", "img", "reg",
+                    "docm", "xlsm", "pptm", "chm", "msc", "apk"}
+
+
+@_eval()
+def check_microsoft_executable(ctx):
+    return any(p.payload[:2] == b"MZ" for p in ctx.msg.parts if not p.content_type.startswith(
+        "text/"))
+
+
+@_eval()
+def mailyard_risky_attachment(ctx):
+    """An attachment whose name ends in a type mail clients run (exe, scr, js, ...)."""
+    for p in ctx.msg.parts:
+        name = p.filename.lower().strip().rstrip(".")
+        if "." in name and name.rsplit(".", 1)[1] in RISKY_EXTENSIONS:
+            return True
+    return False
+
+
+@_eval()
+def mailyard_double_extension(ctx):
+    """An attachment named like `invoice.pdf.exe`."""
+    return any(re.search(r"\.(?:pdf|docx?|xlsx?|jpe?g|txt|zip)\.[a-z0-9]{2,4}$",
+                         p.filename.lower()) for p in ctx.msg.parts)
+
+
+@_eval()
+def check_https_ip_mismatch(ctx):
+    return any(re.match(r"(?i)https?://\d+\.\d+\.\d+\.\d+", u) for u in ctx.msg.html.links) and \
+        ctx.msg.html.has_html
+
+
+# -- relays, freemail, shorteners --------------------------------------------------------
+@_eval()
+def check_all_trusted(ctx):
+    return bool(ctx.facts.get("all_trusted"))
+
+
+@_eval()
+def check_no_relays(ctx):
+    return not ctx.msg.has_header("Received")
+
+
+def _domain(addr: str) -> str:
+    return addr.rpartition("@")[2].strip().strip(">").lower()
+
+
+def is_freemail(ctx, addr: str) -> bool:
+    if "@" not in addr:
+        return False
+    domain = _domain(addr)
+    domains = ctx.ruleset.freemail_domains
+    if domain in domains:
+        return True
+    cache = ctx.memo.setdefault("freemail_patterns", [d for d in domains if "*" in d])
+    return any(fnmatch.fnmatchcase(domain, pat) for pat in cache)
+
+
+def _addrs(ctx, header: str) -> list[str]:
+    if header == "EnvelopeFrom":
+        env = ctx.facts.get("envelope_from")
+        values = [str(env)] if env else ctx.msg.header("Return-Path")
+    else:
+        values = ctx.msg.header(header)
+    out = []
+    for v in values:
+        out += addresses(v)
+    return [a.lower() for a in out]
+
+
+@_eval()
+def check_freemail_from(ctx, regex_text=None):
+    return any(is_freemail(ctx, a) and (regex_text is None or re.search(regex_text, a))
+               for a in _addrs(ctx, "From"))
+
+
+@_eval()
+def check_freemail_header(ctx, header, regex_text=None):
+    return any(is_freemail(ctx, a) and (regex_text is None or re.search(regex_text, a))
+               for a in _addrs(ctx, header))
+
+
+@_eval()
+def check_freemail_replyto(ctx, what="replyto"):
+    """Reply-To (or, for 'reply', Reply-To or a body address) is freemail and not From."""
+    froms = set(_addrs(ctx, "From"))
+    replies = _addrs(ctx, "Reply-To")
+    if what == "reply" and not replies:
+        replies = [a.lower() for a in re.findall(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+",
+                                                  ctx.msg.visible_text[:20000])]
+    return any(is_freemail(ctx, a) and a not in froms for a in replies) and \
+        not any(is_freemail(ctx, a) for a in froms)
+
+
+@_eval()
+def check_for_matching_env_and_hdr_from(ctx):
+    env = _addrs(ctx, "EnvelopeFrom")
+    return bool(env) and env[0] in _addrs(ctx, "From")
+
+
+@_eval()
+def check_for_to_in_subject(ctx, test="address"):
+    subject = ctx.msg.subject.lower()
+    for addr in _addrs(ctx, "To"):
+        needle = addr.split("@")[0] if test == "user" else addr
+        if len(needle) >= 3 and needle in subject:
+            return True
+    return False
+
+
+@_eval()
+def short_url(ctx):
+    shorteners = ctx.ruleset.url_shorteners
+    for host in ctx.msg.uri_hosts:
+        if host in shorteners:
+            return True
+        labels = host.split(".")
+        for i in range(1, len(labels)):
+            if "." + ".".join(labels[i:]) in shorteners:
+                return True
+    return False

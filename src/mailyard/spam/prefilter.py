@@ -1,0 +1,106 @@
+"""Literal prefilters: skip a regex when the text cannot possibly match it.
+
+Most rule regexes can only match text that contains one of a few literal strings (`/cheap
+(?:pills|meds)/i` needs "cheap "). `required_literals(pattern, flags)` works that out from the
+pattern's parse tree: a set S such that every match contains some member of S (lower-cased),
+or None when no such set is known (then the regex always runs). At scan time a rule whose
+literals are all absent from the lower-cased text is a miss without running the regex — a
+substring test in C instead of a backtracking search, which is most of the engine's speed.
+
+Conservative by construction: only plain literal runs (ASCII, so lower-casing is exact) and
+alternations whose every branch yields literals count; anything the standard parser cannot
+read (`\\p{..}`, branch reset, ...) gets no prefilter.
+"""
+
+from __future__ import annotations
+
+try:  # Python 3.11+
+    import re._parser as sre_parse
+    from re._constants import (ASSERT, ASSERT_NOT, BRANCH, IN, LITERAL, MAX_REPEAT,
+                               MIN_REPEAT, POSSESSIVE_REPEAT, SUBPATTERN, ATOMIC_GROUP)
+except ImportError:  # pragma: no cover
+    import sre_parse  # type: ignore
+    from sre_constants import (ASSERT, ASSERT_NOT, BRANCH, IN, LITERAL,  # type: ignore
+                               MAX_REPEAT, MIN_REPEAT, SUBPATTERN)
+    POSSESSIVE_REPEAT = ATOMIC_GROUP = object()
+
+MIN_LITERAL = 3
+MAX_ALTERNATIVES = 64
+_REPEATS = (MAX_REPEAT, MIN_REPEAT, POSSESSIVE_REPEAT)
+
+
+def required_literals(pattern: str, flags: int = 0) -> frozenset[str] | None:
+    """Lower-cased literals of which every match of `pattern` contains at least one."""
+    import re
+
+    if "[:" in pattern:
+        return None  # POSIX classes: the standard parser would misread them as literals
+    try:
+        parsed = sre_parse.parse(pattern, flags & (re.VERBOSE | re.IGNORECASE | re.DOTALL |
+                                                    re.MULTILINE))
+    except Exception:
+        return None
+    try:
+        found = _sequence(list(parsed))
+    except RecursionError:
+        return None
+    return frozenset(found) if found else None
+
+
+def _better(a: set[str] | None, b: set[str] | None) -> set[str] | None:
+    """The more selective of two candidate sets (fewer, longer strings)."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    score_a = min(len(s) for s in a) * 4 - len(a)
+    score_b = min(len(s) for s in b) * 4 - len(b)
+    return a if score_a >= score_b else b
+
+
+def _sequence(items: list) -> set[str] | None:
+    best: set[str] | None = None
+    run: list[str] = []
+
+    def flush() -> None:
+        nonlocal best, run
+        if len(run) >= MIN_LITERAL:
+            best = _better(best, {"".join(run)})
+        run = []
+
+    for op, av in items:
+        if op is LITERAL and av < 128:
+            run.append(chr(av).lower())
+            continue
+        flush()
+        sub: set[str] | None = None
+        if op is SUBPATTERN:
+            sub = _sequence(list(av[-1]))
+        elif op is ATOMIC_GROUP:
+            sub = _sequence(list(av))
+        elif op is BRANCH:
+            sub = _branch(av[1])
+        elif op in _REPEATS:
+            low, _high, item = av
+            if low >= 1:
+                sub = _sequence(list(item))
+        elif op is ASSERT:
+            direction, item = av
+            sub = _sequence(list(item))
+        elif op is IN or op is ASSERT_NOT:
+            sub = None
+        best = _better(best, sub)
+    flush()
+    return best
+
+
+def _branch(branches) -> set[str] | None:
+    out: set[str] = set()
+    for branch in branches:
+        found = _sequence(list(branch))
+        if not found:
+            return None
+        out |= found
+        if len(out) > MAX_ALTERNATIVES:
+            return None
+    return out
