@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 
-from av_samples import minimal_pe
+from av_samples import minimal_elf, minimal_pe
 
 PAD = b"-- padding text that matches nothing in particular --\n"
 PE_CODE = b"\x55\x8b\xec\x83\xec\x10" + b"ENTRYPOINT-CODE-" * 4
@@ -64,6 +64,9 @@ CASES: list[tuple[str, str, bytes, bytes]] = [
      _PE, PAD + b"section 1 data" + PAD),
     ("ndb", "Syn.LastSection:1:SL+8:3120646174612073",
      _PE, minimal_pe(PE_CODE, sections=3)),
+    ("ndb", "Syn.ElfEntryPoint:6:EP+0:" + b"elf-entry-code".hex(),
+     minimal_elf(b"elf-entry-code" + b"\x90" * 32),
+     minimal_elf(b"\x90" * 4 + b"elf-entry-code" + b"\x90" * 32)),
     ("ndb", "Syn.TargetPE:1:*:454e545259504f494e542d434f4445",
      _PE, PAD + b"ENTRYPOINT-CODE" + PAD),
     ("ndb", "Syn.TextNormalized:7:*:6e6f726d616c697a6564206d61726b",
