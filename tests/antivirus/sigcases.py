@@ -103,6 +103,10 @@ CASES: list[tuple[str, str, bytes, bytes]] = [
      PAD + b"trigger zzabcyy" + PAD, PAD + b"trigge zzabcyy" + PAD),
     ("ldb", "Syn.Logical.PcreNoCase;Engine:81-255,Target:0;1;6e6f636173652d;0/qq[a-z]{2}ww/i",
      b"\0\1\2nocase- QQAbWW\0\0" + PAD, b"\0\1\2nocase- QQAbbWW\0\0" + PAD),
+    ("ldb", "Syn.Logical.PeSections;Engine:51-255,Target:1,NumberOfSections:2-2;0;"
+     + b"ENTRYPOINT-CODE".hex(), _PE, minimal_pe(PE_CODE, sections=3)),
+    ("ldb", "Syn.Logical.PeEntry;Engine:51-255,Target:1,EntryPoint:500-520;0;"
+     + b"ENTRYPOINT-CODE".hex(), _PE, PAD + b"ENTRYPOINT-CODE"),
     ("mdb", f"512:{hashlib.md5(_PE[0x200:0x400]).hexdigest()}:Syn.Section.MD5",
      _PE, _PE_OTHER),
     ("msb", f"512:{hashlib.sha256(_PE[0x400:0x600]).hexdigest()}:Syn.Section.SHA256:73",

@@ -20,7 +20,8 @@ def test_bad_lines_are_reported_with_file_and_line_and_never_fatal(tmp_path):
     db = write_db(tmp_path / "db", {
         "a.ndb": "# a comment\n" + MARK_NDB + "Broken:0:*:4142zz\nShort:0\n",
         "b.hdb": "nothex:12:Bad.Hash\n" + "0" * 31 + ":5:Odd.Length\n",
-        "c.ldb": "L.Bad;Target:0;0&5;41424344\nL.Pcre;Target:0;0&1;41424344;0/abc/x\n",
+        "c.ldb": ("L.Bad;Target:0;0&5;41424344\nL.Pcre;Target:0;0&1;41424344;0/abc/x\n"
+                  "L.Range;Target:1,NumberOfSections:2;0;41424344\n"),
     })
     engine = VirusEngine(db)
     errors = "\n".join(engine.errors)
@@ -29,6 +30,7 @@ def test_bad_lines_are_reported_with_file_and_line_and_never_fatal(tmp_path):
     assert f"{db}/b.hdb:1:" in errors and f"{db}/b.hdb:2:" in errors
     assert f"{db}/c.ldb:1: subsignature 5 does not exist" in errors
     assert engine.database.unsupported["ldb PCRE flag x"] == 1
+    assert f"{db}/c.ldb:3: bad NumberOfSections '2' (expected LOW-HIGH)" in errors
     # The good line still works.
     assert engine.scan_bytes(MARK).names == ("DB.Mark.UNOFFICIAL",)
 

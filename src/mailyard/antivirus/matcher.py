@@ -213,6 +213,7 @@ class Matcher:
             if sig.file_size:
                 extra.append(f"filesize >= {sig.file_size[0]} and "
                              f"filesize <= {sig.file_size[1]}")
+            extra += [f"({c})" for c in sig.conditions]
             full = _target_condition(sig.target) + " and ".join([f"({condition})"] + extra)
             if not uses_modules and _uses_modules(full):
                 lines[:0] = ['import "pe"', 'import "elf"']
