@@ -292,7 +292,14 @@ def _parse_tdb(text: str) -> tuple[int, tuple[int, int] | None, tuple[str, ...]]
             low, high = _parse_range(key, value)
             conditions.append(f"pe.number_of_sections >= {low} and "
                               f"pe.number_of_sections <= {high}")
-        elif key in ("Container", "Intermediates", "IconGroup1", "IconGroup2", "HandlerType",
+        elif key == "Container":
+            from mailyard.antivirus.filetype import CLAMAV_CONTAINERS, CONTAINER_CODES
+
+            kind = CLAMAV_CONTAINERS.get(value)
+            if kind is None:
+                raise _Unsupported(f"ldb Container:{value}")
+            conditions.append(f"container == {CONTAINER_CODES[kind]}")
+        elif key in ("Intermediates", "IconGroup1", "IconGroup2", "HandlerType",
                      "NumberOfSectionsCheck"):
             raise _Unsupported(f"ldb target description {key}")
         else:

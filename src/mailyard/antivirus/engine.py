@@ -161,7 +161,8 @@ class VirusEngine:
                 for algorithm in self._hash_algorithms
                 if db.hashes.wanted(algorithm, size) or db.allow.wanted(algorithm, size)}
 
-    def _match(self, data: bytes, kind: str, timeout: float | None = None) -> list[str]:
+    def _match(self, data: bytes, kind: str, timeout: float | None = None,
+               container: str | None = None) -> list[str]:
         """Signature names matching one object (no recursion)."""
         found: list[str] = []
         size = len(data)
@@ -177,13 +178,14 @@ class VirusEngine:
                     found.append(hit)
         if kind == "pe" and len(db.sections):
             found += self._section_hits(data)
-        found += self.matcher.scan(data, filetype.TARGETS.get(kind, 0), timeout)
+        code = filetype.CONTAINER_CODES.get(container or "", 0)
+        found += self.matcher.scan(data, filetype.TARGETS.get(kind, 0), timeout, code)
         if kind in ("text", "html"):
             # ClamAV also matches the normalized text (lower case, white space squeezed);
             # for HTML we do the same, a subset of its HTML normalization, and keep the raw
             # match too (ClamAV does not, so we may find more in HTML, never less).
             target = filetype.TARGET_TEXT if kind == "text" else filetype.TARGETS["html"]
-            for name in self.matcher.scan(filetype.normalize_text(data), target, timeout):
+            for name in self.matcher.scan(filetype.normalize_text(data), target, timeout, code):
                 if name not in found:
                     found.append(name)
         if getattr(self, "eicar_builtin", False) and data[:len(EICAR)] == EICAR \
@@ -218,7 +220,8 @@ class _Walk:
         self.encrypted = False
         self.done = False
 
-    def visit(self, data: bytes, depth: int, kind: str | None = None) -> None:
+    def visit(self, data: bytes, depth: int, kind: str | None = None,
+              container: str | None = None) -> None:
         if self.done:
             return
         self.budget.check_time()
@@ -228,7 +231,7 @@ class _Walk:
         kind = kind or filetype.detect(data)
         remaining = max(self.budget.deadline - time.monotonic(), 0.001)
         try:
-            found = self.engine._match(data, kind, remaining)
+            found = self.engine._match(data, kind, remaining, container)
         except yara_x.TimeoutError:
             self.budget.record(LIMIT_SCAN_TIME)
             raise archives.LimitHit(LIMIT_SCAN_TIME) from None
@@ -244,7 +247,7 @@ class _Walk:
             inner = archives.DECOMPRESSORS[kind](data, self.budget)
             inner_kind = filetype.detect(inner)
             self._seen("", "", inner_kind, depth + 1, len(inner))
-            self.visit(inner, depth + 1, inner_kind)
+            self.visit(inner, depth + 1, inner_kind, kind)
         elif kind in archives.UNPACKERS and self.options.scan_archives:
             for member in archives.UNPACKERS[kind](data, self.budget):
                 if self.done:
@@ -256,7 +259,7 @@ class _Walk:
                 if member.encrypted:
                     self.encrypted = True
                     continue
-                self.visit(member.data, depth + 1, member_kind)
+                self.visit(member.data, depth + 1, member_kind, kind)
         elif kind == "mail" and self.options.scan_mail:
             room = self.engine.limits.max_depth - depth
             if room <= 0:
@@ -281,7 +284,7 @@ class _Walk:
             if self.budget.remaining < 0:
                 self.budget.record(LIMIT_SCAN_SIZE)
                 break
-            self.visit(part.data, part_depth, part_kind)
+            self.visit(part.data, part_depth, part_kind, "mail")
 
     def _seen(self, name: str, content_type: str, detected: str, depth: int, size: int,
               encrypted: bool = False) -> None:
