@@ -84,3 +84,27 @@ def test_terminator_only_at_crlf_dot_crlf(wire):
     assert done == (first >= 0)
     if done:
         assert len(full) - len(rest) == first + 5
+
+
+def reference_decode(wire: bytes) -> tuple[bytes, bool]:
+    """A plain, whole-buffer reading of RFC 5321 §4.5.2 for CRLF-only input."""
+    out = []
+    for line in wire.split(b"\r\n")[:-1]:
+        if line == b".":
+            return b"".join(out), True
+        out.append((line[1:] if line.startswith(b".") else line) + b"\r\n")
+    return b"".join(out), False
+
+
+crlf_lines = st.lists(st.sampled_from([b"", b".", b"..", b".x", b"x.", b"text", b"a.b",
+                                       b"...", b"x" * 70]), max_size=30)
+
+
+@given(crlf_lines, st.lists(st.integers(0, 2000), max_size=8))
+def test_streaming_matches_reference(lines, cuts):
+    """The fast path and the slow path agree with a plain reading, however it is cut."""
+    wire = b"".join(line + b"\r\n" for line in lines)
+    expected, ended = reference_decode(wire)
+    out, done, _, _ = decode_all(wire, [c for c in cuts if c <= len(wire)])
+    assert done == ended
+    assert out == expected

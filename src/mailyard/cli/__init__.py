@@ -43,9 +43,19 @@ def _register() -> None:
     main.add_command(quarantine_cmd.quarantine)
     for command in accounts_cmd.COMMANDS:
         main.add_command(command)
+    from mailyard.queue.cli import queue
+
+    main.add_command(queue)
+
+    from mailyard.sieve.cli import sieve
+
+    main.add_command(sieve)
     from mailyard.spam.cli import spam
 
     main.add_command(spam)
+    from mailyard.antivirus.scan_cmd import scan
+
+    main.add_command(scan)
 
 
 _register()

@@ -66,9 +66,26 @@ def check_domains(values: list[str]) -> None:
             raise ValueError(f"{v!r} is not a domain name")
 
 
+def check_bare_newlines(value: str) -> None:
+    if value not in ("reject", "normalize"):
+        raise ValueError("must be `reject` or `normalize`")
+
+
 def check_log_level(value: str) -> None:
     if value.lower() not in ("debug", "info", "warning", "error"):
         raise ValueError("must be one of debug, info, warning, error")
+
+
+def check_backend(value: str) -> None:
+    if value != "builtin":
+        if not value:
+            raise ValueError("must be builtin or a clamd address (HOST:PORT or unix:/path)")
+        check_hostport(value)
+
+
+def check_on_limits(value: str) -> None:
+    if value not in ("block", "pass"):
+        raise ValueError("must be block or pass")
 
 
 # -- the tables -----------------------------------------------------------------------------
@@ -168,12 +185,46 @@ class SmtpSettings:
                                     check_positive)
     max_recipients: int = setting(100, "Recipients per message (452 4.5.3 beyond).",
                                   check_positive)
+    command_timeout: float = setting(300.0, "Seconds to wait for a client command "
+                                     "(RFC 5321 §4.5.3.2.7) before 421 4.4.2.", check_positive)
+    data_timeout: float = setting(600.0, "Seconds to wait for the next piece of DATA "
+                                  "(RFC 5321 §4.5.3.2.6) before 421 4.4.2.", check_positive)
+    max_connections_per_ip: int = setting(50, "Concurrent connections from one client IP "
+                                          "per listener (421 4.7.0 beyond).", check_positive)
+    max_errors: int = setting(20, "Errors (bad commands, failed AUTH, refused recipients) in "
+                              "one session before 421 4.7.0 and disconnect.", check_positive)
+    max_line_length: int = setting(4096, "Longest command line in bytes (500 5.5.6 beyond; "
+                                   "RFC 5321 asks for at least 512).", check_positive)
+    bare_newlines: str = setting("reject", "Bare CR or LF in DATA or commands: `reject` "
+                                 "(554 5.6.0 / 500 5.5.2) or `normalize` (turned into CRLF; "
+                                 "never ends DATA either way).", check_bare_newlines)
+    auth_requires_tls: bool = setting(True, "Offer and accept AUTH only over TLS.")
+    smtputf8: bool = setting(True, "Offer SMTPUTF8 (RFC 6531).")
+
+
+def check_dnsbl_zones(values: list[str]) -> None:
+    for v in values:
+        zone, _, codes = v.partition("=")
+        check_domains([zone])
+        for code in filter(None, codes.split(",")):
+            try:
+                ipaddress.ip_network(code, strict=False)
+            except ValueError:
+                raise ValueError(f"{v!r}: {code!r} is not an address or CIDR "
+                                 "(write ZONE=127.0.0.2,127.0.0.4/30)") from None
 
 
 @dataclass(frozen=True)
 class DnsblSettings:
     zones: list[str] = setting([], "Client IP blocklists queried at RCPT, e.g. "
-                               "\"zen.spamhaus.org\".", check_domains)
+                               "\"zen.spamhaus.org\"; `ZONE=127.0.0.2,127.0.0.10/31` lists "
+                               "only on those answers (default: any 127.0.0.0/8 answer except "
+                               "127.255.255.0/24, which are resolver errors).",
+                               check_dnsbl_zones)
+    allowlist: list[str] = setting([], "Client networks never checked against blocklists.",
+                                   check_networks)
+    timeout: float = setting(5.0, "Seconds to wait for all zones; a zone that does not "
+                             "answer in time is skipped (fail open).", check_positive)
 
 
 @dataclass(frozen=True)
@@ -183,6 +234,10 @@ class GreylistSettings:
                                check_non_negative)
     retry_window: float = setting(172800.0, "Seconds within which the retry must come.",
                                   check_positive)
+    auto_allowlist: int = setting(5, "A client network that passed this many times is not "
+                                  "greylisted any more (0 = never).", check_non_negative)
+    max_age: float = setting(3024000.0, "Seconds a passed triplet is remembered since last "
+                             "seen (default 35 days).", check_positive)
 
 
 @dataclass(frozen=True)
@@ -203,13 +258,104 @@ class AntivirusSettings:
     databases: str = setting("", "A ClamAV-style signature database directory "
                              "(empty = built-in signatures only).")
     backend: str = setting("builtin", "`builtin`, or a clamd socket (HOST:PORT or "
-                           "unix:/path) to delegate scanning to.")
+                           "unix:/path) to delegate scanning to.", check_backend)
+    max_depth: int = setting(16, "Deepest nesting of archives and attached messages "
+                             "opened (MaxRecursion).", check_positive)
+    max_total_bytes: int = setting(209715200, "Bytes unpacked and decoded per scan, in all "
+                                   "(MaxScanSize).", check_positive)
+    max_file_size: int = setting(104857600, "Largest single unpacked file (MaxFileSize).",
+                                 check_positive)
+    max_files: int = setting(10000, "Members taken from one archive (MaxFiles).",
+                             check_positive)
+    max_ratio: float = setting(250.0, "Largest unpacked/packed size ratio of an archive "
+                               "member above 1 MiB (zip bombs).", check_positive)
+    max_scan_time: float = setting(120.0, "Seconds one scan may take (MaxScanTime).",
+                                   check_positive)
+    on_limits: str = setting("block", "`block`: a scan cut short by a limit counts as "
+                             "infected (Heuristics.Limits.Exceeded.*); `pass`: clean.",
+                             check_on_limits)
+    stream_max_length: int = setting(104857600, "clamd listener: largest INSTREAM upload, "
+                                     "in bytes (StreamMaxLength).", check_positive)
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    quota_tempfail: bool = setting(False, "Answer a full mailbox with 452 4.2.2 (retry later) "
+                                   "instead of 552 5.2.2.")
+    spam_to_junk: bool = setting(True, "When `[sieve] before` is empty: file mail marked "
+                                 "`X-Spam-Flag: YES` into Junk, before any user script runs.")
+    max_connections: int = setting(64, "Concurrent LMTP sessions.", check_positive)
 
 
 @dataclass(frozen=True)
 class SieveSettings:
     before: str = setting("", "Global Sieve script run before the user's (path).")
     after: str = setting("", "Global Sieve script run after the user's (path).")
+    global_dir: str = setting("", "Where `include :global` finds NAME.sieve "
+                              "(empty = data_dir/sieve/global).")
+    max_scripts: int = setting(20, "Scripts one user may store over ManageSieve.",
+                               check_positive)
+    max_script_size: int = setting(65536, "Largest script one user may store, in bytes.",
+                                   check_positive)
+    max_actions: int = setting(64, "Actions one Sieve run may take before it is stopped "
+                               "(and the message kept).", check_positive)
+    max_redirects: int = setting(4, "Redirects one Sieve run may make.", check_positive)
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    retry_initial: float = setting(60.0, "Seconds before the first retry of a deferred "
+                                   "message; doubles on each further failure.", check_positive)
+    retry_max: float = setting(3600.0, "Longest wait between two retries, in seconds.",
+                               check_positive)
+    max_lifetime: float = setting(432000.0, "Seconds a message may stay deferred before it "
+                                  "is bounced (default 5 days).", check_positive)
+    delay_warning: float = setting(14400.0, "Seconds after which the sender is told that a "
+                                   "message is delayed (0 = never).", check_non_negative)
+    group_commit: bool = setting(True, "Share one fsync among concurrently committed "
+                                 "messages (the 250 still waits for it).")
+    max_concurrent: int = setting(20, "Deliveries attempted at the same time.", check_positive)
+    max_per_destination: int = setting(5, "Connections open at the same time to one "
+                                       "remote domain.", check_positive)
+    dsn_per_hour: int = setting(100, "Delivery status notifications (bounces, delay "
+                                "warnings) sent to one sender per hour at most.",
+                                check_positive)
+    lmtp_next_hop: str = setting("", "Where final delivery sends mail for local domains over "
+                                 "LMTP (HOST:PORT or unix:/path; empty = our own lmtp "
+                                 "listener), e.g. a Dovecot LMTP socket.", check_hostport)
+    outbound_port: int = setting(25, "TCP port of remote MX hosts (change only for tests).",
+                                 check_positive)
+    tls_verify: bool = setting(False, "Require STARTTLS with a certificate valid for the MX "
+                               "host name when delivering to remote MX hosts; a failure "
+                               "defers the message (off: opportunistic TLS, RFC 7435).")
+    tls_ca_file: str = setting("", "CA bundle (PEM) for `tls_verify`; empty = the system's.")
+    connect_timeout: float = setting(30.0, "Seconds to connect to a next hop.", check_positive)
+    command_timeout: float = setting(300.0, "Seconds to wait for a next hop's reply.",
+                                     check_positive)
+    control_poll: float = setting(1.0, "Seconds between checks for `mailyard queue` "
+                                  "requests (flush, hold, delete) in data_dir/queue/control.",
+                                  check_positive)
+
+
+@dataclass(frozen=True)
+class ImapSettings:
+    idle_timeout: float = setting(1800.0, "Seconds of client silence before the session is "
+                                  "closed (RFC 3501 §5.4: at least 30 minutes).",
+                                  check_positive)
+    max_command_size: int = setting(65536, "Longest command line, literals excluded (bytes).",
+                                    check_positive)
+    max_literal_size: int = setting(52428800, "Largest literal (APPEND message) accepted; "
+                                    "bigger ones are refused before any byte is read.",
+                                    check_positive)
+    max_bad_commands: int = setting(20, "Consecutive bad commands before the session is "
+                                    "closed with BYE.", check_positive)
+    plaintext_auth_networks: list[str] = setting(
+        ["127.0.0.0/8", "::1/128"], "Clients that may log in without TLS; elsewhere "
+        "LOGINDISABLED until STARTTLS.", check_networks)
+    auth_failures_free: int = setting(3, "Failed logins per client IP before each further "
+                                      "failure is answered more slowly.", check_non_negative)
+    auth_failure_max_delay: float = setting(15.0, "Longest delay (seconds) a failed login "
+                                            "is held back.", check_non_negative)
 
 
 @dataclass(frozen=True)
@@ -226,6 +372,35 @@ class DmarcSettings:
                             "is p=reject and that fails DMARC.")
 
 
+def check_plaintext_auth(value: str) -> None:
+    if value not in ("always", "loopback", "never"):
+        raise ValueError("must be one of always, loopback, never")
+
+
+@dataclass(frozen=True)
+class Pop3Settings:
+    plaintext_auth: str = setting("loopback", "Where USER/PASS and AUTH PLAIN work without "
+                                  "TLS: always, loopback (only from 127.0.0.0/8 and ::1; "
+                                  "elsewhere STLS or pop3s first) or never.",
+                                  check_plaintext_auth)
+    idle_timeout: float = setting(600.0, "Seconds of client silence before the session is "
+                                  "closed (RFC 1939 §3: at least 10 minutes).", check_positive)
+    max_line_length: int = setting(2048, "Longest command line accepted, in bytes with CRLF.",
+                                   check_positive)
+    max_bad_commands: int = setting(20, "Unknown or malformed commands per session before "
+                                    "the connection is closed.", check_positive)
+    max_auth_failures: int = setting(3, "Failed logins per session before it is closed.",
+                                     check_positive)
+    auth_failure_delay: float = setting(2.0, "Seconds a failed login's answer is held back, "
+                                        "doubling with each recent failure from the same IP.",
+                                        check_non_negative)
+    ip_failure_limit: int = setting(10, "Failed logins from one IP within ip_failure_window "
+                                    "after which its logins are refused outright.",
+                                    check_positive)
+    ip_failure_window: float = setting(600.0, "Seconds a failed login counts against its IP.",
+                                       check_positive)
+
+
 @dataclass(frozen=True)
 class Settings:
     """All of mailyard's settings, one attribute per TOML table."""
@@ -240,9 +415,13 @@ class Settings:
     greylist: GreylistSettings = field(default_factory=GreylistSettings)
     spam: SpamSettings = field(default_factory=SpamSettings)
     antivirus: AntivirusSettings = field(default_factory=AntivirusSettings)
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
     sieve: SieveSettings = field(default_factory=SieveSettings)
+    queue: QueueSettings = field(default_factory=QueueSettings)
+    imap: ImapSettings = field(default_factory=ImapSettings)
     senderauth: SenderAuthSettings = field(default_factory=SenderAuthSettings)
     dmarc: DmarcSettings = field(default_factory=DmarcSettings)
+    pop3: Pop3Settings = field(default_factory=Pop3Settings)
     # Where the settings came from (None = built-in defaults); not a TOML key.
     source: str | None = field(default=None, compare=False)
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 from mailyard.smtp import replies
 from mailyard.smtp.replies import Reply
@@ -82,11 +83,15 @@ class Mailbox:
     def needs_quoting(self) -> bool:
         return not all(_ATOM_UTF8.match(a) for a in self.local.split("."))
 
-    def __str__(self) -> str:
+    @cached_property
+    def _text(self) -> str:
         if self.needs_quoting:
             quoted = self.local.replace("\\", "\\\\").replace('"', '\\"')
             return f'"{quoted}"@{self.domain}'
         return f"{self.local}@{self.domain}"
+
+    def __str__(self) -> str:
+        return self._text
 
 
 @dataclass(frozen=True)

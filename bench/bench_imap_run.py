@@ -1,0 +1,89 @@
+"""IMAP read-path benchmark: FETCH of a whole folder, bodies and metadata, first open and warm.
+
+Starts mailyard (imap only) in a temp dir on a free loopback port, fills one user's INBOX
+with N realistic messages (../shared/bench/bench_pipeline.py --dump, delivered through the
+maildir API), and drives it with ../shared/bench/bench_imap.py: `body` (BODY.PEEK[]) and
+`meta` (ENVELOPE BODYSTRUCTURE FLAGS), REPEAT times each: the first meta run is the first
+open (structures computed and cached), the later ones are warm.
+
+    python bench/bench_imap_run.py               # N=5000 REPEAT=3
+    N=1000 REPEAT=2 python bench/bench_imap_run.py
+    IDLE=2000 python bench/bench_imap_run.py     # also hold 2000 IDLE sessions, PSS each
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SHARED = next((p for p in (Path(os.environ.get("BENCH_SHARED", "/nonexistent")),
+                           ROOT.parent / "shared" / "bench", ROOT.parent.parent / "shared" / "bench")
+               if (p / "bench_imap.py").exists()), ROOT.parent / "shared" / "bench")
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "src"))
+
+from harness import MailyardServer
+
+N = int(os.environ.get("N", "5000"))
+REPEAT = int(os.environ.get("REPEAT", "3"))
+IDLE = int(os.environ.get("IDLE", "0"))
+USER, PASSWORD = "bench@example.test", "benchpass"
+
+
+def pss_kb(pid: int) -> int:
+    total = 0
+    with open(f"/proc/{pid}/smaps_rollup") as fh:
+        for line in fh:
+            if line.startswith("Pss:"):
+                total += int(line.split()[1])
+    return total
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        dump = tmp / "eml"
+        subprocess.run([sys.executable, str(SHARED / "bench_pipeline.py"), "--dump", str(dump),
+                        "-n", str(N)], check=True, stdout=subprocess.DEVNULL)
+        srv = MailyardServer(root=tmp / "mailyard", services={"imap"},
+                             domains=["example.test"],
+                             toml="[server]\nlog_level = \"warning\"\n")
+        srv.add_user(USER, PASSWORD)
+        from mailyard.maildir import MailStore
+
+        store = MailStore(srv.maildir(USER))
+        for path in sorted(dump.glob("*.eml")):
+            store.deliver(path.read_bytes())
+        srv.start()
+        out = tmp / "results.jsonl"
+        try:
+            cmd = [sys.executable, str(SHARED / "bench_imap.py"), "--port",
+                   str(srv.port("imap")), "--user", USER, "--password", PASSWORD,
+                   "--mode", "body,meta", "--repeat", str(REPEAT), "--json", str(out),
+                   "--label", "mailyard"]
+            print("$", " ".join(cmd), flush=True)
+            subprocess.run(cmd, check=True)
+            if IDLE:
+                before = pss_kb(srv.proc.pid)
+                cmd = [sys.executable, str(SHARED / "bench_imap.py"), "--port",
+                       str(srv.port("imap")), "--user", USER, "--password", PASSWORD,
+                       "--idle", str(IDLE), "--hold", "5", "--json", str(out),
+                       "--label", "mailyard-idle", "--mem-cmd",
+                       f"grep Pss: /proc/{srv.proc.pid}/smaps_rollup"]
+                print("$", " ".join(cmd), flush=True)
+                subprocess.run(cmd, check=True)
+                print(json.dumps({"idle_sessions": IDLE, "pss_before_kb": before}))
+        finally:
+            srv.stop()
+        for line in out.read_text().splitlines():
+            print(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""MTA accept rate: 4 KB messages over 10 concurrent connections, next hop a sink.
+
+Starts mailyard with only the `smtp` listener (the queue forwards everything to an
+in-process SMTP sink standing in for the content filter), then drives it with Postfix's
+`smtp-source` (when installed) and with ../shared/bench/bench_pipeline.py --no-wait.
+The 250 waits for the fsync (group commit), as in production. Then, when Debian's postfix
+is installed and we are root, the same `smtp-source` run against a private Postfix instance
+(own config and queue under a temp dir, loopback port, relaying to the same sink) — side by
+side in one run, which is the figure that counts on a shared machine.
+
+    python bench/bench_mta.py                  # N=2000 C=10
+    N=500 C=10 python bench/bench_mta.py
+    POSTFIX=0 python bench/bench_mta.py        # mailyard only
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SHARED = next((p for p in (ROOT.parent / "shared" / "bench", ROOT.parents[1] / "shared" / "bench",
+                            Path("/work/shared/bench")) if p.is_dir()), Path("."))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from harness import MailyardServer, free_port
+
+N = int(os.environ.get("N", "2000"))
+C = int(os.environ.get("C", "10"))
+
+
+class CountingSink:
+    """A minimal asyncio SMTP sink in a thread: answers 250 to everything, counts DATA."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.count = 0
+        self._ready = threading.Event()
+        threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True).start()
+        self._ready.wait(10)
+
+    async def _main(self) -> None:
+        server = await asyncio.start_server(self._session, "127.0.0.1", self.port)
+        self._ready.set()
+        async with server:
+            await server.serve_forever()
+
+    async def _session(self, reader, writer) -> None:
+        writer.write(b"220 sink\r\n")
+        in_data = False
+        while line := await reader.readline():
+            if in_data:
+                if line == b".\r\n":
+                    in_data = False
+                    self.count += 1
+                    writer.write(b"250 ok\r\n")
+                continue
+            verb = line[:4].upper()
+            if verb == b"DATA":
+                in_data = True
+                writer.write(b"354 go\r\n")
+            elif verb == b"QUIT":
+                writer.write(b"221 bye\r\n")
+                break
+            elif verb == b"EHLO":
+                writer.write(b"250-sink\r\n250 PIPELINING\r\n")
+            else:
+                writer.write(b"250 ok\r\n")
+        writer.close()
+
+
+POSTFIX_MASTER_CF = """\
+127.0.0.1:{port} inet n - n - - smtpd
+pickup    unix  n - n 60 1 pickup
+cleanup   unix  n - n - 0 cleanup
+qmgr      unix  n - n 300 1 qmgr
+rewrite   unix  - - n - - trivial-rewrite
+bounce    unix  - - n - 0 bounce
+defer     unix  - - n - 0 bounce
+trace     unix  - - n - 0 bounce
+verify    unix  - - n - 1 verify
+flush     unix  n - n 1000? 0 flush
+proxymap  unix  - - n - - proxymap
+smtp      unix  - - n - - smtp
+relay     unix  - - n - - smtp
+showq     unix  n - n - - showq
+error     unix  - - n - - error
+retry     unix  - - n - - error
+discard   unix  - - n - - discard
+anvil     unix  - - n - 1 anvil
+scache    unix  - - n - 1 scache
+postlog   unix-dgram n - n - 1 postlogd
+"""
+
+POSTFIX_MAIN_CF = """\
+compatibility_level = 3.6
+queue_directory = {root}/spool
+data_directory = {root}/data
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = postfix.example.test
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+maillog_file = {root}/postfix.log
+maillog_file_prefixes = {root}
+alias_maps =
+alias_database =
+local_transport = error:no local delivery
+relayhost = [127.0.0.1]:{sink}
+smtp_host_lookup = native
+smtputf8_enable = no
+"""
+
+
+def smtp_source(port: int) -> float:
+    cmd = ["smtp-source", "-s", str(C), "-m", str(N), "-l", "4096",
+           "-f", "sender@example.net", "-t", "user1@example.test",
+           "-M", "client.example.net", f"127.0.0.1:{port}"]
+    print("$", " ".join(cmd), flush=True)
+    started = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    return N / (time.perf_counter() - started)
+
+
+def run_postfix(sink: CountingSink) -> float | None:
+    if os.environ.get("POSTFIX", "1") == "0" or not shutil.which("postfix") \
+            or os.geteuid() != 0:
+        return None
+    root = Path(tempfile.mkdtemp(prefix="bench-postfix-"))
+    os.chmod(root, 0o755)
+    for sub in ("etc", "spool", "data"):
+        (root / sub).mkdir()
+    shutil.chown(root / "data", "postfix", "postfix")
+    port = free_port()
+    etc = root / "etc"
+    (etc / "master.cf").write_text(POSTFIX_MASTER_CF.format(port=port))
+    (etc / "main.cf").write_text(POSTFIX_MAIN_CF.format(root=root, sink=sink.port))
+    try:
+        started = subprocess.run(["postfix", "-c", str(etc), "start"], check=False,
+                                 capture_output=True, text=True)
+        if started.returncode != 0:
+            print(f"postfix did not start: {started.stderr.strip()}", flush=True)
+            return None
+        from harness import wait_for_port
+
+        wait_for_port("127.0.0.1", port, 30)
+        return smtp_source(port)
+    finally:
+        subprocess.run(["postfix", "-c", str(etc), "stop"], check=False, capture_output=True)
+        time.sleep(1)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> int:
+    sink = CountingSink()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-mta-"))
+    srv = MailyardServer(root=tmp, services={"smtp"}, domains=["example.test"],
+                         toml=f'[server]\nlog_level = "warning"\n[greylist]\nenabled = false\n'
+                              f'[filter]\nnext_hop = "127.0.0.1:{sink.port}"\n')
+    srv.add_user("user1@example.test", "pass1")
+    srv.start()
+    results = {}
+    try:
+        if shutil.which("smtp-source"):
+            rate = smtp_source(srv.port("smtp"))
+            results["mailyard_smtp_source_msgs_per_s"] = round(rate, 1)
+            print(f"mailyard smtp-source: {rate:.1f} msg/s", flush=True)
+        out = tmp / "pipeline.json"
+        cmd = [sys.executable, str(SHARED / "bench_pipeline.py"), "--port",
+               str(srv.port("smtp")), "-n", str(N), "-c", str(C), "--min-kb", "4",
+               "--max-kb", "4", "--attach-ratio", "0", "--html-ratio", "0",
+               "--rcpt", "user1@example.test", "--no-wait", "--json", str(out),
+               "--label", "mailyard-mta"]
+        print("$", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        line = json.loads(out.read_text().splitlines()[-1])
+        results["bench_pipeline_accept_msgs_per_s"] = line.get("smtp_accept_msgs_per_s")
+        deadline = time.monotonic() + 120
+        while sink.count < 2 * N and time.monotonic() < deadline:
+            time.sleep(0.2)
+        results["forwarded_to_sink"] = sink.count
+    finally:
+        srv.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    if shutil.which("smtp-source"):
+        rate = run_postfix(sink)
+        if rate is not None:
+            results["postfix_smtp_source_msgs_per_s"] = round(rate, 1)
+            print(f"postfix smtp-source: {rate:.1f} msg/s", flush=True)
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

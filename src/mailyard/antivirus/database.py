@@ -1,0 +1,331 @@
+"""Loading a ClamAV-style signature database directory into memory.
+
+Theory of operation: `load_database(path)` reads every file it knows in the directory
+(sorted, so results are reproducible): hash signatures (`.hdb`, `.hsb`), body signatures
+(`.ndb`), logical signatures (`.ldb`), allowlists (`.fp`, `.sfp`), ignore lists (`.ign2`),
+and official containers (`.cvd`, `.cld`: a 512-byte header then a tar, usually gzipped),
+whose members are read as if they were files in the directory. Names from unsigned files
+carry ClamAV's ".UNOFFICIAL" suffix, exactly as clamscan prints them.
+
+A line that cannot be parsed is skipped and recorded as `file:line: reason` in `errors`;
+a line of a kind we do not implement (PCRE subsignatures, bytecode...) is counted in
+`unsupported`. Neither is fatal: a database always loads.
+
+Hash signatures live in compact sorted tables (`hashes.HashStore`), with a size bitmap so
+a scan computes a digest only for sizes some signature has.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import re
+import tarfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mailyard.antivirus import hexsig
+from mailyard.antivirus.hashes import HashStore
+
+UNOFFICIAL = ".UNOFFICIAL"
+HASH_EXTENSIONS = {"hdb", "hsb"}
+SECTION_EXTENSIONS = {"mdb", "msb"}
+ALLOW_EXTENSIONS = {"fp", "sfp"}
+KNOWN_EXTENSIONS = (HASH_EXTENSIONS | SECTION_EXTENSIONS | ALLOW_EXTENSIONS
+                    | {"ndb", "ldb", "ign2", "ign"})
+CONTAINER_EXTENSIONS = {"cvd", "cld", "cud"}
+CVD_HEADER = 512
+
+
+@dataclass(frozen=True)
+class BodySignature:
+    """An `.ndb` line: `Name:TargetType:Offset:HexSignature[:MinFL[:MaxFL]]`."""
+
+    name: str
+    target: int
+    offset: str
+    tokens: tuple
+    origin: str
+
+
+@dataclass(frozen=True)
+class SubSignature:
+    offset: str
+    tokens: tuple
+    modifiers: str  # subset of "iwfa" (nocase, wide, fullword, ascii)
+    # A PCRE subsignature (`[Offset:]Trigger/Regex/[Flags]`): the regex, its flags, and
+    # the logical expression over the other subsignatures that must hold for it to count.
+    pcre: str | None = None
+    trigger: str = ""
+
+
+@dataclass(frozen=True)
+class LogicalSignature:
+    """An `.ldb` line: `Name;TargetDescription;LogicalExpression;Sub0;Sub1;...`."""
+
+    name: str
+    target: int
+    file_size: tuple[int, int] | None
+    expression: str
+    subsigs: tuple[SubSignature, ...]
+    origin: str
+
+
+@dataclass
+class SignatureDatabase:
+    """Everything loaded from one database directory (or built in)."""
+
+    hashes: HashStore = field(default_factory=HashStore)
+    sections: HashStore = field(default_factory=HashStore)  # PE sections (.mdb/.msb)
+    allow: HashStore = field(default_factory=HashStore)
+    body: list[BodySignature] = field(default_factory=list)
+    logical: list[LogicalSignature] = field(default_factory=list)
+    ignored: set[str] = field(default_factory=set)
+    errors: list[str] = field(default_factory=list)
+    unsupported: Counter = field(default_factory=Counter)
+    files: list[str] = field(default_factory=list)
+    cached_count: int = 0  # body + logical signatures loaded from the compiled cache
+
+    @property
+    def signature_count(self) -> int:
+        return (len(self.hashes) + len(self.sections) + len(self.body) + len(self.logical)
+                + self.cached_count)
+
+
+def database_sources(path) -> list[Path]:
+    """The files a database path (a directory, a file, or a list of them) stands for."""
+    sources: list[Path] = []
+    if not path:
+        return sources
+    for item in ([path] if isinstance(path, (str, Path)) else path):
+        root = Path(item)
+        if root.is_file():
+            sources.append(root)
+        elif root.is_dir():
+            sources.extend(sorted(p for p in root.iterdir() if p.is_file()))
+        else:
+            raise FileNotFoundError(f"{root}: no such database file or directory")
+    return sources
+
+
+def load_database(path, body: bool = True) -> SignatureDatabase:
+    """Load every known file of a database directory, a database file, or a list of them.
+
+    `body=False` skips `.ndb`/`.ldb` lines (their compiled form comes from a cache)."""
+    db = SignatureDatabase()
+    sources = database_sources(path)
+    members: list[tuple[str, str, bytes, bool]] = []  # (origin, extension, data, official)
+    for p in sources:
+        ext = p.suffix[1:].lower()
+        if ext in CONTAINER_EXTENSIONS:
+            try:
+                members.extend(_container_members(p))
+            except (OSError, tarfile.TarError, EOFError, ValueError) as exc:
+                db.errors.append(f"{p}: not a readable container: {exc}")
+        elif ext in KNOWN_EXTENSIONS:
+            members.append((str(p), ext, p.read_bytes(), False))
+        elif ext:
+            db.unsupported[f".{ext} files"] += 1
+    # Ignore lists first: they apply to every other file, whatever the order.
+    for origin, ext, data, _ in members:
+        if ext in ("ign2", "ign"):
+            for line in _lines(data):
+                name = line[1].split(":", 1)[0].strip()
+                if name:
+                    db.ignored.add(name)
+    for origin, ext, data, official in members:
+        db.files.append(origin)
+        if ext in ("ign2", "ign"):
+            continue
+        if ext in HASH_EXTENSIONS or ext in ALLOW_EXTENSIONS or ext in SECTION_EXTENSIONS:
+            store = (db.allow if ext in ALLOW_EXTENSIONS else
+                     db.sections if ext in SECTION_EXTENSIONS else db.hashes)
+            store.load(data, "" if official else UNOFFICIAL, db.ignored, origin, db.errors,
+                       size_first=ext in SECTION_EXTENSIONS)
+            continue
+        if not body:
+            continue
+        parse = _PARSERS[ext]
+        for number, line in _lines(data):
+            where = f"{origin}:{number}"
+            try:
+                parse(db, line, where, "" if official else UNOFFICIAL)
+            except _Unsupported as exc:
+                db.unsupported[str(exc)] += 1
+            except (ValueError, hexsig.SignatureError) as exc:
+                db.errors.append(f"{where}: {exc}")
+    db.hashes.finish()
+    db.sections.finish()
+    db.allow.finish()
+    return db
+
+
+_OFFSET = re.compile(r"EOF-\d+|EP[+-]\d+|S\d+\+\d+|SL\+\d+|SE\d+")
+
+
+class _Unsupported(Exception):
+    """A valid line of a kind this engine does not implement."""
+
+
+def _lines(data: bytes):
+    text = data.decode("utf-8", "replace")
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if line and not line.startswith("#"):
+            yield number, line
+
+
+def _container_members(path: Path):
+    raw = path.read_bytes()
+    if not raw.startswith(b"ClamAV-VDB:"):
+        raise ValueError("missing ClamAV-VDB header")
+    body = raw[CVD_HEADER:]
+    # Header: ClamAV-VDB:time:version:sigs:flevel:MD5:dsig:builder:stime. The MD5 of the
+    # body is checked; the digital signature (ClamAV's key) is not: trust comes from where
+    # the file is (freshclam's directory), as for the loose .ndb/.hdb files beside it.
+    fields = raw[:CVD_HEADER].decode("ascii", "replace").split(":")
+    if len(fields) > 5 and re.fullmatch(r"[0-9a-fA-F]{32}", fields[5]) and \
+            hashlib.md5(body).hexdigest() != fields[5].lower():
+        raise ValueError("MD5 of the contents does not match the header")
+    if body[:2] == b"\x1f\x8b":
+        body = gzip.decompress(body)
+    with tarfile.open(fileobj=io.BytesIO(body), mode="r:") as tar:
+        for member in tar.getmembers():
+            ext = member.name.rsplit(".", 1)[-1].lower() if "." in member.name else ""
+            if not member.isfile():
+                continue
+            if ext not in KNOWN_EXTENSIONS:
+                continue
+            data = tar.extractfile(member).read()
+            yield f"{path}:{member.name}", ext, data, True
+
+
+def _parse_ndb(db: SignatureDatabase, line: str, where: str, suffix: str) -> None:
+    fields = line.split(":")
+    if len(fields) < 4:
+        raise ValueError("expected Name:TargetType:Offset:HexSignature")
+    name, target_text, offset, body = fields[:4]
+    # An offset may itself contain ':'-free commas only; extra fields are engine levels.
+    if not name:
+        raise ValueError("empty signature name")
+    target = _parse_target(target_text)
+    check_offset(offset)
+    tokens = hexsig.parse(body)
+    if name in db.ignored:
+        return
+    db.body.append(BodySignature(name + suffix, target, offset, tokens, where))
+
+
+def _parse_target(text: str) -> int:
+    if text == "*":
+        return 0
+    if not text.isdigit() or int(text) > 14:
+        raise ValueError(f"bad target type {text!r}")
+    return int(text)
+
+
+def check_offset(offset: str) -> None:
+    """Accept ClamAV offsets: *, n, n,shift, EOF-n, EP+n, EP-n, Sx+n, SL+n, SEx (+,shift)."""
+
+    if offset == "*":
+        return
+    base, _, shift = offset.partition(",")
+    if shift and not shift.isdigit():
+        raise ValueError(f"bad offset shift in {offset!r}")
+    if base.isdigit() or _OFFSET.fullmatch(base):
+        return
+    if base.startswith(("VI", "$", "MACRO")):
+        raise _Unsupported(f"offset type {base[:3]}")
+    raise ValueError(f"bad offset {offset!r}")
+
+
+def _parse_ldb(db: SignatureDatabase, line: str, where: str, suffix: str) -> None:
+    fields = line.split(";")
+    if len(fields) < 4:
+        raise ValueError("expected Name;TargetDescription;LogicalExpression;Subsig0[;...]")
+    name, tdb_text, expression = fields[:3]
+    if not name:
+        raise ValueError("empty signature name")
+    target, file_size = _parse_tdb(tdb_text)
+    subsigs = []
+    for text in fields[3:]:
+        subsigs.append(_parse_subsig(text))
+    from mailyard.antivirus.logical import check_expression
+
+    check_expression(expression, len(subsigs))
+    for sub in subsigs:
+        if sub.pcre is not None:
+            check_expression(sub.trigger, len(subsigs))
+    if name in db.ignored:
+        return
+    db.logical.append(LogicalSignature(name + suffix, target, file_size, expression,
+                                       tuple(subsigs), where))
+
+
+def _parse_tdb(text: str) -> tuple[int, tuple[int, int] | None]:
+    target = 0
+    file_size = None
+    for item in text.split(","):
+        key, _, value = item.partition(":")
+        if key == "Target":
+            target = _parse_target(value)
+        elif key == "Engine":
+            continue
+        elif key == "FileSize":
+            low, _, high = value.partition("-")
+            if not low.isdigit() or (high and not high.isdigit()):
+                raise ValueError(f"bad FileSize {value!r}")
+            file_size = (int(low), int(high) if high else 1 << 62)
+        elif key in ("Container", "Intermediates", "IconGroup1", "IconGroup2", "HandlerType",
+                     "EntryPoint", "NumberOfSections", "NumberOfSectionsCheck"):
+            raise _Unsupported(f"ldb target description {key}")
+        else:
+            raise ValueError(f"unknown target description key {key!r}")
+    return target, file_size
+
+
+# PCRE flags we can express: i and s become YARA regex flags, A anchors at the offset;
+# g (global) and r/e (rolling, encompass) do not change whether the subsignature matches.
+_PCRE_FLAGS = set("isAgre")
+
+
+def _parse_pcre(text: str) -> SubSignature:
+    head, _, rest = text.partition("/")
+    regex, slash, flags = rest.rpartition("/")
+    if not slash or not regex:
+        raise ValueError("a PCRE subsignature is Trigger/Regex/Flags")
+    offset, _, trigger = head.rpartition(":")
+    offset = offset or "*"
+    check_offset(offset)
+    if not trigger:
+        raise ValueError("a PCRE subsignature needs a trigger expression")
+    if set(flags) - _PCRE_FLAGS:
+        raise _Unsupported(f"ldb PCRE flag {''.join(sorted(set(flags) - _PCRE_FLAGS))}")
+    if "A" in flags and offset == "*":
+        offset = "0"
+    elif "A" not in flags and offset != "*":
+        # Without A, ClamAV starts the regex search at the offset: any match from there on.
+        offset = f"{offset}+"
+    return SubSignature(offset, (), flags, pcre=regex, trigger=trigger)
+
+
+def _parse_subsig(text: str) -> SubSignature:
+    if "/" in text:
+        return _parse_pcre(text)
+    body, _, modifiers = text.partition("::")
+    if body.startswith("(") and ("#" in body or "=" in body):
+        raise _Unsupported("ldb byte-compare subsignature")
+    if body.startswith("${"):
+        raise _Unsupported("ldb macro subsignature")
+    offset = "*"
+    if ":" in body:
+        offset, _, body = body.rpartition(":")
+        check_offset(offset)
+    if set(modifiers) - set("iwfa"):
+        raise ValueError(f"bad subsignature modifiers {modifiers!r}")
+    return SubSignature(offset, hexsig.parse(body), modifiers)
+
+
+_PARSERS = {"ndb": _parse_ndb, "ldb": _parse_ldb}

@@ -1,0 +1,218 @@
+"""ClamAV hex body signatures: parse to a small token list, emit YARA pattern text.
+
+Grammar (ClamAV's signature format, `.ndb` bodies and `.ldb` subsignatures):
+    AA        a byte                      ??        any byte
+    A? / ?A   a byte with one nibble set  *         any number of bytes
+    {n}       exactly n bytes             {-n}      0..n bytes
+    {n-}      n or more bytes             {n-m}     n..m bytes
+    (AA|BBCC) alternatives                !(AA|BB)  any byte except these (single bytes)
+
+Two emitters: `to_yara_hex` (YARA hex string, the fast path) and `to_yara_regex` (YARA
+regular expression, used when a subsignature has modifiers — nocase, wide, fullword — or a
+negated alternative, which YARA hex strings cannot say).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+class SignatureError(ValueError):
+    """A hex signature that does not follow the format."""
+
+
+@dataclass(frozen=True)
+class Literal:
+    """A run of fixed bytes."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Nibble:
+    value: int  # the fixed nibble, in place
+    mask: int   # 0xF0: high nibble fixed ("A?"), 0x0F: low nibble fixed ("?A")
+
+
+@dataclass(frozen=True)
+class AnyByte:
+    pass
+
+
+@dataclass(frozen=True)
+class Jump:
+    low: int
+    high: int | None  # None = unbounded
+
+
+@dataclass(frozen=True)
+class Alternatives:
+    options: tuple[tuple, ...]  # each a token tuple
+    negated: bool = False
+
+
+_HEX = "0123456789abcdefABCDEF"
+# One token per match, tried at each position in turn (signatures load by the 100,000,
+# so the tokenizer is a single compiled regex, and fixed bytes come as whole runs).
+_TOKEN = re.compile(r"((?:[0-9a-fA-F]{2})+)|(\?\?)|([0-9a-fA-F])\?|\?([0-9a-fA-F])|(\*)"
+                    r"|\{([^{}]*)\}|(!?\()|(\|)|(\))")
+_PURE_HEX = re.compile(r"(?:[0-9a-fA-F]{2})+")
+_ANY = AnyByte()
+_STAR = Jump(0, None)
+
+
+def parse(text: str) -> tuple:
+    """Parse a ClamAV hex signature into tokens; raise SignatureError on bad syntax."""
+    if _PURE_HEX.fullmatch(text):  # the common case: fixed bytes only
+        return (Literal(bytes.fromhex(text)),)
+    # stack of (tokens of the current sequence, options so far, negated) per open '('
+    stack: list[tuple[list, list, bool]] = []
+    tokens: list = []
+    pos, n = 0, len(text)
+    match = _TOKEN.match
+    while pos < n:
+        m = match(text, pos)
+        if m is None:
+            _bad_at(text, pos)
+        run, anyb, high, low, star, jump, opening, bar, closing = m.groups()
+        if run is not None:
+            tokens.append(Literal(bytes.fromhex(run)))
+        elif anyb is not None:
+            tokens.append(_ANY)
+        elif high is not None:
+            tokens.append(Nibble(int(high, 16) << 4, 0xF0))
+        elif low is not None:
+            tokens.append(Nibble(int(low, 16), 0x0F))
+        elif star is not None:
+            tokens.append(_STAR)
+        elif jump is not None:
+            tokens.append(_parse_jump(jump, pos))
+        elif opening is not None:
+            stack.append((tokens, [], opening == "!("))
+            tokens = []
+        elif bar is not None or closing is not None:
+            if not stack:
+                raise SignatureError(f"unexpected {text[pos]!r} at {pos}")
+            if not tokens:
+                raise SignatureError(f"empty alternative before {pos}")
+            outer, options, negated = stack[-1]
+            options.append(tuple(tokens))
+            tokens = []
+            if closing is not None:
+                stack.pop()
+                if negated and not all(len(o) == 1 and isinstance(o[0], Literal)
+                                       and len(o[0].data) == 1 for o in options):
+                    raise SignatureError("only single bytes are supported in !(..)")
+                outer.append(Alternatives(tuple(options), negated))
+                tokens = outer
+        pos = m.end()
+    if stack:
+        raise SignatureError("unclosed '('")
+    if not tokens:
+        raise SignatureError("empty signature")
+    if isinstance(tokens[0], Jump) or isinstance(tokens[-1], Jump):
+        raise SignatureError("a signature cannot start or end with a jump")
+    if not any(isinstance(t, Literal) or (isinstance(t, Alternatives) and not t.negated)
+               for t in tokens):
+        raise SignatureError("a signature needs at least one fixed byte")
+    return tuple(_merge_literals(tokens))
+
+
+def _merge_literals(tokens: list) -> list:
+    out: list = []
+    for t in tokens:
+        if isinstance(t, Literal) and out and isinstance(out[-1], Literal):
+            out[-1] = Literal(out[-1].data + t.data)
+        else:
+            out.append(t)
+    return out
+
+
+def _bad_at(text: str, pos: int) -> None:
+    c = text[pos]
+    if c == "{":
+        raise SignatureError(f"unclosed '{{' at {pos}")
+    if c in _HEX and (pos + 1 >= len(text) or text[pos + 1] not in _HEX + "?"):
+        raise SignatureError(f"odd number of hex digits at {pos}")
+    raise SignatureError(f"bad hex byte {text[pos:pos + 2]!r} at {pos}")
+
+
+def _parse_jump(body: str, pos: int) -> Jump:
+    low, dash, high = body.partition("-")
+    if not dash and low.isdigit():
+        return Jump(int(low), int(low))
+    if dash and not low and high.isdigit():
+        return Jump(0, int(high))
+    if dash and low.isdigit() and not high:
+        return Jump(int(low), None)
+    if dash and low.isdigit() and high.isdigit() and int(low) <= int(high):
+        return Jump(int(low), int(high))
+    raise SignatureError(f"bad jump {{{body}}} at {pos}")
+
+
+def needs_regex(tokens: tuple) -> bool:
+    """True when the signature has a negated alternative (only the regex form says it)."""
+    for t in tokens:
+        if isinstance(t, Alternatives) and (t.negated or any(needs_regex(o) for o in t.options)):
+            return True
+    return False
+
+
+def to_yara_hex(tokens: tuple) -> str:
+    """YARA hex string body (without braces)."""
+    out = []
+    for t in tokens:
+        if isinstance(t, Literal):
+            out.append(t.data.hex(" ").upper())
+        elif isinstance(t, AnyByte):
+            out.append("??")
+        elif isinstance(t, Nibble):
+            out.append(f"{t.value >> 4:X}?" if t.mask == 0xF0 else f"?{t.value:X}")
+        elif isinstance(t, Jump):
+            if t.high == 0:
+                continue  # {0} / {0-0}: no bytes at all
+            if t.high is None:
+                out.append("[-]" if t.low == 0 else f"[{t.low}-]")
+            elif t.low == t.high:
+                out.append(f"[{t.low}]")
+            else:
+                out.append(f"[{t.low}-{t.high}]")
+        elif isinstance(t, Alternatives):
+            if t.negated:
+                raise SignatureError("negation needs the regex form")
+            out.append("( " + " | ".join(to_yara_hex(o) for o in t.options) + " )")
+    return " ".join(out)
+
+
+def to_yara_regex(tokens: tuple) -> str:
+    """YARA regex body (without slashes), matching the same bytes as the hex form."""
+    out = []
+    for t in tokens:
+        if isinstance(t, Literal):
+            out.append("".join(f"\\x{b:02x}" for b in t.data))
+        elif isinstance(t, AnyByte):
+            out.append(".")
+        elif isinstance(t, Nibble):
+            if t.mask == 0xF0:
+                out.append(f"[\\x{t.value:02x}-\\x{t.value | 0x0F:02x}]")
+            else:
+                out.append("[" + "".join(f"\\x{h << 4 | t.value:02x}" for h in range(16)) + "]")
+        elif isinstance(t, Jump):
+            if t.high is None:
+                out.append(f".{{{t.low},}}" if t.low else ".*")
+            else:
+                out.append(f".{{{t.low},{t.high}}}")
+        elif isinstance(t, Alternatives):
+            if t.negated:
+                out.append("[^" + "".join(f"\\x{o[0].data[0]:02x}" for o in t.options) + "]")
+            else:
+                out.append("(" + "|".join(to_yara_regex(o) for o in t.options) + ")")
+    return "".join(out)
+
+
+def literal_bytes(tokens: tuple) -> bytes | None:
+    """The signature as plain bytes when it is only fixed bytes, else None."""
+    if len(tokens) == 1 and isinstance(tokens[0], Literal):
+        return tokens[0].data
+    return None

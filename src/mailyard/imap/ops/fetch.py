@@ -1,0 +1,234 @@
+"""FETCH and UID FETCH (RFC 3501 §6.4.5, §7.4.2; CONDSTORE/QRESYNC RFC 7162; BINARY RFC 3516).
+
+ENVELOPE, BODY and BODYSTRUCTURE are computed once per message from a MIME parse and kept in
+the store's per-message cache (`cache_put`), so a client re-syncing a folder costs one index
+lookup per message, not a parse. Messages are answered in batches built off the event loop;
+each batch is sent (and drained) before the next is built, so memory stays bounded by one
+batch however large the folder. Fetching a body section without .PEEK sets \\Seen first and
+the response carries the new FLAGS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import quopri
+import sqlite3
+
+from mailyard.imap import responses as r
+from mailyard.imap.ops.selected import SelectedMailbox, all_flags
+from mailyard.imap.proto import format as fmt
+from mailyard.imap.proto import mime
+from mailyard.imap.proto.envelope import envelope
+from mailyard.imap.proto.types import FetchAttribute, FetchCommand, Section
+
+BATCH_MESSAGES = 200
+BATCH_BYTES = 4 * 1024 * 1024
+_STRUCTURE_ITEMS = {"ENVELOPE": "imap.envelope", "BODYSTRUCTURE": "imap.bodystructure",
+                    "BODY": "imap.body"}
+
+
+def _needs_seen(att: FetchAttribute) -> bool:
+    if att.name in ("RFC822", "RFC822.TEXT"):
+        return True
+    return att.section is not None and not att.peek and att.name in ("BODY", "BINARY")
+
+
+class MessageView:
+    """Lazily loaded bytes and MIME tree of one message, plus the cached structure items."""
+
+    def __init__(self, folder, info):
+        self.folder = folder
+        self.info = info
+        self._data: bytes | None = None
+        self._tree: mime.Entity | None = None
+
+    @property
+    def data(self) -> bytes:
+        if self._data is None:
+            self._data = self.folder.read(self.info.uid)
+        return self._data
+
+    @property
+    def tree(self) -> mime.Entity:
+        if self._tree is None:
+            self._tree = mime.parse_message(self.data)
+        return self._tree
+
+    def structure(self, item: str) -> bytes:
+        key = _STRUCTURE_ITEMS[item]
+        cached = _cache_get(self.folder, self.info.uid, key)
+        if cached is not None:
+            return cached
+        values = {
+            "imap.envelope": envelope(self.tree.headers),
+            "imap.bodystructure": mime.body_structure(self.data, self.tree, True),
+            "imap.body": mime.body_structure(self.data, self.tree, False),
+        }
+        for k, v in values.items():
+            _cache_put(self.folder, self.info.uid, k, v)
+        return values[key]
+
+
+def _cache_get(folder, uid: int, key: str) -> bytes | None:
+    getter = getattr(folder, "cache_get", None)
+    if getter is None:
+        return None
+    try:
+        value = getter(uid, key)
+    except (OSError, sqlite3.Error):
+        return None   # the cache is an optimisation: compute instead
+    if isinstance(value, str):
+        value = value.encode("latin-1")
+    return value
+
+
+def _cache_put(folder, uid: int, key: str, value: bytes) -> None:
+    putter = getattr(folder, "cache_put", None)
+    if putter is None:
+        return
+    try:
+        putter(uid, key, value)
+    except (OSError, sqlite3.Error):
+        return   # a read-only or busy index: the value is recomputed next time
+
+
+def decode_part(data: bytes, entity: mime.Entity) -> bytes | None:
+    """A part's body with its Content-Transfer-Encoding undone (None if unknown: RFC 3516
+    [UNKNOWN-CTE])."""
+    body = data[entity.body_start:entity.end]
+    cte = (entity.header(b"content-transfer-encoding") or b"7bit").strip().lower()
+    if cte == b"base64":
+        try:
+            return base64.b64decode(b"".join(body.split()), validate=False)
+        except (binascii.Error, ValueError):
+            return None
+    if cte == b"quoted-printable":
+        return quopri.decodestring(body)
+    if cte in (b"7bit", b"8bit", b"binary"):
+        return body
+    return None
+
+
+def _item(view: MessageView, att: FetchAttribute, seq: int, modseq_wanted: bool) -> bytes:
+    info = view.info
+    name = att.name
+    if name == "UID":
+        return b"UID %d" % info.uid
+    if name == "FLAGS":
+        return b"FLAGS " + fmt.flag_list(all_flags(info))
+    if name == "INTERNALDATE":
+        return b"INTERNALDATE " + fmt.internal_date(info.internal_date)
+    if name == "RFC822.SIZE":
+        return b"RFC822.SIZE %d" % info.size
+    if name == "MODSEQ":
+        return b"MODSEQ (%d)" % info.modseq
+    if name in _STRUCTURE_ITEMS and att.section is None:
+        return name.encode() + b" " + view.structure(name)
+    if name == "RFC822":
+        return b"RFC822 " + fmt.literal(view.data)
+    if name == "RFC822.HEADER":
+        return b"RFC822.HEADER " + fmt.literal(
+            mime.section_bytes(view.data, view.tree, Section((), "HEADER")))
+    if name == "RFC822.TEXT":
+        return b"RFC822.TEXT " + fmt.literal(
+            mime.section_bytes(view.data, view.tree, Section((), "TEXT")))
+    if name in ("BINARY", "BINARY.SIZE"):
+        return _binary(view, att)
+    # BODY[section]<partial>
+    if att.section == Section():
+        content = view.data
+    else:
+        content = mime.section_bytes(view.data, view.tree, att.section)
+    if att.partial is not None:
+        start, length = att.partial
+        content = content[start:start + length]
+    return att.response_name().encode() + b" " + fmt.literal(content)
+
+
+def _binary(view: MessageView, att: FetchAttribute) -> bytes:
+    section = att.section
+    if not section.part:
+        content = view.data
+    else:
+        entity = mime.find_part(view.tree, section.part)
+        content = b"" if entity is None else decode_part(view.data, entity)
+        if content is None:
+            from mailyard.imap.proto.types import ParseError
+
+            raise ParseError("unknown Content-Transfer-Encoding", code="UNKNOWN-CTE")
+    if att.name == "BINARY.SIZE":
+        return f"BINARY.SIZE[{section}] {len(content)}".encode()
+    if att.partial is not None:
+        content = content[att.partial[0]:att.partial[0] + att.partial[1]]
+    name = f"BINARY[{section}]" + (f"<{att.partial[0]}>" if att.partial else "")
+    return name.encode() + b" ~{%d}\r\n" % len(content) + content
+
+
+def build_batch(sel: SelectedMailbox, uids: list[int], atts: tuple[FetchAttribute, ...],
+                modseq_wanted: bool) -> tuple[list[bytes], int]:
+    """FETCH responses for a prefix of `uids`: stops after BATCH_BYTES of output, so one
+    batch of big messages never holds more than a few MB; returns (lines, uids consumed)."""
+    out = []
+    size = 0
+    consumed = 0
+    for uid in uids:
+        consumed += 1
+        info = sel.infos.get(uid)
+        seq = sel.seq_of(uid)
+        if info is None or seq is None:
+            continue   # expunged meanwhile (a ghost): nothing to say (RFC 2180 §4.1.2)
+        view = MessageView(sel.folder, info)
+        try:
+            items = [_item(view, att, seq, modseq_wanted) for att in atts]
+        except (LookupError, OSError):
+            continue
+        if modseq_wanted and not any(a.name == "MODSEQ" for a in atts):
+            items.append(b"MODSEQ (%d)" % info.modseq)
+        line = b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n"
+        out.append(line)
+        size += len(line)
+        if size >= BATCH_BYTES:
+            break
+    return out, consumed
+
+
+async def cmd_fetch(session, cmd: FetchCommand):
+    sel: SelectedMailbox = session.selected
+    try:
+        uids = sel.resolve(cmd.sequence, cmd.uid)
+    except IndexError:
+        await session.send(r.tagged(cmd.tag, r.BAD, "invalid message number"))
+        return
+    atts = cmd.attributes
+    modseq_wanted = cmd.changed_since is not None or any(a.name == "MODSEQ" for a in atts)
+    if cmd.changed_since is not None:
+        # CHANGEDSINCE (RFC 7162 §3.1.4): only messages whose modseq is higher
+        uids = [u for u in uids if u in sel.infos and sel.infos[u].modseq > cmd.changed_since]
+        if cmd.vanished:
+            from mailyard.imap.ops.select import missing_uids
+
+            largest = max(sel.uid_next - 1, 1)
+            gone = missing_uids(sel.uids, cmd.sequence, largest)
+            if gone:
+                text = ",".join(f"{a}" if a == b else f"{a}:{b}" for a, b in gone)
+                await session.send(r.untagged(f"VANISHED (EARLIER) {text}"))
+    if not sel.readonly and any(_needs_seen(a) for a in atts):
+        unseen = [u for u in uids if u in sel.infos and "\\Seen" not in sel.infos[u].flags]
+        if unseen:
+            done = await asyncio.to_thread(sel.folder.store_flags, unseen, ["\\Seen"], "add")
+            for uid in done:
+                sel.reload(uid)
+            if not any(a.name == "FLAGS" for a in atts):
+                atts = atts + (FetchAttribute("FLAGS"),)
+    i = 0
+    while i < len(uids):
+        batch = uids[i:i + BATCH_MESSAGES]
+        lines, consumed = await asyncio.to_thread(build_batch, sel, batch, atts, modseq_wanted)
+        i += consumed
+        if lines:
+            await session.send(b"".join(lines))
+    # RFC 3501 §7.4.1: no EXPUNGE during FETCH; UID FETCH may carry them.
+    await session.updates(allow_expunge=cmd.uid)
+    await session.ok(cmd.tag, f"{'UID ' if cmd.uid else ''}FETCH completed")

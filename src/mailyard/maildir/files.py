@@ -1,0 +1,213 @@
+"""Maildir file names and durable writes.
+
+A message file is `new/BASE` or `cur/BASE:2,INFO`. BASE is unique per message and never
+changes: `SECS.MUSECPpidQn_RANDOM.HOST,S=SIZE,W=VSIZE` (the `,S=` size on disk and `,W=` size
+with CRLF line ends, as Dovecot writes). INFO holds the flag letters in ASCII order: upper
+case for system flags (D F P R S T), lower case a..z for keywords, mapped through the folder's
+`dovecot-keywords` file. The BASE is what UIDs are attached to.
+
+Writes follow the Maildir rule: write to `tmp/`, fsync the file, rename into `new/` or `cur/`,
+fsync the directory — a delivered message survives a crash the moment its UID is returned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import re
+import secrets
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+INFO_SEP = ":2,"
+
+# IMAP system flag <-> Maildir info letter (RFC 3501 §2.3.2; cr.yp.to/proto/maildir.html).
+FLAG_LETTERS = {
+    "\\Draft": "D",
+    "\\Flagged": "F",
+    "$Forwarded": "P",
+    "\\Answered": "R",
+    "\\Seen": "S",
+    "\\Deleted": "T",
+}
+LETTER_FLAGS = {v: k for k, v in FLAG_LETTERS.items()}
+SYSTEM_FLAGS = frozenset(k for k in FLAG_LETTERS if k.startswith("\\"))
+_SIZE_RE = re.compile(r",S=(\d+)")
+_VSIZE_RE = re.compile(r",W=(\d+)")
+_counter = itertools.count(1)
+
+
+def _hostname() -> str:
+    # Maildir: "/" and ":" in the host name are written as octal escapes.
+    return socket.gethostname().replace("/", "\\057").replace(":", "\\072") or "localhost"
+
+
+_HOST = _hostname()
+
+
+def new_base(size: int, vsize: int) -> str:
+    """A fresh unique file BASE carrying the sizes."""
+    now = time.time()
+    secs = int(now)
+    usec = int((now - secs) * 1_000_000)
+    unique = f"M{usec}P{os.getpid()}Q{next(_counter)}R{secrets.token_hex(4)}"
+    return f"{secs}.{unique}.{_HOST},S={size},W={vsize}"
+
+
+@dataclass(frozen=True)
+class ParsedName:
+    """What a directory entry of new/ or cur/ says about its message."""
+
+    base: str
+    letters: str  # the info letters ("" for files without info)
+    subdir: str  # "new" or "cur"
+    entry: str  # the file name itself
+    has_info: bool = False  # the name carries ":2," (then `letters` are its flags)
+
+    @property
+    def filename(self) -> str:
+        return f"{self.subdir}/{self.entry}"
+
+    @property
+    def size_hint(self) -> int | None:
+        m = _SIZE_RE.search(self.base)
+        return int(m.group(1)) if m else None
+
+    @property
+    def vsize_hint(self) -> int | None:
+        m = _VSIZE_RE.search(self.base)
+        return int(m.group(1)) if m else None
+
+
+def parse_entry(subdir: str, entry: str) -> ParsedName | None:
+    """Parse one file name from new/ or cur/; None for entries that are not messages."""
+    if entry.startswith("."):
+        return None
+    base, sep, info = entry.partition(INFO_SEP)
+    if not sep:
+        # Some tools on filesystems without ":" use ";" or "!" as the separator.
+        for alt in (";2,", "!2,"):
+            base, sep, info = entry.partition(alt)
+            if sep:
+                break
+        else:
+            base, info = entry, ""
+    if not base:
+        return None
+    return ParsedName(base=base, letters=info, subdir=subdir, entry=entry, has_info=bool(sep))
+
+
+def letters_to_flags(letters: str, keyword_names: dict[str, str]) -> tuple[frozenset, frozenset]:
+    """(system flags, keywords) for info letters; unknown lower-case letters are ignored."""
+    flags = set()
+    keywords = set()
+    for ch in letters:
+        if ch in LETTER_FLAGS:
+            flag = LETTER_FLAGS[ch]
+            (flags if flag.startswith("\\") else keywords).add(flag)
+        elif "a" <= ch <= "z" and ch in keyword_names:
+            keywords.add(keyword_names[ch])
+    return frozenset(flags), frozenset(keywords)
+
+
+def flags_to_letters(flags, keywords, keyword_letters: dict[str, str]) -> str:
+    """Info letters in ASCII order for system flags + keywords (unmapped keywords omitted)."""
+    out = {FLAG_LETTERS[f] for f in flags if f in FLAG_LETTERS}
+    for kw in keywords:
+        if kw in FLAG_LETTERS:
+            out.add(FLAG_LETTERS[kw])
+        elif kw in keyword_letters:
+            out.add(keyword_letters[kw])
+    return "".join(sorted(out))
+
+
+def entry_for(base: str, letters: str | None) -> str:
+    """The relative path for a message: new/BASE when letters is None, else cur/BASE:2,..."""
+    if letters is None:
+        return f"new/{base}"
+    return f"cur/{base}{INFO_SEP}{letters}"
+
+
+def to_crlf(message: bytes) -> bytes:
+    """Normalise line ends to CRLF (bare LF and bare CR become CRLF)."""
+    if b"\r" not in message:
+        return message.replace(b"\n", b"\r\n")
+    return message.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+
+
+def crlf_size(path: Path) -> int:
+    """The size the message has with CRLF line ends (RFC822.SIZE), reading the file."""
+    with open(path, "rb") as fh:
+        return len(to_crlf(fh.read()))
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _DirSyncer:
+    """Group commit for directory fsyncs: concurrent deliveries into one directory share a
+    single fsync. A caller's rename is covered by any fsync that *started* after the
+    rename, so each caller takes a ticket after its rename and returns as soon as an fsync
+    that started at or after that ticket has finished."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._dirs: dict[str, list] = {}  # path -> [next ticket, synced ticket, lock]
+
+    def sync(self, path: str) -> None:
+        with self._lock:
+            state = self._dirs.setdefault(path, [0, 0, threading.Lock()])
+            state[0] += 1
+            ticket = state[0]
+        with state[2]:
+            if state[1] >= ticket:
+                return  # an fsync that started after our rename has completed
+            with self._lock:
+                covers = state[0]
+            fsync_dir(path)
+            state[1] = covers
+
+
+_dir_syncer = _DirSyncer()
+
+
+def fsync_dir_shared(path: Path | str) -> None:
+    """fsync a directory, sharing the fsync with concurrent callers (see _DirSyncer)."""
+    _dir_syncer.sync(str(path))
+
+
+def write_tmp(folder_dir: Path | str, message: bytes, internal_date: float | None) -> str:
+    """Write a message to tmp/ and fsync it; returns the tmp path (caller renames it)."""
+    tmp = f"{folder_dir}/tmp/{time.time():.6f}.P{os.getpid()}R{secrets.token_hex(6)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(message)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    os.close(fd)
+    if internal_date is not None:
+        os.utime(tmp, (internal_date, internal_date))
+    return tmp
+
+
+def make_maildir(path: Path) -> None:
+    """Create a Maildir (cur/new/tmp) with private permissions; idempotent."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for sub in ("cur", "new", "tmp"):
+        (path / sub).mkdir(mode=0o700, exist_ok=True)

@@ -1,0 +1,214 @@
+"""A POP3 maildrop over the Maildir store, and the TRANSACTION commands against it.
+
+`Maildrop` is one session's view of a user's INBOX (RFC 1939 §5 "maildrop"): at login it takes
+a snapshot of the folder and numbers its messages 1..N in UID order. Mail arriving later is not
+shown in this session (message numbers must stay stable, §5) and appears in the next one.
+DELE only marks; RSET unmarks; the marked messages are expunged from the store at a clean QUIT
+(`commit()`, the UPDATE state of §6), so a message deleted over POP3 is gone for IMAP too, and
+a session that ends any other way (dropped connection, timeout, crash) deletes nothing.
+
+Unique ids (UIDL, RFC 1939 §7) are `%08X%08X` of the IMAP UID and the folder's UIDVALIDITY,
+the scheme Dovecot uses by default (`pop3_uidl_format = %08Xu%08Xv`), so they are stable across
+sessions, tie each POP3 message to its IMAP UID, and survive a migration from Dovecot. If the
+folder's UIDVALIDITY ever changes, the ids change too and clients download once more — never
+the opposite error of skipping mail.
+
+Sizes are the octets a client counts (CRLF line ends): the store's RFC822.SIZE, which it
+computes once at delivery (or when it first indexes a foreign file) and keeps in its index,
+the same number IMAP reports. (A foreign file whose last line lacks a line end is sent with
+one added, 2 octets more than listed; files the store writes always end in CRLF.)
+
+`MailboxLock` makes sessions exclusive per mailbox (RFC 1939 §8 suggests an exclusive-access
+lock): `flock` on a file under data_dir/run/pop3, so it holds across processes and is released
+by the kernel if the process dies.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailyard.pop3 import proto
+from mailyard.pop3.proto import Dele, List, Noop, Retr, Rset, Stat, Top, Uidl
+
+# Messages larger than this are read off the event loop's thread.
+LARGE_MESSAGE = 256 * 1024
+
+
+class DropError(Exception):
+    """A command names a message that does not exist or is marked deleted (answer -ERR)."""
+
+
+@dataclass(frozen=True)
+class DropMessage:
+    """One message of the maildrop as this session numbers it."""
+
+    number: int
+    uid: int
+    size: int          # octets as the client will count them
+    uidl: str
+    filename: str
+
+
+def _read_file(path: str, expected: int) -> bytes:
+    """A whole file in as few system calls as its expected size allows."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = os.read(fd, expected + 1)
+        if len(data) <= expected:
+            return data  # a short read of a regular file is its end
+        chunks = [data]
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def uidl_for(uid: int, uid_validity: int) -> str:
+    return f"{uid:08X}{uid_validity:08X}"
+
+
+class MailboxLock:
+    """An exclusive, non-blocking, cross-process lock on one user's maildrop."""
+
+    def __init__(self, lock_dir: Path, user: str):
+        digest = hashlib.sha256(user.encode("utf-8")).hexdigest()[:32]
+        self.path = lock_dir / f"{digest}.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+class Maildrop:
+    """One POP3 session's snapshot of a mailbox folder (see the module docstring)."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.messages: list[DropMessage] = []
+        self.deleted: set[int] = set()
+
+    def load(self) -> None:
+        """Take the snapshot (blocking file-system work: run it off the event loop)."""
+        self.folder.refresh()
+        self._dir = str(self.folder.path_dir)
+        validity = self.folder.uid_validity
+        infos = sorted(self.folder.messages(), key=lambda m: m.uid)
+        self.messages = [DropMessage(number, info.uid, info.size, uidl_for(info.uid, validity),
+                                     info.filename) for number, info in enumerate(infos, 1)]
+        self.deleted = set()
+
+    # -- lookups --------------------------------------------------------------------------
+    def get(self, number: int) -> DropMessage:
+        if not 1 <= number <= len(self.messages):
+            raise DropError(proto.REPLY_NO_MESSAGE)
+        if number in self.deleted:
+            raise DropError(proto.REPLY_DELETED)
+        return self.messages[number - 1]
+
+    def live(self) -> list[DropMessage]:
+        return [m for m in self.messages if m.number not in self.deleted]
+
+    def stat(self) -> tuple[int, int]:
+        live = self.live()
+        return len(live), sum(m.size for m in live)
+
+    def read(self, number: int) -> bytes:
+        """The message with CRLF line ends (may raise the store's MessageGone).
+
+        The store's files are CRLF already, so the file at `folder.path()` is read as it is
+        and only converted when it is not (a foreign LF-only file). Normalising never
+        shortens a message and lengthens it by one octet per bare CR or LF, so a file exactly
+        as long as its indexed RFC822.SIZE is CRLF throughout: no scan, no copy.
+        """
+        message = self.get(number)
+        try:
+            # The snapshot's file name first (no stat, no Path objects); it is stale only if
+            # another session changed the message's flags, and then the store finds it.
+            raw = _read_file(os.path.join(self._dir, message.filename), message.size)
+        except FileNotFoundError:
+            try:
+                raw = _read_file(str(self.folder.path(message.uid)), message.size)
+            except FileNotFoundError:
+                return self.folder.read(message.uid)
+        if len(raw) != message.size:
+            return proto.to_crlf(raw)
+        return raw
+
+    # -- changes --------------------------------------------------------------------------
+    def delete(self, number: int) -> None:
+        self.get(number)
+        self.deleted.add(number)
+
+    def reset(self) -> None:
+        self.deleted.clear()
+
+    def commit(self) -> int:
+        """RFC 1939 §6 UPDATE: expunge the marked messages from the store."""
+        uids = [self.messages[n - 1].uid for n in sorted(self.deleted)]
+        if uids:
+            self.folder.expunge(uids)
+        return len(uids)
+
+
+def answer(p: proto.ServerProtocol, drop: Maildrop, event) -> None:
+    """Answer one TRANSACTION command other than RETR/TOP/QUIT (no file reads)."""
+    try:
+        if isinstance(event, Stat):
+            count, octets = drop.stat()
+            p.ok(f"{count} {octets}")
+        elif isinstance(event, List):
+            if event.number is None:
+                live = drop.live()
+                count, octets = len(live), sum(m.size for m in live)
+                p.multiline_lines(f"{count} messages ({octets} octets)",
+                                  [f"{m.number} {m.size}" for m in live])
+            else:
+                m = drop.get(event.number)
+                p.ok(f"{m.number} {m.size}")
+        elif isinstance(event, Uidl):
+            if event.number is None:
+                p.multiline_lines("", [f"{m.number} {m.uidl}" for m in drop.live()])
+            else:
+                m = drop.get(event.number)
+                p.ok(f"{m.number} {m.uidl}")
+        elif isinstance(event, Dele):
+            drop.delete(event.number)
+            p.ok(f"Message {event.number} deleted.")
+        elif isinstance(event, Rset):
+            drop.reset()
+            count, octets = drop.stat()
+            p.ok(f"{count} messages ({octets} octets).")
+        elif isinstance(event, Noop):
+            p.ok()
+        else:
+            raise TypeError(f"not a simple TRANSACTION command: {event!r}")
+    except DropError as exc:
+        p.err(str(exc))
+
+
+def retrieve(p: proto.ServerProtocol, drop: Maildrop, event: Retr | Top, raw: bytes) -> None:
+    """Answer RETR or TOP with the message `raw` already read (CRLF line ends)."""
+    m = drop.get(event.number)
+    if isinstance(event, Retr):
+        p.multiline(f"{m.size} octets", proto.wire_message(raw, crlf=True))
+    else:
+        p.multiline("", proto.byte_stuff(proto.top_of(raw, event.lines, crlf=True)))

@@ -1,0 +1,381 @@
+"""The durable spool: where a message lives from its 250 until its last recipient is done.
+
+Theory of operation. The spool is a directory (data_dir/queue) that only this package
+touches:
+
+    tmp/            files being written; anything here at start-up is discarded
+    active/ID.msg   the message bytes exactly as received (never rewritten)
+    active/ID.env   JSON: the envelope and the per-recipient delivery state (`QueueEntry`)
+    hold/ID         present = the entry is on hold (`mailyard queue hold`)
+    control/        requests to the scheduling process: flush, changed (from the CLI),
+                    new (entries committed by another process)
+    lock            flock held by the one process that schedules this spool
+    corrupt/        entries start-up could not read, kept for an operator
+
+An incoming message streams into tmp/ID.msg; `commit` writes tmp/ID.env, then a commit job
+fsyncs both files, renames ID.msg and then ID.env into active/, and fsyncs active/ — only
+then does the caller get its queue id (and the client its 250). An entry is valid only when
+both of its files are in active/; because the 250 waits for the directory fsync that makes
+both renames durable, a crash before it leaves at most one of the two, which start-up
+discards (that client never got a 250). State updates write a new ID.env in tmp/ and
+rename it over the old one the same way; removal unlinks ID.env (the marker) first.
+
+Group commit: every such job goes through one `GroupCommitter`. While one batch is being
+fsynced in a worker thread, new jobs queue up; the next batch takes them all and pays for
+one fsync of active/ however many messages it holds. So N concurrent clients cost about
+two file fsyncs each plus one directory fsync per batch, and every 250 still waits for its
+own data to be on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import fcntl
+import itertools
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mailyard.log import event, get_logger
+from mailyard.queue.records import QueueEntry
+
+log = get_logger("queue")
+
+_counter = itertools.count()
+
+
+def new_queue_id() -> str:
+    """Sortable by arrival, unique without coordination: microseconds, counter, random."""
+    micros = time.time_ns() // 1000
+    return f"{micros:013X}{next(_counter) % 256:02X}{secrets.token_hex(2).upper()}"
+
+
+def valid_queue_id(text: str) -> bool:
+    return 8 <= len(text) <= 40 and all(c in "0123456789ABCDEF" for c in text)
+
+
+@dataclass
+class CommitJob:
+    """File-system changes that must be durable together before a caller goes on."""
+
+    prepare: list[Callable[[], object]] = field(default_factory=list)  # run first
+    fsync_files: list[Path] = field(default_factory=list)
+    renames: list[tuple[Path, Path]] = field(default_factory=list)
+    unlinks: list[Path] = field(default_factory=list)
+    sync_dirs: set[Path] = field(default_factory=set)
+
+
+def fsync_path(path: Path, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# Fsyncs of one batch are issued in parallel: the file system's journal merges concurrent
+# fsyncs into one commit, where a serial loop would pay one journal commit per file.
+_FSYNC_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=32,
+                                                    thread_name_prefix="queue-fsync")
+
+
+def _fsync_all(paths: list[Path], directory: bool = False) -> dict[Path, OSError]:
+    """fsync every path (in parallel when there are several); the failures by path."""
+    def one(path: Path) -> OSError | None:
+        try:
+            fsync_path(path, directory)
+            return None
+        except OSError as exc:
+            return exc
+
+    results = list(_FSYNC_POOL.map(one, paths)) if len(paths) > 1 else [one(p) for p in paths]
+    return {p: e for p, e in zip(paths, results) if e is not None}
+
+
+def execute_batch(jobs: list[CommitJob]) -> list[BaseException | None]:
+    """Apply a batch of jobs with one fsync per directory; returns one error slot per job.
+
+    Order per job: its files' data is durable, then its renames and unlinks are done; then
+    each directory touched by the batch is fsynced once, which makes the renames durable.
+    """
+    errors: list[BaseException | None] = [None] * len(jobs)
+
+    def prepare(job: CommitJob) -> OSError | None:
+        try:
+            for step in job.prepare:
+                step()
+            return None
+        except OSError as exc:
+            return exc
+
+    # File creation can wait on the journal while another fsync commits it: in parallel.
+    if any(job.prepare for job in jobs):
+        prepared = (list(_FSYNC_POOL.map(prepare, jobs)) if len(jobs) > 1
+                    else [prepare(jobs[0])])
+        errors = list(prepared)
+    failed = _fsync_all([p for i, job in enumerate(jobs) if errors[i] is None
+                         for p in job.fsync_files])
+    dirs: set[Path] = set()
+    for i, job in enumerate(jobs):
+        if errors[i] is not None:
+            continue
+        bad = next((failed[p] for p in job.fsync_files if p in failed), None)
+        if bad is not None:
+            errors[i] = bad
+            continue
+        try:
+            for src, dst in job.renames:
+                os.replace(src, dst)
+            for path in job.unlinks:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+            dirs |= job.sync_dirs
+        except OSError as exc:
+            errors[i] = exc
+    dir_failures = _fsync_all(sorted(dirs), directory=True)
+    if dir_failures:
+        # Nothing in this batch is known durable: every job of it fails.
+        exc = next(iter(dir_failures.values()))
+        errors = [e or exc for e in errors]
+    return errors
+
+
+class GroupCommitter:
+    """Runs commit jobs in batches sharing their fsyncs (or one by one when `group` is off).
+
+    While one batch is being made durable in a worker thread, new jobs wait in `_pending`;
+    the next batch takes all of them.
+    """
+
+    def __init__(self, group: bool = True):
+        self.group = group
+        self._pending: list[tuple[CommitJob, asyncio.Future]] = []
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._closing = False
+        self.batches = 0            # statistics, for the benchmark and tests
+        self.jobs = 0
+
+    async def run(self, job: CommitJob) -> None:
+        """Return once `job` is durable; raise OSError if it could not be made so."""
+        self.jobs += 1
+        if not self.group:
+            self.batches += 1
+            (error,) = await asyncio.to_thread(execute_batch, [job])
+            if error is not None:
+                raise error
+            return
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done():
+            self._wakeup = asyncio.Event()
+            self._closing = False
+            self._task = loop.create_task(self._loop(), name="queue-group-commit")
+        future = loop.create_future()
+        # The waiter may be cancelled (client hung up): the outcome is still consumed.
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._pending.append((job, future))
+        self._wakeup.set()
+        # Shielded: a client that hangs up mid-commit must not leave a half-applied batch.
+        await asyncio.shield(future)
+
+    async def _loop(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            if self._closing and not self._pending:
+                return
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            batch, self._pending = self._pending, []
+            if not batch:
+                continue
+            self.batches += 1
+            try:
+                errors = await asyncio.to_thread(execute_batch, [job for job, _ in batch])
+            except BaseException as exc:        # cancelled, or a bug
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(OSError(f"commit interrupted: {exc!r}"))
+                raise
+            for (_, fut), error in zip(batch, errors):
+                if fut.done():
+                    continue
+                if error is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(error)
+
+    async def close(self) -> None:
+        """Finish every queued job (they carry 250s clients wait for), then stop."""
+        if self._task is not None and not self._task.done():
+            assert self._wakeup is not None
+            self._closing = True
+            self._wakeup.set()
+            await self._task
+        self._task = None
+
+
+class Spool:
+    """The queue directory: layout, start-up recovery and the synchronous operations that
+    the CLI and the scheduler share. Durable asynchronous writes go through a
+    `GroupCommitter` (see `Queue`)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.tmp = self.root / "tmp"
+        self.active = self.root / "active"
+        self.hold_dir = self.root / "hold"
+        self.control = self.root / "control"
+        self.corrupt = self.root / "corrupt"
+
+    def ensure(self) -> None:
+        for d in (self.tmp, self.active, self.hold_dir, self.control, self.corrupt):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def try_lock(self) -> int | None:
+        """Become the spool's one scheduler: an exclusive flock on queue/lock, held for the
+        life of the process (the kernel drops it when the process dies, even by kill -9).
+        Returns the open descriptor, or None when another process holds it."""
+        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return None
+        return fd
+
+    def new_ids(self, known: set[str]) -> list[str]:
+        """Committed entries on disk that are not in `known` (added by another process)."""
+        return sorted(p.name[:-4] for p in self.active.glob("*.env")
+                      if p.name[:-4] not in known and self.msg_path(p.name[:-4]).exists())
+
+    # -- paths ------------------------------------------------------------------------
+    def msg_path(self, queue_id: str) -> Path:
+        return self.active / f"{queue_id}.msg"
+
+    def env_path(self, queue_id: str) -> Path:
+        return self.active / f"{queue_id}.env"
+
+    def hold_path(self, queue_id: str) -> Path:
+        return self.hold_dir / queue_id
+
+    # -- start-up -----------------------------------------------------------------------
+    def recover(self) -> list[QueueEntry]:
+        """Discard half-written files; return every committed entry, oldest first."""
+        self.ensure()
+        for path in self.tmp.iterdir():
+            path.unlink(missing_ok=True)
+            event(log, "discarded half-written file", file=path.name)
+        names: dict[str, set[str]] = {}
+        for path in self.active.iterdir():
+            stem, _, suffix = path.name.rpartition(".")
+            names.setdefault(stem, set()).add(suffix)
+        entries = []
+        for queue_id, suffixes in sorted(names.items()):
+            if suffixes != {"msg", "env"}:
+                # Only one of the pair: its commit never finished (no 250 was given), or
+                # its removal was interrupted. Either way there is nothing to deliver.
+                for suffix in suffixes:
+                    (self.active / f"{queue_id}.{suffix}").unlink(missing_ok=True)
+                event(log, "discarded incomplete entry", queue_id=queue_id,
+                      files=",".join(sorted(suffixes)))
+                continue
+            entry = self.load(queue_id)
+            if entry is not None:
+                entries.append(entry)
+        return entries
+
+    def load(self, queue_id: str) -> QueueEntry | None:
+        """Read one committed entry; a file that does not parse moves to corrupt/."""
+        try:
+            entry = QueueEntry.from_json(self.env_path(queue_id).read_bytes())
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError) as exc:
+            for suffix in ("env", "msg"):
+                src = self.active / f"{queue_id}.{suffix}"
+                if src.exists():
+                    os.replace(src, self.corrupt / src.name)
+            event(log, "unreadable queue entry moved to corrupt/", queue_id=queue_id,
+                  error=repr(exc))
+            return None
+        entry.held = self.hold_path(queue_id).exists()
+        return entry
+
+    def entries(self) -> Iterator[QueueEntry]:
+        """Every complete entry, oldest first, read-only (for the CLI)."""
+        self.ensure()
+        ids = sorted(p.name[:-4] for p in self.active.glob("*.env")
+                     if self.msg_path(p.name[:-4]).exists())
+        for queue_id in ids:
+            try:
+                entry = QueueEntry.from_json(self.env_path(queue_id).read_bytes())
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            entry.held = self.hold_path(queue_id).exists()
+            yield entry
+
+    # -- jobs ---------------------------------------------------------------------------
+    def state_job(self, entry: QueueEntry) -> CommitJob:
+        """Write `entry`'s state to tmp/, then swap it durably into active/."""
+        tmp = self.tmp / f"{entry.queue_id}.env.{secrets.token_hex(4)}"
+        state = entry.to_json()
+        return CommitJob(prepare=[lambda: tmp.write_bytes(state)], fsync_files=[tmp],
+                         renames=[(tmp, self.env_path(entry.queue_id))],
+                         sync_dirs={self.active})
+
+    def remove_job(self, queue_id: str) -> CommitJob:
+        # The .env goes first: a .msg alone is discarded at start-up.
+        return CommitJob(unlinks=[self.env_path(queue_id), self.msg_path(queue_id),
+                                  self.hold_path(queue_id)],
+                         sync_dirs={self.active})
+
+    # -- synchronous operations for the CLI ------------------------------------------------
+    def exists(self, queue_id: str) -> bool:
+        return self.env_path(queue_id).exists() and self.msg_path(queue_id).exists()
+
+    def delete(self, queue_id: str) -> bool:
+        if not self.exists(queue_id):
+            return False
+        (error,) = execute_batch([self.remove_job(queue_id)])
+        if error is not None:
+            raise error
+        self.notify("changed")
+        return True
+
+    def set_hold(self, queue_id: str, held: bool) -> bool:
+        if not self.exists(queue_id):
+            return False
+        marker = self.hold_path(queue_id)
+        if held:
+            marker.touch()
+        else:
+            marker.unlink(missing_ok=True)
+        fsync_path(self.hold_dir, directory=True)
+        self.notify("changed")
+        return True
+
+    def notify(self, request: str) -> None:
+        """Leave a request ("flush" or "changed") for the running server's scheduler.
+
+        The scheduler polls control/ every `[queue] control_poll` seconds and removes what
+        it has acted on, so a request made while no server runs waits for the next start.
+        """
+        self.ensure()
+        (self.control / request).touch()
+
+    def take_requests(self) -> set[str]:
+        """The pending control requests, removed as they are taken."""
+        taken = set()
+        try:
+            for path in self.control.iterdir():
+                path.unlink(missing_ok=True)
+                taken.add(path.name)
+        except FileNotFoundError:
+            pass
+        return taken

@@ -1,0 +1,174 @@
+"""Database loading: every file kind, containers, allowlists, ignore lists, bad lines."""
+
+from __future__ import annotations
+
+import hashlib
+
+from av_samples import EICAR, make_cvd, write_db
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mailyard.antivirus import EICAR_NAME, ScanOptions, VirusEngine, hexsig
+from mailyard.antivirus.database import BodySignature, SignatureDatabase, load_database
+from mailyard.antivirus.matcher import Matcher
+
+MARK = b"xx database-test-mark yy\n"
+MARK_NDB = "DB.Mark:0:*:64617461626173652d746573742d6d61726b\n"
+
+
+def test_bad_lines_are_reported_with_file_and_line_and_never_fatal(tmp_path):
+    db = write_db(tmp_path / "db", {
+        "a.ndb": "# a comment\n" + MARK_NDB + "Broken:0:*:4142zz\nShort:0\n",
+        "b.hdb": "nothex:12:Bad.Hash\n" + "0" * 31 + ":5:Odd.Length\n",
+        "c.ldb": "L.Bad;Target:0;0&5;41424344\nL.Pcre;Target:0;0&1;41424344;0/abc/x\n",
+    })
+    engine = VirusEngine(db)
+    errors = "\n".join(engine.errors)
+    assert f"{db}/a.ndb:3: bad hex byte" in errors
+    assert f"{db}/a.ndb:4: expected" in errors
+    assert f"{db}/b.hdb:1:" in errors and f"{db}/b.hdb:2:" in errors
+    assert f"{db}/c.ldb:1: subsignature 5 does not exist" in errors
+    assert engine.database.unsupported["ldb PCRE flag x"] == 1
+    # The good line still works.
+    assert engine.scan_bytes(MARK).names == ("DB.Mark.UNOFFICIAL",)
+
+
+def test_cvd_container_loads_with_official_names(tmp_path):
+    make_cvd(tmp_path / "test.cvd", {"test.ndb": MARK_NDB, "test.info": "x\n"})
+    engine = VirusEngine(tmp_path)
+    assert engine.errors == []
+    assert engine.scan_bytes(MARK).names == ("DB.Mark",)
+
+
+def test_cvd_with_wrong_md5_is_refused(tmp_path):
+    make_cvd(tmp_path / "tampered.cvd", {"test.ndb": MARK_NDB}, md5="0" * 32)
+    engine = VirusEngine(tmp_path)
+    assert any("tampered.cvd" in e and "MD5" in e for e in engine.errors)
+    assert not engine.scan_bytes(MARK).infected
+
+
+def test_broken_cvd_is_an_error_not_a_crash(tmp_path):
+    (tmp_path / "bad.cvd").write_bytes(b"ClamAV-VDB:garbage".ljust(600, b"\0"))
+    (tmp_path / "good.ndb").write_text(MARK_NDB)
+    engine = VirusEngine(tmp_path)
+    assert any("bad.cvd" in e for e in engine.errors)
+    assert engine.scan_bytes(MARK).infected
+
+
+def test_fp_allowlist_clears_a_file(tmp_path):
+    md5 = hashlib.md5(MARK).hexdigest()
+    write_db(tmp_path, {"a.ndb": MARK_NDB, "local.fp": f"{md5}:{len(MARK)}:DB.Mark\n"})
+    engine = VirusEngine(tmp_path)
+    assert not engine.scan_bytes(MARK).infected
+    assert engine.scan_bytes(MARK + b"other").infected
+
+
+def test_sfp_allowlist_by_sha256(tmp_path):
+    sha = hashlib.sha256(MARK).hexdigest()
+    write_db(tmp_path, {"a.ndb": MARK_NDB, "local.sfp": f"{sha}:*:DB.Mark\n"})
+    assert not VirusEngine(tmp_path).scan_bytes(MARK).infected
+
+
+def test_ign2_drops_named_signatures(tmp_path):
+    write_db(tmp_path, {"a.ndb": MARK_NDB + "DB.Other:0:*:7a7a7a7a\n", "local.ign2": "DB.Mark\n"})
+    engine = VirusEngine(tmp_path)
+    assert not engine.scan_bytes(MARK).infected
+
+
+def test_builtin_eicar_yields_to_a_database_that_has_it(tmp_path):
+    assert VirusEngine().scan_bytes(EICAR).names == (EICAR_NAME,)
+    md5 = hashlib.md5(EICAR).hexdigest()
+    write_db(tmp_path, {"eicar.hdb": f"{md5}:{len(EICAR)}:Win.Test.EICAR_HDB-1\n"})
+    engine = VirusEngine(tmp_path)
+    verdict = engine.scan_bytes(EICAR, options=ScanOptions(allmatch=True))
+    assert verdict.names == ("Win.Test.EICAR_HDB-1.UNOFFICIAL",)
+
+
+def test_several_database_dirs(tmp_path):
+    write_db(tmp_path / "one", {"a.ndb": MARK_NDB})
+    write_db(tmp_path / "two", {"b.ndb": "DB.Two:0:*:7365636f6e642d6d61726b\n"})
+    engine = VirusEngine([tmp_path / "one", tmp_path / "two"])
+    assert engine.scan_bytes(b"a second-mark").names == ("DB.Two.UNOFFICIAL",)
+    assert engine.scan_bytes(MARK).names == ("DB.Mark.UNOFFICIAL",)
+
+
+def test_missing_database_dir_raises_file_not_found(tmp_path):
+    import pytest
+
+    with pytest.raises(FileNotFoundError):
+        load_database(tmp_path / "nope")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(alphabet="0123456789abcdef?*{}-()|!", min_size=2, max_size=30),
+                min_size=1, max_size=5))
+def test_any_parsed_signature_compiles_or_is_reported(bodies):
+    db = SignatureDatabase()
+    for i, body in enumerate(bodies):
+        try:
+            tokens = hexsig.parse(body)
+        except hexsig.SignatureError:
+            continue
+        db.body.append(BodySignature(f"F{i}", 0, "*", tokens, f"fuzz:{i}"))
+    matcher = Matcher(db)  # never raises; problems land in matcher.errors
+    matcher.scan(b"0123456789abcdef" * 8, 0)
+
+
+def test_one_uncompilable_signature_does_not_spoil_its_group(tmp_path):
+    """Body signatures share YARA rules in groups; a string YARA refuses is dropped and
+    reported alone (regression: the whole group used to vanish)."""
+    write_db(tmp_path, {"a.ndb": "Too.Far:0:*:41{99999999999}4243\n" + MARK_NDB})
+    engine = VirusEngine(tmp_path)
+    assert any(e.startswith(f"{tmp_path}/a.ndb:1: not compilable") for e in engine.errors)
+    assert engine.scan_bytes(MARK).names == ("DB.Mark.UNOFFICIAL",)
+
+
+def test_hash_lines_uppercase_crlf_flevel_and_duplicates(tmp_path):
+    md5 = hashlib.md5(MARK).hexdigest().upper()
+    sha1 = hashlib.sha1(MARK).hexdigest()
+    (tmp_path / "a.hdb").write_bytes(
+        f"{md5}:{len(MARK)}:First.Name:73:255\r\n{md5}:{len(MARK)}:Second.Name\r\n".encode())
+    (tmp_path / "b.hsb").write_text(f"{sha1}:{len(MARK) + 1}:Wrong.Size\n")
+    engine = VirusEngine(tmp_path)
+    assert engine.errors == []
+    verdict = engine.scan_bytes(MARK, options=ScanOptions(allmatch=True))
+    assert verdict.names == ("First.Name.UNOFFICIAL",)
+
+
+def test_ign2_applies_to_hash_signatures(tmp_path):
+    md5 = hashlib.md5(MARK).hexdigest()
+    write_db(tmp_path, {"a.hdb": f"{md5}:*:Any.Size:73\n", "x.ign2": "Any.Size\n"})
+    assert not VirusEngine(tmp_path).scan_bytes(MARK).infected
+
+
+def test_compiled_cache_is_reused_and_invalidated(tmp_path):
+    db = write_db(tmp_path / "db", {"a.ndb": MARK_NDB + "Broken:0:*:zz\n",
+                                    "b.ldb": "L.Pcre;Target:0;0&1;41424344;0/abc/x\n"})
+    cache = tmp_path / "cache"
+    first = VirusEngine(db, cache_dir=cache)
+    assert not first.from_cache and list(cache.glob("*.yarx"))
+    second = VirusEngine(db, cache_dir=cache)
+    assert second.from_cache
+    assert second.scan_bytes(MARK).names == ("DB.Mark.UNOFFICIAL",)
+    assert second.errors == first.errors and second.signature_count == first.signature_count
+    assert second.database.unsupported == first.database.unsupported
+    # A changed file is a different database: compiled afresh.
+    import os
+    import time
+
+    (db / "a.ndb").write_text("DB.New:0:*:6e65772d6d61726b\n")
+    os.utime(db / "a.ndb", ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    third = VirusEngine(db, cache_dir=cache)
+    assert not third.from_cache
+    assert third.scan_bytes(b"a new-mark").names == ("DB.New.UNOFFICIAL",)
+    assert len(list(cache.glob("*.yarx"))) == 1
+
+
+def test_damaged_cache_is_rebuilt(tmp_path):
+    db = write_db(tmp_path / "db", {"a.ndb": MARK_NDB})
+    cache = tmp_path / "cache"
+    VirusEngine(db, cache_dir=cache)
+    for f in cache.iterdir():
+        f.write_bytes(b"garbage")
+    engine = VirusEngine(db, cache_dir=cache)
+    assert not engine.from_cache and engine.scan_bytes(MARK).infected
