@@ -66,6 +66,9 @@ class SpamVerdict:
         return [h.name for h in self.hits]
 
 
+BAYES_RULES = "23_bayes.cf"
+
+
 def builtin_rules_dir() -> Path:
     return Path(str(resources.files("mailyard.spam") / "rules"))
 
@@ -88,6 +91,10 @@ def load_ruleset(rules_dirs: list[str | Path], *, builtin: bool = True,
             loader.load_file(path)
         else:
             loader.load_dir(path)
+    if builtin and rules_dirs:
+        # BAYES_* score mailyard's classifier, whose calibration differs from SpamAssassin's:
+        # our bands and scores win over an imported rule set's.
+        loader.load_file(builtin_rules_dir() / BAYES_RULES)
     return loader.finish()
 
 
