@@ -279,6 +279,9 @@ class Connection:
         if sel is not None and self.poller is not None:
             polled = self.poller.register(sel.folder.path_dir)
         deadline = time.monotonic() + self.settings.idle_timeout
+        # Anything that changed between our "+ idling" and the watch starting would
+        # otherwise wait for the next change or the safety refresh: look once now.
+        await self.session.idle_poll()
         reader = asyncio.ensure_future(self.io.read())
         try:
             while True:
