@@ -11,7 +11,7 @@ from mailyard.envelope import Envelope
 from mailyard.log import event, get_logger
 from mailyard.queue.records import new_entry
 from mailyard.queue.routing import stage_for
-from mailyard.queue.spool import CommitJob
+from mailyard.queue.spool import CommitJob, close_durably, write_durably
 
 if TYPE_CHECKING:
     from mailyard.queue.service import Queue
@@ -57,8 +57,9 @@ class Incoming:
             state = entry.to_json()
             await self.queue.committer.run(CommitJob(
                 # File system calls that may wait on the journal run in the commit thread.
-                prepare=[self._file.close, lambda: env_tmp.write_bytes(state)],
-                fsync_files=[self._path, env_tmp],
+                # Each is fsynced through the descriptor that wrote it.
+                prepare=[lambda: close_durably(self._file),
+                         lambda: write_durably(env_tmp, state)],
                 # The message first: an .env alone in active/ would be discarded anyway.
                 renames=[(self._path, spool.msg_path(self.queue_id)),
                          (env_tmp, spool.env_path(self.queue_id))],
