@@ -22,7 +22,7 @@ log = get_logger("queue")
 class Incoming:
     """A message being received: `write` chunks, then `commit` (or `abort`).
 
-    Writes go to a file in the spool's tmp/ (page cache only; nothing buffered here
+    Writes go to active/ID.msg (page cache only; nothing buffered here
     beyond the file object's buffer). `commit` raises OSError when the message could not
     be made durable (disk full, I/O error): answer the client 451 then.
     """
@@ -60,9 +60,8 @@ class Incoming:
                 # Each is fsynced through the descriptor that wrote it.
                 prepare=[lambda: close_durably(self._file),
                          lambda: write_durably(env_tmp, state)],
-                # The message first: an .env alone in active/ would be discarded anyway.
-                renames=[(self._path, spool.msg_path(self.queue_id)),
-                         (env_tmp, spool.env_path(self.queue_id))],
+                # The message was written in active/ already; this rename makes the pair.
+                renames=[(env_tmp, spool.env_path(self.queue_id))],
                 sync_dirs={spool.active}))
         except BaseException:
             with contextlib.suppress(OSError):

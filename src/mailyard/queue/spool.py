@@ -3,8 +3,9 @@
 Theory of operation. The spool is a directory (data_dir/queue) that only this package
 touches:
 
-    tmp/            files being written; anything here at start-up is discarded
-    active/ID.msg   the message bytes exactly as received (never rewritten)
+    tmp/            envelope files being written; anything here at start-up is discarded
+    active/ID.msg   the message bytes exactly as received (never rewritten); written here
+                    directly, an entry only once its ID.env is beside it
     active/ID.env   JSON: the envelope and the per-recipient delivery state (`QueueEntry`)
     hold/ID         present = the entry is on hold (`mailyard queue hold`)
     control/        requests to the scheduling process: flush, changed (from the CLI),
@@ -12,12 +13,14 @@ touches:
     lock            flock held by the one process that schedules this spool
     corrupt/        entries start-up could not read, kept for an operator
 
-An incoming message streams into tmp/ID.msg; `commit` writes tmp/ID.env, then a commit job
-fsyncs both files, renames ID.msg and then ID.env into active/, and fsyncs active/ — only
-then does the caller get its queue id (and the client its 250). An entry is valid only when
-both of its files are in active/; because the 250 waits for the directory fsync that makes
-both renames durable, a crash before it leaves at most one of the two, which start-up
-discards (that client never got a 250). State updates write a new ID.env in tmp/ and
+An incoming message streams straight into active/ID.msg; `commit` writes tmp/ID.env, then
+a commit job fsyncs both files, renames ID.env into active/, and fsyncs active/ — only then
+does the caller get its queue id (and the client its 250). An entry is valid only when both
+of its files are in active/; because the 250 waits for the directory fsync that makes the
+.env's rename (and the .msg's creation) durable, a crash before it leaves at most the .msg,
+which start-up discards (that client never got a 250). One rename per message, not two:
+renames wait on the journal while other batches commit (profiled: a quarter of the commit
+thread's time). State updates write a new ID.env in tmp/ and
 rename it over the old one the same way; removal unlinks ID.env (the marker) first.
 
 Group commit: every such job goes through one `GroupCommitter`. Jobs that arrive while
