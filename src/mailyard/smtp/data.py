@@ -161,7 +161,10 @@ class DataEncoder:
             self._pending_cr = True
         if not chunk:
             return b""
-        stuffed = _ANY_NEWLINE.sub(b"\r\n", chunk).replace(b"\r\n.", b"\r\n..")
+        crlf = chunk.count(b"\r\n")
+        if chunk.count(b"\r") != crlf or chunk.count(b"\n") != crlf:
+            chunk = _ANY_NEWLINE.sub(b"\r\n", chunk)    # only when there is a bare one
+        stuffed = chunk.replace(b"\r\n.", b"\r\n..")
         if self._bol and stuffed[:1] == b".":
             stuffed = b"." + stuffed
         self._bol = stuffed.endswith(b"\r\n")
