@@ -28,7 +28,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
 
-from harness import MailyardServer, free_port, wait_for_port  # noqa: E402
+from harness import MailyardServer, free_port, wait_for_port
 
 N = int(os.environ.get("N", "400"))
 C = int(os.environ.get("C", "8"))

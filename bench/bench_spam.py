@@ -41,9 +41,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from mailyard.spam import SpamEngine  # noqa: E402
-from mailyard.spam.bayes import BayesStore, message_id, tokenize  # noqa: E402
-from mailyard.spam.message import ParsedMessage  # noqa: E402
+from mailyard.spam import SpamEngine
+from mailyard.spam.bayes import BayesStore, message_id, tokenize
+from mailyard.spam.message import ParsedMessage
 
 STOCK = Path("/usr/share/spamassassin")
 PIPELINE = Path("/work/shared/bench/bench_pipeline.py")

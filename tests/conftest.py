@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from harness import DnsServer, MailyardServer, TlsCerts
+
+# CI runs are reproducible: the same examples every run, no example database carried over.
+# Locally hypothesis explores anew each run and replays what failed before.
+hypothesis_settings.register_profile("ci", derandomize=True, database=None, deadline=None)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 
 @pytest.fixture

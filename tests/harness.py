@@ -109,8 +109,6 @@ class MailyardServer:
         log.close()
         try:
             for svc, port in self.ports.items():
-                if svc == "metrics":
-                    continue
                 wait_for_port("127.0.0.1", port, timeout, self.proc)
         except Exception:
             self.kill()

@@ -173,3 +173,13 @@ def make_cvd(path: Path, files: dict[str, str], md5: str | None = None) -> Path:
 
 
 __all__ = ["EICAR", "MIMEApplication", "MIMEMultipart", "MIMEText"]
+
+
+def minimal_elf(code: bytes, entry_skip: int = 0) -> bytes:
+    """A small ELF64 executable: one PT_LOAD segment, `code` at file offset 120, entry
+    point `entry_skip` bytes into it."""
+    size = 120 + len(code)
+    header = struct.pack("<4sBBBB8sHHIQQQIHHHHHH", b"\x7fELF", 2, 1, 1, 0, b"\0" * 8, 2, 0x3E,
+                         1, 0x400000 + 120 + entry_skip, 64, 0, 0, 64, 56, 1, 64, 0, 0)
+    segment = struct.pack("<IIQQQQQQ", 1, 5, 0, 0x400000, 0x400000, size, size, 0x1000)
+    return header + segment + code

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 
-from av_samples import minimal_pe
+from av_samples import minimal_elf, minimal_pe
 
 PAD = b"-- padding text that matches nothing in particular --\n"
 PE_CODE = b"\x55\x8b\xec\x83\xec\x10" + b"ENTRYPOINT-CODE-" * 4
@@ -64,10 +64,16 @@ CASES: list[tuple[str, str, bytes, bytes]] = [
      _PE, PAD + b"section 1 data" + PAD),
     ("ndb", "Syn.LastSection:1:SL+8:3120646174612073",
      _PE, minimal_pe(PE_CODE, sections=3)),
+    ("ndb", "Syn.ElfEntryPoint:6:EP+0:" + b"elf-entry-code".hex(),
+     minimal_elf(b"elf-entry-code" + b"\x90" * 32),
+     minimal_elf(b"\x90" * 4 + b"elf-entry-code" + b"\x90" * 32)),
     ("ndb", "Syn.TargetPE:1:*:454e545259504f494e542d434f4445",
      _PE, PAD + b"ENTRYPOINT-CODE" + PAD),
     ("ndb", "Syn.TextNormalized:7:*:6e6f726d616c697a6564206d61726b",
      PAD + b"NORMALIZED \t\r\n  MARK" + PAD, PAD + b"normalizedmark" + PAD),
+    ("ndb", "Syn.HtmlNormalized:3:*:" + b"html-mark here".hex(),
+     b"<html><body><p>HTML-MARK \n  here</p></body></html>\n",
+     PAD + b"html-mark here" + PAD),
     ("ndb", "Syn.TextRawTab:0:*:7261772d746162096d61726b",
      PAD + b"raw-tab\tmark" + PAD, PAD + b"raw-tab mark" + PAD),
     ("ldb", "Syn.Logical.And;Engine:51-255,Target:0;0&1;6c6f672d616e642d61;6c6f672d616e642d62",
@@ -97,6 +103,10 @@ CASES: list[tuple[str, str, bytes, bytes]] = [
      PAD + b"trigger zzabcyy" + PAD, PAD + b"trigge zzabcyy" + PAD),
     ("ldb", "Syn.Logical.PcreNoCase;Engine:81-255,Target:0;1;6e6f636173652d;0/qq[a-z]{2}ww/i",
      b"\0\1\2nocase- QQAbWW\0\0" + PAD, b"\0\1\2nocase- QQAbbWW\0\0" + PAD),
+    ("ldb", "Syn.Logical.PeSections;Engine:51-255,Target:1,NumberOfSections:2-2;0;"
+     + b"ENTRYPOINT-CODE".hex(), _PE, minimal_pe(PE_CODE, sections=3)),
+    ("ldb", "Syn.Logical.PeEntry;Engine:51-255,Target:1,EntryPoint:500-520;0;"
+     + b"ENTRYPOINT-CODE".hex(), _PE, PAD + b"ENTRYPOINT-CODE"),
     ("mdb", f"512:{hashlib.md5(_PE[0x200:0x400]).hexdigest()}:Syn.Section.MD5",
      _PE, _PE_OTHER),
     ("msb", f"512:{hashlib.sha256(_PE[0x400:0x600]).hexdigest()}:Syn.Section.SHA256:73",

@@ -148,3 +148,12 @@ def test_unix_socket_listener(mailyard_server, tmp_path, files):
     result = clamdscan(conf, "--stream", str(files / "eicar.com"))
     assert result.returncode == 1, srv.log_text()
     assert "Eicar-Test-Signature FOUND" in result.stdout
+
+
+def test_fifo_is_refused_not_hung(clamd, tmp_path):
+    fifo = tmp_path / "pipe"
+    import os
+
+    os.mkfifo(fifo)
+    assert _talk(clamd.port("clamd"), f"nSCAN {fifo}\n".encode()) == \
+        f"{fifo}: Not supported file type. ERROR\n".encode()

@@ -228,3 +228,16 @@ def test_pathological_signatures_hit_the_scan_time_limit(tmp_path):
     engine = VirusEngine(tmp_path, ScanLimits(max_scan_time=1.0))
     verdict = engine.scan_bytes(b"\0" * (3 << 20))
     assert verdict.limits_exceeded == v.LIMIT_SCAN_TIME
+
+
+def test_thousands_of_nested_multiparts_is_a_recursion_limit_not_a_crash(engine):
+    """Regression: the stdlib MIME parser recursed until RecursionError escaped the engine."""
+    levels = 3000
+    body = b"".join(b"--b%d\r\nContent-Type: multipart/mixed; boundary=b%d\r\n\r\n" % (i, i + 1)
+                    for i in range(levels))
+    body += b"--b%d\r\nContent-Type: text/plain\r\n\r\nhi\r\n" % levels
+    body += b"".join(b"--b%d--\r\n" % i for i in range(levels, -1, -1))
+    message = (b"From: a@example.test\r\nMIME-Version: 1.0\r\n"
+               b"Content-Type: multipart/mixed; boundary=b0\r\n\r\n" + body)
+    verdict = engine.scan_message(message)
+    assert verdict.limits_exceeded == v.LIMIT_RECURSION

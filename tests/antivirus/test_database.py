@@ -20,7 +20,8 @@ def test_bad_lines_are_reported_with_file_and_line_and_never_fatal(tmp_path):
     db = write_db(tmp_path / "db", {
         "a.ndb": "# a comment\n" + MARK_NDB + "Broken:0:*:4142zz\nShort:0\n",
         "b.hdb": "nothex:12:Bad.Hash\n" + "0" * 31 + ":5:Odd.Length\n",
-        "c.ldb": "L.Bad;Target:0;0&5;41424344\nL.Pcre;Target:0;0&1;41424344;0/abc/x\n",
+        "c.ldb": ("L.Bad;Target:0;0&5;41424344\nL.Pcre;Target:0;0&1;41424344;0/abc/x\n"
+                  "L.Range;Target:1,NumberOfSections:2;0;41424344\n"),
     })
     engine = VirusEngine(db)
     errors = "\n".join(engine.errors)
@@ -29,6 +30,7 @@ def test_bad_lines_are_reported_with_file_and_line_and_never_fatal(tmp_path):
     assert f"{db}/b.hdb:1:" in errors and f"{db}/b.hdb:2:" in errors
     assert f"{db}/c.ldb:1: subsignature 5 does not exist" in errors
     assert engine.database.unsupported["ldb PCRE flag x"] == 1
+    assert f"{db}/c.ldb:3: bad NumberOfSections '2' (expected LOW-HIGH)" in errors
     # The good line still works.
     assert engine.scan_bytes(MARK).names == ("DB.Mark.UNOFFICIAL",)
 
@@ -172,3 +174,24 @@ def test_damaged_cache_is_rebuilt(tmp_path):
         f.write_bytes(b"garbage")
     engine = VirusEngine(db, cache_dir=cache)
     assert not engine.from_cache and engine.scan_bytes(MARK).infected
+
+
+def test_concurrent_cold_loads_compile_once(tmp_path):
+    """Pool workers starting together: one compiles under the cache lock, the rest read
+    its cache (from_cache=True)."""
+    import concurrent.futures
+    import multiprocessing
+
+    db = write_db(tmp_path / "db", {"a.ndb": MARK_NDB})
+    cache = tmp_path / "cache"
+    with concurrent.futures.ProcessPoolExecutor(
+            3, mp_context=multiprocessing.get_context("forkserver")) as pool:
+        results = list(pool.map(_load_from_cache, [(db, cache)] * 3))
+    assert sorted(results) == [False, True, True]
+
+
+def _load_from_cache(args) -> bool:
+    db, cache = args
+    engine = VirusEngine(db, cache_dir=cache)
+    assert engine.scan_bytes(MARK).infected
+    return engine.from_cache

@@ -14,6 +14,7 @@ import zipfile
 
 import pytest
 from av_samples import (
+    EICAR,
     bz,
     forwarded,
     gz,
@@ -33,6 +34,8 @@ pytestmark = pytest.mark.skipif(shutil.which("clamscan") is None,
 MARK = b"differential-marker-payload"
 MARK_NDB = "Diff.Marker:0:*:" + MARK.hex() + "\n"
 HASHED = b"differential hashed file content\n"
+ZIPPED = b"only-counts-inside-a-zip"
+MAILED = b"only-counts-inside-a-mail"
 
 
 def _containers() -> dict[str, bytes]:
@@ -66,7 +69,12 @@ def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("diff")
     files = database_files()
     files["diff.ndb"] = MARK_NDB
-    files["diff.hdb"] = f"{hashlib.md5(HASHED).hexdigest()}:{len(HASHED)}:Diff.Hashed\n"
+    files["container.ldb"] = (
+        "Diff.InZip;Engine:51-255,Target:0,Container:CL_TYPE_ZIP;0;" + ZIPPED.hex() + "\n"
+        "Diff.InMail;Engine:51-255,Target:0,Container:CL_TYPE_MAIL;0;" + MAILED.hex() + "\n")
+    # EICAR as the official database spells it: our built-in EICAR then stands aside.
+    files["diff.hdb"] = (f"{hashlib.md5(HASHED).hexdigest()}:{len(HASHED)}:Diff.Hashed\n"
+                         f"{hashlib.md5(EICAR).hexdigest()}:{len(EICAR)}:Win.Test.EICAR_HDB-1\n")
     db = write_db(root / "db", files)
     samples = root / "samples"
     samples.mkdir()
@@ -75,6 +83,15 @@ def corpus(tmp_path_factory):
         (samples / f"case{i:02d}_miss").write_bytes(near_miss)
     for name, data in _containers().items():
         (samples / name).write_bytes(data)
+    for name, marker in (("zipped", ZIPPED), ("mailed", MAILED)):
+        inner = b"x " + marker + b" y\n"
+        (samples / f"k_{name}_plain").write_bytes(inner)
+        (samples / f"k_{name}_zip").write_bytes(zip_of({"a.txt": inner}))
+        (samples / f"k_{name}_tar").write_bytes(tar_of({"a.txt": inner}))
+        (samples / f"k_{name}_mail").write_bytes(message_with(inner, "a.bin"))
+    (samples / "eicar_plain").write_bytes(EICAR)
+    (samples / "eicar_zip").write_bytes(zip_of({"eicar.com": EICAR}))
+    (samples / "eicar_mail").write_bytes(message_with(EICAR, "eicar.com", "base64"))
     return db, samples
 
 

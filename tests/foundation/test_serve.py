@@ -77,3 +77,30 @@ def test_every_service_name_is_known():
     from mailyard.server.services import SERVICES
 
     assert set(SERVICES) == set(ALL_SERVICES)
+
+
+def test_metrics_count_events(mailyard_server):
+    import smtplib
+    import urllib.request
+
+    srv = mailyard_server(services={"smtp", "metrics"})
+    with smtplib.SMTP("127.0.0.1", srv.port("smtp"), timeout=10) as client:
+        client.noop()
+    srv.wait_for_log("session end")
+    url = f"http://127.0.0.1:{srv.port('metrics')}/metrics"
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    assert 'mailyard_info{version="' in text
+    import re
+
+    # The harness's readiness probe is a session too, so at least one, counted.
+    count = re.search(r'mailyard_events_total\{logger="mailyard.mta",event="session end"\} (\d+)',
+                      text)
+    assert count and int(count.group(1)) >= 1
+    assert 'mailyard_connections{service="smtp"}' in text
+    import urllib.error
+
+    try:
+        urllib.request.urlopen(url.replace("/metrics", "/nope"), timeout=10)
+        raise AssertionError("expected 404")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 404

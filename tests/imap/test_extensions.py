@@ -8,7 +8,7 @@ import zlib
 
 import imapclient
 import pytest
-from conftest import PASSWORD, message
+from imap_support import PASSWORD, message
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import ssl
 import time
 
 import pytest
-from conftest import PASSWORD
+from imap_support import PASSWORD
 
 from mailyard.imap.server import LoginThrottle
 

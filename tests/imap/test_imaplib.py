@@ -8,7 +8,7 @@ import socket
 import time
 
 import pytest
-from conftest import PASSWORD, message
+from imap_support import PASSWORD, message
 
 MULTIPART = (b"From: Ann <ann@example.org>\r\nTo: x@example.test\r\nSubject: parts\r\n"
              b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n"

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import PASSWORD, message
+from imap_support import PASSWORD, message
 
 pytestmark = pytest.mark.skipif(shutil.which("mbsync") is None, reason="isync not installed")
 

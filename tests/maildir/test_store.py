@@ -374,3 +374,32 @@ def test_cache_builders_run_at_delivery_and_never_fail_it(store):
         assert store.open("Archive").cache_get(1, "subject") == b"Subject: hello"
     finally:
         store_mod._CACHE_BUILDERS.clear()
+
+
+def test_crash_leftovers_in_tmp_are_cleaned(store, monkeypatch):
+    from mailyard.maildir import index as index_mod
+
+    store.ensure()
+    leftover = store.root / "tmp" / "1600000000.P1R1"
+    leftover.write_bytes(b"half a message")
+    interrupted = store.root / "tmp" / "deleted-folder.abc" / "cur"
+    interrupted.mkdir(parents=True)
+    index_mod._registry.clear()
+    MailStore(store.root).open("INBOX")
+    assert leftover.exists()  # young: maybe still being written
+    assert not interrupted.parent.exists()  # an interrupted DELETE, whatever its age
+    monkeypatch.setattr(index_mod, "TMP_MAX_AGE", -1.0)  # as if 36 hours had passed
+    index_mod._registry.clear()
+    MailStore(store.root).open("INBOX")
+    assert not leftover.exists()
+
+
+def test_old_internal_date_survives_tmp_cleaning(store):
+    """Regression: tmp cleaning judged a message being written by its (old) internal date."""
+    from mailyard.maildir import index as index_mod
+
+    index_mod._registry.clear()
+    uid = store.deliver(MSG, folder="Fresh", internal_date=1_000_000_000)
+    info = store.open("Fresh").get(uid)
+    assert int(info.internal_date) == 1_000_000_000
+    assert int(os.stat(store.open("Fresh").path(uid)).st_mtime) == 1_000_000_000

@@ -111,6 +111,16 @@ def test_auth_plain_initial_response_and_continuation(pop3_server):
     c.quit()
 
 
+def test_auth_plain_refuses_acting_as_another_user(pop3_server):
+    address, _ = new_user(pop3_server, [])
+    token = base64.b64encode(b"postmaster@example.test\0" + address.encode() + b"\0"
+                             + PASSWORD.encode())
+    c = poplib.POP3("127.0.0.1", pop3_server.port("pop3"), timeout=30)
+    with pytest.raises(poplib.error_proto, match=r"-ERR \[AUTH\]"):
+        c._shortcmd("AUTH PLAIN " + token.decode())
+    c.quit()
+
+
 def test_wrong_password_then_right(pop3_server):
     address, _ = new_user(pop3_server, [])
     c = poplib.POP3("127.0.0.1", pop3_server.port("pop3"), timeout=30)

@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from conftest import Recorder, eventually
+from queue_support import Recorder, eventually
 from harness import free_port
 
 from mailyard.envelope import Envelope, Recipient

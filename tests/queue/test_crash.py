@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import Recorder, eventually, write_config
+from queue_support import Recorder, eventually, write_config
 
 from mailyard.config import load
 from mailyard.queue import Queue

@@ -5,7 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 
-from conftest import Recorder, eventually
+from queue_support import Recorder, eventually
 from harness import free_port
 
 from mailyard.envelope import Envelope, Recipient

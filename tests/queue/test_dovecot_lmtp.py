@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import eventually
+from queue_support import eventually
 from harness import free_port, wait_for_port
 
 from mailyard.envelope import Envelope, Recipient

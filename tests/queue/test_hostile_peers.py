@@ -7,7 +7,7 @@ import asyncio
 import ssl
 
 import pytest
-from conftest import Recorder, eventually
+from queue_support import Recorder, eventually
 
 from mailyard.dns import DnsTemporaryError
 from mailyard.envelope import Envelope, Recipient

@@ -12,7 +12,7 @@ import json
 import smtplib
 import time
 
-from conftest import Peer, Recorder
+from queue_support import Peer, Recorder
 from harness import free_port
 
 MESSAGE = b"From: a@example.net\r\nTo: alice@example.test\r\nSubject: %s\r\n\r\nHello.\r\n"

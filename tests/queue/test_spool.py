@@ -202,7 +202,7 @@ def test_hold_release_delete_and_requests(tmp_path):
 async def test_second_process_on_a_spool_only_adds_and_the_owner_delivers(make_queue, peers):
     """`serve --only` processes sharing a data dir: one scheduler (the flock holder); the
     others commit into the spool and leave control/new for it."""
-    from conftest import Recorder, eventually
+    from queue_support import Recorder, eventually
 
     from mailyard.config import load
     from mailyard.queue import Queue

@@ -10,8 +10,8 @@ from mailyard.spam import SpamEngine
 from mailyard.spam.bayes import BayesStore, chi2q, tokenize
 from mailyard.spam.message import ParsedMessage
 
-SPAM_WORDS = "viagra casino winner lottery prize cheap pills bitcoin investment urgent".split()
-HAM_WORDS = "meeting agenda project review lunch garden report schedule family minutes".split()
+SPAM_WORDS = ["viagra", "casino", "winner", "lottery", "prize", "cheap", "pills", "bitcoin", "investment", "urgent"]
+HAM_WORDS = ["meeting", "agenda", "project", "review", "lunch", "garden", "report", "schedule", "family", "minutes"]
 
 
 def make(words, i, kind):

@@ -93,8 +93,8 @@ def test_stock_rules_on_hostile_input(stock_engine):
     assert isinstance(stock_engine.scan(msg).score, float)
 
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 _PIECES = st.sampled_from([b"Content-Type: multipart/mixed; boundary=b\r\n", b"--b\r\n",
                            b"--b--\r\n", b"\r\n", b"Subject: =?utf-8?B?", b"?=\r\n",

@@ -260,3 +260,10 @@ def test_freemail_shortener_and_subject_evals(tmp_path):
     msg2 = b"From: bob@gmail.com\r\nTo: c@example.test\r\nSubject: hi\r\n\r\nhello\r\n"
     assert engine.scan(msg2, facts={"envelope_from": "bob@gmail.com"}).rule_names == \
         ["ENV_MATCH", "FM_FROM"]
+
+
+def test_our_bayes_scores_win_over_imported_rules(tmp_path):
+    (tmp_path / "other.cf").write_text("body BAYES_99 eval:check_bayes('0.99', '1.00')\n"
+                                       "score BAYES_99 0 0 0.5 0.5\n")
+    engine = SpamEngine(rules_dirs=[tmp_path])
+    assert engine.ruleset.score("BAYES_99", 2) == 4.0

@@ -1,22 +1,17 @@
 """The virus scanner (the ClamAV stage): a pure engine, `mailyard scan`, a clamd listener.
 
-    engine = VirusEngine.from_settings(settings)        # or VirusEngine(db_dir, ScanLimits())
+    engine = VirusEngine.from_settings(settings)   # built-in (or ClamdBackend if configured)
+    engine = VirusEngine(db_dir, ScanLimits(), cache_dir=None)
     verdict = engine.scan_message(raw_message_bytes)    # ScanVerdict
-    verdict = engine.scan_bytes(file_bytes, name="x.zip")
+    verdict = engine.scan_bytes(file_bytes, name="x.zip", options=ScanOptions(allmatch=True))
 
-For a process pool, `mailyard.antivirus.worker.scan_message(database_dir, limits, message)`
-keeps one engine per worker process.
+`from_settings` caches the compiled signatures under data_dir/antivirus-cache, so each
+process-pool worker loads them quickly; `mailyard.antivirus.worker` keeps one engine per
+worker process for callers that submit module-level functions to a pool.
 """
 
 from mailyard.antivirus.engine import EICAR, EICAR_NAME, ScanOptions, VirusEngine
 from mailyard.antivirus.verdict import Attachment, ScanLimits, ScanVerdict
 
-__all__ = [
-           "EICAR",
-           "EICAR_NAME",
-           "Attachment",
-           "ScanLimits",
-           "ScanOptions",
-           "ScanVerdict",
-           "VirusEngine",
-]
+__all__ = ["EICAR", "EICAR_NAME", "Attachment", "ScanLimits", "ScanOptions", "ScanVerdict",
+           "VirusEngine"]

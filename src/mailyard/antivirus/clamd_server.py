@@ -82,6 +82,9 @@ class ClamdService:
         path = argument
         if not os.path.exists(path):
             return [f"{path}: File path check failure: No such file or directory. ERROR"]
+        if not (os.path.isdir(path) or os.path.isfile(path)):
+            # A FIFO or device would block a worker forever.
+            return [f"{path}: Not supported file type. ERROR"]
         files = await asyncio.to_thread(_list_files, path)
         options = ScanOptions(allmatch=allmatch)
         lines: list[str] = []
@@ -151,17 +154,22 @@ class ClamdService:
                 event(log, "clamd stream refused", reason="StreamMaxLength")
                 await _discard_rest(reader)
                 return
-            if isinstance(ev, StreamComplete):
-                verdict = await self.scan_stream(ev.data)
-                if verdict.infected:
-                    self.found += 1
-                lines = format_result("stream", verdict.names)
-                event(log, "clamd scan", source="stream", size=len(ev.data),
-                      result=verdict.name or "OK")
-            else:
-                lines = await self.command(ev)
-                if lines is None:  # SHUTDOWN/QUIT: not ours to do; just hang up
-                    return
+            try:
+                if isinstance(ev, StreamComplete):
+                    verdict = await self.scan_stream(ev.data)
+                    if verdict.infected:
+                        self.found += 1
+                    lines = format_result("stream", verdict.names)
+                    event(log, "clamd scan", source="stream", size=len(ev.data),
+                          result=verdict.name or "OK")
+                else:
+                    lines = await self.command(ev)
+                    if lines is None:  # SHUTDOWN/QUIT: not ours to do; just hang up
+                        return
+            except Exception as exc:  # an engine bug answers ERROR, not silence
+                log.exception("clamd: scan failed")
+                label = "stream" if isinstance(ev, StreamComplete) else ev.argument or ev.name
+                lines = f"{label}: scan failed ({type(exc).__name__}). ERROR"
             writer.write(conn.reply(ev, lines))
             await writer.drain()
             if not conn.keep_open:
@@ -214,7 +222,9 @@ def _list_files(path: str) -> list[str]:
     for root, dirs, files in os.walk(path):
         dirs.sort()
         for name in sorted(files):
-            found.append(os.path.join(root, name))
+            full = os.path.join(root, name)
+            if os.path.isfile(full):  # regular files only (not FIFOs, sockets, devices)
+                found.append(full)
     return found
 
 

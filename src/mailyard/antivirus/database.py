@@ -71,6 +71,7 @@ class LogicalSignature:
     expression: str
     subsigs: tuple[SubSignature, ...]
     origin: str
+    conditions: tuple[str, ...] = ()  # YARA conditions from EntryPoint/NumberOfSections
 
 
 @dataclass
@@ -248,7 +249,7 @@ def _parse_ldb(db: SignatureDatabase, line: str, where: str, suffix: str) -> Non
     name, tdb_text, expression = fields[:3]
     if not name:
         raise ValueError("empty signature name")
-    target, file_size = _parse_tdb(tdb_text)
+    target, file_size, conditions = _parse_tdb(tdb_text)
     subsigs = []
     for text in fields[3:]:
         subsigs.append(_parse_subsig(text))
@@ -261,12 +262,21 @@ def _parse_ldb(db: SignatureDatabase, line: str, where: str, suffix: str) -> Non
     if name in db.ignored:
         return
     db.logical.append(LogicalSignature(name + suffix, target, file_size, expression,
-                                       tuple(subsigs), where))
+                                       tuple(subsigs), where, conditions))
 
 
-def _parse_tdb(text: str) -> tuple[int, tuple[int, int] | None]:
+def _parse_range(key: str, value: str) -> tuple[int, int]:
+    # ClamAV insists on both ends: "2-2", not "2".
+    low, _, high = value.partition("-")
+    if not low.isdigit() or not high.isdigit() or int(high) < int(low):
+        raise ValueError(f"bad {key} {value!r} (expected LOW-HIGH)")
+    return int(low), int(high)
+
+
+def _parse_tdb(text: str) -> tuple[int, tuple[int, int] | None, tuple[str, ...]]:
     target = 0
     file_size = None
+    conditions: list[str] = []
     for item in text.split(","):
         key, _, value = item.partition(":")
         if key == "Target":
@@ -274,16 +284,27 @@ def _parse_tdb(text: str) -> tuple[int, tuple[int, int] | None]:
         elif key == "Engine":
             continue
         elif key == "FileSize":
-            low, _, high = value.partition("-")
-            if not low.isdigit() or (high and not high.isdigit()):
-                raise ValueError(f"bad FileSize {value!r}")
-            file_size = (int(low), int(high) if high else 1 << 62)
-        elif key in ("Container", "Intermediates", "IconGroup1", "IconGroup2", "HandlerType",
-                     "EntryPoint", "NumberOfSections", "NumberOfSectionsCheck"):
+            file_size = _parse_range(key, value)
+        elif key == "EntryPoint":
+            low, high = _parse_range(key, value)
+            conditions.append(f"pe.entry_point >= {low} and pe.entry_point <= {high}")
+        elif key == "NumberOfSections":
+            low, high = _parse_range(key, value)
+            conditions.append(f"pe.number_of_sections >= {low} and "
+                              f"pe.number_of_sections <= {high}")
+        elif key == "Container":
+            from mailyard.antivirus.filetype import CLAMAV_CONTAINERS, CONTAINER_CODES
+
+            kind = CLAMAV_CONTAINERS.get(value)
+            if kind is None:
+                raise _Unsupported(f"ldb Container:{value}")
+            conditions.append(f"container == {CONTAINER_CODES[kind]}")
+        elif key in ("Intermediates", "IconGroup1", "IconGroup2", "HandlerType",
+                     "NumberOfSectionsCheck"):
             raise _Unsupported(f"ldb target description {key}")
         else:
             raise ValueError(f"unknown target description key {key!r}")
-    return target, file_size
+    return target, file_size, tuple(conditions)
 
 
 # PCRE flags we can express: i and s become YARA regex flags, A anchors at the offset;

@@ -26,6 +26,7 @@ from mailyard.antivirus.database import SignatureDatabase, database_sources, loa
 from mailyard.antivirus.matcher import Matcher
 from mailyard.antivirus.verdict import (
     LIMIT_RECURSION,
+    LIMIT_SCAN_SIZE,
     LIMIT_SCAN_TIME,
     Attachment,
     ScanLimits,
@@ -82,15 +83,23 @@ class VirusEngine:
         key = _cache_key(database_dir)
         cache_dir = Path(cache_dir)
         cached = Matcher.load(cache_dir, key)
-        if cached is not None:
-            matcher, meta = cached
-            database = SignatureDatabase(
-                hashes=meta["hashes"], allow=meta["allow"], ignored=meta["ignored"],
-                sections=meta["sections"],
-                errors=meta["db_errors"], unsupported=meta["unsupported"],
-                files=meta["files"], cached_count=meta["count"])
-            self.from_cache = True
-            return database, matcher
+        if cached is None:
+            # Several pool workers start at once: one compiles, the others wait on the lock
+            # and then read its cache instead of compiling the same rules in parallel.
+            with _CacheLock(cache_dir):
+                cached = Matcher.load(cache_dir, key)
+                if cached is None:
+                    return self._compile_and_save(database_dir, cache_dir, key)
+        matcher, meta = cached
+        database = SignatureDatabase(
+            hashes=meta["hashes"], allow=meta["allow"], ignored=meta["ignored"],
+            sections=meta["sections"], errors=meta["db_errors"],
+            unsupported=meta["unsupported"], files=meta["files"], cached_count=meta["count"])
+        self.from_cache = True
+        return database, matcher
+
+    @staticmethod
+    def _compile_and_save(database_dir, cache_dir: Path, key: str):
         database = load_database(database_dir)
         matcher = Matcher(database)
         try:
@@ -152,7 +161,8 @@ class VirusEngine:
                 for algorithm in self._hash_algorithms
                 if db.hashes.wanted(algorithm, size) or db.allow.wanted(algorithm, size)}
 
-    def _match(self, data: bytes, kind: str, timeout: float | None = None) -> list[str]:
+    def _match(self, data: bytes, kind: str, timeout: float | None = None,
+               container: str | None = None) -> list[str]:
         """Signature names matching one object (no recursion)."""
         found: list[str] = []
         size = len(data)
@@ -168,10 +178,14 @@ class VirusEngine:
                     found.append(hit)
         if kind == "pe" and len(db.sections):
             found += self._section_hits(data)
-        found += self.matcher.scan(data, filetype.TARGETS.get(kind, 0), timeout)
-        if kind == "text":
-            for name in self.matcher.scan(filetype.normalize_text(data), filetype.TARGET_TEXT,
-                                          timeout):
+        code = filetype.CONTAINER_CODES.get(container or "", 0)
+        found += self.matcher.scan(data, filetype.TARGETS.get(kind, 0), timeout, code)
+        if kind in ("text", "html"):
+            # ClamAV also matches the normalized text (lower case, white space squeezed);
+            # for HTML we do the same, a subset of its HTML normalization, and keep the raw
+            # match too (ClamAV does not, so we may find more in HTML, never less).
+            target = filetype.TARGET_TEXT if kind == "text" else filetype.TARGETS["html"]
+            for name in self.matcher.scan(filetype.normalize_text(data), target, timeout, code):
                 if name not in found:
                     found.append(name)
         if getattr(self, "eicar_builtin", False) and data[:len(EICAR)] == EICAR \
@@ -206,7 +220,8 @@ class _Walk:
         self.encrypted = False
         self.done = False
 
-    def visit(self, data: bytes, depth: int, kind: str | None = None) -> None:
+    def visit(self, data: bytes, depth: int, kind: str | None = None,
+              container: str | None = None) -> None:
         if self.done:
             return
         self.budget.check_time()
@@ -216,7 +231,7 @@ class _Walk:
         kind = kind or filetype.detect(data)
         remaining = max(self.budget.deadline - time.monotonic(), 0.001)
         try:
-            found = self.engine._match(data, kind, remaining)
+            found = self.engine._match(data, kind, remaining, container)
         except yara_x.TimeoutError:
             self.budget.record(LIMIT_SCAN_TIME)
             raise archives.LimitHit(LIMIT_SCAN_TIME) from None
@@ -232,7 +247,7 @@ class _Walk:
             inner = archives.DECOMPRESSORS[kind](data, self.budget)
             inner_kind = filetype.detect(inner)
             self._seen("", "", inner_kind, depth + 1, len(inner))
-            self.visit(inner, depth + 1, inner_kind)
+            self.visit(inner, depth + 1, inner_kind, kind)
         elif kind in archives.UNPACKERS and self.options.scan_archives:
             for member in archives.UNPACKERS[kind](data, self.budget):
                 if self.done:
@@ -244,28 +259,59 @@ class _Walk:
                 if member.encrypted:
                     self.encrypted = True
                     continue
-                self.visit(member.data, depth + 1, member_kind)
+                self.visit(member.data, depth + 1, member_kind, kind)
         elif kind == "mail" and self.options.scan_mail:
             room = self.engine.limits.max_depth - depth
             if room <= 0:
                 self.budget.record(LIMIT_RECURSION)
                 return
-            for part in mime.parts(data, room):
-                if self.done:
-                    break
-                self.budget.check_time()
-                part_kind = filetype.detect(part.data)
-                part_depth = depth + part.depth
-                self._seen(part.name, part.content_type, part_kind, part_depth, len(part.data))
-                self.budget.take(len(part.data))
-                if self.budget.remaining < 0:
-                    self.budget.record("Heuristics.Limits.Exceeded.MaxScanSize")
-                    break
-                self.visit(part.data, part_depth, part_kind)
+            try:
+                self._visit_parts(data, depth, room)
+            except RecursionError:
+                # The standard library's MIME parser recurses once per nested multipart;
+                # thousands of levels (a hostile message) exhaust the stack.
+                self.budget.record(LIMIT_RECURSION)
+
+    def _visit_parts(self, data: bytes, depth: int, room: int) -> None:
+        for part in mime.parts(data, room):
+            if self.done:
+                break
+            self.budget.check_time()
+            part_kind = filetype.detect(part.data)
+            part_depth = depth + part.depth
+            self._seen(part.name, part.content_type, part_kind, part_depth, len(part.data))
+            self.budget.take(len(part.data))
+            if self.budget.remaining < 0:
+                self.budget.record(LIMIT_SCAN_SIZE)
+                break
+            self.visit(part.data, part_depth, part_kind, "mail")
 
     def _seen(self, name: str, content_type: str, detected: str, depth: int, size: int,
               encrypted: bool = False) -> None:
         self.attachments.append(Attachment(name, content_type, detected, depth, size, encrypted))
+
+
+class _CacheLock:
+    """An exclusive flock on cache_dir/.lock (no-op when the directory cannot be made)."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.file = None
+
+    def __enter__(self):
+        import fcntl
+
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.file = open(self.directory / ".lock", "a")
+            fcntl.flock(self.file, fcntl.LOCK_EX)
+        except OSError:
+            self.file = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.file is not None:
+            self.file.close()  # releases the lock
 
 
 def _cache_key(database_dir) -> str:

@@ -18,6 +18,13 @@ TARGET_TEXT = 7
 
 ARCHIVES = {"zip", "gzip", "bzip2", "xz", "tar", "7z"}
 
+# `.ldb` `Container:CL_TYPE_*` → the walker's container kinds, as small codes for YARA.
+CONTAINER_CODES = {"zip": 1, "gzip": 2, "bzip2": 3, "xz": 4, "tar": 5, "7z": 6, "mail": 7,
+                   "rar": 8}
+CLAMAV_CONTAINERS = {"CL_TYPE_ZIP": "zip", "CL_TYPE_GZ": "gzip", "CL_TYPE_BZ": "bzip2",
+                     "CL_TYPE_XZ": "xz", "CL_TYPE_POSIX_TAR": "tar", "CL_TYPE_OLD_TAR": "tar",
+                     "CL_TYPE_7Z": "7z", "CL_TYPE_MAIL": "mail", "CL_TYPE_RAR": "rar"}
+
 _MAIL_HEADER = re.compile(
     rb"^(?:From |(?:Return-Path|Received|Delivered-To|From|To|Subject|Date|Message-ID|"
     rb"MIME-Version|Content-Type|X-[A-Za-z0-9-]+|Reply-To|Sender|DKIM-Signature|"

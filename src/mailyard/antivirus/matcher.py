@@ -129,6 +129,7 @@ class Matcher:
             lines, origins = self._source(db, excluded)
             compiler = yara_x.Compiler(ignore_invalid_rules=True)
             compiler.define_global("ftype", 0)
+            compiler.define_global("container", 0)
             errors = []
             if lines:
                 try:
@@ -213,6 +214,7 @@ class Matcher:
             if sig.file_size:
                 extra.append(f"filesize >= {sig.file_size[0]} and "
                              f"filesize <= {sig.file_size[1]}")
+            extra += [f"({c})" for c in sig.conditions]
             full = _target_condition(sig.target) + " and ".join([f"({condition})"] + extra)
             if not uses_modules and _uses_modules(full):
                 lines[:0] = ['import "pe"', 'import "elf"']
@@ -268,12 +270,15 @@ class Matcher:
             self._local.scanner = scanner
         return scanner
 
-    def scan(self, data: bytes, ftype: int, timeout: float | None = None) -> list[str]:
-        """Names of the signatures matching `data` (a file of ClamAV target type `ftype`)."""
+    def scan(self, data: bytes, ftype: int, timeout: float | None = None,
+             container: int = 0) -> list[str]:
+        """Names of the signatures matching `data` (a file of ClamAV target type `ftype`,
+        found inside a container of type code `container`, 0 = top level)."""
         if not self.rule_count:
             return []
         scanner = self._scanner()
         scanner.set_global("ftype", ftype)
+        scanner.set_global("container", container)
         if timeout is not None:
             scanner.set_timeout(max(1, int(timeout + 0.999)))
         results = scanner.scan(data)

@@ -51,7 +51,11 @@ def _walk(message: Message, depth: int, max_depth: int):
             if message.get_content_type() == "message/rfc822" or (
                     sub.get_content_maintype() == "multipart" or sub.is_multipart()):
                 if depth >= max_depth:
-                    yield Part("", "message/rfc822", sub.as_bytes(), depth + 1)
+                    try:
+                        raw = sub.as_bytes()
+                    except (ValueError, LookupError, TypeError):  # undecodable: nothing to see
+                        continue
+                    yield Part("", "message/rfc822", raw, depth + 1)
                     continue
                 inner = depth + 1 if message.get_content_type() == "message/rfc822" else depth
                 yield from _walk(sub, inner, max_depth)

@@ -113,8 +113,11 @@ def scan(databases, recursive, allmatch, scan_archive, scan_mail, no_summary, in
         path = Path(label)
         if path.is_dir():
             scan_dir(path, label)
-        elif path.exists():
+        elif path.is_file():
             scan_file(path, label)
+        elif path.exists():  # a FIFO or device: reading it could block forever
+            counts["errors"] += 1
+            click.echo(f"WARNING: {label}: Not supported file type", err=True)
         else:
             counts["errors"] += 1
             click.echo(f"{label}: No such file or directory", err=True)

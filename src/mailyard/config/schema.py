@@ -251,6 +251,10 @@ class SpamSettings:
                                "ham (<= 0.1) automatically while scanning.")
     bayes_min_learned: int = setting(200, "Spam and ham messages each that must be learned "
                                      "before Bayes gives a probability.", check_non_negative)
+    network_tests: bool = setting(True, "DNSBL/URIBL rules: the filter resolves what they ask "
+                                  "through [dns] (skipped for a minute after DNS fails).")
+    dns_budget: float = setting(2.0, "Seconds one message may spend on network tests.",
+                                check_positive)
 
 
 @dataclass(frozen=True)

@@ -419,6 +419,10 @@ async def _transaction(settings, client: aiosmtplib.SMTP, envelope: Envelope,
 
 async def start(app, service: str, address: str) -> Listener:
     content_filter = app.component("filter", lambda app: ContentFilter(app))
+    if app.settings.spam.bayes:
+        from mailyard.spam.service import learner
+
+        learner(app)   # consume the Junk/un-Junk learn jobs IMAP leaves (also without spamd)
     listener = await serve_stream(app, service, address, content_filter.handle)
     pool = app.process_pool
     loop = asyncio.get_running_loop()

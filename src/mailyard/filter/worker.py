@@ -61,6 +61,59 @@ def facts_from_headers(message: bytes, authserv_id: str) -> dict[str, str]:
     return facts
 
 
+_dns_down_until = 0.0
+DNS_DOWN_PAUSE = 60.0
+
+
+def _resolve(settings, queries: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """Answer the spam rules' DNSBL/URIBL questions within `[spam] dns_budget` seconds.
+
+    Runs in a pool worker (not the event loop), so plain blocking dnspython is right here;
+    the questions go out in parallel. If the resolver times out, network tests pause in this
+    worker for a minute so an offline server does not pay the budget on every message.
+    """
+    global _dns_down_until
+    import concurrent.futures
+    import time
+
+    import dns.exception
+    import dns.nameserver
+    import dns.resolver
+
+    from mailyard.config import parse_hostport
+
+    if time.monotonic() < _dns_down_until:
+        return {}
+    budget = settings.spam.dns_budget
+    resolver = dns.resolver.Resolver(configure=not settings.dns.nameservers)
+    if settings.dns.nameservers:
+        resolver.nameservers = [dns.nameserver.Do53Nameserver(*parse_hostport(s))
+                                for s in settings.dns.nameservers]
+    resolver.lifetime = min(budget, settings.dns.timeout)
+    answers: dict[str, list[str]] = {}
+    timed_out = False
+
+    def one(query: tuple[str, str]) -> None:
+        nonlocal timed_out
+        name, rdtype = query
+        try:
+            result = resolver.resolve(name, rdtype, search=False)
+            answers[f"{name}/{rdtype}"] = [r.to_text().strip('"') for r in result]
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.YXDOMAIN):
+            answers[f"{name}/{rdtype}"] = []
+        except (dns.exception.Timeout, dns.resolver.NoNameservers):
+            timed_out = True
+        except dns.exception.DNSException:
+            pass
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(queries))) as pool:
+        done, _ = concurrent.futures.wait([pool.submit(one, q) for q in queries[:40]],
+                                          timeout=budget)
+    if timed_out and not answers:
+        _dns_down_until = time.monotonic() + DNS_DOWN_PAUSE
+    return answers
+
+
 def scan_file(settings, generation: int, path: str, skip_spam: bool = False) -> ScanResult:
     """Scan the message at `path`; never raises (errors come back in `error`)."""
     try:
@@ -78,7 +131,12 @@ def scan_file(settings, generation: int, path: str, skip_spam: bool = False) -> 
                               encrypted=getattr(virus, "encrypted", False),
                               attachments=attachments, subject=subject)
         facts = facts_from_headers(message, settings.server.hostname)
-        spam = _engines["spam"].scan(message, facts=facts)
+        engine = _engines["spam"]
+        if settings.spam.network_tests:
+            queries = engine.dns_queries(message, facts=facts)
+            if queries:
+                facts["dns"] = _resolve(settings, queries)
+        spam = engine.scan(message, facts=facts)
         return ScanResult(
             infected=False, virus_names=(), limits_exceeded=virus.limits_exceeded,
             encrypted=getattr(virus, "encrypted", False), attachments=attachments,

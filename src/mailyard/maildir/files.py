@@ -186,7 +186,8 @@ def fsync_dir_shared(path: Path | str) -> None:
 
 
 def write_tmp(folder_dir: Path | str, message: bytes, internal_date: float | None) -> str:
-    """Write a message to tmp/ and fsync it; returns the tmp path (caller renames it)."""
+    """Write a message to tmp/ and fsync it; returns the tmp path (the caller renames it
+    and sets the internal date on the final file)."""
     tmp = f"{folder_dir}/tmp/{time.time():.6f}.P{os.getpid()}R{secrets.token_hex(6)}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -201,8 +202,6 @@ def write_tmp(folder_dir: Path | str, message: bytes, internal_date: float | Non
             os.unlink(tmp)
         raise
     os.close(fd)
-    if internal_date is not None:
-        os.utime(tmp, (internal_date, internal_date))
     return tmp
 
 

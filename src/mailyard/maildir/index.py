@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -105,6 +106,7 @@ class FolderIndex:
         self.keyword_names: dict[str, str] = {}  # letter -> keyword
         self.keyword_letters: dict[str, str] = {}  # keyword -> letter
         self.conn = self._connect()
+        clean_tmp(self.dir)
 
     # -- opening --------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -405,6 +407,8 @@ class FolderIndex:
             base = new_base(size, vsize)
             rel = entry_for(base, letters)
             os.rename(tmp_path, self.sdir + rel)
+            if abs(os.stat(self.sdir + rel).st_mtime - internal_date) > 0.001:
+                os.utime(self.sdir + rel, (internal_date, internal_date))  # INTERNALDATE
             subdir, _, entry = rel.partition("/")
             parsed = ParsedName(base=base, letters=letters or "", subdir=subdir, entry=entry,
                                 has_info=letters is not None)
@@ -556,6 +560,28 @@ class FolderIndex:
                 self._forget(uid)
                 done.append((uid, row[1]))
         return done
+
+
+TMP_MAX_AGE = 36 * 3600
+
+
+def clean_tmp(folder_dir: Path) -> None:
+    """Remove what a crash left in tmp/: files untouched for 36 hours (the Maildir rule) and
+    folders whose deletion was interrupted (`deleted-folder.*`, any age)."""
+    tmp = Path(folder_dir) / "tmp"
+    try:
+        entries = list(os.scandir(tmp))
+    except OSError:
+        return
+    cutoff = time.time() - TMP_MAX_AGE
+    for entry in entries:
+        with contextlib.suppress(OSError):
+            if entry.is_dir(follow_symlinks=False):
+                if entry.name.startswith("deleted-folder."):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+            elif entry.stat(follow_symlinks=False).st_ctime < cutoff:
+                # ctime, not mtime: a message being written may carry an old internal date.
+                os.unlink(entry.path)
 
 
 def _is_utf8(entry: str) -> bool:

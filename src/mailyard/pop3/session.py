@@ -18,9 +18,9 @@ computes once at delivery (or when it first indexes a foreign file) and keeps in
 the same number IMAP reports. (A foreign file whose last line lacks a line end is sent with
 one added, 2 octets more than listed; files the store writes always end in CRLF.)
 
-`MailboxLock` makes sessions exclusive per mailbox (RFC 1939 §8 suggests an exclusive-access
-lock): `flock` on a file under data_dir/run/pop3, so it holds across processes and is released
-by the kernel if the process dies.
+`MailboxLock` makes sessions exclusive per mailbox (RFC 1939 §4: the server takes an
+exclusive-access lock on the maildrop at login): `flock` on a file under data_dir/run/pop3, so
+it holds across processes and is released by the kernel if the process dies.
 """
 
 from __future__ import annotations

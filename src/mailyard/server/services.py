@@ -19,5 +19,5 @@ SERVICES: dict[str, str] = {
     "managesieve": "mailyard.sieve.managesieve.server:start",
     "spamd": "mailyard.spam.service:start",
     "clamd": "mailyard.antivirus.clamd_server:start",
-    "metrics": "mailyard.server.placeholder:start",
+    "metrics": "mailyard.server.metrics:start",
 }

@@ -19,9 +19,16 @@ Public API (the filter builds one engine per worker process):
 `dns_queries`: {"QNAME/RDTYPE": ["127.0.0.2"]}).
 """
 
-from mailyard.spam.engine import (RuleHit, SpamEngine, SpamVerdict, fold, header_fields,
-                                  load_ruleset)
+from mailyard.spam.engine import RuleHit, SpamEngine, SpamVerdict, fold, header_fields, load_ruleset
 from mailyard.spam.learnjobs import LearnJobReport, process_learn_jobs
 
-__all__ = ["RuleHit", "SpamEngine", "SpamVerdict", "header_fields", "fold", "load_ruleset",
-           "process_learn_jobs", "LearnJobReport"]
+__all__ = [
+                                  "LearnJobReport",
+                                  "RuleHit",
+                                  "SpamEngine",
+                                  "SpamVerdict",
+                                  "fold",
+                                  "header_fields",
+                                  "load_ruleset",
+                                  "process_learn_jobs",
+]

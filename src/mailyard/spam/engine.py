@@ -26,7 +26,6 @@ from functools import cached_property
 from importlib import resources
 from pathlib import Path
 
-
 from mailyard.log import get_logger
 from mailyard.spam import evals
 from mailyard.spam.bayes import BayesDatabases, message_id, tokenize
@@ -67,6 +66,9 @@ class SpamVerdict:
         return [h.name for h in self.hits]
 
 
+BAYES_RULES = "23_bayes.cf"
+
+
 def builtin_rules_dir() -> Path:
     return Path(str(resources.files("mailyard.spam") / "rules"))
 
@@ -89,13 +91,17 @@ def load_ruleset(rules_dirs: list[str | Path], *, builtin: bool = True,
             loader.load_file(path)
         else:
             loader.load_dir(path)
+    if builtin and rules_dirs:
+        # BAYES_* score mailyard's classifier, whose calibration differs from SpamAssassin's:
+        # our bands and scores win over an imported rule set's.
+        loader.load_file(builtin_rules_dir() / BAYES_RULES)
     return loader.finish()
 
 
 class ScanContext:
     """What eval functions see during one scan."""
 
-    def __init__(self, engine: "SpamEngine", msg: ParsedMessage, facts: dict,
+    def __init__(self, engine: SpamEngine, msg: ParsedMessage, facts: dict,
                  bayes_probability: float | None):
         self.msg = msg
         self.facts = facts
@@ -229,7 +235,7 @@ def _count(pattern, text: str, limit: int) -> int:
 class _LazyHits(dict):
     """Hit counts by rule name, each rule evaluated the first time someone asks."""
 
-    def __init__(self, engine: "SpamEngine", ctx: ScanContext, deadline: float):
+    def __init__(self, engine: SpamEngine, ctx: ScanContext, deadline: float):
         super().__init__()
         self.engine = engine
         self.ctx = ctx
@@ -281,7 +287,7 @@ class SpamEngine:
                 self.rbl_zones.setdefault(str(r.eval_args[0]), str(r.eval_args[1]))
 
     @classmethod
-    def from_settings(cls, settings) -> "SpamEngine":
+    def from_settings(cls, settings) -> SpamEngine:
         spam = settings.spam
         bayes_path = settings.data_path / "bayes.sqlite3" if spam.bayes else None
         return cls(rules_dirs=list(spam.rules_dirs), bayes_path=bayes_path,
@@ -371,7 +377,7 @@ class SpamEngine:
             self._root_cache[key] = roots
         return roots
 
-    def _evaluate(self, ctx: ScanContext, rule, hits: "_LazyHits") -> int:
+    def _evaluate(self, ctx: ScanContext, rule, hits: _LazyHits) -> int:
         kind = rule.kind
         if kind == "meta":
             try:

@@ -37,7 +37,7 @@ import email.utils
 import fnmatch
 import ipaddress
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from mailyard.spam.message import addresses
 
@@ -324,7 +324,7 @@ def check_for_mime(ctx, test):
                    for p in parts)
     if test == "mime_bad_iso_charset":
         return any(re.fullmatch(r"iso-?8859-?(?:1[1-9]|[2-9]\d)", p.params.get("charset", ""),
-                                re.I) for p in parts)
+                                re.IGNORECASE) for p in parts)
     if test == "mimepart_limit_exceeded":
         return "too_many_parts" in ctx.msg.flags
     return False

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 MAX_HTML = 512 * 1024
 
 _TOKEN = re.compile(r"<!--.*?(?:-->|\Z)|<![^>]*>?|<\?[^>]*>?|<(/?)([a-zA-Z][a-zA-Z0-9:-]{0,30})"
-                    r"((?:[^<>\"']|\"[^\"]{0,1000}\"|'[^']{0,1000}'){0,2000})>|<", re.S)
+                    r"((?:[^<>\"']|\"[^\"]{0,1000}\"|'[^']{0,1000}'){0,2000})>|<", re.DOTALL)
 _ATTR = re.compile(r"""([a-zA-Z_:][-a-zA-Z0-9_:.]*)\s*(?:=\s*("[^"]*"|'[^']*'|[^\s"'>]+))?""")
 _BLOCK = {"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table", "hr",
           "blockquote", "pre", "ul", "ol", "dl", "dt", "dd", "title", "center", "form", "td"}

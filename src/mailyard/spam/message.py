@@ -174,7 +174,7 @@ class ParsedMessage:
 
     # -- parsing ---------------------------------------------------------------------------
     @classmethod
-    def parse(cls, message: bytes) -> "ParsedMessage":
+    def parse(cls, message: bytes) -> ParsedMessage:
         size = len(message)
         data = message[:MAX_MESSAGE_BYTES]
         data = data.replace(b"\r\n", b"\n")

@@ -160,7 +160,7 @@ def translate(pattern: str) -> str:
     return "".join(out)
 
 
-def compile_perl(text: str, *, extra_flags: int = 0) -> "regex.Pattern[str]":
+def compile_perl(text: str, *, extra_flags: int = 0) -> regex.Pattern[str]:
     """Compile a Perl match operator (`/.../flags`) into a `regex` pattern."""
     pattern, flags = parse_match(text)
     return compile_pattern(pattern, flags, extra_flags=extra_flags)

@@ -16,12 +16,30 @@ from __future__ import annotations
 
 try:  # Python 3.11+
     import re._parser as sre_parse
-    from re._constants import (ASSERT, ASSERT_NOT, BRANCH, IN, LITERAL, MAX_REPEAT,
-                               MIN_REPEAT, POSSESSIVE_REPEAT, SUBPATTERN, ATOMIC_GROUP)
+    from re._constants import (
+        ASSERT,
+        ASSERT_NOT,
+        ATOMIC_GROUP,
+        BRANCH,
+        IN,
+        LITERAL,
+        MAX_REPEAT,
+        MIN_REPEAT,
+        POSSESSIVE_REPEAT,
+        SUBPATTERN,
+    )
 except ImportError:  # pragma: no cover
     import sre_parse  # type: ignore
-    from sre_constants import (ASSERT, ASSERT_NOT, BRANCH, IN, LITERAL,  # type: ignore
-                               MAX_REPEAT, MIN_REPEAT, SUBPATTERN)
+    from sre_constants import (  # type: ignore
+        ASSERT,
+        ASSERT_NOT,
+        BRANCH,
+        IN,
+        LITERAL,
+        MAX_REPEAT,
+        MIN_REPEAT,
+        SUBPATTERN,
+    )
     POSSESSIVE_REPEAT = ATOMIC_GROUP = object()
 
 MIN_LITERAL = 3

@@ -346,7 +346,7 @@ class RuleLoader:
         if d.kind in ("header", "mimeheader"):
             if text.startswith("exists:"):
                 return Rule(header=text[7:].strip(), exists=True, **common)
-            hm = re.match(r"^([^\s:=!~]+)((?::\w+)*)\s*(=~|!~)\s*(.*)$", text, re.S)
+            hm = re.match(r"^([^\s:=!~]+)((?::\w+)*)\s*(=~|!~)\s*(.*)$", text, re.DOTALL)
             if not hm:
                 raise ValueError(f"syntax: bad header rule {text[:60]!r}")
             header, modifier, op, expr = hm.groups()

@@ -83,7 +83,7 @@ async def handle(app, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
         await writer.drain()
         event(log, "spamd refused", client=peer and peer[0], error=str(exc))
         return
-    except (asyncio.TimeoutError, TimeoutError):
+    except TimeoutError:
         writer.write(proto.format_error(proto.EX_TEMPFAIL, "timeout"))
         await writer.drain()
         return
