@@ -57,7 +57,8 @@ class Incoming:
             state = entry.to_json()
             await self.queue.committer.run(CommitJob(
                 # File system calls that may wait on the journal run in the commit thread.
-                # Each is fsynced through the descriptor that wrote it.
+                # Each is fsynced through the descriptor that wrote it (measured against
+                # close-then-fsync-by-path of all files in parallel: no worse, fewer calls).
                 prepare=[lambda: close_durably(self._file),
                          lambda: write_durably(env_tmp, state)],
                 # The message was written in active/ already; this rename makes the pair.

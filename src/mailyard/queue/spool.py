@@ -41,6 +41,7 @@ import concurrent.futures
 import fcntl
 import itertools
 import os
+import random
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -58,7 +59,9 @@ _counter = itertools.count()
 def new_queue_id() -> str:
     """Sortable by arrival, unique without coordination: microseconds, counter, random."""
     micros = time.time_ns() // 1000
-    return f"{micros:013X}{next(_counter) % 256:02X}{secrets.token_hex(2).upper()}"
+    # A PRNG suffices for the tie-breaker (no secret here; `random` is seeded from urandom and
+    # reseeded after fork) and costs no syscall, where secrets.token_hex read /dev/urandom.
+    return f"{micros:013X}{next(_counter) % 256:02X}{random.getrandbits(16):04X}"
 
 
 def valid_queue_id(text: str) -> bool:
@@ -124,14 +127,10 @@ def _fsync_all(paths: list[Path], directory: bool = False) -> dict[Path, OSError
     return {p: e for p, e in zip(paths, results) if e is not None}
 
 
-def _prepare_and_fsync(job: CommitJob) -> OSError | None:
-    """One job's own durable writes, in one worker call: its prepare steps, then the
-    fsync of each of its files. The first failure, or None."""
+def _prepare(job: CommitJob) -> OSError | None:
     try:
         for step in job.prepare:
             step()
-        for path in job.fsync_files:
-            fsync_path(path)
         return None
     except OSError as exc:
         return exc
@@ -140,17 +139,24 @@ def _prepare_and_fsync(job: CommitJob) -> OSError | None:
 def execute_batch(jobs: list[CommitJob]) -> list[BaseException | None]:
     """Apply a batch of jobs with one fsync per directory; returns one error slot per job.
 
-    Order per job: its files' data is durable, then its renames and unlinks are done; then
-    each directory touched by the batch is fsynced once, which makes the renames durable.
+    Order per job: its prepare steps (which may write and fsync through their own
+    descriptors), then its `fsync_files`, all jobs' in parallel; then its renames and
+    unlinks; then each directory touched by the batch is fsynced once, which makes the
+    renames durable.
     """
     # File creation and fsync can wait on the journal while another fsync commits it:
-    # the jobs of a batch run in parallel, each in one worker call.
-    work = [job for job in jobs if job.prepare or job.fsync_files]
+    # the jobs of a batch run in parallel.
+    work = [job for job in jobs if job.prepare]
     if len(work) > 1:
-        done = dict(zip(map(id, work), _FSYNC_POOL.map(_prepare_and_fsync, work)))
+        done = dict(zip(map(id, work), _FSYNC_POOL.map(_prepare, work)))
     else:
-        done = {id(job): _prepare_and_fsync(job) for job in work}
+        done = {id(job): _prepare(job) for job in work}
     errors: list[BaseException | None] = [done.get(id(job)) for job in jobs]
+    failed = _fsync_all([p for i, job in enumerate(jobs) if errors[i] is None
+                         for p in job.fsync_files])
+    for i, job in enumerate(jobs):
+        if errors[i] is None:
+            errors[i] = next((failed[p] for p in job.fsync_files if p in failed), None)
     dirs: set[Path] = set()
     for i, job in enumerate(jobs):
         if errors[i] is not None:
