@@ -222,9 +222,13 @@ class DnsServer:
                 return outer._answer(request)
 
         self.port = free_port()
-        self._server = DNSServer(_Resolver(), address="127.0.0.1", port=self.port, tcp=False)
+        from dnslib.server import DNSLogger
+
+        quiet = DNSLogger(log="-request,-reply,-truncated,-error,-recv,-send,-data", prefix=False)
+        self._server = DNSServer(_Resolver(), address="127.0.0.1", port=self.port, tcp=False,
+                                 logger=quiet)
         self._server_tcp = DNSServer(_Resolver(), address="127.0.0.1", port=self.port,
-                                     tcp=True)
+                                     tcp=True, logger=quiet)
         self._server.start_thread()
         self._server_tcp.start_thread()
 

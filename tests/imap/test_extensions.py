@@ -148,6 +148,11 @@ def test_condstore_and_qresync(client, store):
     assert vanished == [b"3", b"(EARLIER) 3"]
     fetches = client._imap.untagged_responses.pop("FETCH")
     assert any(b"UID 2 " in f for f in fetches)
+    # UID FETCH ... (CHANGEDSINCE m VANISHED): the same answer inside the selected state
+    client._imap.state = "SELECTED"   # imaplib did not see our raw SELECT
+    typ, _ = client._imap.uid("FETCH", "1:*", "(FLAGS)", f"(CHANGEDSINCE {modseq} VANISHED)")
+    assert typ == "OK"
+    assert client._imap.untagged_responses.pop("VANISHED") == [b"(EARLIER) 3"]
 
 
 def test_sort_and_thread(client, store):

@@ -137,3 +137,26 @@ async def test_login_throttle_grows_per_ip():
     slow.failures["192.0.2.7"] = (6, time.monotonic())
     assert slow.delay_for("192.0.2.7") == 8.0
     assert slow.delay_for("198.51.100.1") == 0.0
+
+
+def test_auth_cache_remembers_only_the_exact_credentials():
+    from mailyard.imap.server import AuthCache
+
+    cache = AuthCache(ttl=300.0)
+    cache.put("alice@example.test", "right", "alice@example.test")
+    assert cache.get("alice@example.test", "right") == "alice@example.test"
+    assert cache.get("alice@example.test", "wrong") is None
+    assert cache.get("alice@example.test\0", "right") is None
+    assert AuthCache(ttl=0).get("alice@example.test", "right") is None
+    assert all(b"right" not in k for k in cache._entries)
+
+
+def test_big_literal_before_login_is_refused(imap_server):
+    """Before authentication only small literals (credentials) are accepted, so an anonymous
+    client cannot make the server buffer a message-sized literal."""
+    s, f = open_raw(imap_server)
+    with s:
+        send(f, b"a APPEND INBOX {100000}\r\n")
+        assert f.readline() == b"a NO [TOOBIG] literal too big\r\n"
+        send(f, b"b LOGIN {5}\r\n")
+        assert f.readline() == b"+ go ahead\r\n"

@@ -239,6 +239,11 @@ def test_list_lsub_create_delete_rename_subscribe(connect, store):
     assert c.subscribe("Projects.Alpha")[0] == "OK"
     assert b'() "." "Projects.Alpha"' in c.lsub('""', "*")[1]
     assert c.lsub('""', "Projects.*")[1] == [b'() "." "Projects.Alpha"']
+    # RFC 3501 §6.3.9: % stops at the unsubscribed parent, which is named \Noselect
+    assert b'(\\Noselect) "." "Projects"' in c.lsub('""', "%")[1]
+    typ, _ = c._simple_command("LIST", "(SUBSCRIBED RECURSIVEMATCH)", '""', "%")
+    assert b'(\\HasChildren) "." "Projects" ("CHILDINFO" ("SUBSCRIBED"))' in \
+        c.untagged_responses.pop("LIST")
     assert c.unsubscribe("Projects.Alpha")[0] == "OK"
     assert c.lsub('""', "Projects.*")[1] == [None]
     assert c.rename("Projects", "Work")[0] == "OK"
@@ -310,3 +315,21 @@ def test_raw_literal_plus_and_bad_syntax_stays_connected(imap_server, user):
         f.flush()
         assert f.readline().startswith(b"b BAD")
         assert f.readline() == b"c OK NOOP completed\r\n"
+
+
+def test_big_message_streamed_byte_exact(connect, store):
+    """Bodies above 1 MB go straight from the file in chunks; the bytes must not change."""
+    lines = b"".join(b"line %07d of a big message, padded to some length....\r\n" % i
+                     for i in range(60000))
+    big = message("big", body="") + lines
+    store.deliver(big)
+    c = connect()
+    c.select("INBOX")
+    typ, data = c.fetch("1", "(RFC822.SIZE BODY.PEEK[])")
+    assert data[0][0].endswith(b"BODY[] {%d}" % len(big))
+    assert data[0][1] == big
+    typ, data = c.fetch("1", "(RFC822)")
+    assert data[0][1] == big
+    typ, data = c.fetch("1", "(BODY.PEEK[]<1000000.20>)")
+    assert data[0][1] == big[1000000:1000020]
+    assert b"\\Seen" in c.fetch("1", "(FLAGS)")[1][0]

@@ -161,3 +161,56 @@ set sort = date
                             text=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
     assert out.exists(), result.stdout[-2000:] + result.stderr
     assert b"Subject: for mutt" in out.read_bytes()
+
+
+@pytest.mark.skipif(shutil.which("offlineimap") is None, reason="offlineimap not installed")
+def test_offlineimap_two_way_sync(imap_server, user, store, tmp_path):
+    store.deliver(message("o1"))
+    store.create_folder("Lists")
+    store.deliver(message("o2"), folder="Lists")
+    local = tmp_path / "mail"
+    rc = tmp_path / "offlineimaprc"
+    rc.write_text(f"""[general]
+accounts = test
+metadata = {tmp_path}/meta
+
+[Account test]
+localrepository = local
+remoterepository = remote
+
+[Repository local]
+type = Maildir
+localfolders = {local}
+
+[Repository remote]
+type = IMAP
+remotehost = 127.0.0.1
+remoteport = {imap_server.port('imap')}
+remoteuser = {user}
+remotepass = {PASSWORD}
+ssl = no
+starttls = no
+""")
+
+    def sync():
+        result = subprocess.run(["offlineimap", "-c", str(rc), "-o", "-u", "basic"],
+                                check=False, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    sync()
+    got = by_subject(local_messages(local / "INBOX").values())
+    assert got[b"o1"].replace(b"\r\n", b"\n") == message("o1").replace(b"\r\n", b"\n")
+    assert set(by_subject(local_messages(local / "Lists").values())) == {b"o2"}
+    # local: flag o1 seen and add a message; server: a new delivery
+    inbox = local / "INBOX"
+    [path] = [p for p in list((inbox / "cur").iterdir()) + list((inbox / "new").iterdir())]
+    path.rename(inbox / "cur" / (path.name.split(":2,")[0] + ":2,S"))
+    (inbox / "new" / "1700000002.off.host").write_bytes(message("o3").replace(b"\r\n", b"\n"))
+    store.deliver(message("o4"))
+    sync()
+    inbox_srv = store.open("INBOX")
+    server = {by_subject([inbox_srv.read(m.uid)]).popitem()[0]: m.flags
+              for m in inbox_srv.messages()}
+    assert set(server) == {b"o1", b"o3", b"o4"}
+    assert "\\Seen" in server[b"o1"]
+    assert set(by_subject(local_messages(inbox).values())) == {b"o1", b"o3", b"o4"}

@@ -161,3 +161,53 @@ async def test_transcript_list_and_status(app):
         b"c OK LIST completed\r\n"
         b'* STATUS INBOX (MESSAGES 1 UNSEEN 1)\r\n'
         b"d OK STATUS completed\r\n")
+
+
+# -- server-level fuzz: random commands in every state never crash the session ---------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_COMMAND_WORDS = st.sampled_from([
+    b"FETCH", b"UID FETCH", b"STORE", b"UID STORE", b"SEARCH", b"UID SEARCH", b"COPY",
+    b"MOVE", b"UID MOVE", b"EXPUNGE", b"UID EXPUNGE", b"SORT", b"THREAD", b"STATUS", b"LIST",
+    b"LSUB", b"SELECT", b"EXAMINE", b"CREATE", b"DELETE", b"RENAME", b"APPEND", b"NOOP",
+    b"CHECK", b"CLOSE", b"UNSELECT", b"ENABLE", b"ID", b"NAMESPACE", b"SUBSCRIBE"])
+_ARG_WORDS = st.sampled_from([
+    b"1", b"1:*", b"*", b"2,4:5", b"0", b"4294967296", b"INBOX", b"Junk", b"\"a.b\"",
+    b"(FLAGS)", b"(BODY[1.2.MIME])", b"BODY.PEEK[HEADER.FIELDS (To)]<0.5>", b"ALL", b"FAST",
+    b"+FLAGS", b"-FLAGS.SILENT", b"(\\Seen)", b"(\\Bogus)", b"OR", b"NOT", b"SEEN",
+    b"BODY x", b"SINCE 1-Jan-2020", b"(REVERSE DATE)", b"UTF-8", b"REFERENCES", b"(MESSAGES)",
+    b"{3+}\r\nabc", b"\"\"", b"%", b"(CONDSTORE)", b"(CHANGEDSINCE 1)", b"RETURN (ALL)", b"("])
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.lists(st.tuples(_COMMAND_WORDS, st.lists(_ARG_WORDS, max_size=4)), max_size=6))
+async def test_fuzz_commands_in_selected_state_never_crash(app, commands):
+    seed(app, b"Subject: a\r\nFrom: x@y.z\r\n\r\nbody\r\n",
+         b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\npart\r\n--b--\r\n")
+    script = b"a LOGIN carol@example.test s3cret\r\nb SELECT INBOX\r\n"
+    for n, (verb, args) in enumerate(commands):
+        script += b"t%d %s %s\r\n" % (n, verb, b" ".join(args))
+    script += b"z NOOP\r\n"
+    out = await converse(app, script)
+    assert b"SERVERBUG" not in out
+    assert b"z OK NOOP completed\r\n" in out or b"* BYE" in out
+
+
+async def test_transcript_condstore_unchangedsince_modified(app):
+    store = seed(app, b"Subject: a\r\n\r\nx\r\n", b"Subject: b\r\n\r\ny\r\n")
+    folder = store.open("INBOX")
+    folder.store_flags([2], ["\\Flagged"], "add")      # message 2 now has a newer modseq
+    modseq_1 = folder.get(1).modseq
+    modseq_2 = folder.get(2).modseq
+    assert modseq_2 > modseq_1
+    out = await converse(app, (
+        b"a LOGIN carol@example.test s3cret\r\n"
+        b"b SELECT INBOX (CONDSTORE)\r\n"
+        b"c STORE 1:2 (UNCHANGEDSINCE %d) +FLAGS.SILENT (\\Seen)\r\n" % modseq_1))
+    tail = out.split(b"b OK [READ-WRITE] SELECT completed\r\n")[1]
+    new_modseq = store.open("INBOX").get(1).modseq
+    assert tail == (b"* 1 FETCH (MODSEQ (%d))\r\n"
+                    b"c OK [MODIFIED 2] STORE conditional\r\n") % new_modseq

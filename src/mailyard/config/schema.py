@@ -360,6 +360,11 @@ class ImapSettings:
                                       "failure is answered more slowly.", check_non_negative)
     auth_failure_max_delay: float = setting(15.0, "Longest delay (seconds) a failed login "
                                             "is held back.", check_non_negative)
+    auth_cache_ttl: float = setting(300.0, "Seconds a successful login is remembered in "
+                                    "memory (keyed by a salted hash), so clients that "
+                                    "reconnect often skip the password hash; 0 = off. A "
+                                    "changed password takes up to this long to apply.",
+                                    check_non_negative)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,10 @@ continuation lines and IDLE's wait for changes or DONE. Everything IMAP means li
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import ipaddress
+import os
 import time
 import zlib
 
@@ -24,6 +27,7 @@ from mailyard.server.listen import Listener, serve_stream
 
 log = get_logger("imap")
 READ_SIZE = 65536
+PRE_AUTH_MAX_LITERAL = 8192   # before login a literal can only be a user name or password
 IDLE_REFRESH = 60.0   # a safety refresh during IDLE even without any notification
 
 
@@ -55,6 +59,38 @@ class LoginThrottle:
         delay = self.delay_for(ip)
         if delay:
             await asyncio.sleep(delay)
+
+
+class AuthCache:
+    """Successful logins remembered for `ttl` seconds under an HMAC of (login, password)
+    with a per-process random key: nothing reusable is kept, and argon2 runs once per
+    client per `ttl` instead of once per connection (Dovecot's auth_cache, in spirit)."""
+
+    MAX_ENTRIES = 50000
+
+    def __init__(self, ttl: float):
+        self.ttl = ttl
+        self._key = os.urandom(32)
+        self._entries: dict[bytes, tuple[str, float]] = {}
+
+    def _digest(self, login: str, password: str) -> bytes:
+        return hmac.new(self._key, login.encode() + b"\0" + password.encode(),
+                        hashlib.sha256).digest()
+
+    def get(self, login: str, password: str) -> str | None:
+        if self.ttl <= 0:
+            return None
+        hit = self._entries.get(self._digest(login, password))
+        if hit is None or hit[1] < time.monotonic():
+            return None
+        return hit[0]
+
+    def put(self, login: str, password: str, user: str) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._entries) >= self.MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[self._digest(login, password)] = (user, time.monotonic() + self.ttl)
 
 
 class Transport:
@@ -105,8 +141,7 @@ class Connection:
         peer = writer.get_extra_info("peername")
         self.client_ip = peer[0] if isinstance(peer, tuple) else "local"
         self.throttle = throttle
-        self.framer = CommandFramer(self.settings.max_command_size,
-                                    self.settings.max_literal_size)
+        self.framer = self._new_framer()
         ctx = SessionContext(
             authenticate=self._authenticate,
             open_store=self._open_store,
@@ -122,6 +157,11 @@ class Connection:
         )
         self.session = ImapSession(ctx, self.io.write)
 
+    def _new_framer(self) -> CommandFramer:
+        framer = CommandFramer(self.settings.max_command_size, self.settings.max_literal_size)
+        framer.max_literal = min(framer.max_literal, PRE_AUTH_MAX_LITERAL)
+        return framer
+
     def _plaintext_allowed(self) -> bool:
         try:
             ip = ipaddress.ip_address(self.client_ip)
@@ -133,7 +173,14 @@ class Connection:
         return False
 
     async def _authenticate(self, login: str, password: str) -> str | None:
-        return await asyncio.to_thread(self.app.accounts.authenticate, login, password)
+        cache = self.app.component("imap.authcache",
+                                   lambda a: AuthCache(a.settings.imap.auth_cache_ttl))
+        user = cache.get(login, password)
+        if user is None:
+            user = await asyncio.to_thread(self.app.accounts.authenticate, login, password)
+            if user is not None:
+                cache.put(login, password, user)
+        return user
 
     def _open_store(self, user: str):
         from mailyard.maildir import MailStore
@@ -175,6 +222,9 @@ class Connection:
                 assert isinstance(ev, RawCommand)
                 commands += 1
                 directive = await self.session.handle(ev.data)
+                if self.session.user is not None:
+                    # only an authenticated user may send big literals (APPEND)
+                    self.framer.max_literal = self.settings.max_literal_size
                 if directive is None:
                     continue
                 if directive in (Directive.LOGOUT, Directive.CLOSE):
@@ -189,8 +239,7 @@ class Connection:
     async def _directive(self, directive: Directive) -> bool:
         if directive is Directive.STARTTLS:
             # RFC 3501 §6.2.1 / CVE-2011-0411-style injection: drop what came in plaintext.
-            self.framer = CommandFramer(self.settings.max_command_size,
-                                        self.settings.max_literal_size)
+            self.framer = self._new_framer()
             await self.io.writer.start_tls(self.app.tls_server_context())
             self.session.tls_started()
             self.session.ctx.plaintext_login = True
@@ -230,6 +279,9 @@ class Connection:
         if sel is not None and self.poller is not None:
             polled = self.poller.register(sel.folder.path_dir)
         deadline = time.monotonic() + self.settings.idle_timeout
+        # Anything that changed between our "+ idling" and the watch starting would
+        # otherwise wait for the next change or the safety refresh: look once now.
+        await self.session.idle_poll()
         reader = asyncio.ensure_future(self.io.read())
         try:
             while True:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import os
 import quopri
 import sqlite3
 
@@ -24,9 +25,11 @@ from mailyard.imap.proto.envelope import envelope
 from mailyard.imap.proto.types import FetchAttribute, FetchCommand, Section
 
 BATCH_MESSAGES = 200
+STREAM_MIN = 1024 * 1024      # whole messages at least this big are streamed from the file
+STREAM_CHUNK = 256 * 1024
 BATCH_BYTES = 4 * 1024 * 1024
-_STRUCTURE_ITEMS = {"ENVELOPE": "imap.envelope", "BODYSTRUCTURE": "imap.bodystructure",
-                    "BODY": "imap.body"}
+_STRUCTURE_ITEMS = ("ENVELOPE", "BODYSTRUCTURE", "BODY")
+CACHE_KEY = "imap.structure.v1"   # bump the version when the formatting changes
 
 
 def _needs_seen(att: FetchAttribute) -> bool:
@@ -43,6 +46,7 @@ class MessageView:
         self.info = info
         self._data: bytes | None = None
         self._tree: mime.Entity | None = None
+        self._structures: dict[str, bytes] | None = None
 
     @property
     def data(self) -> bytes:
@@ -57,18 +61,54 @@ class MessageView:
         return self._tree
 
     def structure(self, item: str) -> bytes:
-        key = _STRUCTURE_ITEMS[item]
-        cached = _cache_get(self.folder, self.info.uid, key)
+        """ENVELOPE, BODYSTRUCTURE or BODY: all three live in one cache entry, so a client
+        fetching them together costs one index lookup per message."""
+        if self._structures is None:
+            self._structures = self._load_structures()
+        return self._structures[item]
+
+    def _load_structures(self) -> dict[str, bytes]:
+        cached = _cache_get(self.folder, self.info.uid, CACHE_KEY)
         if cached is not None:
-            return cached
+            decoded = _unpack(cached)
+            if decoded is not None:
+                return decoded
         values = {
-            "imap.envelope": envelope(self.tree.headers),
-            "imap.bodystructure": mime.body_structure(self.data, self.tree, True),
-            "imap.body": mime.body_structure(self.data, self.tree, False),
+            "ENVELOPE": envelope(self.tree.headers),
+            "BODYSTRUCTURE": mime.body_structure(self.data, self.tree, True),
+            "BODY": mime.body_structure(self.data, self.tree, False),
         }
-        for k, v in values.items():
-            _cache_put(self.folder, self.info.uid, k, v)
-        return values[key]
+        _cache_put(self.folder, self.info.uid, CACHE_KEY, _pack(values))
+        return values
+
+
+def precompute(message: bytes) -> tuple[str, bytes]:
+    """(cache key, value) of a message's ENVELOPE/BODYSTRUCTURE/BODY, for a deliverer that
+    wants the first FETCH to be warm: `folder.cache_put(uid, *precompute(message_bytes))`
+    (`message_bytes` with CRLF line ends, as the store keeps them)."""
+    tree = mime.parse_message(message)
+    return CACHE_KEY, _pack({
+        "ENVELOPE": envelope(tree.headers),
+        "BODYSTRUCTURE": mime.body_structure(message, tree, True),
+        "BODY": mime.body_structure(message, tree, False),
+    })
+
+
+def _pack(values: dict[str, bytes]) -> bytes:
+    """`len len\n` + envelope + bodystructure + body (lengths make any byte safe)."""
+    env, bs, body = values["ENVELOPE"], values["BODYSTRUCTURE"], values["BODY"]
+    return b"%d %d\n" % (len(env), len(bs)) + env + bs + body
+
+
+def _unpack(blob: bytes) -> dict[str, bytes] | None:
+    head, sep, rest = blob.partition(b"\n")
+    try:
+        a, b = (int(x) for x in head.split())
+    except ValueError:
+        return None
+    if not sep or a + b > len(rest):
+        return None
+    return {"ENVELOPE": rest[:a], "BODYSTRUCTURE": rest[a:a + b], "BODY": rest[a + b:]}
 
 
 def _cache_get(folder, uid: int, key: str) -> bytes | None:
@@ -111,7 +151,9 @@ def decode_part(data: bytes, entity: mime.Entity) -> bytes | None:
     return None
 
 
-def _item(view: MessageView, att: FetchAttribute, seq: int, modseq_wanted: bool) -> bytes:
+def _item(view: MessageView, att: FetchAttribute, seq: int,
+          modseq_wanted: bool) -> bytes | list:
+    """One item of a FETCH response: bytes, or [prefix, FileBody] for a streamed body."""
     info = view.info
     name = att.name
     if name == "UID":
@@ -126,8 +168,13 @@ def _item(view: MessageView, att: FetchAttribute, seq: int, modseq_wanted: bool)
         return b"MODSEQ (%d)" % info.modseq
     if name in _STRUCTURE_ITEMS and att.section is None:
         return name.encode() + b" " + view.structure(name)
-    if name == "RFC822":
-        return b"RFC822 " + fmt.literal(view.data)
+    if name == "RFC822" or (name == "BODY" and att.section == Section()
+                            and att.partial is None):
+        streamed = _streamed(view)
+        label = b"RFC822" if name == "RFC822" else att.response_name().encode()
+        if streamed is not None:
+            return [label + b" {%d}\r\n" % streamed.size, streamed]
+        return label + b" " + fmt.literal(view.data)
     if name == "RFC822.HEADER":
         return b"RFC822.HEADER " + fmt.literal(
             mime.section_bytes(view.data, view.tree, Section((), "HEADER")))
@@ -145,6 +192,42 @@ def _item(view: MessageView, att: FetchAttribute, seq: int, modseq_wanted: bool)
         start, length = att.partial
         content = content[start:start + length]
     return att.response_name().encode() + b" " + fmt.literal(content)
+
+
+class FileBody:
+    """A whole message sent straight from its file, in chunks (big messages only)."""
+
+    __slots__ = ("path", "size")
+
+    def __init__(self, path, size: int):
+        self.path = path
+        self.size = size
+
+    def chunks(self):
+        with open(self.path, "rb") as fh:
+            left = self.size
+            while left > 0:
+                chunk = fh.read(min(STREAM_CHUNK, left))
+                if not chunk:   # truncated under us: pad to keep the literal's promise
+                    yield b" " * left
+                    return
+                left -= len(chunk)
+                yield chunk
+
+
+def _streamed(view: MessageView) -> FileBody | None:
+    """A FileBody for a big message whose file is byte-identical to what read() returns
+    (already CRLF: the file's size equals RFC822.SIZE), else None."""
+    info = view.info
+    if info.size < STREAM_MIN or view._data is not None:
+        return None
+    try:
+        path = view.folder.path(info.uid)
+        if os.path.getsize(path) != info.size:
+            return None
+    except (OSError, LookupError):
+        return None
+    return FileBody(path, info.size)
 
 
 def _binary(view: MessageView, att: FetchAttribute) -> bytes:
@@ -186,12 +269,47 @@ def build_batch(sel: SelectedMailbox, uids: list[int], atts: tuple[FetchAttribut
             continue
         if modseq_wanted and not any(a.name == "MODSEQ" for a in atts):
             items.append(b"MODSEQ (%d)" % info.modseq)
-        line = b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n"
-        out.append(line)
-        size += len(line)
+        if any(isinstance(i, list) for i in items):
+            parts: list = [b"* %d FETCH (" % seq]
+            for n, item in enumerate(items):
+                if n:
+                    parts.append(b" ")
+                parts.extend(item if isinstance(item, list) else [item])
+            parts.append(b")\r\n")
+            out.append(parts)
+            size += sum(p.size if isinstance(p, FileBody) else len(p) for p in parts)
+        else:
+            line = b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n"
+            out.append(line)
+            size += len(line)
         if size >= BATCH_BYTES:
             break
     return out, consumed
+
+
+async def send_lines(session, lines: list) -> None:
+    """Send FETCH responses; streamed bodies are read in a thread, one chunk at a time, so
+    a session never holds more than STREAM_CHUNK of a big message."""
+    pending: list[bytes] = []
+    for line in lines:
+        if isinstance(line, bytes):
+            pending.append(line)
+            continue
+        for part in line:
+            if isinstance(part, FileBody):
+                if pending:
+                    await session.send(b"".join(pending))
+                    pending = []
+                chunks = part.chunks()
+                while True:
+                    chunk = await asyncio.to_thread(next, chunks, None)
+                    if chunk is None:
+                        break
+                    await session.send(chunk)
+            else:
+                pending.append(part)
+    if pending:
+        await session.send(b"".join(pending))
 
 
 async def cmd_fetch(session, cmd: FetchCommand):
@@ -205,7 +323,8 @@ async def cmd_fetch(session, cmd: FetchCommand):
     modseq_wanted = cmd.changed_since is not None or any(a.name == "MODSEQ" for a in atts)
     if cmd.changed_since is not None:
         # CHANGEDSINCE (RFC 7162 §3.1.4): only messages whose modseq is higher
-        uids = [u for u in uids if u in sel.infos and sel.infos[u].modseq > cmd.changed_since]
+        uids = [u for u in uids
+                if getattr(sel.infos.get(u), "modseq", 0) > cmd.changed_since]
         if cmd.vanished:
             from mailyard.imap.ops.select import missing_uids
 
@@ -215,7 +334,8 @@ async def cmd_fetch(session, cmd: FetchCommand):
                 text = ",".join(f"{a}" if a == b else f"{a}:{b}" for a, b in gone)
                 await session.send(r.untagged(f"VANISHED (EARLIER) {text}"))
     if not sel.readonly and any(_needs_seen(a) for a in atts):
-        unseen = [u for u in uids if u in sel.infos and "\\Seen" not in sel.infos[u].flags]
+        unseen = [u for u in uids if (i := sel.infos.get(u)) is not None
+                  and "\\Seen" not in i.flags]
         if unseen:
             done = await asyncio.to_thread(sel.folder.store_flags, unseen, ["\\Seen"], "add")
             for uid in done:
@@ -228,7 +348,7 @@ async def cmd_fetch(session, cmd: FetchCommand):
         lines, consumed = await asyncio.to_thread(build_batch, sel, batch, atts, modseq_wanted)
         i += consumed
         if lines:
-            await session.send(b"".join(lines))
+            await send_lines(session, lines)
     # RFC 3501 §7.4.1: no EXPUNGE during FETCH; UID FETCH may carry them.
     await session.updates(allow_expunge=cmd.uid)
     await session.ok(cmd.tag, f"{'UID ' if cmd.uid else ''}FETCH completed")

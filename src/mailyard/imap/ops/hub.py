@@ -25,7 +25,7 @@ LOG_LIMIT = 20000
 EXPUNGED, NEW, FLAGS = "expunged", "new", "flags"
 
 _registry_lock = threading.Lock()
-_registry: dict[str, "FolderHub"] = {}
+_registry: dict[str, FolderHub] = {}
 
 
 class FolderHub:

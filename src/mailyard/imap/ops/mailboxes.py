@@ -81,8 +81,16 @@ def _list_sync(session, cmd: ListCommand) -> list[bytes]:
         if not any(rx.match(name) for rx in regexes):
             continue
         subscribed = bool(getattr(info, "subscribed", False))
+        lsub_parent = False
         if subscribed_only and not subscribed:
-            continue
+            # RFC 3501 §6.3.9: a `%` that stops above a subscribed descendant names the
+            # parent as \Noselect (LSUB), or with CHILDINFO (RFC 5258 RECURSIVEMATCH).
+            below = [n for n in names if n.startswith(name + mbox.DELIMITER)
+                     and getattr(folders[n], "subscribed", False)]
+            if not below or any(rx.match(n) for n in below for rx in regexes) or \
+                    not (lsub or "RECURSIVEMATCH" in selection):
+                continue
+            lsub_parent = True
         uses = _special(info)
         if special_only and not uses:
             continue
@@ -90,7 +98,9 @@ def _list_sync(session, cmd: ListCommand) -> list[bytes]:
         has_children = getattr(info, "has_children", None)
         if has_children is None:
             has_children = any(n.startswith(name + mbox.DELIMITER) for n in names)
-        if not getattr(info, "selectable", True):
+        if lsub_parent and lsub:
+            attrs.append("\\Noselect")
+        elif not getattr(info, "selectable", True):
             attrs.append("\\NonExistent" if cmd.extended else "\\Noselect")
         if not lsub:
             attrs.append("\\HasChildren" if has_children else "\\HasNoChildren")
@@ -98,7 +108,10 @@ def _list_sync(session, cmd: ListCommand) -> list[bytes]:
             if subscribed and ("SUBSCRIBED" in returns or "SUBSCRIBED" in selection):
                 attrs.append("\\Subscribed")
         line = (b"* " + cmd.name.encode() + b" (" + " ".join(attrs).encode() + b') "." '
-                + fmt.mailbox_name(name) + b"\r\n")
+                + fmt.mailbox_name(name))
+        if lsub_parent and not lsub:
+            line += b' ("CHILDINFO" ("SUBSCRIBED"))'
+        line += b"\r\n"
         out.append(line)
         if "STATUS" in returns and cmd.status_items:
             try:

@@ -45,11 +45,11 @@ def decode_header_value(raw: bytes) -> str:
 class Candidate:
     """One message under evaluation; parses only as much as the criteria need."""
 
-    def __init__(self, sel: SelectedMailbox, uid: int, seq: int):
+    def __init__(self, sel: SelectedMailbox, uid: int, seq: int, info):
         self.sel = sel
         self.uid = uid
         self.seq = seq
-        self.info = sel.infos[uid]
+        self.info = info
         self._data: bytes | None = None
         self._headers: list[tuple[bytes, bytes]] | None = None
         self._body_text: str | None = None
@@ -175,10 +175,14 @@ def run_search(sel: SelectedMailbox, criteria: SearchKey) -> list[int]:
     largest_uid = sel.uids[-1] if sel.uids else 0
     out = []
     for seq, uid in enumerate(sel.uids, 1):
-        if uid not in sel.infos:
+        info = sel.infos.get(uid)
+        if info is None:
+            continue   # expunged meanwhile
+        try:
+            if matches(criteria, Candidate(sel, uid, seq, info), largest_seq, largest_uid):
+                out.append(uid)
+        except LookupError:   # the file went away while we read it
             continue
-        if matches(criteria, Candidate(sel, uid, seq), largest_seq, largest_uid):
-            out.append(uid)
     return out
 
 
@@ -192,7 +196,7 @@ async def cmd_search(session, cmd: SearchCommand):
     numbers = hits if cmd.uid else [sel.seq_of(u) for u in hits]
     modseq = None
     if _uses_modseq(cmd.criteria) and hits:
-        modseq = max(sel.infos[u].modseq for u in hits)
+        modseq = max(getattr(sel.infos.get(u), "modseq", 0) for u in hits)
     if cmd.returns is None:
         line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
         if modseq is not None:

@@ -52,7 +52,9 @@ async def cmd_select(session, cmd: SelectCommand):
     keywords = set()
     unseen = None
     for seq, uid in enumerate(sel.uids, 1):
-        info = sel.infos[uid]
+        info = sel.infos.get(uid)
+        if info is None:
+            continue
         keywords.update(info.keywords)
         if unseen is None and "\\Seen" not in info.flags:
             unseen = seq
@@ -90,16 +92,16 @@ def _qresync_lines(sel: SelectedMailbox, modseq: int, known: SequenceSet | None)
         text = ",".join(f"{a}" if a == b else f"{a}:{b}" for a, b in gone)
         out.append(r.untagged(f"VANISHED (EARLIER) {text}"))
     for seq, uid in enumerate(sel.uids, 1):
-        info = sel.infos[uid]
-        if info.modseq > modseq:
+        info = sel.infos.get(uid)
+        if info is not None and info.modseq > modseq:
             out.append(b"* %d FETCH (UID %d FLAGS %s MODSEQ (%d))\r\n" % (
                 seq, uid, fmt.flag_list(all_flags(info)), info.modseq))
     return out
 
 
 def _deleted(sel: SelectedMailbox, within: set[int] | None) -> list[int]:
-    return [u for u in sel.uids if u in sel.infos and "\\Deleted" in sel.infos[u].flags
-            and (within is None or u in within)]
+    return [u for u in sel.uids if (i := sel.infos.get(u)) is not None
+            and "\\Deleted" in i.flags and (within is None or u in within)]
 
 
 async def cmd_expunge(session, cmd: Command):

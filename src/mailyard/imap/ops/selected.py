@@ -46,7 +46,8 @@ class InfoView:
         return self._hub.get(uid) is not None
 
     def values(self):
-        return self._hub.folder.messages()
+        with self._hub.lock:   # a refresh in another thread must not change it under us
+            return self._hub.folder.messages()
 
 
 class SelectedMailbox:

@@ -98,7 +98,8 @@ class SortInfo:
 
 def _infos(sel: SelectedMailbox, criteria) -> list[SortInfo]:
     uids = set(run_search(sel, criteria))
-    return [SortInfo(Candidate(sel, u, seq)) for seq, u in enumerate(sel.uids, 1) if u in uids]
+    return [SortInfo(Candidate(sel, u, seq, info)) for seq, u in enumerate(sel.uids, 1)
+            if u in uids and (info := sel.infos.get(u)) is not None]
 
 
 def run_sort(sel: SelectedMailbox, keys: tuple[str, ...], criteria) -> list[SortInfo]:
