@@ -24,7 +24,8 @@ def _wait_arrived(srv, address: str, count: int) -> None:
 
 
 def test_reinject_reuses_connection_and_survives_server_restart(mailyard_server):
-    srv = mailyard_server(services={"reinject", "lmtp"}, domains=["example.test"])
+    srv = mailyard_server(services={"reinject", "lmtp"}, domains=["example.test"],
+                          toml="[queue]\nretry_initial = 1.0\nretry_max = 2.0\n")
     srv.add_user("alice@example.test", "secret")
     settings = load(str(srv.config_path))
     envelope = Envelope(sender="bob@example.net",
