@@ -9,12 +9,19 @@ open (structures computed and cached), the later ones are warm.
     python bench/bench_imap_run.py               # N=5000 REPEAT=3
     N=1000 REPEAT=2 python bench/bench_imap_run.py
     IDLE=2000 python bench/bench_imap_run.py     # also hold 2000 IDLE sessions, PSS each
+    DOVECOT=0 python bench/bench_imap_run.py     # skip the side-by-side Dovecot run
+    EML=/tmp/eml python bench/bench_imap_run.py  # reuse (or create) the generated messages
+
+With DOVECOT=1 (the default when running as root and `dovecot` is installed) a private
+Debian Dovecot (bench/dovecot_imap.py) serves a copy of the same Maildir on another
+loopback port and is driven the same way right after mailyard, in the same run.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,12 +34,16 @@ SHARED = next((p for p in (Path(os.environ.get("BENCH_SHARED", "/nonexistent")),
                if (p / "bench_imap.py").exists()), ROOT.parent / "shared" / "bench")
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(HERE))
 
 from harness import MailyardServer
 
 N = int(os.environ.get("N", "5000"))
 REPEAT = int(os.environ.get("REPEAT", "3"))
 IDLE = int(os.environ.get("IDLE", "0"))
+DOVECOT = os.environ.get("DOVECOT", "1" if os.geteuid() == 0 and shutil.which("dovecot")
+                         else "0") == "1"
+EML = os.environ.get("EML")
 USER, PASSWORD = "bench@example.test", "benchpass"
 
 
@@ -48,9 +59,10 @@ def pss_kb(pid: int) -> int:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        dump = tmp / "eml"
-        subprocess.run([sys.executable, str(SHARED / "bench_pipeline.py"), "--dump", str(dump),
-                        "-n", str(N)], check=True, stdout=subprocess.DEVNULL)
+        dump = Path(EML) if EML else tmp / "eml"
+        if len(list(dump.glob("*.eml"))) != N:
+            subprocess.run([sys.executable, str(SHARED / "bench_pipeline.py"), "--dump",
+                            str(dump), "-n", str(N)], check=True, stdout=subprocess.DEVNULL)
         srv = MailyardServer(root=tmp / "mailyard", services={"imap"},
                              domains=["example.test"],
                              toml="[server]\nlog_level = \"warning\"\n")
@@ -81,6 +93,15 @@ def main() -> None:
                 print(json.dumps({"idle_sessions": IDLE, "pss_before_kb": before}))
         finally:
             srv.stop()
+        if DOVECOT:
+            from dovecot_imap import dovecot_imap
+
+            with dovecot_imap(tmp / "dovecot", srv.maildir(USER), USER, PASSWORD) as port:
+                cmd = [sys.executable, str(SHARED / "bench_imap.py"), "--port", str(port),
+                       "--user", USER, "--password", PASSWORD, "--mode", "body,meta",
+                       "--repeat", str(REPEAT), "--json", str(out), "--label", "dovecot"]
+                print("$", " ".join(cmd), flush=True)
+                subprocess.run(cmd, check=True)
         for line in out.read_text().splitlines():
             print(line)
 
