@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -78,6 +79,12 @@ service stats {{
 def dovecot_imap(root: Path, maildir: Path, user: str, password: str):
     """Yield the port of a running private Dovecot serving a copy of `maildir` for `user`."""
     root.mkdir(parents=True, exist_ok=True)
+    # Dovecot's auth and mail processes run as unprivileged users: they must traverse the
+    # (private, 0700) temp dirs above `root`.
+    for parent in (root, *root.parents):
+        if parent == Path(tempfile.gettempdir()) or parent == parent.parent:
+            break
+        os.chmod(parent, os.stat(parent).st_mode | 0o011)
     for sub in ("run", "state", "home"):
         (root / sub).mkdir(exist_ok=True)
     shutil.copytree(maildir, root / "home" / "Maildir",
@@ -92,6 +99,7 @@ def dovecot_imap(root: Path, maildir: Path, user: str, password: str):
         for name in files:
             os.chown(os.path.join(dirpath, name), uid, gid)
     (root / "users").write_text(f"{user}:{{PLAIN}}{password}::::::\n")
+    os.chmod(root / "users", 0o644)
     port = free_port()
     conf = root / "dovecot.conf"
     conf.write_text(CONF.format(root=root, port=port, uid=uid, gid=gid))

@@ -322,6 +322,11 @@ async def start(app, service: str, address: str) -> Listener:
     """Start function for the `imap` (STARTTLS) and `imaps` (implicit TLS) services."""
     implicit = service == "imaps"
     settings = app.settings.imap
+    # APPEND, like delivery, precomputes ENVELOPE/BODYSTRUCTURE (first FETCH is a cache hit).
+    from mailyard.imap.ops.fetch import cache_builder
+    from mailyard.maildir import register_cache_builder
+
+    register_cache_builder(cache_builder)
     throttle = app.component("imap.throttle", lambda a: LoginThrottle(
         settings.auth_failures_free, settings.auth_failure_max_delay))
     poller = app.component("imap.idle", lambda a: IdlePoller())

@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mailyard.maildir.errors import FolderNotFound, MessageGone
-from mailyard.maildir.files import SYSTEM_FLAGS, fsync_dir_shared, to_crlf, write_tmp
+from mailyard.maildir.files import (
+    SYSTEM_FLAGS,
+    fsync_dir_shared,
+    read_file,
+    to_crlf,
+    write_tmp,
+)
 from mailyard.maildir.index import FolderIndex, Row
 from mailyard.maildir.watch import FolderWatch
 
@@ -105,6 +111,7 @@ class Folder:
         self.store = store
         self.name = name
         self.path_dir = path
+        self._sdir = str(path) + os.sep   # string prefix: pathlib is slow on hot paths
         self._index = index
         self._messages: dict[int, MessageInfo] = {}
         self._order: list[int] | None = None
@@ -176,6 +183,10 @@ class Folder:
     def __len__(self) -> int:
         return len(self._messages)
 
+    def lookup(self, uid: int) -> MessageInfo | None:
+        """The snapshot's MessageInfo of a UID, or None (no exception: hot paths)."""
+        return self._messages.get(uid)
+
     def get(self, uid: int) -> MessageInfo:
         try:
             return self._messages[uid]
@@ -198,14 +209,28 @@ class Folder:
         return self.path_dir / row[2]
 
     def read(self, uid: int) -> bytes:
-        """The whole message with CRLF line ends (files written with LF are converted)."""
-        for _attempt in range(3):
-            try:
-                with open(self.path(uid), "rb") as fh:
-                    return to_crlf(fh.read())
-            except FileNotFoundError:
-                continue  # renamed between path() and open(): look it up again
-        raise MessageGone(f"message UID {uid} in {self.name} could not be read")
+        """The whole message with CRLF line ends (files written with LF are converted).
+
+        Conversion only ever adds bytes (a bare CR or LF becomes CRLF), so a file whose
+        length already equals the indexed RFC822.SIZE is CRLF throughout and is returned as
+        read, without a conversion pass (every file mailyard writes; Dovecot's LF files are
+        longer once converted and take the slow path).
+        """
+        info = self.get(uid)
+        try:  # the usual case: the indexed name is current (no stat before the open)
+            data = read_file(self._sdir + info.filename, info.size)
+        except FileNotFoundError:
+            for _attempt in range(3):
+                try:
+                    data = read_file(str(self.path(uid)), info.size)
+                    break
+                except FileNotFoundError:
+                    continue  # renamed between path() and open(): look it up again
+            else:
+                raise MessageGone(f"message UID {uid} in {self.name} could not be read")
+        if len(data) == info.size:
+            return data
+        return to_crlf(data)
 
     # -- flags -----------------------------------------------------------------------------------
     def store_flags(self, uids: Iterable[int], flags: Iterable[str], mode: str = "add",
@@ -319,6 +344,14 @@ class Folder:
     def cache_get(self, uid: int, key: str):
         """A value cached for a message (None if absent); values are bytes/str/int/float."""
         return self._index.cache_get(uid, key)
+
+    def cache_get_many(self, uids: list[int], key: str) -> dict:
+        """{uid: value} of one cache key for several messages (UIDs ascending), one query."""
+        return self._index.cache_get_many(uids, key)
+
+    def cache_put_uids(self, key: str, values: dict) -> None:
+        """Cache one key for several messages ({uid: value}) in one transaction."""
+        self._index.cache_put_uids(key, values)
 
     def cache_put(self, uid: int, key: str, value) -> None:
         """Cache a value for a message in the folder index (ignored if it is gone)."""

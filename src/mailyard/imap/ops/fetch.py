@@ -94,6 +94,13 @@ def precompute(message: bytes) -> tuple[str, bytes]:
     })
 
 
+def cache_builder(message: bytes) -> dict:
+    """For `mailyard.maildir.register_cache_builder`: the structure cache entry computed at
+    delivery/APPEND time, so even the first FETCH of a message is a cache hit."""
+    key, value = precompute(message)
+    return {key: value}
+
+
 def _pack(values: dict[str, bytes]) -> bytes:
     """`len len\n` + envelope + bodystructure + body (lengths make any byte safe)."""
     env, bs, body = values["ENVELOPE"], values["BODYSTRUCTURE"], values["BODY"]
@@ -342,10 +349,18 @@ async def cmd_fetch(session, cmd: FetchCommand):
                 sel.reload(uid)
             if not any(a.name == "FLAGS" for a in atts):
                 atts = atts + (FetchAttribute("FLAGS"),)
+    from mailyard.imap.ops import fetchfast
+
+    plan = fetchfast.compile_plan(atts, modseq_wanted)
+    step = BATCH_MESSAGES if plan is None else fetchfast.batch_size(plan)
     i = 0
     while i < len(uids):
-        batch = uids[i:i + BATCH_MESSAGES]
-        lines, consumed = await asyncio.to_thread(build_batch, sel, batch, atts, modseq_wanted)
+        batch = uids[i:i + step]
+        if plan is None:
+            lines, consumed = await asyncio.to_thread(build_batch, sel, batch, atts,
+                                                      modseq_wanted)
+        else:
+            lines, consumed = await asyncio.to_thread(fetchfast.build_fast, sel, batch, plan)
         i += consumed
         if lines:
             await send_lines(session, lines)
