@@ -11,14 +11,17 @@ open (structures computed and cached), the later ones are warm.
     IDLE=2000 python bench/bench_imap_run.py     # also hold 2000 IDLE sessions, PSS each
     DOVECOT=0 python bench/bench_imap_run.py     # skip the side-by-side Dovecot run
     EML=/tmp/eml python bench/bench_imap_run.py  # reuse (or create) the generated messages
+    PRECOMPUTE=0 python bench/bench_imap_run.py  # deliver without the IMAP cache builder
+                                                 # (first open computes the structures)
 
 With DOVECOT=1 (the default when running as root and `dovecot` is installed) a private
 Debian Dovecot (bench/dovecot_imap.py) serves a copy of the same Maildir on another
-loopback port and is driven the same way right after mailyard, in the same run.
+loopback port and is driven the same way, interleaved with mailyard run by run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -44,6 +47,7 @@ IDLE = int(os.environ.get("IDLE", "0"))
 DOVECOT = os.environ.get("DOVECOT", "1" if os.geteuid() == 0 and shutil.which("dovecot")
                          else "0") == "1"
 EML = os.environ.get("EML")
+PRECOMPUTE = os.environ.get("PRECOMPUTE", "1") == "1"
 USER, PASSWORD = "bench@example.test", "benchpass"
 
 
@@ -69,18 +73,37 @@ def main() -> None:
         srv.add_user(USER, PASSWORD)
         from mailyard.maildir import MailStore
 
+        if PRECOMPUTE:
+            # Deliver as the LMTP delivery agent does: importing it registers the IMAP
+            # structure cache builder (ENVELOPE/BODYSTRUCTURE computed at delivery).
+            import mailyard.delivery.agent  # noqa: F401
+
         store = MailStore(srv.maildir(USER))
         for path in sorted(dump.glob("*.eml")):
             store.deliver(path.read_bytes())
-        srv.start()
         out = tmp / "results.jsonl"
-        try:
-            cmd = [sys.executable, str(SHARED / "bench_imap.py"), "--port",
-                   str(srv.port("imap")), "--user", USER, "--password", PASSWORD,
-                   "--mode", "body,meta", "--repeat", str(REPEAT), "--json", str(out),
-                   "--label", "mailyard"]
-            print("$", " ".join(cmd), flush=True)
-            subprocess.run(cmd, check=True)
+        with contextlib.ExitStack() as stack:
+            targets = []
+            if DOVECOT:   # its copy is taken before mailyard serves (and touches) the Maildir
+                from dovecot_imap import dovecot_imap
+
+                targets.append(("dovecot", stack.enter_context(
+                    dovecot_imap(tmp / "dovecot", srv.maildir(USER), USER, PASSWORD))))
+            srv.start()
+            stack.callback(srv.stop)
+            targets.insert(0, ("mailyard", srv.port("imap")))
+            # Interleaved, mode by mode and repetition by repetition, so a burst of load
+            # from the shared machine hits both servers alike; rep 0 meta = first open.
+            for rep in range(REPEAT):
+                for mode in ("body", "meta"):
+                    for label, port in targets:
+                        cmd = [sys.executable, str(SHARED / "bench_imap.py"), "--port",
+                               str(port), "--user", USER, "--password", PASSWORD, "--mode",
+                               mode, "--repeat", "1", "--json", str(out), "--label",
+                               f"{label} rep={rep}"]
+                        if rep == 0 and mode == "body":
+                            print("$", " ".join(cmd), flush=True)
+                        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
             if IDLE:
                 before = pss_kb(srv.proc.pid)
                 cmd = [sys.executable, str(SHARED / "bench_imap.py"), "--port",
@@ -91,19 +114,29 @@ def main() -> None:
                 print("$", " ".join(cmd), flush=True)
                 subprocess.run(cmd, check=True)
                 print(json.dumps({"idle_sessions": IDLE, "pss_before_kb": before}))
-        finally:
-            srv.stop()
-        if DOVECOT:
-            from dovecot_imap import dovecot_imap
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        for row in rows:
+            print(json.dumps(row))
+        summarize(rows)
 
-            with dovecot_imap(tmp / "dovecot", srv.maildir(USER), USER, PASSWORD) as port:
-                cmd = [sys.executable, str(SHARED / "bench_imap.py"), "--port", str(port),
-                       "--user", USER, "--password", PASSWORD, "--mode", "body,meta",
-                       "--repeat", str(REPEAT), "--json", str(out), "--label", "dovecot"]
-                print("$", " ".join(cmd), flush=True)
-                subprocess.run(cmd, check=True)
-        for line in out.read_text().splitlines():
-            print(line)
+
+def summarize(rows: list[dict]) -> None:
+    """One line per server: first run and median of the warm runs, msgs/s per mode."""
+    table: dict = {}
+    for row in rows:
+        server, _, rep = row["label"].partition(" rep=")
+        if not rep:
+            continue
+        table.setdefault(server, {}).setdefault(row["mode"], []).append(
+            (int(rep), row["msgs_per_s"]))
+    for server, modes in table.items():
+        parts = []
+        for mode, runs in sorted(modes.items()):
+            runs.sort()
+            warm = sorted(rate for rep, rate in runs if rep > 0)
+            median = warm[len(warm) // 2] if warm else float("nan")
+            parts.append(f"{mode}: first {runs[0][1]:,.0f} warm median {median:,.0f} msg/s")
+        print(f"SUMMARY {server}: " + "; ".join(parts))
 
 
 if __name__ == "__main__":

@@ -122,10 +122,17 @@ class Transport:
             if out:
                 return out
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes | list[bytes]) -> None:
+        """Send bytes, or a list of byte strings (FETCH batches: written without joining
+        them first, so message bodies are not copied once more)."""
         if self._deflate is not None:
+            if isinstance(data, list):
+                data = b"".join(data)
             data = self._deflate.compress(data) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
-        self.writer.write(data)
+        if isinstance(data, list):
+            self.writer.writelines(data)
+        else:
+            self.writer.write(data)
         await self.writer.drain()
 
 

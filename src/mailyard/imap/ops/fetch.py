@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import os
 import quopri
 import sqlite3
@@ -305,7 +306,7 @@ async def send_lines(session, lines: list) -> None:
         for part in line:
             if isinstance(part, FileBody):
                 if pending:
-                    await session.send(b"".join(pending))
+                    await session.send(pending)
                     pending = []
                 chunks = part.chunks()
                 while True:
@@ -316,7 +317,7 @@ async def send_lines(session, lines: list) -> None:
             else:
                 pending.append(part)
     if pending:
-        await session.send(b"".join(pending))
+        await session.send(pending)
 
 
 async def cmd_fetch(session, cmd: FetchCommand):
@@ -353,17 +354,30 @@ async def cmd_fetch(session, cmd: FetchCommand):
 
     plan = fetchfast.compile_plan(atts, modseq_wanted)
     step = BATCH_MESSAGES if plan is None else fetchfast.batch_size(plan)
-    i = 0
-    while i < len(uids):
-        batch = uids[i:i + step]
+
+    def build(start: int):
+        batch = uids[start:start + step]
         if plan is None:
-            lines, consumed = await asyncio.to_thread(build_batch, sel, batch, atts,
-                                                      modseq_wanted)
-        else:
-            lines, consumed = await asyncio.to_thread(fetchfast.build_fast, sel, batch, plan)
+            return asyncio.to_thread(build_batch, sel, batch, atts, modseq_wanted)
+        return asyncio.to_thread(fetchfast.build_fast, sel, batch, plan)
+
+    # Pipelined: the next batch is built (in a thread) while this one is being sent, so
+    # the socket does not wait for the file reads; at most two batches are held at once.
+    i = 0
+    pending = asyncio.ensure_future(build(0)) if uids else None
+    while pending is not None:
+        lines, consumed = await pending
         i += consumed
+        pending = asyncio.ensure_future(build(i)) if i < len(uids) else None
         if lines:
-            await send_lines(session, lines)
+            try:
+                await send_lines(session, lines)
+            except BaseException:
+                if pending is not None:
+                    pending.cancel()
+                    with contextlib.suppress(BaseException):
+                        await pending
+                raise
     # RFC 3501 §7.4.1: no EXPUNGE during FETCH; UID FETCH may carry them.
     await session.updates(allow_expunge=cmd.uid)
     await session.ok(cmd.tag, f"{'UID ' if cmd.uid else ''}FETCH completed")

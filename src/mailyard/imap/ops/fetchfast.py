@@ -7,7 +7,7 @@ BODYSTRUCTURE, BODY) and/or whole messages (BODY[], BODY.PEEK[], RFC822). For th
 command; `build_fast` then reads the cached structures of a whole batch in one index query,
 reads each whole message with one open/read/close (the file is already CRLF: no conversion,
 no stat), and appends the responses of the batch to one list of byte strings the sender
-joins once — a message costs a few dictionary lookups and its file read, not a parse, a
+writes as one vectored write (no join) — a message costs a few dictionary lookups and its file read, not a parse, a
 query or a system call per item. Structures missing from the cache (a mailbox copied in from
 elsewhere) are computed here and cached for the whole batch in one transaction. Any other
 item (sections, partials, BINARY, RFC822.HEADER/TEXT) leaves the command to the general path
@@ -86,7 +86,6 @@ def build_fast(sel: SelectedMailbox, uids: list[int], plan: Plan) -> tuple[list,
     append = out.append
     size = 0
     consumed = 0
-    streamed = False
     for uid in uids:
         consumed += 1
         info = lookup(uid)
@@ -102,7 +101,6 @@ def build_fast(sel: SelectedMailbox, uids: list[int], plan: Plan) -> tuple[list,
                     body = _whole(folder, info)
                     if isinstance(body, FileBody):
                         append(head + sep + label + b" {%d}\r\n" % body.size)
-                        streamed = True
                     else:
                         append(head + sep + label + b" {%d}\r\n" % len(body))
                     append(body)
@@ -139,11 +137,7 @@ def build_fast(sel: SelectedMailbox, uids: list[int], plan: Plan) -> tuple[list,
             folder.cache_put_uids(CACHE_KEY, computed)
         except (OSError, sqlite3.Error):
             pass   # a read-only or busy index: recomputed next time
-    if not out:
-        return [], consumed
-    if streamed:
-        return [out], consumed
-    return [b"".join(out)], consumed
+    return ([out] if out else []), consumed
 
 
 def _whole(folder, info):
