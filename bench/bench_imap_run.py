@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -60,6 +61,14 @@ def pss_kb(pid: int) -> int:
     return total
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds of a server: its own (all threads) plus its reaped children's (Dovecot's
+    master reaps the per-session imap and imap-login processes)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rpartition(")")[2].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -87,23 +96,29 @@ def main() -> None:
             if DOVECOT:   # its copy is taken before mailyard serves (and touches) the Maildir
                 from dovecot_imap import dovecot_imap
 
-                targets.append(("dovecot", stack.enter_context(
-                    dovecot_imap(tmp / "dovecot", srv.maildir(USER), USER, PASSWORD))))
+                port = stack.enter_context(
+                    dovecot_imap(tmp / "dovecot", srv.maildir(USER), USER, PASSWORD))
+                master = int((tmp / "dovecot" / "run" / "master.pid").read_text())
+                targets.append(("dovecot", port, master))
             srv.start()
             stack.callback(srv.stop)
-            targets.insert(0, ("mailyard", srv.port("imap")))
+            targets.insert(0, ("mailyard", srv.port("imap"), srv.proc.pid))
+            cpu: dict = {}
             # Interleaved, mode by mode and repetition by repetition, so a burst of load
             # from the shared machine hits both servers alike; rep 0 meta = first open.
             for rep in range(REPEAT):
                 for mode in ("body", "meta"):
-                    for label, port in targets:
+                    for label, port, pid in targets:
                         cmd = [sys.executable, str(SHARED / "bench_imap.py"), "--port",
                                str(port), "--user", USER, "--password", PASSWORD, "--mode",
                                mode, "--repeat", "1", "--json", str(out), "--label",
                                f"{label} rep={rep}"]
                         if rep == 0 and mode == "body":
                             print("$", " ".join(cmd), flush=True)
+                        before = cpu_s(pid)
                         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+                        time.sleep(0.5)   # let Dovecot's master reap the session process
+                        cpu[(label, mode, rep)] = cpu_s(pid) - before
             if IDLE:
                 before = pss_kb(srv.proc.pid)
                 cmd = [sys.executable, str(SHARED / "bench_imap.py"), "--port",
@@ -116,26 +131,33 @@ def main() -> None:
                 print(json.dumps({"idle_sessions": IDLE, "pss_before_kb": before}))
         rows = [json.loads(line) for line in out.read_text().splitlines()]
         for row in rows:
+            server, _, rep = row["label"].partition(" rep=")
+            if rep:
+                row["server_cpu_s"] = round(cpu.get((server, row["mode"], int(rep)), 0), 3)
             print(json.dumps(row))
         summarize(rows)
 
 
 def summarize(rows: list[dict]) -> None:
-    """One line per server: first run and median of the warm runs, msgs/s per mode."""
+    """One line per server: first run and median of the warm runs, msgs/s per mode, and the
+    server's CPU time per warm run (median)."""
     table: dict = {}
     for row in rows:
         server, _, rep = row["label"].partition(" rep=")
         if not rep:
             continue
         table.setdefault(server, {}).setdefault(row["mode"], []).append(
-            (int(rep), row["msgs_per_s"]))
+            (int(rep), row["msgs_per_s"], row.get("server_cpu_s", float("nan"))))
     for server, modes in table.items():
         parts = []
         for mode, runs in sorted(modes.items()):
             runs.sort()
-            warm = sorted(rate for rep, rate in runs if rep > 0)
+            warm = sorted(rate for rep, rate, _cpu in runs if rep > 0)
             median = warm[len(warm) // 2] if warm else float("nan")
-            parts.append(f"{mode}: first {runs[0][1]:,.0f} warm median {median:,.0f} msg/s")
+            warm_cpu = sorted(c for rep, _rate, c in runs if rep > 0)
+            cpu_run = warm_cpu[len(warm_cpu) // 2] if warm_cpu else float("nan")
+            parts.append(f"{mode}: first {runs[0][1]:,.0f} warm median {median:,.0f} msg/s, "
+                         f"server CPU {cpu_run:.2f} s/run")
         print(f"SUMMARY {server}: " + "; ".join(parts))
 
 

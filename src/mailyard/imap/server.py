@@ -130,7 +130,11 @@ class Transport:
                 data = b"".join(data)
             data = self._deflate.compress(data) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
         if isinstance(data, list):
-            self.writer.writelines(data)
+            writelines = getattr(self.writer, "writelines", None)
+            if writelines is not None:
+                writelines(data)
+            else:
+                self.writer.write(b"".join(data))
         else:
             self.writer.write(data)
         await self.writer.drain()
