@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from mailyard.maildir.errors import FolderNotFound, MessageGone
 from mailyard.maildir.files import (
@@ -33,9 +33,24 @@ if TYPE_CHECKING:
     from mailyard.maildir.store import MailStore
 
 
-@dataclass(frozen=True)
-class MessageInfo:
-    """One message as the index knows it.
+_FLAG_SETS: dict[str, frozenset] = {"": frozenset()}
+_FLAG_SETS_MAX = 4096
+
+
+def _flag_set(text: str) -> frozenset:
+    """The frozenset of a space-separated flags column, shared between messages (a folder
+    has few distinct combinations; one set each instead of one per message)."""
+    found = _FLAG_SETS.get(text)
+    if found is None:
+        found = frozenset(text.split())
+        if len(_FLAG_SETS) < _FLAG_SETS_MAX:
+            _FLAG_SETS[text] = found
+    return found
+
+
+class MessageInfo(NamedTuple):
+    """One message as the index knows it (immutable; a tuple, so a snapshot of a big folder
+    costs about a hundred bytes per message and loads without per-field Python calls).
 
     `size` is RFC822.SIZE (the message with CRLF line ends, which is how `read()` returns
     it); `internal_date` is seconds since the epoch (the file's mtime); `flags` are IMAP
@@ -58,10 +73,11 @@ class MessageInfo:
     @classmethod
     def from_row(cls, row: Row) -> MessageInfo:
         uid, _base, filename, size, internal_date, flags, keywords, modseq = row
-        return cls(uid=uid, size=size, internal_date=internal_date,
-                   flags=frozenset(flags.split()) if flags else frozenset(),
-                   keywords=frozenset(keywords.split()) if keywords else frozenset(),
-                   modseq=modseq, filename=filename)
+        return _new_info(cls, (uid, size, internal_date, _flag_set(flags), _flag_set(keywords),
+                               modseq, filename))
+
+
+_new_info = tuple.__new__
 
 
 @dataclass(frozen=True)
@@ -145,7 +161,10 @@ class Folder:
             if uid_validity != self.uid_validity:
                 first = self.uid_validity == 0
                 rows = index.rows()
-                self._messages = {r[0]: MessageInfo.from_row(r) for r in rows}
+                fs, cls = _flag_set, MessageInfo
+                self._messages = {
+                    r[0]: _new_info(cls, (r[0], r[3], r[4], fs(r[5]), fs(r[6]), r[7], r[2]))
+                    for r in rows}
                 self._order = None
                 self.uid_validity = uid_validity
                 self.uid_next = index.meta("uid_next")
