@@ -107,6 +107,9 @@ def dovecot_imap(root: Path, maildir: Path, user: str, password: str):
     pid_file = root / "run" / "master.pid"
     try:
         wait_for_port("127.0.0.1", port, timeout=30)
+        deadline = time.monotonic() + 10
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
         yield port
     finally:
         pid = int(pid_file.read_text().strip()) if pid_file.exists() else None
