@@ -128,7 +128,9 @@ class Queue:
     async def receive(self, envelope: Envelope) -> Incoming:
         await self.start()
         queue_id = new_queue_id()
-        path = self.spool.tmp / f"{queue_id}.msg"
+        # Straight into active/: a .msg there without its .env is not an entry (start-up
+        # discards it), so the message needs no rename; the .env's rename commits the pair.
+        path = self.spool.msg_path(queue_id)
         # Creating a file can wait on the file system journal: not on the event loop.
         file = await asyncio.to_thread(open, path, "wb", buffering=65536)
         return Incoming(self, envelope, queue_id, path, file)
