@@ -74,11 +74,9 @@ class MessageView:
             decoded = _unpack(cached)
             if decoded is not None:
                 return decoded
-        values = {
-            "ENVELOPE": envelope(self.tree.headers),
-            "BODYSTRUCTURE": mime.body_structure(self.data, self.tree, True),
-            "BODY": mime.body_structure(self.data, self.tree, False),
-        }
+        extended, basic = mime.body_structures(self.data, self.tree)
+        values = {"ENVELOPE": envelope(self.tree.headers), "BODYSTRUCTURE": extended,
+                  "BODY": basic}
         _cache_put(self.folder, self.info.uid, CACHE_KEY, _pack(values))
         return values
 
@@ -88,11 +86,9 @@ def precompute(message: bytes) -> tuple[str, bytes]:
     wants the first FETCH to be warm: `folder.cache_put(uid, *precompute(message_bytes))`
     (`message_bytes` with CRLF line ends, as the store keeps them)."""
     tree = mime.parse_message(message)
-    return CACHE_KEY, _pack({
-        "ENVELOPE": envelope(tree.headers),
-        "BODYSTRUCTURE": mime.body_structure(message, tree, True),
-        "BODY": mime.body_structure(message, tree, False),
-    })
+    extended, basic = mime.body_structures(message, tree)
+    return CACHE_KEY, _pack({"ENVELOPE": envelope(tree.headers), "BODYSTRUCTURE": extended,
+                             "BODY": basic})
 
 
 def cache_builder(message: bytes) -> dict:
