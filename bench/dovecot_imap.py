@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from harness import free_port, wait_for_port  # noqa: E402
+from harness import free_port, wait_for_port
 
 CONF = """\
 instance_name = benchimap{port}
