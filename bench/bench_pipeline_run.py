@@ -27,7 +27,7 @@ SHARED = Path(os.environ.get("SHARED_BENCH") or next(
      if p.is_dir()), ROOT.parent / "shared" / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from harness import MailyardServer  # noqa: E402
+from harness import MailyardServer
 
 N = int(os.environ.get("N", "300"))
 C = int(os.environ.get("C", "10"))

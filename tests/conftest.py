@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 
 import pytest
-from hypothesis import settings as hypothesis_settings
-
 from harness import DnsServer, MailyardServer, TlsCerts
+from hypothesis import settings as hypothesis_settings
 
 # CI runs are reproducible: the same examples every run, no example database carried over.
 # Locally hypothesis explores anew each run and replays what failed before.

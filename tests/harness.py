@@ -101,14 +101,14 @@ class MailyardServer:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def start(self, timeout: float = 30.0) -> "MailyardServer":
+    def start(self, timeout: float = 30.0) -> MailyardServer:
         log = open(self._log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mailyard", "-c", str(self.config_path), "serve"],
             stdout=log, stderr=subprocess.STDOUT, env=self.env(), cwd=self.root)
         log.close()
         try:
-            for svc, port in self.ports.items():
+            for port in self.ports.values():
                 wait_for_port("127.0.0.1", port, timeout, self.proc)
         except Exception:
             self.kill()
@@ -125,7 +125,7 @@ class MailyardServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"mailyard did not stop within {timeout}s on SIGTERM")
+            raise AssertionError(f"mailyard did not stop within {timeout}s on SIGTERM") from None
 
     def kill(self) -> None:
         """SIGKILL: the crash case."""
@@ -133,7 +133,7 @@ class MailyardServer:
             self.proc.kill()
             self.proc.wait()
 
-    def restart(self) -> "MailyardServer":
+    def restart(self) -> MailyardServer:
         self.stop()
         return self.start()
 

@@ -128,8 +128,8 @@ def test_200_messages_10_connections_each_exactly_once(pipeline):
 
     with ThreadPoolExecutor(10) as pool:
         list(pool.map(worker, range(10)))
-    alice = wait_for_messages(srv.maildir("alice@example.test"), 100, timeout=180, srv=srv)
-    bob = wait_for_messages(srv.maildir("bob@example.test"), 100, timeout=180, srv=srv)
+    wait_for_messages(srv.maildir("alice@example.test"), 100, timeout=180, srv=srv)
+    wait_for_messages(srv.maildir("bob@example.test"), 100, timeout=180, srv=srv)
     time.sleep(1.0)
     subjects = [m["Subject"] for _, _, m in maildir_messages(srv.maildir("alice@example.test"))
                 + maildir_messages(srv.maildir("bob@example.test"))]
@@ -148,7 +148,7 @@ def test_spam_above_kill_level_is_quarantined(pipeline):
     srv = pipeline(toml="[filter]\nkill_level = 50.0\n")
     send(srv, message("very spammy", body=GTUBE + b"\r\n"))
     send(srv, message("plain ham"))
-    found = wait_for_messages(srv.maildir("alice@example.test"), 1, srv=srv)
+    wait_for_messages(srv.maildir("alice@example.test"), 1, srv=srv)
     time.sleep(1.0)
     assert [m["Subject"] for _, _, m in maildir_messages(srv.maildir("alice@example.test"))] \
         == ["plain ham"]

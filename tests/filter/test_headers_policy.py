@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailyard.filter.headers import get_header, rewrite, split_message
 from mailyard.filter.policy import FilterPolicy, decide, scan_headers

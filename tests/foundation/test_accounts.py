@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import bcrypt
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from passlib.hash import sha256_crypt, sha512_crypt
 
 from mailyard.accounts import AccountError, AccountStore, AddressError, normalize_address

@@ -6,7 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailyard.config import ConfigError, load, parse_hostport, render_example
 from mailyard.config.loader import is_trusted

@@ -1,3 +1,3 @@
 """Fixtures for these tests; the helpers live in imap_support, which tests import."""
 
-from imap_support import *  # noqa: F401,F403
+from imap_support import *

@@ -165,8 +165,8 @@ async def test_transcript_list_and_status(app):
 
 # -- server-level fuzz: random commands in every state never crash the session ---------------
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 _COMMAND_WORDS = st.sampled_from([
     b"FETCH", b"UID FETCH", b"STORE", b"UID STORE", b"SEARCH", b"UID SEARCH", b"COPY",

@@ -415,7 +415,7 @@ def test_concurrent_first_delivery_into_a_new_folder(tmp_path):
         root = tmp_path / f"m{attempt}" / "Maildir"
         errors = []
 
-        def deliver(folder: str) -> None:
+        def deliver(folder: str, root=root, errors=errors) -> None:
             try:
                 MailStore(root).deliver(b"Subject: x\r\n\r\nbody\r\n", folder=folder)
             except Exception as exc:  # noqa: BLE001 - collected and asserted below

@@ -1,3 +1,3 @@
 """Fixtures for these tests; the helpers live in queue_support, which tests import."""
 
-from queue_support import *  # noqa: F401,F403
+from queue_support import *

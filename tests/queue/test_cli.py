@@ -7,8 +7,8 @@ import json
 import subprocess
 import sys
 
-from queue_support import Recorder, eventually
 from harness import free_port
+from queue_support import Recorder, eventually
 
 from mailyard.envelope import Envelope, Recipient
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import email
 import email.policy
 
-from queue_support import Recorder, eventually
 from harness import free_port
+from queue_support import Recorder, eventually
 
 from mailyard.envelope import Envelope, Recipient
 from mailyard.queue.records import DELIVERED, FAILED, PENDING

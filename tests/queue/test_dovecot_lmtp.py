@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from queue_support import eventually
 from harness import free_port, wait_for_port
+from queue_support import eventually
 
 from mailyard.envelope import Envelope, Recipient
 from mailyard.queue.records import DELIVERED, FAILED, PENDING

@@ -12,8 +12,8 @@ import json
 import smtplib
 import time
 
-from queue_support import Peer, Recorder
 from harness import free_port
+from queue_support import Peer, Recorder
 
 MESSAGE = b"From: a@example.net\r\nTo: alice@example.test\r\nSubject: %s\r\n\r\nHello.\r\n"
 

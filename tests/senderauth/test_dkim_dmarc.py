@@ -120,8 +120,9 @@ def test_cli_generate_and_dns_records(tmp_path):
 
     cfg = tmp_path / "m.toml"
     cfg.write_text(f'[server]\nhostname = "mx.example.test"\ndata_dir = "{tmp_path}/d"\n')
-    run = lambda *a: subprocess.run([sys.executable, "-m", "mailyard", "-c", str(cfg), *a],
-                                    capture_output=True, text=True)
+    def run(*a):
+        return subprocess.run([sys.executable, "-m", "mailyard", "-c", str(cfg), *a],
+                              capture_output=True, text=True)
     r = run("dkim", "generate", "example.test", "--selector", "s2026")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith('s2026._domainkey.example.test. IN TXT "v=DKIM1; k=rsa; p=')

@@ -18,12 +18,16 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
-from mailyard.accounts.addresses import (AddressError, normalize_address, normalize_domain,
-                                         split_address)
+from mailyard.accounts.addresses import (
+    AddressError,
+    normalize_address,
+    normalize_domain,
+    split_address,
+)
 from mailyard.accounts.passwords import hash_password, needs_upgrade, verify_password
 
 SCHEMA = """
@@ -83,11 +87,12 @@ class AccountStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
         self._config_domains = {normalize_domain(d) for d in config_domains}
-        self._domains_cache: set[str] | None = None
+        self._domains_cache: frozenset[str] | None = None
+        self._domains_checked = 0.0
         self._data_version = -1
 
     @classmethod
-    def open(cls, settings) -> "AccountStore":
+    def open(cls, settings) -> AccountStore:
         return cls(settings.data_path / "accounts.sqlite3", settings.data_path,
                    settings.server.domains)
 
@@ -116,18 +121,34 @@ class AccountStore:
             self._domains_cache = None
 
     # -- domains -----------------------------------------------------------------------
-    def local_domains(self) -> set[str]:
+    # How often (seconds) the cached domain set asks SQLite whether another connection changed
+    # the database: every RCPT and every routed recipient asks, so this is a hot path.
+    DOMAINS_RECHECK = 1.0
+
+    def _domains(self, fresh: bool = False) -> frozenset[str]:
+        """The local domains; `fresh` re-asks SQLite now (after a miss: a domain the CLI just
+        added must be local at once, while hits stay cheap)."""
+        now = time.monotonic()
+        cache = self._domains_cache
+        if cache is not None and not fresh and now < self._domains_checked + self.DOMAINS_RECHECK:
+            return cache
         with self._lock:
             version = self._db.execute("PRAGMA data_version").fetchone()[0]
             if self._domains_cache is None or version != self._data_version:
                 rows = self._db.execute("SELECT name FROM domains").fetchall()
-                self._domains_cache = {r[0] for r in rows} | self._config_domains
+                self._domains_cache = frozenset({r[0] for r in rows} | self._config_domains)
                 self._data_version = version
-            return set(self._domains_cache)
+            self._domains_checked = now
+            return self._domains_cache
+
+    def local_domains(self) -> set[str]:
+        return set(self._domains())
 
     def is_local_domain(self, domain: str) -> bool:
+        if domain in self._domains():          # the common case: already normalised
+            return True
         try:
-            return normalize_domain(domain) in self.local_domains()
+            return normalize_domain(domain) in self._domains(fresh=True)
         except AddressError:
             return False
 
@@ -316,7 +337,7 @@ class AccountStore:
             addr = normalize_address(address)
         except AddressError:
             return []
-        if addr.rsplit("@", 1)[1] not in self.local_domains():
+        if addr.rsplit("@", 1)[1] not in self._domains(fresh=True):
             return []
         out: list[str] = []
         self._expand(addr, out, set(), 0)
@@ -327,7 +348,7 @@ class AccountStore:
             return True
         seen.add(addr)
         local, domain = addr.rsplit("@", 1)
-        if domain not in self.local_domains():
+        if domain not in self._domains():
             if addr not in out:
                 out.append(addr)  # an alias pointing outside: forward
             return True

@@ -130,7 +130,7 @@ def load_database(path, body: bool = True) -> SignatureDatabase:
         elif ext:
             db.unsupported[f".{ext} files"] += 1
     # Ignore lists first: they apply to every other file, whatever the order.
-    for origin, ext, data, _ in members:
+    for _origin, ext, data, _ in members:
         if ext in ("ign2", "ign"):
             for line in _lines(data):
                 name = line[1].split(":", 1)[0].strip()

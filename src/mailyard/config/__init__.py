@@ -6,8 +6,14 @@ works, so `load(None)` gives a runnable server with data under ./var.
 """
 
 from mailyard.config.errors import ConfigError
-from mailyard.config.loader import load, find_config_file, render_example, parse_hostport
+from mailyard.config.loader import find_config_file, load, parse_hostport, render_example
 from mailyard.config.schema import Settings
 
-__all__ = ["ConfigError", "Settings", "load", "find_config_file", "render_example",
-           "parse_hostport"]
+__all__ = [
+           "ConfigError",
+           "Settings",
+           "find_config_file",
+           "load",
+           "parse_hostport",
+           "render_example",
+]

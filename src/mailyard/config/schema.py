@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 
 def setting(default: Any, doc: str, check: Callable[[Any], None] | None = None) -> Any:

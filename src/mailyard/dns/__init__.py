@@ -12,7 +12,7 @@ SERVFAIL raises `DnsTemporaryError`, so callers decide whether to fail open or d
 from __future__ import annotations
 
 import ipaddress
-from typing import Iterable
+from collections.abc import Iterable
 
 import dns.asyncresolver
 import dns.exception
@@ -107,7 +107,7 @@ class Resolver(BaseResolver):
         self._resolver.cache = dns.resolver.LRUCache(50000)
 
     @classmethod
-    def from_settings(cls, settings) -> "Resolver":
+    def from_settings(cls, settings) -> Resolver:
         return cls(settings.dns.nameservers, settings.dns.timeout)
 
     async def lookup(self, name: str, rdtype: str) -> list[str]:

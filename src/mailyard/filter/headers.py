@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import re
 
-from mailyard.message import (eol_of, field_name, get_header, header_fields,  # noqa: F401
-                              split_message)
+from mailyard.message import eol_of, field_name, get_header, header_fields, split_message  # noqa: F401
 
 # Scan results anyone could have forged upstream: ours replace them (amavis does the same).
 FORGEABLE = re.compile(rb"^(x-spam-[a-z0-9-]*|x-virus-[a-z0-9-]*)$", re.IGNORECASE)

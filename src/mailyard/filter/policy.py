@@ -25,7 +25,7 @@ class FilterPolicy:
     bypass_banned: frozenset[str] = frozenset()
 
     @classmethod
-    def from_settings(cls, settings) -> "FilterPolicy":
+    def from_settings(cls, settings) -> FilterPolicy:
         f = settings.filter
         return cls(tag_level=f.tag_level, spam_level=f.spam_level, kill_level=f.kill_level,
                    subject_tag=f.subject_tag,

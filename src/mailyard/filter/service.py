@@ -38,9 +38,25 @@ from mailyard.filter.verdicts import Decision, ScanResult
 from mailyard.filter.worker import scan_file
 from mailyard.log import event, get_logger
 from mailyard.server.listen import Listener, serve_stream
-from mailyard.smtp import (NEED_DATA, Auth, CommandError, Data, DataChunk, DataEnd, Ehlo,
-                           Helo, Lhlo, Mail, Noop, Quit, Rcpt, Rset, ServerConnection,
-                           StartTls, replies)
+from mailyard.smtp import (
+    NEED_DATA,
+    Auth,
+    CommandError,
+    Data,
+    DataChunk,
+    DataEnd,
+    Ehlo,
+    Helo,
+    Lhlo,
+    Mail,
+    Noop,
+    Quit,
+    Rcpt,
+    Rset,
+    ServerConnection,
+    StartTls,
+    replies,
+)
 from mailyard.smtp.replies import Reply
 
 log = get_logger("filter")
@@ -89,7 +105,7 @@ class ContentFilter:
                                       self.generation, str(path), skip_spam)
         try:
             return await asyncio.wait_for(future, self.settings.filter.scan_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return ScanResult(error=f"scan took longer than "
                                     f"{self.settings.filter.scan_timeout:.0f}s")
 
@@ -239,7 +255,7 @@ class ContentFilter:
                     writer.write(conn.respond(replies.RECIPIENT_OK))
                 elif isinstance(ev, Data):
                     spool_path = self.spool / f"{os.getpid()}-{session}-{secrets.token_hex(4)}"
-                    spool_file = open(spool_path, "wb")
+                    spool_file = await asyncio.to_thread(open, spool_path, "wb")
                     writer.write(conn.respond(replies.START_DATA))
                 elif isinstance(ev, DataEnd):
                     spool_file.close()
@@ -278,7 +294,7 @@ class ContentFilter:
                     writer.write(conn.respond(ev.reply))
                 else:
                     writer.write(conn.respond(replies.NOT_IMPLEMENTED))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             writer.write(conn.respond(replies.TIMEOUT))
             await writer.drain()
         finally:
@@ -367,7 +383,7 @@ async def _connect(settings, target: str) -> aiosmtplib.SMTP:
     try:
         await client.connect()
         await client.ehlo()
-    except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
         client.close()
         raise ReinjectError(f"{target}: {exc}") from None
     return client
@@ -396,8 +412,7 @@ async def _transaction(settings, client: aiosmtplib.SMTP, envelope: Envelope,
         mail_options = [o for o in mail_options if not o.startswith(("RET=", "ENVID="))]
     try:
         await client.mail(envelope.sender, options=mail_options)
-    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPResponseException, OSError,
-            asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPResponseException, OSError) as exc:
         if not fresh and (not isinstance(exc, aiosmtplib.SMTPSenderRefused)
                           or exc.code == 421):     # the server closed the idle session
             raise _StaleConnection() from None
@@ -413,7 +428,7 @@ async def _transaction(settings, client: aiosmtplib.SMTP, envelope: Envelope,
                 options.append(f"ORCPT={r.orcpt}")
             await client.rcpt(r.address, options=options)
         await client.data(message)
-    except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
         raise ReinjectError(f"{target}: {exc}") from None
 
 

@@ -12,8 +12,8 @@ import re
 import traceback
 from pathlib import Path
 
-from mailyard.message import get_header
 from mailyard.filter.verdicts import AttachmentSeen, RuleHit, ScanResult
+from mailyard.message import get_header
 
 _engines: dict[str, object] = {}
 _generation: int | None = None

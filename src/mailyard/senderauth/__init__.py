@@ -29,5 +29,14 @@ def facts(spf_result: SpfResult | None, dkim_results: list[DkimResult],
     return out
 
 
-__all__ = ["authresults", "dkim_sign", "dkim_verify", "dmarc", "spf", "DkimResult",
-           "DmarcResult", "SpfResult", "facts"]
+__all__ = [
+    "DkimResult",
+    "DmarcResult",
+    "SpfResult",
+    "authresults",
+    "dkim_sign",
+    "dkim_verify",
+    "dmarc",
+    "facts",
+    "spf",
+]

@@ -20,7 +20,8 @@ import importlib
 import os
 import signal
 import ssl
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from mailyard.config import ConfigError, Settings, load
 from mailyard.log import event, get_logger
@@ -54,7 +55,7 @@ class App:
     def data_path(self):
         return self.settings.data_path
 
-    def component(self, name: str, factory: Callable[["App"], Any]) -> Any:
+    def component(self, name: str, factory: Callable[[App], Any]) -> Any:
         """The shared instance called `name`, built by `factory(app)` on first use."""
         if name not in self._components:
             self._components[name] = factory(self)

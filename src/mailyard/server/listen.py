@@ -14,7 +14,7 @@ import errno
 import os
 import socket
 import ssl as ssl_mod
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from mailyard.config import ConfigError, parse_hostport
 from mailyard.log import event, get_logger
