@@ -30,13 +30,12 @@ from mailyard.log import get_logger
 from mailyard.spam import evals
 from mailyard.spam.bayes import BayesDatabases, message_id, tokenize
 from mailyard.spam.message import ParsedMessage, addresses, display_name
-from mailyard.spam.rules import RuleLoader, RuleSet
+from mailyard.spam.rules import MAX_MULTIPLE, RuleLoader, RuleSet
 
 log = get_logger("spam")
 
 RULE_TIMEOUT = 0.05        # seconds one regex may run on one text
 SCAN_BUDGET = 5.0          # seconds for every rule of one message
-MAX_MULTIPLE = 20          # hits counted for `tflags multiple` without maxhits
 RULE_TEXT_LIMIT = 128 * 1024  # octets of body/rawbody/full text the regexes see
 _IP = re.compile(r"\[(\d{1,3}(?:\.\d{1,3}){3})\]|\((?:[^()]*\s)?\[?(\d{1,3}(?:\.\d{1,3}){3})\]?\)")
 

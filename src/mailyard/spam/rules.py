@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mailyard.spam import evals
@@ -69,6 +69,7 @@ class Rule:
     eval_args: tuple = ()
     meta: object = None             # compiled meta expression
     meta_deps: tuple[str, ...] = ()
+    meta_text: str = ""             # the expression, recompiled cost-aware by finish()
     tflags: frozenset[str] = frozenset()
     maxhits: int = 0
     lookups: tuple = ()             # DNS lookups wanted (see engine.dns_queries)
@@ -312,6 +313,7 @@ class RuleLoader:
                     changed = True
         # meta rules: order by dependencies; a cycle skips the rules in it
         order = _meta_order(rules, skipped)
+        _lazy_metas(rules)
         if self.regex_cache is not None:
             self.regex_cache.save()
         return RuleSet(rules=rules, scores=self.scores, descriptions=self.descriptions,
@@ -332,7 +334,7 @@ class RuleLoader:
         text = d.text
         if d.kind == "meta":
             code, deps = compile_meta(text)
-            return Rule(meta=code, meta_deps=tuple(deps), **common)
+            return Rule(meta=code, meta_deps=tuple(deps), meta_text=text, **common)
         if text.startswith("eval:"):
             em = _EVAL.match(text)
             if not em:
@@ -448,6 +450,61 @@ def _eval_args(text: str) -> tuple:
                     args.append(word)
         pos = m.end()
     return tuple(args)
+
+
+MAX_MULTIPLE = 20          # hits counted for `tflags multiple` without maxhits
+
+
+def rule_cost(rule: Rule) -> float:
+    """A rough estimate of what evaluating one non-meta rule costs (arbitrary units)."""
+    if rule.pattern is None:
+        return 0.2 if rule.exists else 3.0
+    if rule.kind in ("body", "rawbody", "full"):
+        if rule.literals:
+            return 1.0
+        return 10.0 + len(rule.pattern.pattern) / 20.0
+    if rule.kind == "header":
+        return 0.5 if rule.literals else 1.0
+    return 2.0
+
+
+def rule_bound(rule: Rule | None) -> int | None:
+    """The largest hit count `rule` can have in a scan (None: not known)."""
+    if rule is None or rule.kind == "meta" or rule.exists:
+        return 1 if rule is not None else 0
+    if rule.pattern is None:
+        return None                 # eval: functions may return any number
+    if "multiple" in rule.tflags and rule.kind in ("body", "rawbody", "full"):
+        return rule.maxhits or MAX_MULTIPLE
+    return 1
+
+
+def _lazy_metas(rules: dict[str, Rule]) -> None:
+    """Recompile every meta to read its cheapest operands first (see mailyard.spam.meta)."""
+    costs: dict[str, float] = {}
+
+    def cost(name: str) -> float:
+        known = costs.get(name)
+        if known is not None:
+            return known
+        rule = rules.get(name)
+        if rule is None:
+            return 0.0
+        if rule.kind != "meta":
+            value = rule_cost(rule)
+        else:
+            costs[name] = 0.0           # a cycle (already skipped) must not recurse forever
+            value = sum(cost(d) for d in rule.meta_deps)
+        costs[name] = value
+        return value
+
+    def bound(name: str) -> int | None:
+        return rule_bound(rules.get(name))
+
+    for name, rule in list(rules.items()):
+        if rule.kind == "meta" and rule.meta_text:
+            fn, _deps = compile_meta(rule.meta_text, cost, bound)
+            rules[name] = replace(rule, meta=fn)
 
 
 def _meta_order(rules: dict[str, Rule], skipped: dict) -> list[str]:
