@@ -26,8 +26,11 @@ from functools import cached_property
 from importlib import resources
 from pathlib import Path
 
+import regex
+
 from mailyard.log import get_logger
 from mailyard.spam import evals
+from mailyard.spam.asciire import NEVER, ascii_variant
 from mailyard.spam.bayes import BayesDatabases, message_id, tokenize
 from mailyard.spam.message import ParsedMessage, addresses, display_name
 from mailyard.spam.rules import MAX_MULTIPLE, RuleLoader, RuleSet
@@ -111,6 +114,7 @@ class ScanContext:
         self._headers: dict[tuple[str, str], str | None] = {}
         self._lower: dict[str, str] = {}
         self._texts: dict[str, tuple[str, str]] = {}
+        self._ascii: dict[str, bool] = {}
         self._uris: list[str] | None = None
         self.over_budget = False
         self.memo: dict = {}
@@ -142,6 +146,13 @@ class ScanContext:
             text = octets(getattr(self.msg, attr))
             cached = self._texts[kind] = (text, text.lower())
         return cached
+
+    def rule_text_ascii(self, kind: str) -> bool:
+        """Whether rule_text(kind) is plain ASCII (then the ASCII regex forms apply)."""
+        flag = self._ascii.get(kind)
+        if flag is None:
+            flag = self._ascii[kind] = self.rule_text(kind)[0].isascii()
+        return flag
 
     def rule_uris(self) -> list[str]:
         if self._uris is None:
@@ -212,6 +223,26 @@ def octets(text: str, limit: int = RULE_TEXT_LIMIT) -> str:
     return text.encode("utf-8", "replace")[:limit].decode("latin-1")
 
 
+def ascii_patterns(rules) -> dict[str, object]:
+    """Rule name → compiled ASCII-subject regex, or None where no ASCII text can match.
+
+    Rules whose pattern has no such form (see `asciire.ascii_variant`) are left out.
+    """
+    out: dict[str, object] = {}
+    for rule in rules:
+        source = ascii_variant(rule.pattern.pattern, rule.pattern.flags)
+        if source is None:
+            continue
+        if source == NEVER:
+            out[rule.name] = None
+            continue
+        try:
+            out[rule.name] = regex.compile(source)
+        except (regex.error, RecursionError, OverflowError):
+            continue
+    return out
+
+
 def _search(pattern, text: str) -> bool:
     try:
         return pattern.search(text, timeout=RULE_TIMEOUT) is not None
@@ -277,6 +308,9 @@ class SpamEngine:
         self._metas = [self.ruleset.rules[n] for n in self.ruleset.meta_order]
         # literal prefilters, worked out once per engine (see mailyard.spam.prefilter)
         self._literals = {r.name: r.literals for r in rules if r.pattern is not None}
+        # ASCII-subject forms of the text rules' regexes (see mailyard.spam.asciire)
+        self._ascii = ascii_patterns(r for r in rules if r.pattern is not None
+                                     and r.kind in ("body", "rawbody", "full"))
         self.rule_errors = 0
         self._root_cache: dict[tuple, list[str]] = {}
         # which DNSBL zone each check_rbl set name queries (check_rbl_sub reads the set)
@@ -393,12 +427,17 @@ class SpamEngine:
             lits = self._literals.get(rule.name)
             if lits is not None and not any(lit in lower for lit in lits):
                 return 0
+            pattern = rule.pattern
+            if ctx.rule_text_ascii(kind):
+                pattern = self._ascii.get(rule.name, pattern)
+                if pattern is None:
+                    return 0                # cannot match ASCII text at all
             if time.monotonic() > hits.deadline:
                 ctx.over_budget = True
                 return 0
             if "multiple" in rule.tflags:
-                return _count(rule.pattern, text, rule.maxhits or MAX_MULTIPLE)
-            return int(_search(rule.pattern, text))
+                return _count(pattern, text, rule.maxhits or MAX_MULTIPLE)
+            return int(_search(pattern, text))
         if kind == "uri":
             return int(any(_search(rule.pattern, u) for u in ctx.rule_uris()))
         if kind == "mimeheader":

@@ -1,0 +1,185 @@
+"""ASCII-specialised rule regexes: the same matches on ASCII text, far less to try.
+
+SpamAssassin's "fuzzy" rules spell each letter as an alternation of look-alikes, most of them
+non-ASCII (`(?:[aA@4]|[\\xc3][\\xa0-\\xa5]|...)`), and have no literal for the prefilter; the
+`regex` module then tries every alternative at every position. Most mail bodies are plain
+ASCII, where none of the non-ASCII alternatives can ever match. `ascii_variant(pattern,
+flags)` rewrites a pattern for ASCII-only subjects: every one-character item (literal, class,
+`.`, `\\w`...) becomes the explicit set of ASCII characters it matches under the pattern's
+flags (worked out by asking `regex` itself, so case folding and `\\s`/`\\w` semantics are
+exactly the original's); an item matching no ASCII character fails, and the failure spreads
+to its sequence, its group, and the branch holding it, which is dropped. Alternatives keep
+their order, so on an ASCII subject the variant finds exactly the matches the original does,
+at the same places.
+
+It returns the new pattern text, `NEVER` when the pattern cannot match any ASCII text, or
+None when it cannot tell (a construct not handled here, back-references, anything the
+standard parser reads differently); the engine then keeps the original.
+"""
+
+from __future__ import annotations
+
+import regex
+
+try:  # Python 3.11+
+    import re._constants as C
+    import re._parser as sre_parse
+except ImportError:  # pragma: no cover
+    import sre_constants as C  # type: ignore
+    import sre_parse  # type: ignore
+
+NEVER = "(?!)"
+_FLAGS = regex.IGNORECASE | regex.DOTALL | regex.MULTILINE | regex.VERBOSE
+_CATEGORY = {
+    C.CATEGORY_DIGIT: r"\d", C.CATEGORY_NOT_DIGIT: r"\D", C.CATEGORY_SPACE: r"\s",
+    C.CATEGORY_NOT_SPACE: r"\S", C.CATEGORY_WORD: r"\w", C.CATEGORY_NOT_WORD: r"\W",
+}
+_ASCII = [chr(i) for i in range(128)]
+_members: dict[tuple[str, int], str] = {}
+
+
+class _Unsupported(Exception):
+    pass
+
+
+class _Fail(Exception):
+    pass
+
+
+def _esc(cp: int) -> str:
+    return f"\\x{cp:02x}" if cp < 256 else f"\\U{cp:08x}"
+
+
+def _class_members(snippet: str, flags: int) -> str:
+    """The ASCII characters `snippet` (one character's worth of regex) matches."""
+    key = (snippet, flags)
+    found = _members.get(key)
+    if found is None:
+        pattern = regex.compile(snippet, flags & (regex.IGNORECASE | regex.DOTALL))
+        found = "".join(c for c in _ASCII if pattern.fullmatch(c))
+        _members[key] = found
+    return found
+
+
+def _leaf(op, av, flags: int) -> str:
+    if op is C.LITERAL:
+        snippet = _esc(av)
+    elif op is C.NOT_LITERAL:
+        snippet = f"[^{_esc(av)}]"
+    elif op is C.ANY:
+        snippet = "."
+    else:  # IN
+        parts = []
+        for iop, iav in av:
+            if iop is C.NEGATE:
+                parts.insert(0, "^")
+            elif iop is C.LITERAL:
+                parts.append(_esc(iav))
+            elif iop is C.RANGE:
+                parts.append(f"{_esc(iav[0])}-{_esc(iav[1])}")
+            elif iop is C.CATEGORY and iav in _CATEGORY:
+                parts.append(_CATEGORY[iav])
+            else:
+                raise _Unsupported(str(iop))
+        snippet = "[" + "".join(parts) + "]"
+    members = _class_members(snippet, flags)
+    if not members:
+        raise _Fail
+    if len(members) == 1:
+        return _esc(ord(members))
+    return "[" + _ranges(members) + "]"
+
+
+def _ranges(members: str) -> str:
+    """`abcx` → `\\x61-\\x63\\x78`: the member set as ranges (sorted input)."""
+    out = []
+    codes = [ord(c) for c in members]
+    start = prev = codes[0]
+    for cp in codes[1:] + [-1]:
+        if cp == prev + 1:
+            prev = cp
+            continue
+        out.append(_esc(start) if start == prev else f"{_esc(start)}-{_esc(prev)}")
+        start = prev = cp
+    return "".join(out)
+
+
+def _at(code, flags: int) -> str:
+    multiline = bool(flags & regex.MULTILINE)
+    if code is C.AT_BEGINNING:
+        return "(?<![^\\n])" if multiline else "\\A"
+    if code is C.AT_END:
+        return "(?=\\n|\\Z)" if multiline else "(?=\\n?\\Z)"
+    if code is C.AT_BEGINNING_STRING:
+        return "\\A"
+    if code is C.AT_END_STRING:
+        return "\\Z"
+    if code is C.AT_BOUNDARY:
+        return "\\b"
+    if code is C.AT_NON_BOUNDARY:
+        return "\\B"
+    raise _Unsupported(str(code))
+
+
+def _seq(items, flags: int) -> str:
+    return "".join(_node(op, av, flags) for op, av in items)
+
+
+def _node(op, av, flags: int) -> str:
+    if op in (C.LITERAL, C.NOT_LITERAL, C.ANY, C.IN):
+        return _leaf(op, av, flags)
+    if op is C.AT:
+        return _at(av, flags)
+    if op is C.SUBPATTERN:
+        _group, add, remove, items = av
+        return "(?:" + _seq(items, (flags | add) & ~remove) + ")"
+    if op is C.ATOMIC_GROUP:
+        return "(?>" + _seq(av, flags) + ")"
+    if op is C.BRANCH:
+        alternatives = []
+        for branch in av[1]:
+            try:
+                alternatives.append(_seq(branch, flags))
+            except _Fail:
+                continue
+        if not alternatives:
+            raise _Fail
+        return "(?:" + "|".join(alternatives) + ")"
+    if op in (C.MAX_REPEAT, C.MIN_REPEAT, C.POSSESSIVE_REPEAT):
+        low, high, item = av
+        try:
+            body = _seq(item, flags)
+        except _Fail:
+            if low == 0:
+                return ""
+            raise
+        count = f"{{{low},}}" if high == C.MAXREPEAT else f"{{{low},{high}}}"
+        suffix = {C.MAX_REPEAT: "", C.MIN_REPEAT: "?", C.POSSESSIVE_REPEAT: "+"}[op]
+        return "(?:" + body + ")" + count + suffix
+    if op in (C.ASSERT, C.ASSERT_NOT):
+        direction, item = av
+        head = ("(?=" if direction == 1 else "(?<=") if op is C.ASSERT else \
+            ("(?!" if direction == 1 else "(?<!")
+        try:
+            return head + _seq(item, flags) + ")"
+        except _Fail:
+            if op is C.ASSERT_NOT:
+                return ""                   # can never match: the negative holds
+            raise
+    raise _Unsupported(str(op))             # back-references, conditionals, ...
+
+
+def ascii_variant(pattern: str, flags: int) -> str | None:
+    """The ASCII-subject form of `pattern` (see the module docstring), NEVER, or None."""
+    if "[:" in pattern or "\\p" in pattern or "\\P" in pattern or "\\N" in pattern:
+        return None  # POSIX classes, properties: the standard parser reads them differently
+    try:
+        parsed = sre_parse.parse(pattern, flags & _FLAGS)
+    except Exception:
+        return None
+    try:
+        return _seq(list(parsed), parsed.state.flags & _FLAGS)
+    except _Fail:
+        return NEVER
+    except (_Unsupported, RecursionError, regex.error):
+        return None
