@@ -26,11 +26,8 @@ from functools import cached_property
 from importlib import resources
 from pathlib import Path
 
-import regex
-
 from mailyard.log import get_logger
 from mailyard.spam import evals
-from mailyard.spam.asciire import NEVER, ascii_variant
 from mailyard.spam.bayes import BayesDatabases, message_id, tokenize
 from mailyard.spam.message import ParsedMessage, addresses, display_name
 from mailyard.spam.meta import compile_meta
@@ -224,26 +221,6 @@ def octets(text: str, limit: int = RULE_TEXT_LIMIT) -> str:
     return text.encode("utf-8", "replace")[:limit].decode("latin-1")
 
 
-def ascii_patterns(rules) -> dict[str, object]:
-    """Rule name → compiled ASCII-subject regex, or None where no ASCII text can match.
-
-    Rules whose pattern has no such form (see `asciire.ascii_variant`) are left out.
-    """
-    out: dict[str, object] = {}
-    for rule in rules:
-        source = ascii_variant(rule.pattern.pattern, rule.pattern.flags)
-        if source is None:
-            continue
-        if source == NEVER:
-            out[rule.name] = None
-            continue
-        try:
-            out[rule.name] = regex.compile(source)
-        except (regex.error, RecursionError, OverflowError):
-            continue
-    return out
-
-
 def _search(pattern, text: str) -> bool:
     try:
         return pattern.search(text, timeout=RULE_TIMEOUT) is not None
@@ -313,8 +290,8 @@ class SpamEngine:
         # ASCII-subject forms of the text rules' regexes (see mailyard.spam.asciire)
         # `optimize=False` is the reference behaviour the tests compare against: every regex
         # as written, every meta reading its operands in Perl's order.
-        self._ascii = ascii_patterns(r for r in rules if r.pattern is not None
-                                     and r.kind in ("body", "rawbody", "full")) if optimize else {}
+        self._ascii = {r.name: r.ascii_pattern for r in rules
+                       if optimize and (r.ascii_pattern is not None or r.ascii_never)}
         self._meta_fns = {r.name: (r.meta if optimize or not r.meta_text
                                    else compile_meta(r.meta_text)[0])
                           for r in rules if r.kind == "meta"}

@@ -24,11 +24,15 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import regex
+
 from mailyard.spam import evals
+from mailyard.spam.asciire import NEVER, ascii_variant
 from mailyard.spam.meta import MetaError, compile_meta
 from mailyard.spam.perlre import PerlRegexError, compile_pattern, parse_match
 from mailyard.spam.prefilter import required_literals
 
+TEXT_KINDS = ("body", "rawbody", "full")
 RULE_TYPES = ("header", "body", "rawbody", "full", "uri", "mimeheader", "meta")
 
 # Plugins whose rules we evaluate (their `ifplugin` blocks are read); the rest are skipped
@@ -74,6 +78,8 @@ class Rule:
     maxhits: int = 0
     lookups: tuple = ()             # DNS lookups wanted (see engine.dns_queries)
     literals: frozenset | None = None  # prefilter: a match contains one of these
+    ascii_pattern: object = None    # the regex for ASCII-only text (mailyard.spam.asciire)
+    ascii_never: bool = False       # the regex cannot match any ASCII-only text
 
 
 @dataclass
@@ -365,7 +371,26 @@ class RuleLoader:
                         modifier=mod, if_unset=unset, literals=self._literals(pattern),
                         **common)
         pattern = self._regex(d.name, text)
-        return Rule(pattern=pattern, literals=self._literals(pattern), **common)
+        ascii_pattern, never = self._ascii(pattern) if d.kind in TEXT_KINDS else (None, False)
+        return Rule(pattern=pattern, literals=self._literals(pattern),
+                    ascii_pattern=ascii_pattern, ascii_never=never, **common)
+
+    def _ascii(self, pattern) -> tuple[object, bool]:
+        """(compiled ASCII-subject form or None, whether no ASCII text can match)."""
+        if self.regex_cache is not None:
+            source = self.regex_cache.ascii_variant(pattern.pattern, pattern.flags)
+        else:
+            source = ascii_variant(pattern.pattern, pattern.flags)
+        if source is None:
+            return None, False
+        if source == NEVER:
+            return None, True
+        try:
+            if self.regex_cache is not None:
+                return self.regex_cache.compile(source, 0), False
+            return regex.compile(source), False
+        except (regex.error, RecursionError, OverflowError):
+            return None, False
 
     def _literals(self, pattern):
         if self.regex_cache is not None:
