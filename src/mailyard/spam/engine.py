@@ -408,14 +408,15 @@ class SpamEngine:
             return self._eval(ctx, rule)
         if kind in ("body", "rawbody", "full"):
             text, lower = ctx.rule_text(kind)
-            lits = self._literals.get(rule.name)
-            if lits is not None and not any(lit in lower for lit in lits):
-                return 0
             pattern = rule.pattern
-            if ctx.rule_text_ascii(kind):
-                pattern = self._ascii.get(rule.name, pattern)
+            lits = self._literals.get(rule.name)
+            if rule.name in self._ascii and ctx.rule_text_ascii(kind):
+                pattern = self._ascii[rule.name]
                 if pattern is None:
                     return 0                # cannot match ASCII text at all
+                lits = rule.ascii_literals or lits
+            if lits is not None and not any(lit in lower for lit in lits):
+                return 0
             if time.monotonic() > hits.deadline:
                 ctx.over_budget = True
                 return 0

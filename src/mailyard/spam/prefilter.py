@@ -7,8 +7,9 @@ or None when no such set is known (then the regex always runs). At scan time a r
 literals are all absent from the lower-cased text is a miss without running the regex — a
 substring test in C instead of a backtracking search, which is most of the engine's speed.
 
-Conservative by construction: only plain literal runs (ASCII, so lower-casing is exact) and
-alternations whose every branch yields literals count; anything the standard parser cannot
+Conservative by construction: only plain literal runs (ASCII, so lower-casing is exact; a
+class of one letter in both cases, `[aA]`, counts as that letter) and alternations whose
+every branch yields literals count; anything the standard parser cannot
 read (`\\p{..}`, branch reset, ...) gets no prefilter.
 """
 
@@ -90,6 +91,11 @@ def _sequence(items: list) -> set[str] | None:
         if op is LITERAL and av < 128:
             run.append(chr(av).lower())
             continue
+        if op is IN:
+            folded = _case_pair(av)
+            if folded is not None:
+                run.append(folded)
+                continue
         flush()
         sub: set[str] | None = None
         if op is SUBPATTERN:
@@ -110,6 +116,16 @@ def _sequence(items: list) -> set[str] | None:
         best = _better(best, sub)
     flush()
     return best
+
+
+def _case_pair(items) -> str | None:
+    """`[aA]` (or `[a]`): the one lower-cased ASCII character the class stands for."""
+    chars = set()
+    for op, av in items:
+        if op is not LITERAL or av >= 128:
+            return None
+        chars.add(chr(av).lower())
+    return chars.pop() if len(chars) == 1 else None
 
 
 def _branch(branches) -> set[str] | None:

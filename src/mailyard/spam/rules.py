@@ -80,6 +80,7 @@ class Rule:
     literals: frozenset | None = None  # prefilter: a match contains one of these
     ascii_pattern: object = None    # the regex for ASCII-only text (mailyard.spam.asciire)
     ascii_never: bool = False       # the regex cannot match any ASCII-only text
+    ascii_literals: frozenset | None = None  # prefilter of ascii_pattern (ASCII text only)
 
 
 @dataclass
@@ -373,7 +374,9 @@ class RuleLoader:
         pattern = self._regex(d.name, text)
         ascii_pattern, never = self._ascii(pattern) if d.kind in TEXT_KINDS else (None, False)
         return Rule(pattern=pattern, literals=self._literals(pattern),
-                    ascii_pattern=ascii_pattern, ascii_never=never, **common)
+                    ascii_pattern=ascii_pattern, ascii_never=never,
+                    ascii_literals=self._literals(ascii_pattern) if ascii_pattern else None,
+                    **common)
 
     def _ascii(self, pattern) -> tuple[object, bool]:
         """(compiled ASCII-subject form or None, whether no ASCII text can match)."""
