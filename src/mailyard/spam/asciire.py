@@ -4,11 +4,11 @@ SpamAssassin's "fuzzy" rules spell each letter as an alternation of look-alikes,
 non-ASCII (`(?:[aA@4]|[\\xc3][\\xa0-\\xa5]|...)`), and have no literal for the prefilter; the
 `regex` module then tries every alternative at every position. Most mail bodies are plain
 ASCII, where none of the non-ASCII alternatives can ever match. `ascii_variant(pattern,
-flags)` rewrites a pattern for ASCII-only subjects: every one-character item (literal, class,
-`.`, `\\w`...) becomes the explicit set of ASCII characters it matches under the pattern's
-flags (worked out by asking `regex` itself, so case folding and `\\s`/`\\w` semantics are
-exactly the original's); an item matching no ASCII character fails, and the failure spreads
-to its sequence, its group, and the branch holding it, which is dropped. Alternatives keep
+flags)` rewrites a pattern for ASCII-only subjects: a one-character item (literal, class,
+`.`, `\\w`...) that matches no ASCII character under the pattern's flags (worked out by
+asking `regex` itself, so case folding and `\\s`/`\\w` semantics are exactly the original's)
+fails, and the failure spreads to its sequence, its group, and the branch holding it, which
+is dropped; everything else is written back as it was, with the same flags. Alternatives keep
 their order, so on an ASCII subject the variant finds exactly the matches the original does,
 at the same places.
 
@@ -82,43 +82,27 @@ def _leaf(op, av, flags: int) -> str:
             else:
                 raise _Unsupported(str(iop))
         snippet = "[" + "".join(parts) + "]"
-    members = _class_members(snippet, flags)
-    if not members:
+    if not _class_members(snippet, flags):
         raise _Fail
-    if len(members) == 1:
-        return _esc(ord(members))
-    return "[" + _ranges(members) + "]"
+    # On ASCII text the item behaves as written: keep it, so `regex` keeps its own
+    # optimisations (literal strings, case-insensitive string search, native classes).
+    return snippet
 
 
-def _ranges(members: str) -> str:
-    """`abcx` → `\\x61-\\x63\\x78`: the member set as ranges (sorted input)."""
-    out = []
-    codes = [ord(c) for c in members]
-    start = prev = codes[0]
-    for cp in codes[1:] + [-1]:
-        if cp == prev + 1:
-            prev = cp
-            continue
-        out.append(_esc(start) if start == prev else f"{_esc(start)}-{_esc(prev)}")
-        start = prev = cp
-    return "".join(out)
+def _flag_letters(bits: int) -> str:
+    if bits & ~(_FLAGS | regex.VERBOSE):
+        raise _Unsupported("flags")
+    return "".join(letter for bit, letter in ((regex.IGNORECASE, "i"),
+                                               (regex.MULTILINE, "m"),
+                                               (regex.DOTALL, "s")) if bits & bit)
 
 
 def _at(code, flags: int) -> str:
-    multiline = bool(flags & regex.MULTILINE)
-    if code is C.AT_BEGINNING:
-        return "(?<![^\\n])" if multiline else "\\A"
-    if code is C.AT_END:
-        return "(?=\\n|\\Z)" if multiline else "(?=\\n?\\Z)"
-    if code is C.AT_BEGINNING_STRING:
-        return "\\A"
-    if code is C.AT_END_STRING:
-        return "\\Z"
-    if code is C.AT_BOUNDARY:
-        return "\\b"
-    if code is C.AT_NON_BOUNDARY:
-        return "\\B"
-    raise _Unsupported(str(code))
+    codes = {C.AT_BEGINNING: "^", C.AT_END: "$", C.AT_BEGINNING_STRING: "\\A",
+             C.AT_END_STRING: "\\Z", C.AT_BOUNDARY: "\\b", C.AT_NON_BOUNDARY: "\\B"}
+    if code not in codes:
+        raise _Unsupported(str(code))
+    return codes[code]
 
 
 def _seq(items, flags: int) -> str:
@@ -132,7 +116,9 @@ def _node(op, av, flags: int) -> str:
         return _at(av, flags)
     if op is C.SUBPATTERN:
         _group, add, remove, items = av
-        return "(?:" + _seq(items, (flags | add) & ~remove) + ")"
+        scoped = _flag_letters(add) + ("-" + _flag_letters(remove) if _flag_letters(remove)
+                                       else "")
+        return "(?" + scoped + ":" + _seq(items, (flags | add) & ~remove) + ")"
     if op is C.ATOMIC_GROUP:
         return "(?>" + _seq(av, flags) + ")"
     if op is C.BRANCH:
@@ -155,7 +141,9 @@ def _node(op, av, flags: int) -> str:
             raise
         count = f"{{{low},}}" if high == C.MAXREPEAT else f"{{{low},{high}}}"
         suffix = {C.MAX_REPEAT: "", C.MIN_REPEAT: "?", C.POSSESSIVE_REPEAT: "+"}[op]
-        return "(?:" + body + ")" + count + suffix
+        if len(item) != 1 or item[0][0] not in (C.LITERAL, C.NOT_LITERAL, C.ANY, C.IN):
+            body = "(?:" + body + ")"
+        return body + count + suffix
     if op in (C.ASSERT, C.ASSERT_NOT):
         direction, item = av
         head = ("(?=" if direction == 1 else "(?<=") if op is C.ASSERT else \
@@ -178,7 +166,10 @@ def ascii_variant(pattern: str, flags: int) -> str | None:
     except Exception:
         return None
     try:
-        return _seq(list(parsed), parsed.state.flags & _FLAGS)
+        flags = parsed.state.flags & _FLAGS
+        body = _seq(list(parsed), flags)
+        letters = _flag_letters(flags & ~regex.VERBOSE)
+        return (f"(?{letters})" if letters else "") + body
     except _Fail:
         return NEVER
     except (_Unsupported, RecursionError, regex.error):
