@@ -12,7 +12,8 @@ None when unknown), `compile_meta` emits an equivalent expression that reads les
 
 - in boolean context (the meta's own truth value, `!x`, operands of `&&`/`||` chains that are
   themselves in boolean context, the condition of `?:`) the operands of an `&&` or `||` chain
-  are read cheapest first — only truth values matter there, and reading has no side effects;
+  are read cheapest-to-decide first (cost over the chance, from `chance`, that the operand
+  ends the chain) — only truth values matter there, and reading has no side effects;
 - a comparison `NAME + NAME + ... > K` (or `>=`) becomes `_sum_cmp`, which reads the cheapest
   names first and stops as soon as the outcome is decided: the sum already exceeds K, or
   cannot reach it even if every unread name took its bound (needs every bound known and every
@@ -133,10 +134,26 @@ def _sum_cmp(h, terms: tuple, limit: float, strict: bool) -> bool:
 
 class _Emitter:
     def __init__(self, cost: Callable[[str], float] | None,
-                 bound: Callable[[str], float | None] | None):
+                 bound: Callable[[str], float | None] | None,
+                 chance: Callable[[str], float] | None = None):
         self.cost_of = cost
         self.bound_of = bound
+        self.chance_of = chance
         self.consts: list = []
+
+    def chance(self, node: tuple) -> float:
+        """How likely `node` is true (a guess unless `chance` knows the name)."""
+        if node[0] == "name":
+            return self.chance_of(node[1]) if self.chance_of else 0.1
+        if node[0] == "not":
+            return 1.0 - self.chance(node[1])
+        return 0.5
+
+    def order_key(self, op: str) -> Callable[[tuple], float]:
+        """Cheapest-to-decide first: cost over the chance the operand ends the chain."""
+        if op == "&&":
+            return lambda node: self.cost(node) / max(1.0 - self.chance(node), 0.02)
+        return lambda node: self.cost(node) / max(self.chance(node), 0.02)
 
     def cost(self, node: tuple) -> float:
         kind = node[0]
@@ -163,7 +180,7 @@ class _Emitter:
         if op in ("&&", "||"):
             if boolean and self.cost_of is not None:
                 chain = self._chain(node, op)
-                chain.sort(key=self.cost)        # stable: ties keep Perl's order
+                chain.sort(key=self.order_key(op))   # stable: ties keep Perl's order
                 return "(" + _PY[op].join(self.emit(c, True) for c in chain) + ")"
             return f"({self.emit(a, boolean)}{_PY[op]}{self.emit(b, boolean)})"
         if op in (">", ">=") and b[0] == "num" and self.cost_of is not None:
@@ -195,7 +212,8 @@ class _Emitter:
 
 
 def compile_meta(text: str, cost: Callable[[str], float] | None = None,
-                 bound: Callable[[str], float | None] | None = None):
+                 bound: Callable[[str], float | None] | None = None,
+                 chance: Callable[[str], float] | None = None):
     """Compile a meta expression into `fn(hits: dict) -> number` and its dependencies.
 
     With `cost` (and `bound`), operands are read cheapest first where that cannot change the
@@ -208,7 +226,7 @@ def compile_meta(text: str, cost: Callable[[str], float] | None = None,
     tree = parser.ternary()
     if parser.pos != len(tokens):
         raise MetaError(f"meta: unexpected {tokens[parser.pos]!r}")
-    emitter = _Emitter(cost, bound)
+    emitter = _Emitter(cost, bound, chance)
     expr = emitter.emit(tree, boolean=True)
     code = compile(f"lambda _h: {expr}", "<meta>", "eval")
     fn = eval(code, {"_div": _div, "_sum_cmp": _sum_cmp, "_c": tuple(emitter.consts),
