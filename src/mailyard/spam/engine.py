@@ -31,12 +31,13 @@ from mailyard.spam import evals
 from mailyard.spam.bayes import BayesDatabases, message_id, tokenize
 from mailyard.spam.message import ParsedMessage, addresses, display_name
 from mailyard.spam.meta import compile_meta
-from mailyard.spam.rules import MAX_MULTIPLE, RuleLoader, RuleSet
+from mailyard.spam.rules import MAX_MULTIPLE, RuleLoader, RuleSet, lazy_meta_fns
 
 log = get_logger("spam")
 
 RULE_TIMEOUT = 0.05        # seconds one regex may run on one text
 SCAN_BUDGET = 5.0          # seconds for every rule of one message
+TUNE_AT = (20, 100, 500, 2000)   # scans after which metas are reordered by measurement
 RULE_TEXT_LIMIT = 128 * 1024  # octets of body/rawbody/full text the regexes see
 _IP = re.compile(r"\[(\d{1,3}(?:\.\d{1,3}){3})\]|\((?:[^()]*\s)?\[?(\d{1,3}(?:\.\d{1,3}){3})\]?\)")
 
@@ -257,7 +258,18 @@ class _LazyHits(dict):
             if rule is None:
                 return default
             dict.__setitem__(self, name, 0)   # a cycle reads 0, never recurses forever
-            value = self.engine._evaluate(self.ctx, rule, self)
+            stats = self.engine._stats
+            if stats is None or rule.kind == "meta":
+                value = self.engine._evaluate(self.ctx, rule, self)
+            else:
+                started = time.perf_counter()
+                value = self.engine._evaluate(self.ctx, rule, self)
+                seen = stats.get(name)
+                if seen is None:
+                    seen = stats[name] = [0.0, 0, 0]
+                seen[0] += time.perf_counter() - started
+                seen[1] += 1
+                seen[2] += value > 0
             dict.__setitem__(self, name, value)
         return value
 
@@ -295,6 +307,10 @@ class SpamEngine:
         self._meta_fns = {r.name: (r.meta if optimize or not r.meta_text
                                    else compile_meta(r.meta_text)[0])
                           for r in rules if r.kind == "meta"}
+        # measured cost and hit rate per rule: after TUNE_AT scans the metas are recompiled
+        # to read the operands that are cheapest to decide, as measured, first
+        self._stats: dict[str, list] | None = {} if optimize else None
+        self._scans = 0
         self.rule_errors = 0
         self._root_cache: dict[tuple, list[str]] = {}
         # which DNSBL zone each check_rbl set name queries (check_rbl_sub reads the set)
@@ -331,6 +347,9 @@ class SpamEngine:
         scoreset = (2 if probability is not None else 0) + (1 if net else 0)
         learnset = 1 if net else 0
         hits = self._run_rules(ctx, scoreset, learnset)
+        self._scans += 1
+        if self._stats is not None and self._scans in TUNE_AT:
+            self._tune()
         rs = self.ruleset
         total = 0.0
         learn_score = 0.0
@@ -382,6 +401,20 @@ class SpamEngine:
         for name in self._roots(scoreset, learnset, bool(ctx.facts.get("dns"))):
             hits.get(name)
         return hits
+
+    def _tune(self) -> None:
+        """Recompile the metas with the measured cost and hit rate of the rules read so far."""
+        stats = self._stats
+
+        def cost(name: str) -> float | None:
+            seen = stats.get(name)
+            return seen[0] / seen[1] * 1e5 if seen and seen[1] >= 3 else None
+
+        def chance(name: str) -> float | None:
+            seen = stats.get(name)
+            return seen[2] / seen[1] if seen and seen[1] >= 3 else None
+
+        self._meta_fns.update(lazy_meta_fns(self.ruleset.rules, cost, chance))
 
     def _roots(self, scoreset: int, learnset: int, net: bool) -> list[str]:
         key = (scoreset, learnset, net)
