@@ -60,6 +60,8 @@ def run_mailyard(tmp: Path) -> dict:
 def run_seedstack(tmp: Path) -> dict | None:
     if os.environ.get("SEEDSTACK") != "1" or os.geteuid() != 0:
         return None
+    # The temp dir is 0700: the stack's daemons (postfix, amavis, vmail) must traverse it.
+    os.chmod(tmp, 0o755)
     env = dict(os.environ, SEEDSTACK_DIR=str(tmp / "seedstack"), NUSERS="3")
     subprocess.run(["bash", str(SHARED / "seedstack" / "setup.sh")], check=True, env=env)
     try:

@@ -403,3 +403,29 @@ def test_old_internal_date_survives_tmp_cleaning(store):
     info = store.open("Fresh").get(uid)
     assert int(info.internal_date) == 1_000_000_000
     assert int(os.stat(store.open("Fresh").path(uid)).st_mtime) == 1_000_000_000
+
+
+def test_concurrent_first_delivery_into_a_new_folder(tmp_path):
+    """Regression: two deliveries racing to create Junk; one saw cur/ before tmp/ existed."""
+    import threading
+
+    from mailyard.maildir import MailStore
+
+    for attempt in range(20):
+        root = tmp_path / f"m{attempt}" / "Maildir"
+        errors = []
+
+        def deliver(folder: str) -> None:
+            try:
+                MailStore(root).deliver(b"Subject: x\r\n\r\nbody\r\n", folder=folder)
+            except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=deliver, args=(f,))
+                   for f in ("Junk", "Junk", "INBOX", "Junk")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert len(MailStore(root).open("Junk").messages()) == 3

@@ -58,7 +58,9 @@ async def test_sigkill_mid_data_delivers_nothing(tmp_path, peers):
     root = tmp_path / "node"
     run_child(write_config(root), "mid-data", "WRITING", 1)
     spool_tmp = root / "data" / "queue" / "tmp"
-    assert len(list(spool_tmp.iterdir())) == 1               # the torn message is there
+    active = root / "data" / "queue" / "active"
+    # The torn message is there (written straight into active/, with no .env beside it).
+    assert [p.suffix for p in active.iterdir()] == [".msg"]
     filt = peers(Recorder())
     app = App(load(str(write_config(root, filter_hop=filt.address))))
     queue = app.component("queue", Queue)
@@ -66,6 +68,7 @@ async def test_sigkill_mid_data_delivers_nothing(tmp_path, peers):
         await queue.start()
         assert queue.entries == {}
         assert list(spool_tmp.iterdir()) == []
+        assert list(active.iterdir()) == []
     finally:
         await app.stop()
     assert filt.handler.messages == []

@@ -434,6 +434,10 @@ def test_generated_matches_agree_with_dovecot(workdir, match, comparator, patter
        pattern=st.text(alphabet="ab*?-", max_size=6))
 def test_generated_match_variables_agree_with_dovecot(workdir, subject, pattern):
     assume(not subject.startswith((" ", "-")))
+    # Dovecot 2.3.19 reports `"??" :matches "?a*"` as a match (with a third match variable the
+    # pattern cannot produce); RFC 5228 §2.7.1 says "?" matches one character and "a" only
+    # itself, so we answer no match. Values holding "?" are left out of this comparison.
+    assume("?" not in subject or "?" not in pattern)
     message = MESSAGE.replace("Subject: [acme-users] I have a present for you",
                               f"Subject: {subject}")
     path = workdir / "generated-subject.eml"

@@ -108,3 +108,18 @@ def test_streaming_matches_reference(lines, cuts):
     out, done, _, _ = decode_all(wire, [c for c in cuts if c <= len(wire)])
     assert done == ended
     assert out == expected
+
+
+def test_crlf_fast_path_empty_piece_keeps_line_start():
+    """Regression (perf fast path): an empty piece must not move the decoder off a line
+    start, or the terminator after it would be taken for content."""
+    decoder = DataDecoder()
+    assert decoder.feed(b"a\r\n") == (b"a\r\n", False, b"")
+    assert decoder.feed(b"") == (b"", False, b"")
+    assert decoder.feed(b".\r\nQUIT\r\n") == (b"", True, b"QUIT\r\n")
+
+
+def test_crlf_fast_path_whole_message_with_stuffed_dots():
+    wire = b"..one\r\nx\r\n...two\r\n.\r\nMAIL FROM:<a@b>\r\n"
+    assert DataDecoder().feed(wire) == (b".one\r\nx\r\n..two\r\n", True,
+                                        b"MAIL FROM:<a@b>\r\n")

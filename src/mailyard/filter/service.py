@@ -68,7 +68,12 @@ class ContentFilter:
         limit = app.settings.filter.max_concurrent or 2 * (os.cpu_count() or 2)
         self.slots = asyncio.Semaphore(limit)
         self._ids = itertools.count(1)
+        self.reinject_pool = ReinjectPool()
         app.on_reload(self._reloaded)
+        app.on_shutdown(self._close_pool)
+
+    async def _close_pool(self) -> None:
+        self.reinject_pool.close()
 
     def _reloaded(self, settings) -> None:
         self.generation += 1     # workers rebuild their engines on their next scan
@@ -145,7 +150,7 @@ class ContentFilter:
                                 body)
 
     async def reinject(self, envelope: Envelope, message: bytes) -> None:
-        await reinject(self.settings, envelope, message)
+        await reinject(self.settings, envelope, message, self.reinject_pool)
 
     async def _notify_virus(self, envelope: Envelope, entry, quarantined) -> None:
         f = self.settings.filter
@@ -282,9 +287,101 @@ class ContentFilter:
             if spool_path is not None:
                 spool_path.unlink(missing_ok=True)
 
-async def reinject(settings, envelope: Envelope, message: bytes) -> None:
-    """Hand a message to the reinjection port; ReinjectError unless all got 250."""
-    host, port = parse_hostport(settings.filter_reinject())
+class ReinjectPool:
+    """Idle SMTP connections to the reinjection port, reused from message to message.
+
+    A new connection per message cost a connect, EHLO, QUIT and a new server session each
+    time (profiled: the filter stage's largest share of event-loop time after scanning).
+    Only a connection whose last transaction ended in 250 goes back; one idle longer than
+    `MAX_IDLE` seconds is closed rather than reused (the server's command timeout is longer).
+    """
+
+    MAX_IDLE = 20.0
+    MAX_CONNECTIONS = 8
+
+    def __init__(self) -> None:
+        self._idle: list[tuple[str, float, aiosmtplib.SMTP]] = []
+
+    def take(self, target: str) -> aiosmtplib.SMTP | None:
+        now = time.monotonic()
+        while self._idle:
+            key, since, client = self._idle.pop()
+            if key == target and now - since < self.MAX_IDLE and client.is_connected:
+                return client
+            client.close()
+        return None
+
+    def give_back(self, target: str, client: aiosmtplib.SMTP) -> None:
+        if len(self._idle) >= self.MAX_CONNECTIONS or not client.is_connected:
+            client.close()
+            return
+        self._idle.append((target, time.monotonic(), client))
+
+    def close(self) -> None:
+        for _, _, client in self._idle:
+            client.close()
+        self._idle.clear()
+
+
+async def reinject(settings, envelope: Envelope, message: bytes,
+                   pool: ReinjectPool | None = None) -> None:
+    """Hand a message to the reinjection port; ReinjectError unless all got 250.
+
+    With a `pool`, an idle connection is reused; if a reused one turns out dead before the
+    server took anything (it timed out or the server restarted), one new connection is
+    tried: MAIL is the first command of the transaction, so nothing can arrive twice.
+    """
+    target = settings.filter_reinject()
+    client = pool.take(target) if pool is not None else None
+    if client is not None:
+        try:
+            await _transaction(settings, client, envelope, message, target)
+            pool.give_back(target, client)
+            return
+        except _StaleConnection:
+            client.close()
+        except BaseException:
+            client.close()
+            raise
+    client = await _connect(settings, target)
+    try:
+        await _transaction(settings, client, envelope, message, target, fresh=True)
+    except BaseException:
+        await _quit(client)
+        raise
+    if pool is not None:
+        pool.give_back(target, client)
+    else:
+        await _quit(client)
+
+
+class _StaleConnection(Exception):
+    """A reused connection failed at MAIL, before the server took anything."""
+
+
+async def _connect(settings, target: str) -> aiosmtplib.SMTP:
+    host, port = parse_hostport(target)
+    client = aiosmtplib.SMTP(hostname=host, port=port, timeout=60,
+                             local_hostname=settings.server.hostname,
+                             start_tls=False, use_tls=False)
+    try:
+        await client.connect()
+        await client.ehlo()
+    except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+        client.close()
+        raise ReinjectError(f"{target}: {exc}") from None
+    return client
+
+
+async def _quit(client: aiosmtplib.SMTP) -> None:
+    try:
+        await client.quit()
+    except Exception:
+        client.close()
+
+
+async def _transaction(settings, client: aiosmtplib.SMTP, envelope: Envelope,
+                       message: bytes, target: str, fresh: bool = False) -> None:
     mail_options = []
     if envelope.body and envelope.body.upper() != "7BIT":
         mail_options.append(f"BODY={envelope.body}")
@@ -294,16 +391,20 @@ async def reinject(settings, envelope: Envelope, message: bytes) -> None:
         mail_options.append(f"RET={envelope.dsn_ret}")
     if envelope.dsn_envid:
         mail_options.append(f"ENVID={envelope.dsn_envid}")
-    client = aiosmtplib.SMTP(hostname=host, port=port, timeout=60,
-                             local_hostname=settings.server.hostname,
-                             start_tls=False, use_tls=False)
+    dsn = client.supports_extension("dsn")
+    if not dsn:
+        mail_options = [o for o in mail_options if not o.startswith(("RET=", "ENVID="))]
     try:
-        await client.connect()
-        await client.ehlo()
-        dsn = client.supports_extension("dsn")
-        if not dsn:
-            mail_options = [o for o in mail_options if not o.startswith(("RET=", "ENVID="))]
         await client.mail(envelope.sender, options=mail_options)
+    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPResponseException, OSError,
+            asyncio.TimeoutError) as exc:
+        if not fresh and (not isinstance(exc, aiosmtplib.SMTPSenderRefused)
+                          or exc.code == 421):     # the server closed the idle session
+            raise _StaleConnection() from None
+        raise ReinjectError(f"{target}: {exc}") from None
+    except aiosmtplib.SMTPException as exc:
+        raise ReinjectError(f"{target}: {exc}") from None
+    try:
         for r in envelope.recipients:
             options = []
             if dsn and r.notify:
@@ -313,12 +414,7 @@ async def reinject(settings, envelope: Envelope, message: bytes) -> None:
             await client.rcpt(r.address, options=options)
         await client.data(message)
     except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
-        raise ReinjectError(f"{host}:{port}: {exc}") from None
-    finally:
-        try:
-            await client.quit()
-        except Exception:
-            client.close()
+        raise ReinjectError(f"{target}: {exc}") from None
 
 
 async def start(app, service: str, address: str) -> Listener:

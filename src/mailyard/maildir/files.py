@@ -189,7 +189,14 @@ def write_tmp(folder_dir: Path | str, message: bytes, internal_date: float | Non
     """Write a message to tmp/ and fsync it; returns the tmp path (the caller renames it
     and sets the internal date on the final file)."""
     tmp = f"{folder_dir}/tmp/{time.time():.6f}.P{os.getpid()}R{secrets.token_hex(6)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileNotFoundError:
+        # tmp/ missing (a folder made by another tool, or cleaned by hand): recreate it.
+        if not os.path.isdir(folder_dir):
+            raise
+        os.makedirs(f"{folder_dir}/tmp", mode=0o700, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         view = memoryview(message)
         while view:
@@ -208,5 +215,8 @@ def write_tmp(folder_dir: Path | str, message: bytes, internal_date: float | Non
 def make_maildir(path: Path) -> None:
     """Create a Maildir (cur/new/tmp) with private permissions; idempotent."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for sub in ("cur", "new", "tmp"):
+    # cur/ last: a folder counts as existing once cur/ is there (see MailStore), so a
+    # concurrent delivery that sees cur/ also finds tmp/ and new/ (regression:
+    # test_concurrent_first_delivery_into_a_new_folder).
+    for sub in ("tmp", "new", "cur"):
         (path / sub).mkdir(mode=0o700, exist_ok=True)

@@ -11,7 +11,7 @@ from mailyard.envelope import Envelope
 from mailyard.log import event, get_logger
 from mailyard.queue.records import new_entry
 from mailyard.queue.routing import stage_for
-from mailyard.queue.spool import CommitJob
+from mailyard.queue.spool import CommitJob, close_durably, write_durably
 
 if TYPE_CHECKING:
     from mailyard.queue.service import Queue
@@ -22,7 +22,7 @@ log = get_logger("queue")
 class Incoming:
     """A message being received: `write` chunks, then `commit` (or `abort`).
 
-    Writes go to a file in the spool's tmp/ (page cache only; nothing buffered here
+    Writes go to active/ID.msg (page cache only; nothing buffered here
     beyond the file object's buffer). `commit` raises OSError when the message could not
     be made durable (disk full, I/O error): answer the client 451 then.
     """
@@ -57,11 +57,12 @@ class Incoming:
             state = entry.to_json()
             await self.queue.committer.run(CommitJob(
                 # File system calls that may wait on the journal run in the commit thread.
-                prepare=[self._file.close, lambda: env_tmp.write_bytes(state)],
-                fsync_files=[self._path, env_tmp],
-                # The message first: an .env alone in active/ would be discarded anyway.
-                renames=[(self._path, spool.msg_path(self.queue_id)),
-                         (env_tmp, spool.env_path(self.queue_id))],
+                # Each is fsynced through the descriptor that wrote it (measured against
+                # close-then-fsync-by-path of all files in parallel: no worse, fewer calls).
+                prepare=[lambda: close_durably(self._file),
+                         lambda: write_durably(env_tmp, state)],
+                # The message was written in active/ already; this rename makes the pair.
+                renames=[(env_tmp, spool.env_path(self.queue_id))],
                 sync_dirs={spool.active}))
         except BaseException:
             with contextlib.suppress(OSError):

@@ -112,6 +112,12 @@ class Queue:
 
     async def stop(self) -> None:
         self._stopping = True        # no new attempts; commits still work while draining
+        # Let attempts in flight finish and record their results first: cancelling one
+        # between the next hop's 250 and the state write delivers it again after a restart
+        # (regression: test_reinject_reuses_connection_and_survives_server_restart).
+        if self._tasks:
+            grace = max(1.0, min(5.0, self.settings.server.shutdown_timeout - 2.0))
+            await asyncio.wait(set(self._tasks), timeout=grace)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -128,7 +134,9 @@ class Queue:
     async def receive(self, envelope: Envelope) -> Incoming:
         await self.start()
         queue_id = new_queue_id()
-        path = self.spool.tmp / f"{queue_id}.msg"
+        # Straight into active/: a .msg there without its .env is not an entry (start-up
+        # discards it), so the message needs no rename; the .env's rename commits the pair.
+        path = self.spool.msg_path(queue_id)
         # Creating a file can wait on the file system journal: not on the event loop.
         file = await asyncio.to_thread(open, path, "wb", buffering=65536)
         return Incoming(self, envelope, queue_id, path, file)
@@ -173,6 +181,12 @@ class Queue:
 
     async def _scheduler(self) -> None:
         assert self._wakeup is not None
+        # Recovered entries wait until every listener of this process is bound: their next
+        # hop is often our own LMTP or filter listener (regression: a restart deferred them
+        # for a full retry interval on "connection refused").
+        ready = getattr(self.app, "ready", None)
+        if ready is not None:
+            await ready.wait()
         next_poll = 0.0
         while True:
             now = time.time()

@@ -60,7 +60,7 @@ class Target:
 def _mail_options(envelope: Envelope, smtp: aiosmtplib.SMTP, message: bytes) -> list[str]:
     options = []
     if smtp.supports_extension("8bitmime") and (envelope.body.upper() == "8BITMIME"
-                                                or any(b > 127 for b in message[:65536])):
+                                                or not message[:65536].isascii()):
         options.append("BODY=8BITMIME")
     if envelope.smtputf8 and smtp.supports_extension("smtputf8"):
         options.append("SMTPUTF8")

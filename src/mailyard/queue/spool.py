@@ -3,8 +3,9 @@
 Theory of operation. The spool is a directory (data_dir/queue) that only this package
 touches:
 
-    tmp/            files being written; anything here at start-up is discarded
-    active/ID.msg   the message bytes exactly as received (never rewritten)
+    tmp/            envelope files being written; anything here at start-up is discarded
+    active/ID.msg   the message bytes exactly as received (never rewritten); written here
+                    directly, an entry only once its ID.env is beside it
     active/ID.env   JSON: the envelope and the per-recipient delivery state (`QueueEntry`)
     hold/ID         present = the entry is on hold (`mailyard queue hold`)
     control/        requests to the scheduling process: flush, changed (from the CLI),
@@ -12,19 +13,25 @@ touches:
     lock            flock held by the one process that schedules this spool
     corrupt/        entries start-up could not read, kept for an operator
 
-An incoming message streams into tmp/ID.msg; `commit` writes tmp/ID.env, then a commit job
-fsyncs both files, renames ID.msg and then ID.env into active/, and fsyncs active/ — only
-then does the caller get its queue id (and the client its 250). An entry is valid only when
-both of its files are in active/; because the 250 waits for the directory fsync that makes
-both renames durable, a crash before it leaves at most one of the two, which start-up
-discards (that client never got a 250). State updates write a new ID.env in tmp/ and
+An incoming message streams straight into active/ID.msg; `commit` writes tmp/ID.env, then
+a commit job fsyncs both files, renames ID.env into active/, and fsyncs active/ — only then
+does the caller get its queue id (and the client its 250). An entry is valid only when both
+of its files are in active/; because the 250 waits for the directory fsync that makes the
+.env's rename (and the .msg's creation) durable, a crash before it leaves at most the .msg,
+which start-up discards (that client never got a 250). One rename per message, not two:
+renames wait on the journal while other batches commit (profiled: a quarter of the commit
+thread's time). State updates write a new ID.env in tmp/ and
 rename it over the old one the same way; removal unlinks ID.env (the marker) first.
 
-Group commit: every such job goes through one `GroupCommitter`. While one batch is being
-fsynced in a worker thread, new jobs queue up; the next batch takes them all and pays for
-one fsync of active/ however many messages it holds. So N concurrent clients cost about
-two file fsyncs each plus one directory fsync per batch, and every 250 still waits for its
-own data to be on disk.
+Group commit: every such job goes through one `GroupCommitter`. Jobs that arrive while
+batches are being made durable queue up; the next batch takes them all and pays for one
+fsync of active/ however many messages it holds. Up to `max_batches` batches run at once:
+a job arriving mid-batch then starts its own batch instead of waiting for the running one
+to finish, and the file system's journal merges the concurrent fsyncs (measured in
+bench/RESULTS.md: one batch at a time doubled the commit latency under load). Each job's
+file writes and fsyncs run in one worker call (fsync on the descriptor already open, not
+a reopen), so N concurrent clients cost about two file fsyncs each plus one directory
+fsync per batch, and every 250 still waits for its own data to be on disk.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import concurrent.futures
 import fcntl
 import itertools
 import os
+import random
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -51,7 +59,9 @@ _counter = itertools.count()
 def new_queue_id() -> str:
     """Sortable by arrival, unique without coordination: microseconds, counter, random."""
     micros = time.time_ns() // 1000
-    return f"{micros:013X}{next(_counter) % 256:02X}{secrets.token_hex(2).upper()}"
+    # A PRNG suffices for the tie-breaker (no secret here; `random` is seeded from urandom and
+    # reseeded after fork) and costs no syscall, where secrets.token_hex read /dev/urandom.
+    return f"{micros:013X}{next(_counter) % 256:02X}{random.getrandbits(16):04X}"
 
 
 def valid_queue_id(text: str) -> bool:
@@ -67,6 +77,27 @@ class CommitJob:
     renames: list[tuple[Path, Path]] = field(default_factory=list)
     unlinks: list[Path] = field(default_factory=list)
     sync_dirs: set[Path] = field(default_factory=set)
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Create `path` with `data` and fsync it through the same descriptor."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def close_durably(file) -> None:
+    """Flush, fsync and close an open file object (no reopen by path)."""
+    try:
+        file.flush()
+        os.fsync(file.fileno())
+    finally:
+        file.close()
 
 
 def fsync_path(path: Path, directory: bool = False) -> None:
@@ -96,36 +127,39 @@ def _fsync_all(paths: list[Path], directory: bool = False) -> dict[Path, OSError
     return {p: e for p, e in zip(paths, results) if e is not None}
 
 
+def _prepare(job: CommitJob) -> OSError | None:
+    try:
+        for step in job.prepare:
+            step()
+        return None
+    except OSError as exc:
+        return exc
+
+
 def execute_batch(jobs: list[CommitJob]) -> list[BaseException | None]:
     """Apply a batch of jobs with one fsync per directory; returns one error slot per job.
 
-    Order per job: its files' data is durable, then its renames and unlinks are done; then
-    each directory touched by the batch is fsynced once, which makes the renames durable.
+    Order per job: its prepare steps (which may write and fsync through their own
+    descriptors), then its `fsync_files`, all jobs' in parallel; then its renames and
+    unlinks; then each directory touched by the batch is fsynced once, which makes the
+    renames durable.
     """
-    errors: list[BaseException | None] = [None] * len(jobs)
-
-    def prepare(job: CommitJob) -> OSError | None:
-        try:
-            for step in job.prepare:
-                step()
-            return None
-        except OSError as exc:
-            return exc
-
-    # File creation can wait on the journal while another fsync commits it: in parallel.
-    if any(job.prepare for job in jobs):
-        prepared = (list(_FSYNC_POOL.map(prepare, jobs)) if len(jobs) > 1
-                    else [prepare(jobs[0])])
-        errors = list(prepared)
+    # File creation and fsync can wait on the journal while another fsync commits it:
+    # the jobs of a batch run in parallel.
+    work = [job for job in jobs if job.prepare]
+    if len(work) > 1:
+        done = dict(zip(map(id, work), _FSYNC_POOL.map(_prepare, work)))
+    else:
+        done = {id(job): _prepare(job) for job in work}
+    errors: list[BaseException | None] = [done.get(id(job)) for job in jobs]
     failed = _fsync_all([p for i, job in enumerate(jobs) if errors[i] is None
                          for p in job.fsync_files])
+    for i, job in enumerate(jobs):
+        if errors[i] is None:
+            errors[i] = next((failed[p] for p in job.fsync_files if p in failed), None)
     dirs: set[Path] = set()
     for i, job in enumerate(jobs):
         if errors[i] is not None:
-            continue
-        bad = next((failed[p] for p in job.fsync_files if p in failed), None)
-        if bad is not None:
-            errors[i] = bad
             continue
         try:
             for src, dst in job.renames:
@@ -149,15 +183,18 @@ def execute_batch(jobs: list[CommitJob]) -> list[BaseException | None]:
 class GroupCommitter:
     """Runs commit jobs in batches sharing their fsyncs (or one by one when `group` is off).
 
-    While one batch is being made durable in a worker thread, new jobs wait in `_pending`;
-    the next batch takes all of them.
+    Jobs wait in `_pending`; whenever fewer than `max_batches` batches are running, the
+    next batch takes all of them. Each batch runs in its own worker thread and fsyncs the
+    directories it touched, so a job is durable when its own batch returns.
     """
 
-    def __init__(self, group: bool = True):
+    def __init__(self, group: bool = True, max_batches: int = 4):
         self.group = group
+        self.max_batches = max(1, max_batches)
         self._pending: list[tuple[CommitJob, asyncio.Future]] = []
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
+        self._running: set[asyncio.Task] = set()
         self._closing = False
         self.batches = 0            # statistics, for the benchmark and tests
         self.jobs = 0
@@ -186,29 +223,43 @@ class GroupCommitter:
 
     async def _loop(self) -> None:
         assert self._wakeup is not None
+        loop = asyncio.get_running_loop()
         while True:
             if self._closing and not self._pending:
+                if self._running:
+                    await asyncio.wait(set(self._running))
                 return
             await self._wakeup.wait()
             self._wakeup.clear()
+            if not self._pending or len(self._running) >= self.max_batches:
+                continue            # a finishing batch sets the wakeup again
             batch, self._pending = self._pending, []
-            if not batch:
-                continue
             self.batches += 1
-            try:
-                errors = await asyncio.to_thread(execute_batch, [job for job, _ in batch])
-            except BaseException as exc:        # cancelled, or a bug
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(OSError(f"commit interrupted: {exc!r}"))
-                raise
-            for (_, fut), error in zip(batch, errors):
-                if fut.done():
-                    continue
-                if error is None:
-                    fut.set_result(None)
-                else:
-                    fut.set_exception(error)
+            task = loop.create_task(self._run_batch(batch))
+            self._running.add(task)
+            task.add_done_callback(self._batch_done)
+
+    def _batch_done(self, task: asyncio.Task) -> None:
+        self._running.discard(task)
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    @staticmethod
+    async def _run_batch(batch: list[tuple[CommitJob, asyncio.Future]]) -> None:
+        try:
+            errors = await asyncio.to_thread(execute_batch, [job for job, _ in batch])
+        except BaseException as exc:        # cancelled, or a bug
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(OSError(f"commit interrupted: {exc!r}"))
+            raise
+        for (_, fut), error in zip(batch, errors):
+            if fut.done():
+                continue
+            if error is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(error)
 
     async def close(self) -> None:
         """Finish every queued job (they carry 250s clients wait for), then stop."""
@@ -325,7 +376,7 @@ class Spool:
         """Write `entry`'s state to tmp/, then swap it durably into active/."""
         tmp = self.tmp / f"{entry.queue_id}.env.{secrets.token_hex(4)}"
         state = entry.to_json()
-        return CommitJob(prepare=[lambda: tmp.write_bytes(state)], fsync_files=[tmp],
+        return CommitJob(prepare=[lambda: write_durably(tmp, state)],
                          renames=[(tmp, self.env_path(entry.queue_id))],
                          sync_dirs={self.active})
 

@@ -43,6 +43,10 @@ class App:
         self._tls: ssl.SSLContext | None = None
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self.stopping = asyncio.Event()
+        # Cleared while `run_forever` binds the listeners; set otherwise (an App used
+        # directly, as tests do, is ready at once).
+        self.ready = asyncio.Event()
+        self.ready.set()
         settings.data_path.mkdir(parents=True, exist_ok=True)
 
     # -- shared components ---------------------------------------------------------------
@@ -164,11 +168,13 @@ class App:
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, reload_requested.set)
+        self.ready.clear()
         try:
             await self.start(only)
         except BaseException:
             await self.stop()
             raise
+        self.ready.set()
         event(log, "ready", listeners=len(self.listeners), pid=os.getpid())
         while not self.stopping.is_set():
             waiters = [asyncio.ensure_future(self.stopping.wait()),

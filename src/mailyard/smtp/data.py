@@ -60,6 +60,9 @@ class DataDecoder:
             if buf.count(b"\r") == crlf and buf.count(b"\n") == crlf:
                 self._state = "bol" if buf.endswith(b"\r\n") else "mid"
                 return buf, False, b""
+        fast = self._feed_crlf_only(buf)
+        if fast is not None:
+            return fast
         out = bytearray()
         i, n = 0, len(buf)
         while i < n:
@@ -104,6 +107,37 @@ class DataDecoder:
             i += 1
         return bytes(out), False, b""
 
+    def _feed_crlf_only(self, buf: bytes) -> tuple[bytes, bool, bytes] | None:
+        """The second fast path: a piece whose every line ending is CRLF, possibly with
+        stuffed dots and the terminator (a whole small message usually arrives so). None
+        when the walk below must decide (bare CR/LF anywhere, a piece that ends where a
+        terminator might begin, or the state after a normalised bare newline)."""
+        state = self._state
+        if not buf or state == "soft" or buf.endswith(b"\r"):
+            return None
+        crlf = buf.count(b"\r\n")
+        if buf.count(b"\r") != crlf or buf.count(b"\n") != crlf:
+            return None
+        if state == "bol" and buf.startswith(b".\r\n"):
+            return b"", True, buf[3:]
+        end = buf.find(b"\r\n.\r\n")
+        if end >= 0:
+            content, rest = buf[:end + 2], buf[end + 5:]
+        elif buf.endswith(b"\r\n.") or (state == "bol" and buf == b"."):
+            return None                      # maybe the start of the terminator
+        else:
+            content, rest = buf, b""
+        # Each line that starts with a dot loses it (RFC 5321 §4.5.2); the first line only
+        # when the piece starts a line.
+        if state == "bol" and content[:1] == b".":
+            content = content[1:]
+        content = content.replace(b"\r\n.", b"\r\n")
+        if end >= 0:
+            self._state = "bol"
+            return content, True, rest
+        self._state = "bol" if buf.endswith(b"\r\n") else "mid"
+        return content, False, b""
+
 
 class DataEncoder:
     """Dot-stuff content for sending, streaming: `encode(chunk) -> bytes`, `end() -> bytes`.
@@ -127,7 +161,10 @@ class DataEncoder:
             self._pending_cr = True
         if not chunk:
             return b""
-        stuffed = _ANY_NEWLINE.sub(b"\r\n", chunk).replace(b"\r\n.", b"\r\n..")
+        crlf = chunk.count(b"\r\n")
+        if chunk.count(b"\r") != crlf or chunk.count(b"\n") != crlf:
+            chunk = _ANY_NEWLINE.sub(b"\r\n", chunk)    # only when there is a bare one
+        stuffed = chunk.replace(b"\r\n.", b"\r\n..")
         if self._bol and stuffed[:1] == b".":
             stuffed = b"." + stuffed
         self._bol = stuffed.endswith(b"\r\n")
