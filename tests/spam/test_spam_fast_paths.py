@@ -26,17 +26,19 @@ from mailyard.spam.rules import rule_bound
 GENERATOR = Path("/work/shared/bench/bench_pipeline.py")
 
 HANDWRITTEN = [
-    "Subject: your amaz0n account\r\n\r\nDear customer, your Amaz0n acc0unt is l0cked. "
-    "Click h3re to rem0ve the l1mit: http://198.51.100.7/x\r\n",
-    "Subject: =?utf-8?b?0KDQsNGB0L/RgNC+0LTQsNC20LA=?=\r\nContent-Type: text/plain; "
-    "charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
-    "P\u0430yP\u0430l: v\u00eerify your \u0430ccount — \u20ac 1.500.000,00 EUR to your "
-    "account, cheap v\u00ecagra, ph\u00e4rmacy, million dollars\r\n",
-    "Subject: hello\r\n\r\nI have your p\u0430ssword. I recorded you with your webcam. Pay "
-    "0.5 BTC to 1BoatSLRHtKNngkdXEeobR76b53LETtpyT within 48 hours or I send the video.\r\n",
-    "Subject: loan\r\nContent-Type: text/html\r\n\r\n<html><body><p>G E T &nbsp; C A S H "
-    "N O W</p><p>US$ 25,500,000.00 (twenty five million five hundred thousand dollars)"
-    "</p><p>V-i-a-g-r-a, C!al!s, X@n@x</p><img src=\"http://bit.ly/a.png\"></body></html>\r\n",
+    ("Subject: your amaz0n account\r\n\r\nDear customer, your Amaz0n acc0unt is l0cked. "
+     "Click h3re to rem0ve the l1mit: http://198.51.100.7/x\r\n"),
+    ("Subject: =?utf-8?b?0KDQsNGB0L/RgNC+0LTQsNC20LA=?=\r\nContent-Type: text/plain; "
+     "charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+     "P\u0430yP\u0430l: v\u00eerify your \u0430ccount \u2014 \u20ac 1.500.000,00 EUR to "
+     "your account, cheap v\u00ecagra, ph\u00e4rmacy, million dollars\r\n"),
+    ("Subject: hello\r\n\r\nI have your p\u0430ssword. I recorded you with your webcam. "
+     "Pay 0.5 BTC to 1BoatSLRHtKNngkdXEeobR76b53LETtpyT within 48 hours or I send the "
+     "video.\r\n"),
+    ("Subject: loan\r\nContent-Type: text/html\r\n\r\n<html><body><p>G E T &nbsp; C A S H "
+     "N O W</p><p>US$ 25,500,000.00 (twenty five million five hundred thousand dollars)"
+     "</p><p>V-i-a-g-r-a, C!al!s, X@n@x</p><img src=\"http://bit.ly/a.png\"></body></html>"
+     "\r\n"),
     "Subject: plain\r\n\r\nMinutes of the meeting; nothing to see here.\r\n",
 ]
 
