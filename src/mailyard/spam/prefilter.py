@@ -96,6 +96,17 @@ def _sequence(items: list) -> set[str] | None:
             if folded is not None:
                 run.append(folded)
                 continue
+        if op in _REPEATS and av[0] >= 1:
+            char = _one_char(av[2])
+            if char is not None:
+                # `l+`, `x{2,5}`: the match holds `low` copies right here; the run can
+                # continue past a fixed count, else it restarts after the last copy
+                low, high = av[0], av[1]
+                run.extend(char * min(low, 8))
+                if high != low or low > 8:
+                    flush()
+                    run.append(char)
+                continue
         flush()
         sub: set[str] | None = None
         if op is SUBPATTERN:
@@ -116,6 +127,19 @@ def _sequence(items: list) -> set[str] | None:
         best = _better(best, sub)
     flush()
     return best
+
+
+def _one_char(items) -> str | None:
+    """The lower-cased ASCII character a one-item sequence stands for, if it is one."""
+    items = list(items)
+    if len(items) != 1:
+        return None
+    op, av = items[0]
+    if op is LITERAL and av < 128:
+        return chr(av).lower()
+    if op is IN:
+        return _case_pair(av)
+    return None
 
 
 def _case_pair(items) -> str | None:
