@@ -154,3 +154,22 @@ def test_ascii_variant_cases(pattern, flags, ascii_text, other):
     assert bool(fast.search(ascii_text)) == bool(original.search(ascii_text)) is True
     for probe in ("", "xyz", "plain ascii words"):
         assert bool(fast.search(probe)) == bool(original.search(probe))
+
+
+@pytest.mark.parametrize("pattern,literals,matching", [
+    (r"dol+ars", {"lars"}, "DOLLLARS"),
+    (r"x{3}yz", {"xxxyz"}, "axxxyz"),
+    (r"[Dd][Oo]l{2,4}ar", {"doll"}, "a DOLLLar"),
+    (r"(?:a|b)l+are?s?|\bbucks|USD", {"lar", "bucks", "usd"}, "25 usd"),
+    (r"ab+c", None, "abbbc"),
+])
+def test_prefilter_literals_through_repeats(pattern, literals, matching):
+    import regex
+
+    from mailyard.spam.prefilter import required_literals
+
+    found = required_literals(pattern, regex.IGNORECASE)
+    assert (set(found) if found else None) == literals
+    assert regex.search(pattern, matching, regex.IGNORECASE)
+    if found:
+        assert any(lit in matching.lower() for lit in found)
