@@ -70,17 +70,24 @@ def _leaf(op, av, flags: int) -> str:
         snippet = "."
     else:  # IN
         parts = []
+        negated = any(iop is C.NEGATE for iop, _ in av)
         for iop, iav in av:
             if iop is C.NEGATE:
                 parts.insert(0, "^")
             elif iop is C.LITERAL:
-                parts.append(_esc(iav))
+                # a member no ASCII character can match is dropped (not from a negated set)
+                if negated or iav < 128 or _class_members(_esc(iav), flags):
+                    parts.append(_esc(iav))
             elif iop is C.RANGE:
-                parts.append(f"{_esc(iav[0])}-{_esc(iav[1])}")
+                part = f"{_esc(iav[0])}-{_esc(iav[1])}"
+                if negated or iav[0] < 128 or _class_members(f"[{part}]", flags):
+                    parts.append(part)
             elif iop is C.CATEGORY and iav in _CATEGORY:
                 parts.append(_CATEGORY[iav])
             else:
                 raise _Unsupported(str(iop))
+        if not parts or parts == ["^"]:
+            raise _Fail if not parts else _Unsupported("[^]")
         snippet = "[" + "".join(parts) + "]"
     if not _class_members(snippet, flags):
         raise _Fail

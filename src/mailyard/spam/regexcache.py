@@ -20,7 +20,7 @@ from pathlib import Path
 import regex
 import regex._main as _regex_main
 
-_VERSION = (regex.__version__, 3)
+_VERSION = (regex.__version__, 4)
 _lock = threading.Lock()
 
 
