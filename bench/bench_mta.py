@@ -78,51 +78,6 @@ class CountingSink:
         writer.close()
 
 
-POSTFIX_MASTER_CF = """\
-127.0.0.1:{port} inet n - n - - smtpd
-pickup    unix  n - n 60 1 pickup
-cleanup   unix  n - n - 0 cleanup
-qmgr      unix  n - n 300 1 qmgr
-rewrite   unix  - - n - - trivial-rewrite
-bounce    unix  - - n - 0 bounce
-defer     unix  - - n - 0 bounce
-trace     unix  - - n - 0 bounce
-verify    unix  - - n - 1 verify
-flush     unix  n - n 1000? 0 flush
-proxymap  unix  - - n - - proxymap
-smtp      unix  - - n - - smtp
-relay     unix  - - n - - smtp
-showq     unix  n - n - - showq
-error     unix  - - n - - error
-retry     unix  - - n - - error
-discard   unix  - - n - - discard
-anvil     unix  - - n - 1 anvil
-scache    unix  - - n - 1 scache
-postlog   unix-dgram n - n - 1 postlogd
-"""
-
-POSTFIX_MAIN_CF = """\
-compatibility_level = 3.6
-queue_directory = {root}/spool
-data_directory = {root}/data
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = postfix.example.test
-mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-maillog_file = {root}/postfix.log
-maillog_file_prefixes = {root}
-alias_maps =
-alias_database =
-local_transport = error:no local delivery
-relayhost = [127.0.0.1]:{sink}
-smtp_host_lookup = native
-smtputf8_enable = no
-"""
-
-
 def smtp_source(port: int) -> float:
     cmd = ["smtp-source", "-s", str(C), "-m", str(N), "-l", "4096",
            "-f", "sender@example.net", "-t", "user1@example.test",
@@ -134,32 +89,17 @@ def smtp_source(port: int) -> float:
 
 
 def run_postfix(sink: CountingSink) -> float | None:
-    if os.environ.get("POSTFIX", "1") == "0" or not shutil.which("postfix") \
-            or os.geteuid() != 0:
-        return None
-    root = Path(tempfile.mkdtemp(prefix="bench-postfix-"))
-    os.chmod(root, 0o755)
-    for sub in ("etc", "spool", "data"):
-        (root / sub).mkdir()
-    shutil.chown(root / "data", "postfix", "postfix")
-    port = free_port()
-    etc = root / "etc"
-    (etc / "master.cf").write_text(POSTFIX_MASTER_CF.format(port=port))
-    (etc / "main.cf").write_text(POSTFIX_MAIN_CF.format(root=root, sink=sink.port))
-    try:
-        started = subprocess.run(["postfix", "-c", str(etc), "start"], check=False,
-                                 capture_output=True, text=True)
-        if started.returncode != 0:
-            print(f"postfix did not start: {started.stderr.strip()}", flush=True)
-            return None
-        from harness import wait_for_port
+    from postfix_instance import PostfixInstance, available
 
-        wait_for_port("127.0.0.1", port, 30)
-        return smtp_source(port)
-    finally:
-        subprocess.run(["postfix", "-c", str(etc), "stop"], check=False, capture_output=True)
-        time.sleep(1)
-        shutil.rmtree(root, ignore_errors=True)
+    if os.environ.get("POSTFIX", "1") == "0" or not available():
+        return None
+    try:
+        with PostfixInstance(main_extra=f"relayhost = [127.0.0.1]:{sink.port}\n",
+                             prefix="bench-postfix-") as postfix:
+            return smtp_source(postfix.port)
+    except RuntimeError as exc:
+        print(f"postfix did not start: {exc}", flush=True)
+        return None
 
 
 def main() -> int:

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import smtplib
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,7 +28,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(HERE))
 
-from harness import DnsServer, MailyardServer, free_port, wait_for_port  # noqa: E402
+from harness import DnsServer, MailyardServer, free_port
 
 N = int(os.environ.get("N", "1000"))
 C = int(os.environ.get("C", "10"))
@@ -129,76 +127,18 @@ def run_mailyard(sink: Sink, tmp: Path) -> float:
         dns.stop()
 
 
-POSTFIX_MASTER_CF = """\
-127.0.0.1:{port} inet n - n - - smtpd
-pickup    unix  n - n 60 1 pickup
-cleanup   unix  n - n - 0 cleanup
-qmgr      unix  n - n 300 1 qmgr
-rewrite   unix  - - n - - trivial-rewrite
-bounce    unix  - - n - 0 bounce
-defer     unix  - - n - 0 bounce
-trace     unix  - - n - 0 bounce
-verify    unix  - - n - 1 verify
-flush     unix  n - n 1000? 0 flush
-proxymap  unix  - - n - - proxymap
-smtp      unix  - - n - - smtp
-relay     unix  - - n - - smtp
-showq     unix  n - n - - showq
-error     unix  - - n - - error
-retry     unix  - - n - - error
-discard   unix  - - n - - discard
-anvil     unix  - - n - 1 anvil
-scache    unix  - - n - 1 scache
-postlog   unix-dgram n - n - 1 postlogd
-"""
-
-POSTFIX_MAIN_CF = """\
-compatibility_level = 3.6
-queue_directory = {root}/spool
-data_directory = {root}/data
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = postfix.example.test
-mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-maillog_file = {root}/postfix.log
-maillog_file_prefixes = {root}
-alias_maps =
-alias_database =
-local_transport = error:no local delivery
-relayhost = [{host}]:{sink}
-smtp_host_lookup = native
-smtputf8_enable = no
-"""
-
-
 def run_postfix(sink: Sink) -> float | None:
-    if not shutil.which("postfix") or os.geteuid() != 0:
+    from postfix_instance import PostfixInstance, available
+
+    if not available():
         print("postfix: not installed or not root; skipped", flush=True)
         return None
-    root = Path(tempfile.mkdtemp(prefix="bench-outbound-postfix-"))
-    os.chmod(root, 0o755)
-    for sub in ("etc", "spool", "data"):
-        (root / sub).mkdir()
-    shutil.chown(root / "data", "postfix", "postfix")
-    port = free_port()
-    (root / "etc" / "master.cf").write_text(POSTFIX_MASTER_CF.format(port=port))
-    (root / "etc" / "main.cf").write_text(POSTFIX_MAIN_CF.format(root=root, host=sink.host,
-                                                                 sink=sink.port))
-    try:
-        subprocess.run(["postfix", "-c", str(root / "etc"), "start"], check=True,
-                       capture_output=True)
-        wait_for_port("127.0.0.1", port, 30)
+    with PostfixInstance(main_extra=f"relayhost = [{sink.host}]:{sink.port}\n",
+                         prefix="bench-outbound-postfix-") as postfix:
         base = sink.count
-        started = drive(port)
+        started = drive(postfix.port)
         sink.wait_for(base + N)
         return N / (sink.last - started)
-    finally:
-        subprocess.run(["postfix", "-c", str(root / "etc"), "stop"], capture_output=True)
-        time.sleep(1)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ MSG = (b"From: sender@remote.test\r\nTo: alice@example.test\r\nSubject: lmtp tes
        b"Return-Path: <forged@evil.test>\r\n\r\nHello over LMTP.\r\n.leading dot\r\n")
 
 
-USERS = ["alice", "bob", "dan", "erin", "frank", "grace", "henry", "ivan"]
+USERS = ["alice", "bob", "dan", "erin", "frank", "grace", "henry", "ivan", "zoe"]
 
 
 def start_server(root, toml="", users=USERS, quota_users=("carol",)):
@@ -210,3 +210,19 @@ def test_lmtp_over_a_unix_socket(mailyard_server, tmp_path):
     client.quit()
     assert datas[0][0] == 250
     assert len(messages(srv, "unix@example.test")) == 1
+
+
+def test_delivery_precomputes_imap_structure_cache(lmtp_server):
+    """Each delivery caches IMAP's ENVELOPE/BODYSTRUCTURE with the message's UID, so a
+    client's first FETCH of new mail is an index hit, not a MIME parse."""
+    from mailyard.imap.ops.fetch import CACHE_KEY, precompute
+
+    client = lmtp(lmtp_server)
+    _rcpts, datas = send_lmtp(client, "sender@remote.test", ["zoe@example.test"], MSG)
+    client.quit()
+    assert [code for code, _ in datas] == [250]
+    folder = MailStore(lmtp_server.maildir("zoe@example.test")).open("INBOX")
+    uid = folder.uids()[-1]
+    cached = folder.cache_get(uid, CACHE_KEY)
+    assert cached is not None
+    assert cached == precompute(folder.read(uid))[1]

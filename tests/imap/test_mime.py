@@ -127,3 +127,23 @@ def test_fuzz_mime_structure(data):
     mime.body_structure(data, root, True)
     envelope(root.headers)
     mime.section_bytes(data, root, Section((1, 1), "MIME"))
+
+
+EMPTY_MULTIPART = b"Content-Type: multipart/mixed; boundary=Q\r\n\r\nno parts at all\r\n"
+
+
+@pytest.mark.parametrize("data", [NESTED, EMPTY_MULTIPART, b"Subject: x\r\n\r\nbody\r\n",
+                                  b"Content-Type: multipart/mixed; boundary=Z\r\n\r\n--Z\r\n"])
+def test_body_structures_one_walk_equals_two(data):
+    """The cache's one-walk (BODYSTRUCTURE, BODY) pair is byte-identical to the two walks."""
+    root = mime.parse_message(data)
+    assert mime.body_structures(data, root) == (mime.body_structure(data, root, True),
+                                                mime.body_structure(data, root, False))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=400))
+def test_fuzz_body_structures_one_walk_equals_two(data):
+    root = mime.parse_message(data)
+    assert mime.body_structures(data, root) == (mime.body_structure(data, root, True),
+                                                mime.body_structure(data, root, False))

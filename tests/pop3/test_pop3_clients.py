@@ -18,7 +18,7 @@ import pytest
 from harness import TlsCerts
 from pop3_helpers import PASSWORD, new_user, start_server
 
-COUNT = 300
+COUNT = 1000   # issue 10: a 1,000-message mailbox, byte-exact
 
 
 class NamedCerts(TlsCerts):

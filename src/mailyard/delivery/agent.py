@@ -28,12 +28,16 @@ from dataclasses import dataclass, field
 from mailyard.delivery import notices, sieve_glue
 from mailyard.delivery.headers import add_trace
 from mailyard.envelope import Envelope
+from mailyard.imap.ops.fetch import cache_builder as imap_cache_builder
 from mailyard.log import event, get_logger
-from mailyard.maildir import FolderNameError, MailStore
+from mailyard.maildir import FolderNameError, MailStore, register_cache_builder
 from mailyard.smtp import replies
 from mailyard.smtp.replies import Reply
 
 log = get_logger("delivery")
+# Every delivery precomputes IMAP's ENVELOPE/BODYSTRUCTURE in the same index transaction as
+# its UID, so a client's first FETCH of new mail is a cache hit, not a MIME parse.
+register_cache_builder(imap_cache_builder)
 
 DELIVERED = Reply(250, "2.0.0", "Ok: delivered")
 DISCARDED = Reply(250, "2.0.0", "Ok: discarded by a Sieve rule")

@@ -122,10 +122,21 @@ class Transport:
             if out:
                 return out
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes | list[bytes]) -> None:
+        """Send bytes, or a list of byte strings (FETCH batches: written without joining
+        them first, so message bodies are not copied once more)."""
         if self._deflate is not None:
+            if isinstance(data, list):
+                data = b"".join(data)
             data = self._deflate.compress(data) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
-        self.writer.write(data)
+        if isinstance(data, list):
+            writelines = getattr(self.writer, "writelines", None)
+            if writelines is not None:
+                writelines(data)
+            else:
+                self.writer.write(b"".join(data))
+        else:
+            self.writer.write(data)
         await self.writer.drain()
 
 
@@ -322,6 +333,11 @@ async def start(app, service: str, address: str) -> Listener:
     """Start function for the `imap` (STARTTLS) and `imaps` (implicit TLS) services."""
     implicit = service == "imaps"
     settings = app.settings.imap
+    # APPEND, like delivery, precomputes ENVELOPE/BODYSTRUCTURE (first FETCH is a cache hit).
+    from mailyard.imap.ops.fetch import cache_builder
+    from mailyard.maildir import register_cache_builder
+
+    register_cache_builder(cache_builder)
     throttle = app.component("imap.throttle", lambda a: LoginThrottle(
         settings.auth_failures_free, settings.auth_failure_max_delay))
     poller = app.component("imap.idle", lambda a: IdlePoller())

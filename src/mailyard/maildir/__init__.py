@@ -20,12 +20,14 @@ Public API (everything blocks on file I/O; from async code use `asyncio.to_threa
     folder.refresh() -> Changes(new, expunged, flags_changed, uid_validity_changed)
     folder.messages() -> [MessageInfo(uid, size, internal_date, flags, keywords, modseq,
                                       filename)]          # snapshot; seq number = index + 1
-    folder.uids(); folder.get(uid); folder.read(uid) -> bytes (CRLF); folder.path(uid)
+    folder.uids(); folder.get(uid); folder.lookup(uid) -> MessageInfo | None
+    folder.read(uid) -> bytes (CRLF); folder.path(uid)
     folder.store_flags(uids, ["\\\\Seen", "$Label1"], mode="add"|"remove"|"replace",
                        unchanged_since=None) -> {uid: frozenset(all flags)}
     folder.expunge(uids=None) -> [uids]   # None: every \\Deleted message
     folder.copy(uids, "Trash") -> {src_uid: dest_uid}; folder.move(...); folder.append(...)
     folder.cache_get(uid, key) / folder.cache_put(uid, key, value) / cache_put_many(uid, {})
+    folder.cache_get_many(uids, key) -> {uid: value}; folder.cache_put_uids(key, {uid: value})
     register_cache_builder(fn)   # fn(message) -> {key: value}, run at every delivery/APPEND
                                  # so IMAP's ENVELOPE/BODYSTRUCTURE are computed once, there
     folder.keywords() -> set; folder.watch() -> FolderWatch (see mailyard.maildir.watch)

@@ -139,6 +139,22 @@ def to_crlf(message: bytes) -> bytes:
     return message.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 
 
+def read_file(path: str, expected: int) -> bytes:
+    """A whole file in as few system calls as its expected size allows (open, one read,
+    close when the size is right; more reads when the file is longer)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = os.read(fd, expected + 1)
+        if len(data) <= expected:
+            return data  # a short read of a regular file is its end
+        chunks = [data]
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def crlf_size(path: Path) -> int:
     """The size the message has with CRLF line ends (RFC822.SIZE), reading the file."""
     with open(path, "rb") as fh:

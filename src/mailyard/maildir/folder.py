@@ -16,10 +16,16 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from mailyard.maildir.errors import FolderNotFound, MessageGone
-from mailyard.maildir.files import SYSTEM_FLAGS, fsync_dir_shared, to_crlf, write_tmp
+from mailyard.maildir.files import (
+    SYSTEM_FLAGS,
+    fsync_dir_shared,
+    read_file,
+    to_crlf,
+    write_tmp,
+)
 from mailyard.maildir.index import FolderIndex, Row
 from mailyard.maildir.watch import FolderWatch
 
@@ -27,9 +33,24 @@ if TYPE_CHECKING:
     from mailyard.maildir.store import MailStore
 
 
-@dataclass(frozen=True)
-class MessageInfo:
-    """One message as the index knows it.
+_FLAG_SETS: dict[str, frozenset] = {"": frozenset()}
+_FLAG_SETS_MAX = 4096
+
+
+def _flag_set(text: str) -> frozenset:
+    """The frozenset of a space-separated flags column, shared between messages (a folder
+    has few distinct combinations; one set each instead of one per message)."""
+    found = _FLAG_SETS.get(text)
+    if found is None:
+        found = frozenset(text.split())
+        if len(_FLAG_SETS) < _FLAG_SETS_MAX:
+            _FLAG_SETS[text] = found
+    return found
+
+
+class MessageInfo(NamedTuple):
+    """One message as the index knows it (immutable; a tuple, so a snapshot of a big folder
+    costs about a hundred bytes per message and loads without per-field Python calls).
 
     `size` is RFC822.SIZE (the message with CRLF line ends, which is how `read()` returns
     it); `internal_date` is seconds since the epoch (the file's mtime); `flags` are IMAP
@@ -52,10 +73,11 @@ class MessageInfo:
     @classmethod
     def from_row(cls, row: Row) -> MessageInfo:
         uid, _base, filename, size, internal_date, flags, keywords, modseq = row
-        return cls(uid=uid, size=size, internal_date=internal_date,
-                   flags=frozenset(flags.split()) if flags else frozenset(),
-                   keywords=frozenset(keywords.split()) if keywords else frozenset(),
-                   modseq=modseq, filename=filename)
+        return _new_info(cls, (uid, size, internal_date, _flag_set(flags), _flag_set(keywords),
+                               modseq, filename))
+
+
+_new_info = tuple.__new__
 
 
 @dataclass(frozen=True)
@@ -105,6 +127,7 @@ class Folder:
         self.store = store
         self.name = name
         self.path_dir = path
+        self._sdir = str(path) + os.sep   # string prefix: pathlib is slow on hot paths
         self._index = index
         self._messages: dict[int, MessageInfo] = {}
         self._order: list[int] | None = None
@@ -138,7 +161,10 @@ class Folder:
             if uid_validity != self.uid_validity:
                 first = self.uid_validity == 0
                 rows = index.rows()
-                self._messages = {r[0]: MessageInfo.from_row(r) for r in rows}
+                fs, cls = _flag_set, MessageInfo
+                self._messages = {
+                    r[0]: _new_info(cls, (r[0], r[3], r[4], fs(r[5]), fs(r[6]), r[7], r[2]))
+                    for r in rows}
                 self._order = None
                 self.uid_validity = uid_validity
                 self.uid_next = index.meta("uid_next")
@@ -176,6 +202,10 @@ class Folder:
     def __len__(self) -> int:
         return len(self._messages)
 
+    def lookup(self, uid: int) -> MessageInfo | None:
+        """The snapshot's MessageInfo of a UID, or None (no exception: hot paths)."""
+        return self._messages.get(uid)
+
     def get(self, uid: int) -> MessageInfo:
         try:
             return self._messages[uid]
@@ -198,14 +228,28 @@ class Folder:
         return self.path_dir / row[2]
 
     def read(self, uid: int) -> bytes:
-        """The whole message with CRLF line ends (files written with LF are converted)."""
-        for _attempt in range(3):
-            try:
-                with open(self.path(uid), "rb") as fh:
-                    return to_crlf(fh.read())
-            except FileNotFoundError:
-                continue  # renamed between path() and open(): look it up again
-        raise MessageGone(f"message UID {uid} in {self.name} could not be read")
+        """The whole message with CRLF line ends (files written with LF are converted).
+
+        Conversion only ever adds bytes (a bare CR or LF becomes CRLF), so a file whose
+        length already equals the indexed RFC822.SIZE is CRLF throughout and is returned as
+        read, without a conversion pass (every file mailyard writes; Dovecot's LF files are
+        longer once converted and take the slow path).
+        """
+        info = self.get(uid)
+        try:  # the usual case: the indexed name is current (no stat before the open)
+            data = read_file(self._sdir + info.filename, info.size)
+        except FileNotFoundError:
+            for _attempt in range(3):
+                try:
+                    data = read_file(str(self.path(uid)), info.size)
+                    break
+                except FileNotFoundError:
+                    continue  # renamed between path() and open(): look it up again
+            else:
+                raise MessageGone(f"message UID {uid} in {self.name} could not be read")
+        if len(data) == info.size:
+            return data
+        return to_crlf(data)
 
     # -- flags -----------------------------------------------------------------------------------
     def store_flags(self, uids: Iterable[int], flags: Iterable[str], mode: str = "add",
@@ -319,6 +363,14 @@ class Folder:
     def cache_get(self, uid: int, key: str):
         """A value cached for a message (None if absent); values are bytes/str/int/float."""
         return self._index.cache_get(uid, key)
+
+    def cache_get_many(self, uids: list[int], key: str) -> dict:
+        """{uid: value} of one cache key for several messages (UIDs ascending), one query."""
+        return self._index.cache_get_many(uids, key)
+
+    def cache_put_uids(self, key: str, values: dict) -> None:
+        """Cache one key for several messages ({uid: value}) in one transaction."""
+        self._index.cache_put_uids(key, values)
 
     def cache_put(self, uid: int, key: str, value) -> None:
         """Cache a value for a message in the folder index (ignored if it is gone)."""

@@ -469,6 +469,37 @@ class FolderIndex:
                                     (uid, key)).fetchone()
         return None if row is None else row[0]
 
+    def cache_get_many(self, uids: list[int], key: str) -> dict:
+        """{uid: value} of one cache key for several messages, in one query (absent UIDs
+        are left out)."""
+        if not uids:
+            return {}
+        with self.lock:
+            if len(uids) > 1 and uids[-1] - uids[0] < 2 * len(uids):
+                rows = self.conn.execute(
+                    "SELECT uid, value FROM cache WHERE uid BETWEEN ? AND ? AND key = ?",
+                    (uids[0], uids[-1], key)).fetchall()
+            else:
+                rows = []
+                for start in range(0, len(uids), 500):
+                    chunk = uids[start:start + 500]
+                    rows += self.conn.execute(
+                        f"SELECT uid, value FROM cache WHERE key = ? AND uid IN "
+                        f"({','.join('?' * len(chunk))})", (key, *chunk)).fetchall()
+        return dict(rows)
+
+    def cache_put_uids(self, key: str, values: dict) -> None:
+        """Cache one key for several messages ({uid: value}) in one transaction."""
+        if not values:
+            return
+        with self.transaction():
+            live = {u for (u,) in self.conn.execute(
+                "SELECT uid FROM msgs WHERE uid BETWEEN ? AND ?",
+                (min(values), max(values)))}
+            self.conn.executemany("INSERT OR REPLACE INTO cache (uid, key, value) "
+                                  "VALUES (?, ?, ?)",
+                                  [(u, key, v) for u, v in values.items() if u in live])
+
     def cache_put(self, uid: int, key: str, value) -> None:
         with self.transaction():
             if self.conn.execute("SELECT 1 FROM msgs WHERE uid = ?", (uid,)).fetchone():

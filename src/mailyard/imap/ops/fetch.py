@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import os
 import quopri
 import sqlite3
@@ -73,11 +74,9 @@ class MessageView:
             decoded = _unpack(cached)
             if decoded is not None:
                 return decoded
-        values = {
-            "ENVELOPE": envelope(self.tree.headers),
-            "BODYSTRUCTURE": mime.body_structure(self.data, self.tree, True),
-            "BODY": mime.body_structure(self.data, self.tree, False),
-        }
+        extended, basic = mime.body_structures(self.data, self.tree)
+        values = {"ENVELOPE": envelope(self.tree.headers), "BODYSTRUCTURE": extended,
+                  "BODY": basic}
         _cache_put(self.folder, self.info.uid, CACHE_KEY, _pack(values))
         return values
 
@@ -87,11 +86,16 @@ def precompute(message: bytes) -> tuple[str, bytes]:
     wants the first FETCH to be warm: `folder.cache_put(uid, *precompute(message_bytes))`
     (`message_bytes` with CRLF line ends, as the store keeps them)."""
     tree = mime.parse_message(message)
-    return CACHE_KEY, _pack({
-        "ENVELOPE": envelope(tree.headers),
-        "BODYSTRUCTURE": mime.body_structure(message, tree, True),
-        "BODY": mime.body_structure(message, tree, False),
-    })
+    extended, basic = mime.body_structures(message, tree)
+    return CACHE_KEY, _pack({"ENVELOPE": envelope(tree.headers), "BODYSTRUCTURE": extended,
+                             "BODY": basic})
+
+
+def cache_builder(message: bytes) -> dict:
+    """For `mailyard.maildir.register_cache_builder`: the structure cache entry computed at
+    delivery/APPEND time, so even the first FETCH of a message is a cache hit."""
+    key, value = precompute(message)
+    return {key: value}
 
 
 def _pack(values: dict[str, bytes]) -> bytes:
@@ -298,7 +302,7 @@ async def send_lines(session, lines: list) -> None:
         for part in line:
             if isinstance(part, FileBody):
                 if pending:
-                    await session.send(b"".join(pending))
+                    await session.send(pending)
                     pending = []
                 chunks = part.chunks()
                 while True:
@@ -309,7 +313,7 @@ async def send_lines(session, lines: list) -> None:
             else:
                 pending.append(part)
     if pending:
-        await session.send(b"".join(pending))
+        await session.send(pending)
 
 
 async def cmd_fetch(session, cmd: FetchCommand):
@@ -342,13 +346,34 @@ async def cmd_fetch(session, cmd: FetchCommand):
                 sel.reload(uid)
             if not any(a.name == "FLAGS" for a in atts):
                 atts = atts + (FetchAttribute("FLAGS"),)
+    from mailyard.imap.ops import fetchfast
+
+    plan = fetchfast.compile_plan(atts, modseq_wanted)
+    step = BATCH_MESSAGES if plan is None else fetchfast.batch_size(plan)
+
+    def build(start: int):
+        batch = uids[start:start + step]
+        if plan is None:
+            return asyncio.to_thread(build_batch, sel, batch, atts, modseq_wanted)
+        return asyncio.to_thread(fetchfast.build_fast, sel, batch, plan)
+
+    # Pipelined: the next batch is built (in a thread) while this one is being sent, so
+    # the socket does not wait for the file reads; at most two batches are held at once.
     i = 0
-    while i < len(uids):
-        batch = uids[i:i + BATCH_MESSAGES]
-        lines, consumed = await asyncio.to_thread(build_batch, sel, batch, atts, modseq_wanted)
+    pending = asyncio.ensure_future(build(0)) if uids else None
+    while pending is not None:
+        lines, consumed = await pending
         i += consumed
+        pending = asyncio.ensure_future(build(i)) if i < len(uids) else None
         if lines:
-            await send_lines(session, lines)
+            try:
+                await send_lines(session, lines)
+            except BaseException:
+                if pending is not None:
+                    pending.cancel()
+                    with contextlib.suppress(BaseException):
+                        await pending
+                raise
     # RFC 3501 §7.4.1: no EXPUNGE during FETCH; UID FETCH may carry them.
     await session.updates(allow_expunge=cmd.uid)
     await session.ok(cmd.tag, f"{'UID ' if cmd.uid else ''}FETCH completed")

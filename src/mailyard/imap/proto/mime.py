@@ -303,3 +303,45 @@ def body_structure(data: bytes, ent: Entity, extended: bool) -> bytes:
         fields += [nstring(ent.header(b"content-md5")), _disposition(ent), _language(ent),
                    nstring(ent.header(b"content-location"))]
     return b"(" + b" ".join(fields) + b")"
+
+
+_EMPTY_PART = b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0)'
+
+
+def body_structures(data: bytes, ent: Entity) -> tuple[bytes, bytes]:
+    """(BODYSTRUCTURE, BODY) of an entity in one walk of the tree: the same bytes as
+    `body_structure(data, ent, True)` and `body_structure(data, ent, False)`, with the shared
+    fields (and line counts) computed once — what the structure cache stores per message."""
+    if ent.is_multipart:
+        if ent.children:
+            pairs = [body_structures(data, c) for c in ent.children]
+            inner_ext = b"".join(p[0] for p in pairs)
+            inner = b"".join(p[1] for p in pairs)
+        else:  # a multipart without parts: describe an empty text part (as Dovecot does)
+            inner_ext = inner = _EMPTY_PART
+        subtype = b" " + string(ent.subtype)
+        extended = (b"(" + inner_ext + subtype + b" " + _params(ent.params) + b" "
+                    + _disposition(ent) + b" " + _language(ent) + b" "
+                    + nstring(ent.header(b"content-location")) + b")")
+        return extended, b"(" + inner + subtype + b")"
+    body = data[ent.body_start:ent.end]
+    encoding = ent.header(b"content-transfer-encoding") or b"7bit"
+    fields = [string(ent.maintype), string(ent.subtype), _params(ent.params),
+              nstring(ent.header(b"content-id")), nstring(ent.header(b"content-description")),
+              string(encoding.strip()), str(len(body)).encode()]
+    fields_ext = fields
+    if ent.message is not None:
+        from mailyard.imap.proto.envelope import envelope
+
+        env = envelope(ent.message.headers)
+        sub_ext, sub = body_structures(data, ent.message)
+        lines = str(body.count(b"\n")).encode()
+        fields_ext = fields + [env, sub_ext, lines]
+        fields = fields + [env, sub, lines]
+    elif ent.maintype.lower() == b"text":
+        fields.append(str(body.count(b"\n")).encode())
+    basic = b"(" + b" ".join(fields) + b")"
+    extended = (b"(" + b" ".join(fields_ext) + b" " + nstring(ent.header(b"content-md5")) + b" "
+                + _disposition(ent) + b" " + _language(ent) + b" "
+                + nstring(ent.header(b"content-location")) + b")")
+    return extended, basic
