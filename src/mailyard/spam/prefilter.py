@@ -7,8 +7,9 @@ or None when no such set is known (then the regex always runs). At scan time a r
 literals are all absent from the lower-cased text is a miss without running the regex — a
 substring test in C instead of a backtracking search, which is most of the engine's speed.
 
-Conservative by construction: only plain literal runs (ASCII, so lower-casing is exact) and
-alternations whose every branch yields literals count; anything the standard parser cannot
+Conservative by construction: only plain literal runs (ASCII, so lower-casing is exact; a
+class of one letter in both cases, `[aA]`, counts as that letter) and alternations whose
+every branch yields literals count; anything the standard parser cannot
 read (`\\p{..}`, branch reset, ...) gets no prefilter.
 """
 
@@ -90,6 +91,22 @@ def _sequence(items: list) -> set[str] | None:
         if op is LITERAL and av < 128:
             run.append(chr(av).lower())
             continue
+        if op is IN:
+            folded = _case_pair(av)
+            if folded is not None:
+                run.append(folded)
+                continue
+        if op in _REPEATS and av[0] >= 1:
+            char = _one_char(av[2])
+            if char is not None:
+                # `l+`, `x{2,5}`: the match holds `low` copies right here; the run can
+                # continue past a fixed count, else it restarts after the last copy
+                low, high = av[0], av[1]
+                run.extend(char * min(low, 8))
+                if high != low or low > 8:
+                    flush()
+                    run.append(char)
+                continue
         flush()
         sub: set[str] | None = None
         if op is SUBPATTERN:
@@ -110,6 +127,29 @@ def _sequence(items: list) -> set[str] | None:
         best = _better(best, sub)
     flush()
     return best
+
+
+def _one_char(items) -> str | None:
+    """The lower-cased ASCII character a one-item sequence stands for, if it is one."""
+    items = list(items)
+    if len(items) != 1:
+        return None
+    op, av = items[0]
+    if op is LITERAL and av < 128:
+        return chr(av).lower()
+    if op is IN:
+        return _case_pair(av)
+    return None
+
+
+def _case_pair(items) -> str | None:
+    """`[aA]` (or `[a]`): the one lower-cased ASCII character the class stands for."""
+    chars = set()
+    for op, av in items:
+        if op is not LITERAL or av >= 128:
+            return None
+        chars.add(chr(av).lower())
+    return chars.pop() if len(chars) == 1 else None
 
 
 def _branch(branches) -> set[str] | None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import regex
 import regex._main as _regex_main
 
-_VERSION = (regex.__version__, 1)
+_VERSION = (regex.__version__, 4)
 _lock = threading.Lock()
 
 
@@ -33,13 +33,16 @@ class CompiledCache:
         self.used: dict[tuple[str, int], tuple] = {}
         self.literal_entries: dict[tuple[str, int], object] = {}
         self.literal_used: dict[tuple[str, int], object] = {}
+        self.ascii_entries: dict[tuple[str, int], str | None] = {}
+        self.ascii_used: dict[tuple[str, int], str | None] = {}
         self.hits = 0
         if self.path is not None and self.path.exists():
             try:
                 with self.path.open("rb") as fh:
-                    version, entries, literals = pickle.load(fh)
+                    version, entries, literals, ascii_forms = pickle.load(fh)
                 if version == _VERSION:
                     self.entries, self.literal_entries = entries, literals
+                    self.ascii_entries = ascii_forms
             except Exception:
                 self.entries = {}
 
@@ -83,16 +86,29 @@ class CompiledCache:
         self.literal_used[key] = value
         return value
 
+    def ascii_variant(self, pattern: str, flags: int) -> str | None:
+        """`asciire.ascii_variant`, remembered like the compiled code."""
+        key = (pattern, flags)
+        if key in self.ascii_entries:
+            value = self.ascii_entries[key]
+        else:
+            from mailyard.spam.asciire import ascii_variant
+
+            value = ascii_variant(pattern, flags)
+        self.ascii_used[key] = value
+        return value
+
     def save(self) -> None:
         """Write the entries used by this load (atomically); errors are ignored."""
         if self.path is None or (self.used.keys() == self.entries.keys() and
-                                 self.literal_used.keys() == self.literal_entries.keys()):
+                                 self.literal_used.keys() == self.literal_entries.keys() and
+                                 self.ascii_used.keys() == self.ascii_entries.keys()):
             return
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with tmp.open("wb") as fh:
-                pickle.dump((_VERSION, self.used, self.literal_used), fh,
+                pickle.dump((_VERSION, self.used, self.literal_used, self.ascii_used), fh,
                             protocol=pickle.HIGHEST_PROTOCOL)
             os.replace(tmp, self.path)
         except OSError:

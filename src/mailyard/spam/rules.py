@@ -21,14 +21,19 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import regex
+
 from mailyard.spam import evals
+from mailyard.spam.asciire import NEVER, ascii_variant
 from mailyard.spam.meta import MetaError, compile_meta
 from mailyard.spam.perlre import PerlRegexError, compile_pattern, parse_match
 from mailyard.spam.prefilter import required_literals
 
+TEXT_KINDS = ("body", "rawbody", "full")
 RULE_TYPES = ("header", "body", "rawbody", "full", "uri", "mimeheader", "meta")
 
 # Plugins whose rules we evaluate (their `ifplugin` blocks are read); the rest are skipped
@@ -69,10 +74,14 @@ class Rule:
     eval_args: tuple = ()
     meta: object = None             # compiled meta expression
     meta_deps: tuple[str, ...] = ()
+    meta_text: str = ""             # the expression, recompiled cost-aware by finish()
     tflags: frozenset[str] = frozenset()
     maxhits: int = 0
     lookups: tuple = ()             # DNS lookups wanted (see engine.dns_queries)
     literals: frozenset | None = None  # prefilter: a match contains one of these
+    ascii_pattern: object = None    # the regex for ASCII-only text (mailyard.spam.asciire)
+    ascii_never: bool = False       # the regex cannot match any ASCII-only text
+    ascii_literals: frozenset | None = None  # prefilter of ascii_pattern (ASCII text only)
 
 
 @dataclass
@@ -312,6 +321,7 @@ class RuleLoader:
                     changed = True
         # meta rules: order by dependencies; a cycle skips the rules in it
         order = _meta_order(rules, skipped)
+        _lazy_metas(rules)
         if self.regex_cache is not None:
             self.regex_cache.save()
         return RuleSet(rules=rules, scores=self.scores, descriptions=self.descriptions,
@@ -332,7 +342,7 @@ class RuleLoader:
         text = d.text
         if d.kind == "meta":
             code, deps = compile_meta(text)
-            return Rule(meta=code, meta_deps=tuple(deps), **common)
+            return Rule(meta=code, meta_deps=tuple(deps), meta_text=text, **common)
         if text.startswith("eval:"):
             em = _EVAL.match(text)
             if not em:
@@ -363,7 +373,28 @@ class RuleLoader:
                         modifier=mod, if_unset=unset, literals=self._literals(pattern),
                         **common)
         pattern = self._regex(d.name, text)
-        return Rule(pattern=pattern, literals=self._literals(pattern), **common)
+        ascii_pattern, never = self._ascii(pattern) if d.kind in TEXT_KINDS else (None, False)
+        return Rule(pattern=pattern, literals=self._literals(pattern),
+                    ascii_pattern=ascii_pattern, ascii_never=never,
+                    ascii_literals=self._literals(ascii_pattern) if ascii_pattern else None,
+                    **common)
+
+    def _ascii(self, pattern) -> tuple[object, bool]:
+        """(compiled ASCII-subject form or None, whether no ASCII text can match)."""
+        if self.regex_cache is not None:
+            source = self.regex_cache.ascii_variant(pattern.pattern, pattern.flags)
+        else:
+            source = ascii_variant(pattern.pattern, pattern.flags)
+        if source is None:
+            return None, False
+        if source == NEVER:
+            return None, True
+        try:
+            if self.regex_cache is not None:
+                return self.regex_cache.compile(source, 0), False
+            return regex.compile(source), False
+        except (regex.error, RecursionError, OverflowError):
+            return None, False
 
     def _literals(self, pattern):
         if self.regex_cache is not None:
@@ -448,6 +479,76 @@ def _eval_args(text: str) -> tuple:
                     args.append(word)
         pos = m.end()
     return tuple(args)
+
+
+MAX_MULTIPLE = 20          # hits counted for `tflags multiple` without maxhits
+
+
+def rule_cost(rule: Rule) -> float:
+    """A rough estimate of what evaluating one non-meta rule costs (arbitrary units)."""
+    if rule.pattern is None:
+        return 0.2 if rule.exists else 3.0
+    if rule.kind in ("body", "rawbody", "full"):
+        if rule.literals:
+            return 1.0
+        return 10.0 + len(rule.pattern.pattern) / 20.0
+    if rule.kind == "header":
+        return 0.5 if rule.literals else 1.0
+    return 2.0
+
+
+def rule_bound(rule: Rule | None) -> int | None:
+    """The largest hit count `rule` can have in a scan (None: not known)."""
+    if rule is None or rule.kind == "meta" or rule.exists:
+        return 1 if rule is not None else 0
+    if rule.pattern is None:
+        return None                 # eval: functions may return any number
+    if "multiple" in rule.tflags and rule.kind in ("body", "rawbody", "full"):
+        return rule.maxhits or MAX_MULTIPLE
+    return 1
+
+
+def _lazy_metas(rules: dict[str, Rule]) -> None:
+    """Recompile every meta to read its cheapest operands first (see mailyard.spam.meta)."""
+    for name, fn in lazy_meta_fns(rules).items():
+        rules[name] = replace(rules[name], meta=fn)
+
+
+def lazy_meta_fns(rules: dict[str, Rule], cost: Callable[[str], float | None] | None = None,
+                  chance: Callable[[str], float | None] | None = None) -> dict[str, object]:
+    """Every meta compiled to read cheapest-to-decide operands first.
+
+    `cost`/`chance` may give measured figures for non-meta rules (None where unknown; the
+    static `rule_cost` estimate, in the same units as measured microseconds / 10, then
+    serves).
+    """
+    costs: dict[str, float] = {}
+
+    def rule_cost_of(name: str) -> float:
+        known = costs.get(name)
+        if known is not None:
+            return known
+        rule = rules.get(name)
+        if rule is None:
+            return 0.0
+        if rule.kind != "meta":
+            measured = cost(name) if cost is not None else None
+            value = measured if measured is not None else rule_cost(rule)
+        else:
+            costs[name] = 0.0           # a cycle (already skipped) must not recurse forever
+            value = sum(rule_cost_of(d) for d in rule.meta_deps)
+        costs[name] = value
+        return value
+
+    def chance_of(name: str) -> float:
+        measured = chance(name) if chance is not None else None
+        return measured if measured is not None else 0.1
+
+    def bound(name: str) -> int | None:
+        return rule_bound(rules.get(name))
+
+    return {name: compile_meta(rule.meta_text, rule_cost_of, bound, chance_of)[0]
+            for name, rule in rules.items() if rule.kind == "meta" and rule.meta_text}
 
 
 def _meta_order(rules: dict[str, Rule], skipped: dict) -> list[str]:
