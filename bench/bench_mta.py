@@ -15,14 +15,12 @@ side in one run, which is the figure that counts on a shared machine.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -31,51 +29,13 @@ ROOT = HERE.parent
 SHARED = next((p for p in (ROOT.parent / "shared" / "bench", ROOT.parents[1] / "shared" / "bench",
                             Path("/work/shared/bench")) if p.is_dir()), Path("."))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(HERE))
 
-from harness import MailyardServer, free_port
+from harness import MailyardServer
+from sink import Sink
 
 N = int(os.environ.get("N", "2000"))
 C = int(os.environ.get("C", "10"))
-
-
-class CountingSink:
-    """A minimal asyncio SMTP sink in a thread: answers 250 to everything, counts DATA."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.count = 0
-        self._ready = threading.Event()
-        threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True).start()
-        self._ready.wait(10)
-
-    async def _main(self) -> None:
-        server = await asyncio.start_server(self._session, "127.0.0.1", self.port)
-        self._ready.set()
-        async with server:
-            await server.serve_forever()
-
-    async def _session(self, reader, writer) -> None:
-        writer.write(b"220 sink\r\n")
-        in_data = False
-        while line := await reader.readline():
-            if in_data:
-                if line == b".\r\n":
-                    in_data = False
-                    self.count += 1
-                    writer.write(b"250 ok\r\n")
-                continue
-            verb = line[:4].upper()
-            if verb == b"DATA":
-                in_data = True
-                writer.write(b"354 go\r\n")
-            elif verb == b"QUIT":
-                writer.write(b"221 bye\r\n")
-                break
-            elif verb == b"EHLO":
-                writer.write(b"250-sink\r\n250 PIPELINING\r\n")
-            else:
-                writer.write(b"250 ok\r\n")
-        writer.close()
 
 
 def smtp_source(port: int) -> float:
@@ -88,7 +48,7 @@ def smtp_source(port: int) -> float:
     return N / (time.perf_counter() - started)
 
 
-def run_postfix(sink: CountingSink) -> float | None:
+def run_postfix(sink: Sink) -> float | None:
     from postfix_instance import PostfixInstance, available
 
     if os.environ.get("POSTFIX", "1") == "0" or not available():
@@ -103,7 +63,7 @@ def run_postfix(sink: CountingSink) -> float | None:
 
 
 def main() -> int:
-    sink = CountingSink()
+    sink = Sink()
     tmp = Path(tempfile.mkdtemp(prefix="bench-mta-"))
     srv = MailyardServer(root=tmp, services={"smtp"}, domains=["example.test"],
                          toml=f'[server]\nlog_level = "warning"\n[greylist]\nenabled = false\n'

@@ -63,6 +63,7 @@ def facts_from_headers(message: bytes, authserv_id: str) -> dict[str, str]:
 
 _dns_down_until = 0.0
 DNS_DOWN_PAUSE = 60.0
+_resolvers: dict[tuple, object] = {}
 
 
 def _resolve(settings, queries: list[tuple[str, str]]) -> dict[str, list[str]]:
@@ -85,11 +86,17 @@ def _resolve(settings, queries: list[tuple[str, str]]) -> dict[str, list[str]]:
     if time.monotonic() < _dns_down_until:
         return {}
     budget = settings.spam.dns_budget
-    resolver = dns.resolver.Resolver(configure=not settings.dns.nameservers)
-    if settings.dns.nameservers:
-        resolver.nameservers = [dns.nameserver.Do53Nameserver(*parse_hostport(s))
-                                for s in settings.dns.nameservers]
-    resolver.lifetime = min(budget, settings.dns.timeout)
+    key = (tuple(settings.dns.nameservers), min(budget, settings.dns.timeout))
+    resolver = _resolvers.get(key)
+    if resolver is None:   # one per worker and setting: resolv.conf is read once, answers cached
+        resolver = dns.resolver.Resolver(configure=not settings.dns.nameservers)
+        if settings.dns.nameservers:
+            resolver.nameservers = [dns.nameserver.Do53Nameserver(*parse_hostport(s))
+                                    for s in settings.dns.nameservers]
+        resolver.lifetime = key[1]
+        resolver.cache = dns.resolver.LRUCache(10000)
+        _resolvers.clear()
+        _resolvers[key] = resolver
     answers: dict[str, list[str]] = {}
     timed_out = False
 

@@ -31,6 +31,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailyard.maildir.files import read_file
 from mailyard.pop3 import proto
 from mailyard.pop3.proto import Dele, List, Noop, Retr, Rset, Stat, Top, Uidl
 
@@ -51,21 +52,6 @@ class DropMessage:
     size: int          # octets as the client will count them
     uidl: str
     filename: str
-
-
-def _read_file(path: str, expected: int) -> bytes:
-    """A whole file in as few system calls as its expected size allows."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        data = os.read(fd, expected + 1)
-        if len(data) <= expected:
-            return data  # a short read of a regular file is its end
-        chunks = [data]
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
 
 
 def uidl_for(uid: int, uid_validity: int) -> str:
@@ -143,10 +129,10 @@ class Maildrop:
         try:
             # The snapshot's file name first (no stat, no Path objects); it is stale only if
             # another session changed the message's flags, and then the store finds it.
-            raw = _read_file(os.path.join(self._dir, message.filename), message.size)
+            raw = read_file(os.path.join(self._dir, message.filename), message.size)
         except FileNotFoundError:
             try:
-                raw = _read_file(str(self.folder.path(message.uid)), message.size)
+                raw = read_file(str(self.folder.path(message.uid)), message.size)
             except FileNotFoundError:
                 return self.folder.read(message.uid)
         if len(raw) != message.size:

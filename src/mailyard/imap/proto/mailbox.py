@@ -5,28 +5,10 @@ from __future__ import annotations
 import base64
 import re
 
+# One encoder for the store and the wire (RFC 3501 §5.1.3); decoding stays lenient here.
+from mailyard.maildir.names import encode_mutf7  # noqa: F401
+
 DELIMITER = "."
-
-
-def encode_mutf7(name: str) -> str:
-    """Unicode mailbox name → modified UTF-7 (printable ASCII, `&` as `&-`)."""
-    out: list[str] = []
-    pending: list[str] = []
-
-    def flush() -> None:
-        if pending:
-            raw = "".join(pending).encode("utf-16-be")
-            out.append("&" + base64.b64encode(raw).decode().rstrip("=").replace("/", ",") + "-")
-            pending.clear()
-
-    for ch in name:
-        if 0x20 <= ord(ch) <= 0x7E:
-            flush()
-            out.append("&-" if ch == "&" else ch)
-        else:
-            pending.append(ch)
-    flush()
-    return "".join(out)
 
 
 _SHIFT = re.compile(r"&([A-Za-z0-9+,]*)-")
