@@ -267,3 +267,17 @@ def test_our_bayes_scores_win_over_imported_rules(tmp_path):
                                        "score BAYES_99 0 0 0.5 0.5\n")
     engine = SpamEngine(rules_dirs=[tmp_path])
     assert engine.ruleset.score("BAYES_99", 2) == 4.0
+
+
+def test_if_with_a_leading_negation_of_a_parenthesised_condition():
+    """Regression: `if !(!plugin(X))` compiled to ' not (False)' (leading space) and failed."""
+    rs = _load("""
+if !(!plugin(Mail::SpamAssassin::Plugin::DKIM))
+body DOUBLE_NEGATION /x/
+endif
+if !(plugin(Mail::SpamAssassin::Plugin::DKIM))
+body NEGATED_PLUGIN /x/
+endif
+""")
+    assert "DOUBLE_NEGATION" in rs.rules
+    assert "NEGATED_PLUGIN" not in rs.rules

@@ -244,7 +244,7 @@ class RuleLoader:
         text = text.replace("&&", " and ").replace("||", " or ")
         text = re.sub(r"!(?!=)", " not ", text)
         try:
-            ok = bool(eval(compile(text, "<if>", "eval"), {"__builtins__": {}}, {}))
+            ok = bool(eval(compile(text.strip(), "<if>", "eval"), {"__builtins__": {}}, {}))
         except Exception:
             ok = False
         return ok, f"if {expr.strip()}"
