@@ -31,6 +31,7 @@ from mailyard.spam import evals
 from mailyard.spam.bayes import BayesDatabases, message_id, tokenize
 from mailyard.spam.message import ParsedMessage, addresses, display_name
 from mailyard.spam.meta import compile_meta
+from mailyard.spam.relays import RelayPath, relay_path
 from mailyard.spam.rules import MAX_MULTIPLE, RuleLoader, RuleSet, lazy_meta_fns
 
 log = get_logger("spam")
@@ -126,13 +127,19 @@ class ScanContext:
         return received_ips(self.msg)[:1]
 
     @cached_property
+    def relays(self) -> RelayPath:
+        """The Received path and its trust boundary (mailyard.spam.relays)."""
+        return relay_path(self.msg.header("Received"))
+
+    @cached_property
     def date_received_diff_hours(self) -> float | None:
         dates = self.msg.header("Date")
         received = self.msg.header("Received")
         if not dates or not received:
             return None
         sent = evals.received_time(";" + dates[0])
-        got = evals.received_time(received[0])
+        boundary = self.relays.boundary_index
+        got = evals.received_time(received[boundary if boundary is not None else 0])
         if sent is None or got is None:
             return None
         return (sent - got).total_seconds() / 3600.0
@@ -180,8 +187,9 @@ class ScanContext:
             values = (msg.header("Message-ID", raw) + msg.header("Resent-Message-ID", raw)
                       + msg.header("X-Message-ID", raw))
         elif header == "EnvelopeFrom":
-            env = self.facts.get("envelope_from")
-            values = [str(env)] if env is not None else msg.header("Return-Path", raw)
+            values = evals.envelope_from_values(self, raw)
+        elif header.startswith("X-Spam-Relays-") and not msg.has_header(header):
+            values = [self.relays.pseudo_header(header[14:])]
         else:
             values = msg.header(header, raw)
         if not values:
@@ -359,8 +367,8 @@ class SpamEngine:
                 continue
             rule = rs.rules[name]
             score = rs.score(name, scoreset)
-            if "net" in rule.tflags and not net:
-                continue
+            if "net" in rule.tflags and not net and rule.kind != "meta":
+                continue    # (SpamAssassin scores a `net` meta without network tests too)
             if score == 0:
                 continue
             times = count if "multiple" in rule.tflags else 1
@@ -423,7 +431,7 @@ class SpamEngine:
             rs = self.ruleset
             roots = [n for n, r in rs.rules.items() if not n.startswith("__")
                      and (rs.score(n, scoreset) or rs.score(n, learnset))
-                     and (net or "net" not in r.tflags)]
+                     and (net or "net" not in r.tflags or r.kind == "meta")]
             self._root_cache[key] = roots
         return roots
 
@@ -467,8 +475,8 @@ class SpamEngine:
 
     def _header_rule(self, ctx: ScanContext, rule) -> int:
         if rule.pattern is None:
-            if rule.exists:
-                return int(ctx.msg.has_header(rule.header))
+            if rule.exists:   # pseudo-headers (ToCc, MESSAGEID, ...) exist if they have a value
+                return int(ctx.header_text(rule.header, "") is not None)
             return self._eval(ctx, rule)
         text = ctx.header_text(rule.header, rule.modifier)
         if text is None:

@@ -448,7 +448,11 @@ def check_https_ip_mismatch(ctx):
 # -- relays, freemail, shorteners --------------------------------------------------------
 @_eval()
 def check_all_trusted(ctx):
-    return bool(ctx.facts.get("all_trusted"))
+    """Every hop was trusted: the MTA's fact if it gave one, else the Received path."""
+    if "all_trusted" in ctx.facts:
+        return bool(ctx.facts.get("all_trusted"))
+    path = ctx.relays
+    return bool(path.relays) and not path.untrusted and not path.unparseable
 
 
 @_eval()
@@ -471,10 +475,22 @@ def is_freemail(ctx, addr: str) -> bool:
     return any(fnmatch.fnmatchcase(domain, pat) for pat in cache)
 
 
+def envelope_from_values(ctx, raw: bool = False) -> list[str]:
+    """The MAIL FROM address: the MTA's fact, else the first header an MTA records it in."""
+    env = ctx.facts.get("envelope_from")
+    if env is not None:
+        return [str(env)]
+    msg = ctx.msg
+    for name in ("X-Envelope-From", "Envelope-Sender", "X-Sender", "Return-Path"):
+        values = msg.header(name, raw)
+        if len(values) == 1:        # two of them: rewritten on the way, no longer the envelope
+            return values
+    return []
+
+
 def _addrs(ctx, header: str) -> list[str]:
     if header == "EnvelopeFrom":
-        env = ctx.facts.get("envelope_from")
-        values = [str(env)] if env else ctx.msg.header("Return-Path")
+        values = envelope_from_values(ctx)
     else:
         values = ctx.msg.header(header)
     out = []
@@ -483,10 +499,16 @@ def _addrs(ctx, header: str) -> list[str]:
     return [a.lower() for a in out]
 
 
+FROM_HEADERS = ("From", "Resent-From", "EnvelopeFrom", "Envelope-Sender", "X-Envelope-From",
+                "Resent-Sender")
+
+
 @_eval()
 def check_freemail_from(ctx, regex_text=None):
+    """Any of the sender addresses (From, Resent-From, the envelope sender, ...) is freemail."""
+    addrs = [a for h in FROM_HEADERS for a in _addrs(ctx, h)]
     return any(is_freemail(ctx, a) and (regex_text is None or re.search(regex_text, a))
-               for a in _addrs(ctx, "From"))
+               for a in addrs)
 
 
 @_eval()
@@ -534,3 +556,7 @@ def short_url(ctx):
             if "." + ".".join(labels[i:]) in shorteners:
                 return True
     return False
+
+
+# more families, in their own modules; importing them registers their functions in EVALS
+from mailyard.spam import evals_headers  # noqa: E402,F401

@@ -41,7 +41,7 @@ RULE_TYPES = ("header", "body", "rawbody", "full", "uri", "mimeheader", "meta")
 PLUGINS = {
     "ReplaceTags", "MIMEHeader", "HeaderEval", "BodyEval", "MIMEEval", "HTMLEval", "Bayes",
     "SPF", "DKIM", "DMARC", "DNSEval", "URIDNSBL", "WLBLEval", "URIEval", "FreeMail",
-    "Check", "ImageInfo", "Dmarc", "RelayEval",
+    "Check", "ImageInfo", "Dmarc", "RelayEval", "VBounce",
 }
 VERSION = 4.000001
 _IF_CAN = re.compile(r"(!?)\s*can\(\s*([\w:]+)\s*\)")
@@ -99,6 +99,7 @@ class RuleSet:
     uridnsbl: dict[str, tuple[str, str, str]] = field(default_factory=dict)
     freemail_domains: frozenset[str] = frozenset()      # `freemail_domains` (may hold *)
     url_shorteners: frozenset[str] = frozenset()        # `url_shortener` (.x = subdomains)
+    bounce_relays: frozenset[str] = frozenset()         # `welcomelist_bounce_relays` (VBounce)
 
     def by_kind(self, kind: str) -> list[Rule]:
         return [r for r in self.rules.values() if r.kind == kind]
@@ -164,6 +165,7 @@ class RuleLoader:
         self.uridnsbl: dict[str, tuple[str, str, str]] = {}
         self.freemail_domains: set[str] = set()
         self.url_shorteners: set[str] = set()
+        self.bounce_relays: set[str] = set()
         self._depth = 0
 
     # -- reading -----------------------------------------------------------------------------
@@ -285,6 +287,8 @@ class RuleLoader:
             self.freemail_domains.update(d.lower() for d in rest.split())
         elif directive == "url_shortener":
             self.url_shorteners.update(d.lower() for d in rest.split())
+        elif directive in ("welcomelist_bounce_relays", "whitelist_bounce_relays"):
+            self.bounce_relays.update(d.lower().rstrip(".") for d in rest.split())
         elif directive in ("uridnsbl", "urirhssub", "urirhsbl"):
             fields = rest.split()
             name, zone, rdtype = fields[0], fields[1], fields[2]
@@ -329,7 +333,8 @@ class RuleLoader:
                        skipped=sorted(skipped.values(), key=lambda s: s[1]),
                        ignored=self.ignored, files=self.files, uridnsbl=self.uridnsbl,
                        freemail_domains=frozenset(self.freemail_domains),
-                       url_shorteners=frozenset(self.url_shorteners))
+                       url_shorteners=frozenset(self.url_shorteners),
+                       bounce_relays=frozenset(self.bounce_relays))
 
     def _compile(self, d: _Def) -> Rule:
         tflags_text = self.tflags.get(d.name, "")
