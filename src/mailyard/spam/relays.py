@@ -144,7 +144,10 @@ def parse_received(value: str) -> Relay | None | bool:
     ip = rdns = helo = ident = ""
     qmail = _QMAIL_HELO.search(head)
     exim = _EXIM_HELO.search(head)
-    bracket = _BRACKET_IP.search(head)
+    brackets = list(_BRACKET_IP.finditer(head))
+    # "[helo-ip] ([ip])": the literal HELO comes first, the connecting address in parentheses
+    bracket = brackets[1] if len(brackets) > 1 and brackets[0].start() == 0 else \
+        (brackets[0] if brackets else None)
     paren = _PAREN_IP.search(head)
     if bracket:
         ip = bracket.group(1)
@@ -163,8 +166,8 @@ def parse_received(value: str) -> Relay | None | bool:
                 ident = ident.split(":", 1)[-1]
             rdns = "" if token.startswith("[") or _valid_ip(token) else _name(token)
         else:
-            # "helo ([ip])", "[ip]", "helo [ip]"
-            helo = "" if first.startswith("[") else first
+            # "helo ([ip])", "[helo-ip] ([ip])", "[ip]", "helo [ip]"
+            helo = "" if bracket.start() == 0 else first
     elif paren:
         # qmail: "rdns (HELO helo) (ip)", "host (ip)", "unknown (ip)"
         ip = paren.group(1)
