@@ -114,8 +114,8 @@ def test_rdns_none_style_rules_read_the_external_relays(tmp_path):
 def test_all_trusted_from_the_path(tmp_path):
     engine = _engine(tmp_path, "header ALL_TRUSTED eval:check_all_trusted()\n"
                                "score ALL_TRUSTED -1\n")
-    local = ("Received: from localhost (localhost [127.0.0.1]) by mx.example.test id A\r\n"
-             "Subject: x\r\n\r\nx\r\n").encode()
+    local = (b"Received: from localhost (localhost [127.0.0.1]) by mx.example.test id A\r\n"
+             b"Subject: x\r\n\r\nx\r\n")
     assert engine.scan(local).rule_names == ["ALL_TRUSTED"]
     assert engine.scan(MSG.format(helo="h", rdns="").encode()).rule_names == []
     # the MTA's own fact wins
