@@ -33,6 +33,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workdir", required=True, help="where bench_spam.py keeps the corpus")
     ap.add_argument("--rules-only", action="store_true", help="no Bayes")
+    ap.add_argument("--show-errors", action="store_true",
+                    help="list the misclassified training messages with their rule hits")
     args = ap.parse_args()
     train_ham, train_spam, _, _ = corpus(Path(args.workdir))
     spam_scores: list[float] = []
@@ -54,10 +56,16 @@ def main() -> None:
                 if fold_of(f) == fold:
                     v = engine.scan(f.read_bytes())
                     spam_scores.append(v.score)
+                    if args.show_errors and not v.is_spam:
+                        print("FN", f.name, v.score, v.rule_names, file=sys.stderr)
                     if v.bayes_probability is not None:
                         bayes_spam.append(v.bayes_probability)
-            ham_scores += [engine.scan(f.read_bytes()).score
-                           for f in train_ham if fold_of(f) == fold]
+            for f in train_ham:
+                if fold_of(f) == fold:
+                    v = engine.scan(f.read_bytes())
+                    ham_scores.append(v.score)
+                    if args.show_errors and v.is_spam:
+                        print("FP", f.name, v.score, v.rule_names, file=sys.stderr)
             engine.close()
     out = {"cv_folds": 2, "training_part": {"spam": len(train_spam), "ham": len(train_ham)},
            "own_plus_stock" + ("" if args.rules_only else "_bayes"):

@@ -559,4 +559,4 @@ def short_url(ctx):
 
 
 # more families, in their own modules; importing them registers their functions in EVALS
-from mailyard.spam import evals_headers  # noqa: E402,F401
+from mailyard.spam import evals_headers, evals_html  # noqa: E402,F401,I001

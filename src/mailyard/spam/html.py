@@ -39,6 +39,15 @@ class HtmlInfo:
     unbalanced: int = 0
     iframe_src: bool = False
     font_colors: list[str] = field(default_factory=list)
+    # for the html_* evals: largest <font size>, low-contrast or badly named fonts,
+    # open-minus-close count per tag, comments, anchor texts (an image inside reads "<img>")
+    max_font_size: int = 0
+    low_contrast: bool = False
+    font_face_bad: bool = False
+    balance: dict[str, int] = field(default_factory=dict)
+    comments: list[str] = field(default_factory=list)
+    anchors: list[str] = field(default_factory=list)
+    background: tuple[int, int, int] = (255, 255, 255)
 
 
 def render_html(text: str, info: HtmlInfo) -> str:
@@ -51,20 +60,33 @@ def render_html(text: str, info: HtmlInfo) -> str:
     pos = 0
     title_mode = False
     depth: dict[str, int] = {}
+    in_anchor = False
     for m in _TOKEN.finditer(text):
         if m.start() > pos and not hidden:
             out.append(text[pos:m.start()])
+            if in_anchor and len(info.anchors[-1]) < 2000:
+                info.anchors[-1] += text[pos:m.start()]
         elif m.start() > pos and title_mode:
             info.title += text[pos:m.start()]
         pos = m.end()
         name = m.group(2)
         if name is None:
-            if m.group(0) == "<" and not hidden:
+            token = m.group(0)
+            if token == "<" and not hidden:
                 out.append("<")
+            elif token.startswith("<!") and len(info.comments) < 200:
+                info.comments.append(token[:2000])
             continue
         name = name.lower()
         closing = bool(m.group(1))
         info.tags[name] = info.tags.get(name, 0) + 1
+        info.balance[name] = info.balance.get(name, 0) + (-1 if closing else 1)
+        if name == "a":
+            in_anchor = not closing and len(info.anchors) < 500
+            if in_anchor:
+                info.anchors.append("")
+        elif name == "img" and in_anchor and not closing:
+            info.anchors[-1] += "<img>"
         if closing:
             depth[name] = depth.get(name, 0) - 1
             if name in _HIDDEN and hidden:
@@ -121,5 +143,65 @@ def _attributes(tag: str, attrs: str, info: HtmlInfo) -> None:
             pass
     if tag == "iframe" and values.get("src"):
         info.iframe_src = True
-    if tag == "font" and values.get("color"):
-        info.font_colors.append(values["color"].lower())
+    style = values.get("style", "").lower()
+    background = values.get("bgcolor") or _style_value(style, "background-color") or \
+        _style_value(style, "background")
+    if background and tag in ("body", "table", "td", "tr", "div", "th"):
+        rgb = parse_color(background)
+        if rgb is not None:
+            info.background = rgb
+    color = values.get("color") if tag == "font" else None
+    color = color or _style_value(style, "color")
+    if color:
+        if tag == "font":
+            info.font_colors.append(color.lower())
+        rgb = parse_color(color)
+        if rgb is not None and _similar(rgb, info.background):
+            info.low_contrast = True
+    if tag == "font":
+        size = values.get("size", "").strip()
+        m = re.fullmatch(r"([+-]?)(\d{1,2})", size)
+        if m:
+            n = int(m.group(2))
+            n = 3 + n if m.group(1) == "+" else (3 - n if m.group(1) == "-" else n)
+            info.max_font_size = max(info.max_font_size, n)
+        face = values.get("face")
+        if face is not None and not re.fullmatch(r"[\w \t,'\"-]*", face):
+            info.font_face_bad = True
+
+
+_COLOR_NAMES = {"white": (255, 255, 255), "black": (0, 0, 0), "red": (255, 0, 0),
+                "green": (0, 128, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0),
+                "silver": (192, 192, 192), "gray": (128, 128, 128), "grey": (128, 128, 128),
+                "navy": (0, 0, 128), "maroon": (128, 0, 0), "purple": (128, 0, 128),
+                "fuchsia": (255, 0, 255), "lime": (0, 255, 0), "olive": (128, 128, 0),
+                "teal": (0, 128, 128), "aqua": (0, 255, 255), "snow": (255, 250, 250),
+                "ivory": (255, 255, 240), "whitesmoke": (245, 245, 245)}
+
+
+def parse_color(value: str) -> tuple[int, int, int] | None:
+    """(r, g, b) of an HTML colour: #rrggbb, #rgb, rrggbb, rgb(...) or a common name."""
+    v = value.strip().lower().strip("'\"")
+    if v in _COLOR_NAMES:
+        return _COLOR_NAMES[v]
+    m = re.fullmatch(r"#?([0-9a-f]{6})", v)
+    if m:
+        h = m.group(1)
+        return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
+    m = re.fullmatch(r"#([0-9a-f]{3})", v)
+    if m:
+        return tuple(int(c * 2, 16) for c in m.group(1))  # type: ignore[return-value]
+    m = re.fullmatch(r"rgb\(\s*(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})\s*\)", v)
+    if m:
+        return tuple(min(int(x), 255) for x in m.groups())  # type: ignore[return-value]
+    return None
+
+
+def _similar(a: tuple[int, int, int], b: tuple[int, int, int]) -> bool:
+    """Text this close to its background is unreadable: every channel within 20 of it."""
+    return all(abs(x - y) <= 20 for x, y in zip(a, b))
+
+
+def _style_value(style: str, prop: str) -> str:
+    m = re.search(rf"(?:^|;)\s*{prop}\s*:\s*([^;]+)", style)
+    return m.group(1).strip() if m else ""
