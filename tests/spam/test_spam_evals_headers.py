@@ -136,3 +136,34 @@ def test_stock_vbounce_rules_load(stock_engine):
     reasons = {r for _, _, r in stock_engine.ruleset.skipped}
     assert "needs plugin VBounce" not in reasons
     assert "BOUNCE_MESSAGE" in stock_engine.ruleset.rules
+
+
+def test_mailfrom_matches_rcvd(tmp_path):
+    (tmp_path / "r.cf").write_text("header RP_MATCHES eval:check_mailfrom_matches_rcvd()\n")
+    engine = SpamEngine(rules_dirs=[tmp_path], builtin_rules=False)
+    list_mail = msg("Return-Path: <bounces@lists.example.org>",
+                    rcvd("out.example.org (mail3.example.org [1.2.3.4])"))
+    assert engine.scan(list_mail).rule_names == ["RP_MATCHES"]
+    forged = msg("Return-Path: <bounces@lists.example.org>",
+                 rcvd("out.example.org (dsl-9.isp.example [1.2.3.4])"))
+    assert engine.scan(forged).rule_names == []
+
+
+def test_shifted_date_uses_the_smallest_shift_against_the_handover_and_oldest_received(
+        tmp_path):
+    (tmp_path / "r.cf").write_text(
+        "header PAST_06_12 eval:check_for_shifted_date('-12', '-6')\n")
+    engine = SpamEngine(rules_dirs=[tmp_path], builtin_rules=False)
+    top = ("Received: from localhost (localhost [127.0.0.1]) by mx.example.test id A; "
+           "Fri, 6 Sep 2002 11:41:50 +0000")
+    hop = ("Received: from relay.example.org (relay.example.org [1.2.3.4]) by "
+           "mx.example.test id B; Fri, 6 Sep 2002 11:40:00 +0000")
+    old = ("Received: from pc (pc.example.org [5.6.7.8]) by relay.example.org id C; "
+           "{when}")
+    date = "Date: Fri, 6 Sep 2002 02:00:00 +0000"
+    # queued 9 h at the relay, but the sender's own server agrees with Date: — no shift
+    queued = msg(top, hop, old.format(when="Fri, 6 Sep 2002 02:00:05 +0000"), date)
+    assert engine.scan(queued).rule_names == []
+    # every reference point is 9-10 hours after Date:
+    shifted = msg(top, hop, old.format(when="Fri, 6 Sep 2002 11:00:00 +0000"), date)
+    assert engine.scan(shifted).rule_names == ["PAST_06_12"]

@@ -133,16 +133,8 @@ class ScanContext:
 
     @cached_property
     def date_received_diff_hours(self) -> float | None:
-        dates = self.msg.header("Date")
-        received = self.msg.header("Received")
-        if not dates or not received:
-            return None
-        sent = evals.received_time(";" + dates[0])
-        boundary = self.relays.boundary_index
-        got = evals.received_time(received[boundary if boundary is not None else 0])
-        if sent is None or got is None:
-            return None
-        return (sent - got).total_seconds() / 3600.0
+        return evals.date_shift_hours(self.msg.header("Date"), self.msg.header("Received"),
+                                      self.relays.boundary_index)
 
     def rule_text(self, kind: str) -> tuple[str, str]:
         """(octets, lower-cased octets) of the body, rawbody or full text, made once."""

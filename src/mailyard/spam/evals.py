@@ -232,6 +232,27 @@ def check_for_shifted_date(ctx, low="undef", high="undef"):
     return lo <= diff < hi
 
 
+def date_shift_hours(dates: list[str], received: list[str], boundary: int | None) -> float | None:
+    """Hours from the Received dates to Date:, the smallest shift against three reference
+    points: the Received header recording the hop into our side (`boundary`), the one that
+    hop's own server wrote, and the oldest dated Received (the sender's clock may be wrong
+    or the message queued anywhere in between; only a shift from all of them counts)."""
+    if not dates or not received:
+        return None
+    sent = received_time(";" + dates[0])
+    if sent is None:
+        return None
+    refs = [boundary, boundary + 1] if boundary is not None else [0]
+    times = [received_time(received[i]) for i in refs if i < len(received)]
+    for value in reversed(received):
+        oldest = received_time(value)
+        if oldest is not None:
+            times.append(oldest)
+            break
+    diffs = [(sent - t).total_seconds() / 3600.0 for t in times if t is not None]
+    return min(diffs, key=abs) if diffs else None
+
+
 def received_time(value: str):
     _, _, date = value.rpartition(";")
     try:
@@ -288,7 +309,7 @@ def check_msg_parse_flags(ctx, *flags):
        "check_to_in_all_spam", "check_from_in_default_welcomelist",
        "check_from_in_default_whitelist", "check_forged_in_welcomelist",
        "check_forged_in_whitelist", "check_forged_in_default_welcomelist",
-       "check_forged_in_default_whitelist", "check_mailfrom_matches_rcvd",
+       "check_forged_in_default_whitelist",
        "check_uri_host_listed", "check_uri_host_in_welcomelist", "check_uri_host_in_whitelist",
        "check_uri_host_in_blocklist", "check_uri_host_in_blacklist",
        "check_subject_in_welcomelist", "check_subject_in_whitelist",

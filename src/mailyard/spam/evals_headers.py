@@ -8,6 +8,7 @@ parsed message (`ctx.msg`) and the relay path (`ctx.relays`, mailyard.spam.relay
   check_for_forged_hotmail_received_headers, check_for_forged_gmail_received_headers,
   gated_through_received_hdr_remover.
 - Addresses: check_equal_from_domains (From vs envelope sender registered domain),
+  check_mailfrom_matches_rcvd (envelope sender domain = the handover relay's rDNS domain),
   similar_recipients(min, max), sorted_recipients.
 - Message-ID: check_outlook_message_id (the send time an Outlook Express Message-ID encodes
   against Date: and the oldest Received: date).
@@ -148,6 +149,19 @@ def check_equal_from_domains(ctx):
         return False
     return registered_domain(env[0].rpartition("@")[2]) != \
         registered_domain(frm[0].rpartition("@")[2])
+
+
+@_eval()
+def check_mailfrom_matches_rcvd(ctx):
+    """The envelope sender's domain is the (registered) domain of the first untrusted relay's
+    reverse DNS name, or of any trusted relay's when all are trusted."""
+    env = [a for a in _addrs(ctx, "EnvelopeFrom") if "@" in a]
+    if not env:
+        return False
+    domain = registered_domain(env[0].rpartition("@")[2])
+    path = ctx.relays
+    relays = path.untrusted[:1] or path.trusted
+    return any(r.rdns and registered_domain(r.rdns) == domain for r in relays)
 
 
 def _recipients(ctx) -> list[str]:
