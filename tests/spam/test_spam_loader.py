@@ -217,7 +217,8 @@ def test_regex_cache_replays_compiled_rules(tmp_path):
     assert first.scan(msg).rule_names == second.scan(msg).rule_names == ["CACHED_A", "CACHED_B"]
     assert second.ruleset.rules["CACHED_A"].literals == frozenset({"cheap "})
     replay = CompiledCache(cache)
-    assert replay.compile("cheap (?:pills|meds)", 2).search("CHEAP PILLS")
+    # body rules compile with /i from the rule plus /m (paragraph anchors): 2 | 8
+    assert replay.compile("cheap (?:pills|meds)", 2 | 8).search("CHEAP PILLS")
     assert replay.hits == 1
     cache.write_bytes(b"garbage")                      # a broken cache is only slower
     third = SpamEngine(rules_dirs=[tmp_path], builtin_rules=False, regex_cache=cache)
@@ -281,3 +282,15 @@ endif
 """)
     assert "DOUBLE_NEGATION" in rs.rules
     assert "NEGATED_PLUGIN" not in rs.rules
+
+
+def test_body_anchors_match_at_each_paragraph(tmp_path):
+    """Regression: ^ in a body rule only matched the start of the whole body (the Subject)."""
+    (tmp_path / "r.cf").write_text("body DEAR_FRIEND /^dear friend/i\n"
+                                   "body LINES /^\\s*\\S/\ntflags LINES multiple maxhits=3\n"
+                                   "meta FEW_LINES LINES < 3\n")
+    engine = SpamEngine(rules_dirs=[tmp_path], builtin_rules=False)
+    msg = b"Subject: hello\r\n\r\nFirst paragraph.\r\n\r\nDear friend, hi.\r\n\r\nBye.\r\n"
+    assert engine.scan(msg).rule_names == ["DEAR_FRIEND", "LINES"]
+    near = b"Subject: hello\r\n\r\nMy dear friend, hi.\r\n"
+    assert engine.scan(near).rule_names == ["FEW_LINES", "LINES"]

@@ -377,7 +377,9 @@ class RuleLoader:
             return Rule(pattern=pattern, negate=op == "!~", header=header,
                         modifier=mod, if_unset=unset, literals=self._literals(pattern),
                         **common)
-        pattern = self._regex(d.name, text)
+        # SpamAssassin tests `body`/`rawbody` rules against each paragraph (line) on its own,
+        # so ^ and $ anchor at paragraph boundaries: our text joins them with "\n"
+        pattern = self._regex(d.name, text, multiline=d.kind in ("body", "rawbody"))
         ascii_pattern, never = self._ascii(pattern) if d.kind in TEXT_KINDS else (None, False)
         return Rule(pattern=pattern, literals=self._literals(pattern),
                     ascii_pattern=ascii_pattern, ascii_never=never,
@@ -406,11 +408,13 @@ class RuleLoader:
             return self.regex_cache.literals(pattern.pattern, pattern.flags)
         return required_literals(pattern.pattern, pattern.flags)
 
-    def _regex(self, name: str, expr: str):
+    def _regex(self, name: str, expr: str, multiline: bool = False):
         try:
             pattern, flags = parse_match(expr)
         except PerlRegexError as exc:
             raise PerlRegexError(f"regex: {exc}") from None
+        if multiline and "m" not in flags:
+            flags += "m"
         if name in self.replace_rules:
             pattern = self._replace_tags(pattern)
         try:
