@@ -289,6 +289,8 @@ def bench_accuracy(work: Path, args) -> dict:
     both = SpamEngine(rules_dirs=[STOCK], bayes_path=db, autolearn=False)
     out["mailyard_own_plus_stock_bayes_sample"] = metrics(
         scores(both, s_spam), scores(both, s_ham), both.required)
+    out["mailyard_own_plus_stock_bayes_full_test"] = metrics(
+        scores(both, test_spam), scores(both, test_ham), both.required)
     sa_bayes = work / "acc-sa-bayes"
     if args.reuse_sa_bayes and (sa_bayes / "bayes_toks").exists():
         out["sa_learn_seconds"] = "reused from an earlier run on the same split"
