@@ -29,6 +29,9 @@ Supported, by family:
   html_tag_exists(tag), image_count(type, min[, max]), check_body_length(max),
   check_for_uppercase(min, max), check_ma_non_text, check_microsoft_executable,
   mailyard_risky_attachment (ours), check_https_ip_mismatch.
+- More families in their own modules: mailyard.spam.evals_headers (relay path, forged
+  Received, From/envelope domains, recipients, Outlook Message-ID, VBounce) and
+  mailyard.spam.evals_html (font contrast/size/face, tag balance, title/comment/anchor text).
 """
 
 from __future__ import annotations
