@@ -282,7 +282,8 @@ class SpamEngine:
                  per_user_bayes: bool = False, bayes_min_learned: int = 200,
                  autolearn: bool = True, autolearn_spam: float = 12.0,
                  autolearn_ham: float = 0.1, ruleset: RuleSet | None = None,
-                 regex_cache: str | Path | None = None, optimize: bool = True):
+                 regex_cache: str | Path | None = None, optimize: bool = True,
+                 automaton_cache: str | Path | None = None):
         self.ruleset = ruleset or load_ruleset(list(rules_dirs), builtin=builtin_rules,
                                                regex_cache=regex_cache)
         self.optimize = optimize
@@ -310,6 +311,15 @@ class SpamEngine:
         # measured cost and hit rate per rule: after TUNE_AT scans the metas are recompiled
         # to read the operands that are cheapest to decide, as measured, first
         self._stats: dict[str, list] | None = {} if optimize else None
+        # one Hyperscan pass per text tells which text/uri rules cannot match (see
+        # mailyard.spam.automaton); None without the package, or with optimize=False
+        self._automaton = None
+        if optimize:
+            from mailyard.spam.automaton import RuleAutomaton, default_cache_dir
+
+            cache = automaton_cache or (Path(regex_cache).parent if regex_cache
+                                        else default_cache_dir())
+            self._automaton = RuleAutomaton.build(rules, cache)
         self._scans = 0
         self.rule_errors = 0
         self._root_cache: dict[tuple, list[str]] = {}
@@ -398,9 +408,20 @@ class SpamEngine:
         skips the costly regex whenever A missed.
         """
         hits = _LazyHits(self, ctx, time.monotonic() + SCAN_BUDGET)
+        if self._automaton is not None:
+            self._prefilter(ctx, hits)
         for name in self._roots(scoreset, learnset, bool(ctx.facts.get("dns"))):
             hits.get(name)
         return hits
+
+    def _prefilter(self, ctx: ScanContext, hits: _LazyHits) -> None:
+        """Record as misses the text and uri rules the automaton proves cannot match."""
+        automaton = self._automaton
+        for kind in ("body", "rawbody", "full"):
+            if automaton.gated[kind]:
+                dict.update(hits, automaton.silent(kind, ctx.rule_text(kind)[0]))
+        if automaton.gated["uri"]:
+            dict.update(hits, automaton.silent("uri", "\n".join(ctx.rule_uris())))
 
     def _tune(self) -> None:
         """Recompile the metas with the measured cost and hit rate of the rules read so far."""

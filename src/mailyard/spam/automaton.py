@@ -1,0 +1,244 @@
+"""One Hyperscan pass per text instead of hundreds of regex searches: a superset prefilter.
+
+Theory of operation: `RuleAutomaton.build(rules)` takes the body, rawbody, full and uri
+rules with a regex, rewrites each regex into a Hyperscan expression that matches at least
+wherever the regex can (`mailyard.spam.hsre.superset_expression`) and compiles them, a few
+dozen per database, in Hyperscan's prefilter and single-match modes. At scan time
+`silent(kind, text)` runs the databases of that rule type once over the text and returns the
+names of the gated rules Hyperscan did *not* report: their regexes cannot match, so the
+engine records them as misses without running them. Rules Hyperscan did report, and rules
+whose regex could not be rewritten, run their regex exactly as before — the automaton only
+skips work, it never decides a hit, so verdicts stay those of the `regex` module.
+
+URI rules test each URI on its own; the automaton scans them joined by newlines, which can
+only report more (a rewritten expression has no anchors or other assertions left).
+
+Compiling the stock SpamAssassin rules takes tens of seconds, so the compiled databases are
+cached on disk (`cache_dir`, keyed by a hash of the Hyperscan version, this module's version
+and every gated rule's kind, name, pattern and flags), under a lock so that worker processes
+starting together compile once. Without the `hyperscan` package (or on a CPU it does not
+support) `RuleAutomaton.build` returns None and the engine runs every regex as before.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import pickle
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailyard.log import get_logger
+from mailyard.spam.hsre import NEVER, superset_expression
+
+try:
+    import hyperscan
+except ImportError:  # pragma: no cover - the dependency is pinned; this is the fallback
+    hyperscan = None
+
+log = get_logger("spam")
+
+KINDS = ("body", "rawbody", "full", "uri")
+CHUNK = 32              # expressions per database: compile time grows faster than linearly
+MAX_EXPRESSION = 8000   # longer rewritten expressions are tried in their coarse form
+_VERSION = "automaton-1"
+_CACHE_PREFIX = "spam-automaton-"
+_KEEP_CACHES = 8
+
+
+def default_cache_dir() -> Path:
+    """Where compiled databases are kept when the engine has no data directory."""
+    if os.environ.get("MAILYARD_CACHE_DIR"):
+        return Path(os.environ["MAILYARD_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "mailyard"
+
+
+@dataclass
+class _Database:
+    kind: str
+    db: object
+    names: tuple[str, ...]
+
+
+class RuleAutomaton:
+    """Hyperscan databases over the text rules; which rules cannot match a text."""
+
+    def __init__(self, databases: list[_Database], never: dict[str, tuple[str, ...]]):
+        self.databases = databases
+        self.never = never
+        self.by_kind: dict[str, list[_Database]] = {k: [] for k in KINDS}
+        for d in databases:
+            self.by_kind[d.kind].append(d)
+        self.gated = {k: frozenset(n for d in self.by_kind[k] for n in d.names)
+                      | frozenset(never.get(k, ())) for k in KINDS}
+        self._zero = {k: dict.fromkeys(sorted(self.gated[k]), 0) for k in KINDS}
+        self._local = threading.local()
+        self.errors = 0
+
+    # -- scanning ----------------------------------------------------------------------------
+    def silent(self, kind: str, text: str) -> dict[str, int]:
+        """{name: 0} for every gated rule of `kind` that cannot match `text` (octets)."""
+        zero = self._zero[kind]
+        if not zero:
+            return zero
+        databases = self.by_kind[kind]
+        if not databases:
+            return zero
+        data = text.encode("latin-1")
+        found: list[int] = []
+        report = found.append
+
+        def on_match(index, _start, _end, _flags, _context):
+            report(index)
+
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():   # per thread, and anew after fork
+            local.scratches = {k: [hyperscan.Scratch(d.db) for d in self.by_kind[k]]
+                               for k in KINDS}
+            local.pid = os.getpid()
+        out = zero.copy()
+        try:
+            for database, scratch in zip(databases, local.scratches[kind]):
+                del found[:]
+                database.db.scan(data, match_event_handler=on_match, scratch=scratch)
+                names = database.names
+                for index in found:
+                    out.pop(names[index], None)
+        except Exception as exc:  # never let the prefilter cost a verdict: run every regex
+            self.errors += 1
+            log.warning("hyperscan scan failed, running the regexes: %r", exc)
+            return {}
+        return out
+
+    # -- building ----------------------------------------------------------------------------
+    @classmethod
+    def build(cls, rules, cache_dir: str | Path | None = None,
+              expressions=None) -> RuleAutomaton | None:
+        """Compile (or load from `cache_dir`) the databases for `rules`; None if unavailable.
+
+        `expressions(pattern, flags)` (default `superset_expression`) lets the loader's
+        regex cache remember the rewrites.
+        """
+        if hyperscan is None:
+            return None
+        gated = sorted((r.kind, r.name, r.pattern.pattern, r.pattern.flags)
+                       for r in rules if r.kind in KINDS and r.pattern is not None)
+        if not gated:
+            return cls([], {})
+        digest = hashlib.sha256(repr((hyperscan.__version__, _VERSION, CHUNK, MAX_EXPRESSION,
+                                      gated)).encode("utf-8", "surrogatepass")).hexdigest()
+        path = Path(cache_dir) / f"{_CACHE_PREFIX}{digest[:24]}.hs" if cache_dir else None
+        try:
+            if path is not None:
+                loaded = cls._load(path)
+                if loaded is not None:
+                    return loaded
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(path.with_suffix(".lock"), "w") as lock:
+                    fcntl.flock(lock, fcntl.LOCK_EX)      # one process compiles, others wait
+                    loaded = cls._load(path)
+                    if loaded is not None:
+                        return loaded
+                    blob = cls._compile(gated, expressions or superset_expression)
+                    cls._save(path, blob)
+            else:
+                blob = cls._compile(gated, expressions or superset_expression)
+            return cls._from_blob(blob)
+        except Exception as exc:   # an unusable CPU, a full disk...: run every regex
+            log.warning("hyperscan prefilter unavailable: %r", exc)
+            return None
+
+    @staticmethod
+    def _compile(gated, expressions) -> dict:
+        flags = (hyperscan.HS_FLAG_PREFILTER | hyperscan.HS_FLAG_SINGLEMATCH
+                 | hyperscan.HS_FLAG_ALLOWEMPTY)
+        by_kind: dict[str, list[tuple[str, bytes]]] = {k: [] for k in KINDS}
+        never: dict[str, list[str]] = {k: [] for k in KINDS}
+        for kind, name, pattern, pflags in gated:
+            expr = expressions(pattern, pflags)
+            if expr is not None and len(expr) > MAX_EXPRESSION:
+                expr = superset_expression(pattern, pflags, coarse=True)
+            if expr is None or len(expr) > MAX_EXPRESSION:
+                continue
+            if expr == NEVER:
+                never[kind].append(name)
+            else:
+                by_kind[kind].append((name, expr.encode("latin-1")))
+        chunks = []
+        for kind, items in by_kind.items():
+            for start in range(0, len(items), CHUNK):
+                part = items[start:start + CHUNK]
+                data = _compile_chunk(part, flags)
+                if data is not None:
+                    chunks.append((kind, data, tuple(n for n, _ in part)))
+        return {"chunks": chunks, "never": {k: tuple(v) for k, v in never.items()}}
+
+    @classmethod
+    def _from_blob(cls, blob: dict) -> RuleAutomaton:
+        databases = [_Database(kind, hyperscan.loadb(data, hyperscan.HS_MODE_BLOCK), names)
+                     for kind, data, names in blob["chunks"]]
+        return cls(databases, blob["never"])
+
+    @classmethod
+    def _load(cls, path: Path) -> RuleAutomaton | None:
+        try:
+            with path.open("rb") as fh:
+                blob = pickle.load(fh)
+            os.utime(path)
+            return cls._from_blob(blob)
+        except Exception:
+            return None
+
+    @staticmethod
+    def _save(path: Path, blob: dict) -> None:
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        try:
+            with tmp.open("wb") as fh:
+                pickle.dump(blob, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            return
+        olds = sorted(path.parent.glob(f"{_CACHE_PREFIX}*.hs"), key=_mtime, reverse=True)
+        for old in olds[_KEEP_CACHES:]:
+            try:
+                old.unlink()
+                old.with_suffix(".lock").unlink(missing_ok=True)
+            except OSError:
+                pass
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _compile_chunk(part: list[tuple[str, bytes]], flags: int) -> bytes | None:
+    """One serialised database; an expression Hyperscan rejects is left out (not gated)."""
+    while part:
+        db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        try:
+            db.compile(expressions=[e for _, e in part], ids=list(range(len(part))),
+                       elements=len(part), flags=flags)
+            return hyperscan.dumpb(db)
+        except hyperscan.error:
+            bad = _first_bad(part, flags)
+            if bad is None:
+                raise
+            part[:] = part[:bad] + part[bad + 1:]
+    return None
+
+
+def _first_bad(part: list[tuple[str, bytes]], flags: int) -> int | None:
+    for index, (_name, expr) in enumerate(part):
+        db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        try:
+            db.compile(expressions=[expr], ids=[0], elements=1, flags=flags)
+        except hyperscan.error:
+            return index
+    return None
