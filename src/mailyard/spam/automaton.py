@@ -11,7 +11,10 @@ whose regex could not be rewritten, run their regex exactly as before — the au
 skips work, it never decides a hit, so verdicts stay those of the `regex` module.
 
 URI rules test each URI on its own; the automaton scans them joined by newlines, which can
-only report more (a rewritten expression has no anchors or other assertions left).
+only report more (a rewritten expression has no anchors or other assertions left). Header
+rules likewise: one scan over every header text the rules read (and their `[if-unset: ...]`
+texts) joined; a header rule it does not report cannot match its own text, so its result is
+known (0, or 1 for a `!~` rule).
 
 Compiling the stock SpamAssassin rules takes tens of seconds, so the compiled databases are
 cached on disk (`cache_dir`, keyed by a hash of the Hyperscan version, this module's version
@@ -40,7 +43,7 @@ except ImportError:  # pragma: no cover - the dependency is pinned; this is the 
 
 log = get_logger("spam")
 
-KINDS = ("body", "rawbody", "full", "uri")
+KINDS = ("body", "rawbody", "full", "uri", "header")
 CHUNK = 32              # expressions per database: compile time grows faster than linearly
 MAX_EXPRESSION = 8000   # longer rewritten expressions are tried in their coarse form
 _VERSION = "automaton-1"
@@ -77,16 +80,56 @@ class RuleAutomaton:
         self._zero = {k: dict.fromkeys(sorted(self.gated[k]), 0) for k in KINDS}
         self._local = threading.local()
         self.errors = 0
+        self.header_keys: list[tuple[str, str]] = []
+        self.if_unset: dict[tuple[str, str], list[str]] = {}
+        self.negated: frozenset[str] = frozenset()
+
+    def bind(self, rules) -> RuleAutomaton:
+        """Note what the header rules need at scan time (texts to read, `!~` rules)."""
+        header_rules = [r for r in rules if r.kind == "header" and r.name in self.gated["header"]]
+        self.header_keys = sorted({(r.header, r.modifier) for r in header_rules})
+        self.if_unset: dict[tuple[str, str], list[str]] = {}
+        for r in header_rules:
+            if r.if_unset:
+                unset = self.if_unset.setdefault((r.header, r.modifier), [])
+                if r.if_unset not in unset:
+                    unset.append(r.if_unset)
+        self.negated = frozenset(r.name for r in header_rules if r.negate)
+        return self
 
     # -- scanning ----------------------------------------------------------------------------
+    def misses(self, ctx) -> dict[str, int]:
+        """{rule: result} for every gated rule the scan of its text proves cannot match.
+
+        `ctx` is the engine's ScanContext (rule_text, rule_uris, header_text).
+        """
+        gated = self.gated
+        out: dict[str, int] = {}
+        for kind in ("body", "rawbody", "full"):
+            if gated[kind]:
+                out.update(self.silent(kind, ctx.rule_text(kind)[0]))
+        if gated["uri"]:
+            out.update(self.silent("uri", "\n".join(ctx.rule_uris())))
+        if gated["header"]:
+            texts = []
+            for key in self.header_keys:
+                text = ctx.header_text(*key)
+                if text is not None:
+                    texts.append(text)
+                elif key in self.if_unset:
+                    texts.extend(self.if_unset[key])
+            silent = self.silent("header", "\n".join(texts))
+            for name in self.negated.intersection(silent):
+                silent[name] = 1            # `!~`: the pattern cannot match, so the rule hits
+            out.update(silent)
+        return out
+
     def silent(self, kind: str, text: str) -> dict[str, int]:
         """{name: 0} for every gated rule of `kind` that cannot match `text` (octets)."""
         zero = self._zero[kind]
-        if not zero:
-            return zero
         databases = self.by_kind[kind]
-        if not databases:
-            return zero
+        if not zero or not databases:
+            return zero.copy()
         data = text.encode("latin-1")
         found: list[int] = []
         report = found.append
@@ -124,8 +167,15 @@ class RuleAutomaton:
         """
         if hyperscan is None:
             return None
+        rules = list(rules)
+        automaton = cls._build(rules, cache_dir, expressions)
+        return automaton.bind(rules) if automaton is not None else None
+
+    @classmethod
+    def _build(cls, rules, cache_dir, expressions) -> RuleAutomaton | None:
         gated = sorted((r.kind, r.name, r.pattern.pattern, r.pattern.flags)
-                       for r in rules if r.kind in KINDS and r.pattern is not None)
+                       for r in rules if r.kind in KINDS and r.pattern is not None
+                       and _octets(r.if_unset or ""))
         if not gated:
             return cls([], {})
         digest = hashlib.sha256(repr((hyperscan.__version__, _VERSION, CHUNK, MAX_EXPRESSION,
@@ -209,6 +259,10 @@ class RuleAutomaton:
                 old.with_suffix(".lock").unlink(missing_ok=True)
             except OSError:
                 pass
+
+
+def _octets(text: str) -> bool:
+    return all(ord(c) < 256 for c in text)
 
 
 def _mtime(path: Path) -> float:

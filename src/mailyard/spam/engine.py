@@ -408,20 +408,11 @@ class SpamEngine:
         skips the costly regex whenever A missed.
         """
         hits = _LazyHits(self, ctx, time.monotonic() + SCAN_BUDGET)
-        if self._automaton is not None:
-            self._prefilter(ctx, hits)
+        if self._automaton is not None:   # the rules it proves cannot hit, with their value
+            dict.update(hits, self._automaton.misses(ctx))
         for name in self._roots(scoreset, learnset, bool(ctx.facts.get("dns"))):
             hits.get(name)
         return hits
-
-    def _prefilter(self, ctx: ScanContext, hits: _LazyHits) -> None:
-        """Record as misses the text and uri rules the automaton proves cannot match."""
-        automaton = self._automaton
-        for kind in ("body", "rawbody", "full"):
-            if automaton.gated[kind]:
-                dict.update(hits, automaton.silent(kind, ctx.rule_text(kind)[0]))
-        if automaton.gated["uri"]:
-            dict.update(hits, automaton.silent("uri", "\n".join(ctx.rule_uris())))
 
     def _tune(self) -> None:
         """Recompile the metas with the measured cost and hit rate of the rules read so far."""
