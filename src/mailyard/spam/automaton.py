@@ -17,18 +17,20 @@ texts) joined; a header rule it does not report cannot match its own text, so it
 known (0, or 1 for a `!~` rule).
 
 Compiling the stock SpamAssassin rules takes tens of seconds, so the compiled databases are
-cached on disk (`cache_dir`, keyed by a hash of the Hyperscan version, this module's version
-and every gated rule's kind, name, pattern and flags), under a lock so that worker processes
-starting together compile once. Without the `hyperscan` package (or on a CPU it does not
-support) `RuleAutomaton.build` returns None and the engine runs every regex as before.
+cached on disk in `cache_dir` (data_dir next to `spam-regex.cache`, else the user's cache
+directory): a JSON index and Hyperscan's own serialised databases, no pickle, keyed by a hash
+of the Hyperscan version, this module's version and every gated rule's kind, name, pattern
+and flags; under a lock, so that worker processes starting together compile once. Without
+the `hyperscan` package (or on a CPU it does not support) `RuleAutomaton.build` returns None
+and the engine runs every regex as before.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
-import pickle
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +51,7 @@ MAX_EXPRESSION = 8000   # longer rewritten expressions are tried in their coarse
 _VERSION = "automaton-1"
 _CACHE_PREFIX = "spam-automaton-"
 _KEEP_CACHES = 8
+_MAGIC = b"mailyard-automaton-1\n"
 
 
 def default_cache_dir() -> Path:
@@ -181,23 +184,27 @@ class RuleAutomaton:
         digest = hashlib.sha256(repr((hyperscan.__version__, _VERSION, CHUNK, MAX_EXPRESSION,
                                       gated)).encode("utf-8", "surrogatepass")).hexdigest()
         path = Path(cache_dir) / f"{_CACHE_PREFIX}{digest[:24]}.hs" if cache_dir else None
+        compile_ = lambda: cls._compile(gated, expressions or superset_expression)  # noqa: E731
         try:
-            if path is not None:
+            if path is None:
+                return cls._from_blob(compile_())
+            loaded = cls._load(path)
+            if loaded is not None:
+                return loaded
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                lock = open(path.with_suffix(".lock"), "w")
+            except OSError:             # no usable cache directory: compile, keep in memory
+                return cls._from_blob(compile_())
+            with lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)      # one process compiles, others wait
                 loaded = cls._load(path)
                 if loaded is not None:
                     return loaded
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with open(path.with_suffix(".lock"), "w") as lock:
-                    fcntl.flock(lock, fcntl.LOCK_EX)      # one process compiles, others wait
-                    loaded = cls._load(path)
-                    if loaded is not None:
-                        return loaded
-                    blob = cls._compile(gated, expressions or superset_expression)
-                    cls._save(path, blob)
-            else:
-                blob = cls._compile(gated, expressions or superset_expression)
-            return cls._from_blob(blob)
-        except Exception as exc:   # an unusable CPU, a full disk...: run every regex
+                blob = compile_()
+                cls._save(path, blob)
+                return cls._from_blob(blob)
+        except Exception as exc:   # an unusable CPU, a broken database...: run every regex
             log.warning("hyperscan prefilter unavailable: %r", exc)
             return None
 
@@ -235,19 +242,20 @@ class RuleAutomaton:
     @classmethod
     def _load(cls, path: Path) -> RuleAutomaton | None:
         try:
-            with path.open("rb") as fh:
-                blob = pickle.load(fh)
-            os.utime(path)
-            return cls._from_blob(blob)
+            automaton = cls._from_blob(_decode(path.read_bytes()))
         except Exception:
             return None
+        try:
+            os.utime(path)              # most recently used: kept when old ones are pruned
+        except OSError:
+            pass
+        return automaton
 
     @staticmethod
     def _save(path: Path, blob: dict) -> None:
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         try:
-            with tmp.open("wb") as fh:
-                pickle.dump(blob, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            tmp.write_bytes(_encode(blob))
             os.replace(tmp, path)
         except OSError:
             tmp.unlink(missing_ok=True)
@@ -259,6 +267,31 @@ class RuleAutomaton:
                 old.with_suffix(".lock").unlink(missing_ok=True)
             except OSError:
                 pass
+
+
+def _encode(blob: dict) -> bytes:
+    """The cache file: magic, JSON index (kinds, rule names, sizes), serialised databases."""
+    index = {"never": blob["never"],
+             "chunks": [[kind, list(names), len(data)] for kind, data, names in blob["chunks"]]}
+    head = json.dumps(index).encode()
+    return b"".join([_MAGIC, len(head).to_bytes(8, "big"), head,
+                     *(data for _, data, _ in blob["chunks"])])
+
+
+def _decode(raw: bytes) -> dict:
+    if not raw.startswith(_MAGIC):
+        raise ValueError("not an automaton cache")
+    at = len(_MAGIC) + 8
+    size = int.from_bytes(raw[len(_MAGIC):at], "big")
+    index = json.loads(raw[at:at + size])
+    at += size
+    chunks = []
+    for kind, names, length in index["chunks"]:
+        chunks.append((kind, raw[at:at + length], tuple(names)))
+        at += length
+    if at != len(raw):
+        raise ValueError("truncated automaton cache")
+    return {"chunks": chunks, "never": {k: tuple(v) for k, v in index["never"].items()}}
 
 
 def _octets(text: str) -> bool:
