@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from mailyard.spam import SpamEngine
 from mailyard.spam import automaton as automaton_module
-from mailyard.spam.engine import ScanContext, _search
+from mailyard.spam.engine import MAX_MULTIPLE, ScanContext, _search
 from mailyard.spam.hsre import NEVER, superset_expression
 from mailyard.spam.message import ParsedMessage
 
@@ -54,6 +54,12 @@ header   HDR_UNSET     X-Missing =~ /^unset$/ [if-unset: unset]
 header   HDR_ADDR      From:addr =~ /\@example\.org$/
 header   HDR_ALL       ALL =~ /^X-Mailer: spammer/m
 tflags   BIGREPEAT     multiple
+body     __COUNT_E     /e/
+tflags   __COUNT_E     multiple maxhits=7
+body     __COUNT_EE    /(?:ee)/
+tflags   __COUNT_EE    multiple
+meta     MANY_E        __COUNT_E > 6 && __COUNT_EE < 3
+meta     FEW_E         __COUNT_E > 1 && __COUNT_E < 7
 """
 
 HEAD = "From: A <a@example.org>\r\nTo: b@example.test\r\nSubject: {subject}\r\n{extra}"
@@ -68,6 +74,7 @@ MESSAGES = [
      "8bit\r\n", "Caf\u00e9 \u00c9t\u00c9 \u00e9t\u00e9 d\u00e9j\u00e0 vu \u263a V1AGRA "
      "abc\u00a9 xyz\r\n"),
     ("nothing", "", "Minutes of the meeting.\r\n"),
+    ("es", "", "See three trees: eerie geese here.\r\n"),
 ]
 
 
@@ -129,7 +136,18 @@ def test_same_verdicts_and_real_misses(engines):
             "XFLAG", "OCTETS", "OCTETS_I", "BOUNDARY", "BACKREF", "ATOMIC", "POSSESSIVE",
             "LAZY", "BIGREPEAT", "SCOPED", "UNICODE_WORD", "RAW", "FULL", "URI_HOST",
             "URI_END", "HDR", "HDR_NEG", "HDR_UNSET", "HDR_ADDR", "HDR_ALL",
-            "CONDITIONAL", "POSIX"} <= hit_somewhere
+            "CONDITIONAL", "POSIX", "MANY_E", "FEW_E"} <= hit_somewhere
+
+
+def test_literal_counts_are_the_regex_counts(engines):
+    fast, _, _ = engines
+    assert set(fast._count_literals.values()) == {"e", "ee"}
+    for text in ("", "e", "eee", "eeeee e", "xeex" * 9, "\xe9e\xc3\xa9e"):
+        for name in ("__COUNT_E", "__COUNT_EE"):
+            rule = fast.ruleset.rules[name]
+            want = min(len(rule.pattern.findall(text)), rule.maxhits or MAX_MULTIPLE)
+            literal = fast._count_literals[id(rule.pattern)]
+            assert min(text.count(literal), rule.maxhits or MAX_MULTIPLE) == want
 
 
 OCTET_TEXT = st.text(alphabet=st.sampled_from(

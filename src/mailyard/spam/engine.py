@@ -31,6 +31,7 @@ from mailyard.spam import evals
 from mailyard.spam.bayes import BayesDatabases, message_id, tokenize
 from mailyard.spam.message import ParsedMessage, addresses, display_name
 from mailyard.spam.meta import compile_meta
+from mailyard.spam.prefilter import plain_literal
 from mailyard.spam.rules import MAX_MULTIPLE, RuleLoader, RuleSet, lazy_meta_fns
 
 log = get_logger("spam")
@@ -311,6 +312,13 @@ class SpamEngine:
         # measured cost and hit rate per rule: after TUNE_AT scans the metas are recompiled
         # to read the operands that are cheapest to decide, as measured, first
         self._stats: dict[str, list] | None = {} if optimize else None
+        # counting rules whose regex is a plain string (`/e/`) count with str.count
+        self._count_literals = {}
+        for r in rules:
+            if optimize and r.kind in ("body", "rawbody", "full") and "multiple" in r.tflags:
+                for p in (r.pattern, r.ascii_pattern):
+                    if p is not None and plain_literal(p.pattern, p.flags):
+                        self._count_literals[id(p)] = plain_literal(p.pattern, p.flags)
         # one Hyperscan pass per text tells which text/uri rules cannot match (see
         # mailyard.spam.automaton); None without the package, or with optimize=False
         self._automaton = None
@@ -466,6 +474,9 @@ class SpamEngine:
                 ctx.over_budget = True
                 return 0
             if "multiple" in rule.tflags:
+                literal = self._count_literals.get(id(pattern))
+                if literal is not None:     # `/e/ multiple`: the same count, in C
+                    return min(text.count(literal), rule.maxhits or MAX_MULTIPLE)
                 return _count(pattern, text, rule.maxhits or MAX_MULTIPLE)
             return int(_search(pattern, text))
         if kind == "uri":

@@ -40,6 +40,7 @@ _FLAGS = regex.IGNORECASE | regex.DOTALL | regex.MULTILINE | regex.VERBOSE
 _OCTETS = [chr(i) for i in range(256)]
 _ANY = "[\\x00-\\xff]"
 _HIGH = "[\\x80-\\xff]"
+_POSIX = re.compile(r"\[:\^?[A-Za-z]+:\]")   # `[:alpha:]` (but `[:;,]` is a plain class)
 _classes: dict[tuple[str, int], tuple[int, ...]] = {}
 _CATEGORY = {
     C.CATEGORY_DIGIT: r"\d", C.CATEGORY_NOT_DIGIT: r"\D", C.CATEGORY_SPACE: r"\s",
@@ -186,7 +187,7 @@ def superset_expression(pattern: str, flags: int, *, coarse: bool = False) -> st
     non-ASCII octets to all of them (and merges the alternatives that become equal): a much
     shorter, looser form for the fuzzy rules too long for Hyperscan as written.
     """
-    if "[:" in pattern or "\\p" in pattern or "\\P" in pattern or "\\N" in pattern:
+    if _POSIX.search(pattern) or "\\p" in pattern or "\\P" in pattern or "\\N" in pattern:
         return None  # POSIX classes, properties: the standard parser reads them differently
     if flags & ~(_FLAGS | regex.VERSION0 | regex.UNICODE):
         return None
