@@ -418,8 +418,10 @@ class SpamEngine:
         hits = _LazyHits(self, ctx, time.monotonic() + SCAN_BUDGET)
         if self._automaton is not None:   # the rules it proves cannot hit, with their value
             dict.update(hits, self._automaton.misses(ctx))
+        get = hits.get
         for name in self._roots(scoreset, learnset, bool(ctx.facts.get("dns"))):
-            hits.get(name)
+            if name not in hits:            # (already known: skip the call)
+                get(name)
         return hits
 
     def _tune(self) -> None:
