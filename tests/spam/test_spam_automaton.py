@@ -60,6 +60,9 @@ body     __COUNT_EE    /(?:ee)/
 tflags   __COUNT_EE    multiple
 meta     MANY_E        __COUNT_E > 6 && __COUNT_EE < 3
 meta     FEW_E         __COUNT_E > 1 && __COUNT_E < 7
+meta     __NO_WORDS    !BOUNDARY && !CASELESS
+meta     QUIET_MAIL    __NO_WORDS && !HDR_NEG
+meta     LOUD_MAIL     (BOUNDARY || OCTETS) && HDR
 """
 
 HEAD = "From: A <a@example.org>\r\nTo: b@example.test\r\nSubject: {subject}\r\n{extra}"
@@ -136,7 +139,15 @@ def test_same_verdicts_and_real_misses(engines):
             "XFLAG", "OCTETS", "OCTETS_I", "BOUNDARY", "BACKREF", "ATOMIC", "POSSESSIVE",
             "LAZY", "BIGREPEAT", "SCOPED", "UNICODE_WORD", "RAW", "FULL", "URI_HOST",
             "URI_END", "HDR", "HDR_NEG", "HDR_UNSET", "HDR_ADDR", "HDR_ALL",
-            "CONDITIONAL", "POSIX", "MANY_E", "FEW_E"} <= hit_somewhere
+            "CONDITIONAL", "POSIX", "MANY_E", "FEW_E", "QUIET_MAIL", "LOUD_MAIL"} <= hit_somewhere
+
+
+def test_metas_decided_from_known_zeros(engines):
+    """Metas that are 0 when all their operands are 0 are the ones decided early; `!X` isn't."""
+    fast, _, _ = engines
+    decidable = {name for name, _ in fast._meta_zero}
+    assert {"MANY_E", "FEW_E", "LOUD_MAIL", "QUIET_MAIL"} <= decidable
+    assert "__NO_WORDS" not in decidable    # 1 when its operands are 0: always evaluated
 
 
 def test_literal_counts_are_the_regex_counts(engines):

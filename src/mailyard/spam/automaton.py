@@ -86,6 +86,7 @@ class RuleAutomaton:
         self.header_keys: list[tuple[str, str]] = []
         self.if_unset: dict[tuple[str, str], list[str]] = {}
         self.negated: frozenset[str] = frozenset()
+        self.unrecorded: frozenset[str] = frozenset()
 
     def bind(self, rules) -> RuleAutomaton:
         """Note what the header rules need at scan time (texts to read, `!~` rules)."""
@@ -98,6 +99,10 @@ class RuleAutomaton:
                 if r.if_unset not in unset:
                     unset.append(r.if_unset)
         self.negated = frozenset(r.name for r in header_rules if r.negate)
+        # a `!~` rule known to hit is recorded even if nothing asks for it; with noautolearn
+        # that could change the auto-learn decision, so such rules just run as before
+        self.unrecorded = frozenset(r.name for r in header_rules
+                                    if r.negate and "noautolearn" in r.tflags)
         return self
 
     # -- scanning ----------------------------------------------------------------------------
@@ -124,6 +129,8 @@ class RuleAutomaton:
             silent = self.silent("header", "\n".join(texts))
             for name in self.negated.intersection(silent):
                 silent[name] = 1            # `!~`: the pattern cannot match, so the rule hits
+            for name in self.unrecorded.intersection(silent):
+                del silent[name]
             out.update(silent)
         return out
 

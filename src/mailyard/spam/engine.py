@@ -319,6 +319,16 @@ class SpamEngine:
                 for p in (r.pattern, r.ascii_pattern):
                     if p is not None and plain_literal(p.pattern, p.flags):
                         self._count_literals[id(p)] = plain_literal(p.pattern, p.flags)
+        # each meta's value when every operand is 0 (used when the automaton proves that)
+        self._meta_zero = []
+        for name in (self.ruleset.meta_order if optimize else ()):
+            rule = self.ruleset.rules[name]
+            try:
+                value = int(bool(self._meta_fns[name](dict.fromkeys(rule.meta_deps, 0))))
+            except Exception:
+                continue
+            if not value:   # (only zeros: a 1 could reach the noautolearn check unasked)
+                self._meta_zero.append((name, frozenset(rule.meta_deps)))
         # one Hyperscan pass per text tells which text/uri rules cannot match (see
         # mailyard.spam.automaton); None without the package, or with optimize=False
         self._automaton = None
@@ -417,7 +427,14 @@ class SpamEngine:
         """
         hits = _LazyHits(self, ctx, time.monotonic() + SCAN_BUDGET)
         if self._automaton is not None:   # the rules it proves cannot hit, with their value
-            dict.update(hits, self._automaton.misses(ctx))
+            misses = self._automaton.misses(ctx)
+            dict.update(hits, misses)
+            # a meta whose operands are all known to be 0 and which is 0 then (worked out
+            # once) is decided here, in dependency order, without evaluating it
+            zero = {name for name, value in misses.items() if not value}
+            decided = [name for name, deps in self._meta_zero   # (adds each to `zero`)
+                       if deps <= zero and not zero.add(name)]
+            dict.update(hits, dict.fromkeys(decided, 0))
         get = hits.get
         for name in self._roots(scoreset, learnset, bool(ctx.facts.get("dns"))):
             if name not in hits:            # (already known: skip the call)
