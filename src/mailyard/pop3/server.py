@@ -182,6 +182,12 @@ class Connection:
                 return
             if isinstance(ev, (Retr, Top)):
                 await self._retrieve(ev)
+                if isinstance(ev, Retr):
+                    # The answer leaves first; then, while the client reads it, the next
+                    # message is put in wire form (session.Maildrop.prefetch).
+                    await self._flush(drain=False)
+                    self.drop.prefetch(ev.number + 1)
+                    continue
             elif isinstance(ev, Login):
                 if await self._login(ev):
                     await self._flush(drain=True)
@@ -246,6 +252,12 @@ class Connection:
         except session.DropError as exc:
             p.err(str(exc))
             return
+        if isinstance(ev, Retr):
+            body = drop.take_ahead(ev.number)
+            if body is not None:
+                p.multiline(f"{message.size} octets", body)
+                self.retrieved += 1
+                return
         try:
             if message.size > session.LARGE_MESSAGE:
                 raw = await asyncio.to_thread(drop.read, ev.number)
