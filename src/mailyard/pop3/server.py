@@ -216,14 +216,18 @@ class Connection:
             if ev is CLOSED:
                 await self._flush(drain=True)
                 return
-            if isinstance(ev, (Retr, Top)):
+            if isinstance(ev, Retr):
+                if not self._retr_read_ahead(ev):
+                    await self._retrieve(ev)
+                # The answer leaves first; then, while the client reads it, the next
+                # message is put in wire form (session.Maildrop.prefetch).
+                writer.writelines(p.chunks_to_send())
+                if writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+                    await writer.drain()
+                self.drop.prefetch(ev.number + 1)
+                continue
+            if isinstance(ev, Top):
                 await self._retrieve(ev)
-                if isinstance(ev, Retr):
-                    # The answer leaves first; then, while the client reads it, the next
-                    # message is put in wire form (session.Maildrop.prefetch).
-                    await self._flush(drain=False)
-                    self.drop.prefetch(ev.number + 1)
-                    continue
             elif isinstance(ev, Login):
                 if await self._login(ev):
                     await self._flush(drain=True)
@@ -281,6 +285,20 @@ class Connection:
         p.login_succeeded()
         return False
 
+    def _retr_read_ahead(self, ev: Retr) -> bool:
+        """Answer RETR from the read-ahead if it holds the message unchanged (no await)."""
+        drop = self.drop
+        try:
+            message = drop.get(ev.number)
+        except session.DropError:
+            return False  # _retrieve answers -ERR
+        body = drop.take_ahead(ev.number)
+        if body is None:
+            return False
+        self.proto.multiline(f"{message.size} octets", body)
+        self.retrieved += 1
+        return True
+
     async def _retrieve(self, ev: Retr | Top) -> None:
         p, drop = self.proto, self.drop
         try:
@@ -288,12 +306,6 @@ class Connection:
         except session.DropError as exc:
             p.err(str(exc))
             return
-        if isinstance(ev, Retr):
-            body = drop.take_ahead(ev.number)
-            if body is not None:
-                p.multiline(f"{message.size} octets", body)
-                self.retrieved += 1
-                return
         try:
             if message.size > session.LARGE_MESSAGE:
                 raw = await asyncio.to_thread(drop.read, ev.number)
