@@ -35,10 +35,10 @@ from mailyard.envelope import Envelope
 from mailyard.log import event, get_logger
 from mailyard.queue import dsn
 from mailyard.queue.hops import Deliverer, expand_aliases
-from mailyard.queue.incoming import Incoming
+from mailyard.queue.incoming import Incoming, Stock
 from mailyard.queue.records import DELIVERED, FAILED, QueueEntry, RecipientState, Reply
 from mailyard.queue.routing import FINAL, plan, retry_delay
-from mailyard.queue.spool import GroupCommitter, Spool, new_queue_id
+from mailyard.queue.spool import GroupCommitter, Spool
 
 log = get_logger("queue")
 
@@ -55,6 +55,7 @@ class Queue:
         self.spool = Spool(app.data_path / "queue")
         self.spool.ensure()
         self.committer = GroupCommitter(group=self.config.group_commit)
+        self.stock = Stock(self.spool)
         self.entries: dict[str, QueueEntry] = {}
         self._heap: list[tuple[float, int, str]] = []
         self._seq = 0
@@ -124,6 +125,7 @@ class Queue:
             await asyncio.wait(set(self._tasks), timeout=5)
         self.deliverer.close()
         await self.committer.close()
+        await self.stock.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -133,13 +135,11 @@ class Queue:
     # -- the API for listeners and internal senders ------------------------------------------
     async def receive(self, envelope: Envelope) -> Incoming:
         await self.start()
-        queue_id = new_queue_id()
-        # Straight into active/: a .msg there without its .env is not an entry (start-up
-        # discards it), so the message needs no rename; the .env's rename commits the pair.
-        path = self.spool.msg_path(queue_id)
-        # Creating a file can wait on the file system journal: not on the event loop.
-        file = await asyncio.to_thread(open, path, "wb", buffering=65536)
-        return Incoming(self, envelope, queue_id, path, file)
+        # A queue file made ahead (its directory entry already durable); a burst larger
+        # than the stock creates its own, off the event loop (creation can wait on the
+        # file system journal).
+        reserved = self.stock.take() or await asyncio.to_thread(self.spool.create_file)
+        return Incoming(self, envelope, reserved)
 
     async def submit(self, envelope: Envelope, message: bytes) -> str:
         """Queue a message we generated (bounce, redirect, vacation reply); durable on return."""
@@ -270,8 +270,8 @@ class Queue:
             return
         if not self.spool.exists(queue_id):
             # Deleted by an operator; a state write that raced the deletion may have left
-            # an .env alone (start-up would discard it too).
-            self.spool.env_path(queue_id).unlink(missing_ok=True)
+            # an ID.st alone (start-up would discard it too).
+            self.spool.state_path(queue_id).unlink(missing_ok=True)
             self.entries.pop(queue_id, None)
             return
         now = time.time()
@@ -376,7 +376,7 @@ class Queue:
             event(log, "dsn rate limit reached; not reporting", queue_id=entry.queue_id,
                   action=action, to=f"<{entry.envelope.sender}>")
             return
-        message = await asyncio.to_thread(self.spool.msg_path(entry.queue_id).read_bytes)
+        message = await asyncio.to_thread(self.spool.read_message, entry.queue_id, entry.size)
         now = time.time()
         report = dsn.build_dsn(
             entry.envelope, message,

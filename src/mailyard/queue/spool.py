@@ -3,41 +3,43 @@
 Theory of operation. The spool is a directory (data_dir/queue) that only this package
 touches:
 
-    tmp/            envelope files being written; anything here at start-up is discarded
-    active/ID.msg   the message bytes exactly as received (never rewritten); written here
-                    directly, an entry only once its ID.env is beside it
-    active/ID.env   JSON: the envelope and the per-recipient delivery state (`QueueEntry`)
+    tmp/            state files being written; anything here at start-up is discarded
+    active/ID.q     the queue file: message, envelope record, commit marker (`spoolfile`)
+    active/ID.st    the per-recipient delivery state written after the 250, if any
     hold/ID         present = the entry is on hold (`mailyard queue hold`)
     control/        requests to the scheduling process: flush, changed (from the CLI),
                     new (entries committed by another process)
     lock            flock held by the one process that schedules this spool
     corrupt/        entries start-up could not read, kept for an operator
 
-An incoming message streams straight into active/ID.msg; `commit` writes tmp/ID.env, then
-a commit job fsyncs both files, renames ID.env into active/, and fsyncs active/ — only then
-does the caller get its queue id (and the client its 250). An entry is valid only when both
-of its files are in active/; because the 250 waits for the directory fsync that makes the
-.env's rename (and the .msg's creation) durable, a crash before it leaves at most the .msg,
-which start-up discards (that client never got a 250). One rename per message, not two:
-renames wait on the journal while other batches commit (profiled: a quarter of the commit
-thread's time). State updates write a new ID.env in tmp/ and
-rename it over the old one the same way; removal unlinks ID.env (the marker) first.
+Queue files are created ahead of need (`create_files`, a small stock kept by `Queue`, made
+in a worker thread): header written, flock'ed by the creating process, and their directory
+entries made durable by one fsync of active/ for the whole stock. A message streams into
+one; `commit` appends the envelope record and the commit marker and fsyncs that one file —
+only then does the caller get its queue id (and the client its 250). One file fsync per
+message, shared by concurrent commits, instead of two file fsyncs, a rename and a
+directory fsync. A file without its marker (killed mid-DATA, or an unused stock file) is
+discarded at start-up unless another live process holds its flock. State updates write
+tmp/ID.st.RANDOM and rename it over active/ID.st; removal unlinks ID.q (the entry) first.
 
 Group commit: every such job goes through one `GroupCommitter`. Jobs that arrive while
 batches are being made durable queue up; the next batch takes them all and pays for one
-fsync of active/ however many messages it holds. Up to `max_batches` batches run at once:
-a job arriving mid-batch then starts its own batch instead of waiting for the running one
-to finish, and the file system's journal merges the concurrent fsyncs (measured in
-bench/RESULTS.md: one batch at a time doubled the commit latency under load). Each job's
+fsync of active/ however many messages it holds (when one is needed). Up to
+`max_batches` batches run at once: a job arriving mid-batch then starts its own batch
+instead of waiting for the running one to finish, and the file system's journal merges
+the concurrent fsyncs (measured in bench/RESULTS.md: one batch at a time doubled the
+commit latency under load). Each job's
 file writes and fsyncs run in one worker call (fsync on the descriptor already open, not
-a reopen), so N concurrent clients cost about two file fsyncs each plus one directory
-fsync per batch, and every 250 still waits for its own data to be on disk.
+a reopen), so N concurrent clients cost about one file fsync each plus one directory
+fsync per batch (none for a stock file, whose entry is durable already), and every 250
+still waits for its own data to be on disk.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import fcntl
 import itertools
 import os
@@ -49,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mailyard.log import event, get_logger
+from mailyard.queue import spoolfile
 from mailyard.queue.records import QueueEntry
 
 log = get_logger("queue")
@@ -77,6 +80,44 @@ class CommitJob:
     renames: list[tuple[Path, Path]] = field(default_factory=list)
     unlinks: list[Path] = field(default_factory=list)
     sync_dirs: set[Path] = field(default_factory=set)
+
+
+@dataclass
+class Reserved:
+    """A created queue file, header written, open and flock'ed, not yet holding a message.
+
+    `dir_durable`: its directory entry is already on disk (the creator fsynced active/),
+    so its commit needs only the file's own fsync.
+    """
+
+    queue_id: str
+    path: Path
+    fd: int
+    nonce: bytes
+    dir_durable: bool = True
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+        with contextlib.suppress(OSError):
+            self.path.unlink(missing_ok=True)
+
+
+def _in_use(path: Path) -> bool:
+    """Whether another live process holds the file's flock (it is writing it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def write_durably(path: Path, data: bytes) -> None:
@@ -301,23 +342,63 @@ class Spool:
         return fd
 
     def new_ids(self, known: set[str]) -> list[str]:
-        """Committed entries on disk that are not in `known` (added by another process)."""
-        return sorted(p.name[:-4] for p in self.active.glob("*.env")
-                      if p.name[:-4] not in known and self.msg_path(p.name[:-4]).exists())
+        """Queue files on disk that are not in `known` (added by another process; `load`
+        tells the committed ones from those still being written)."""
+        return sorted(p.name[:-2] for p in self.active.glob("*.q") if p.name[:-2] not in known)
 
     # -- paths ------------------------------------------------------------------------
-    def msg_path(self, queue_id: str) -> Path:
-        return self.active / f"{queue_id}.msg"
+    def entry_path(self, queue_id: str) -> Path:
+        return self.active / f"{queue_id}.q"
 
-    def env_path(self, queue_id: str) -> Path:
-        return self.active / f"{queue_id}.env"
+    def state_path(self, queue_id: str) -> Path:
+        return self.active / f"{queue_id}.st"
 
     def hold_path(self, queue_id: str) -> Path:
         return self.hold_dir / queue_id
 
+    def read_message(self, queue_id: str, size: int) -> bytes:
+        return spoolfile.read_message(self.entry_path(queue_id), size)
+
+    # -- new files ------------------------------------------------------------------------
+    def create_files(self, count: int) -> list[Reserved]:
+        """Create `count` empty queue files (header only) and make their directory entries
+        durable with one fsync of active/. Each stays flock'ed by this process until its
+        commit or abort closes it, so a recovering process leaves it alone."""
+        made: list[Reserved] = []
+        try:
+            for _ in range(count):
+                made.append(self._create())
+            fsync_path(self.active, directory=True)
+        except OSError:
+            for r in made:
+                r.discard()
+            raise
+        return made
+
+    def create_file(self) -> Reserved:
+        """One queue file whose directory entry is not yet durable (the commit fsyncs it)."""
+        reserved = self._create()
+        reserved.dir_durable = False
+        return reserved
+
+    def _create(self) -> Reserved:
+        queue_id = new_queue_id()
+        path = self.entry_path(queue_id)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            nonce = spoolfile.new_nonce()
+            os.write(fd, spoolfile.header(nonce))
+        except OSError:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
+        return Reserved(queue_id, path, fd, nonce)
+
     # -- start-up -----------------------------------------------------------------------
     def recover(self) -> list[QueueEntry]:
-        """Discard half-written files; return every committed entry, oldest first."""
+        """Discard half-written files, migrate old entries; every committed entry, oldest
+        first."""
         self.ensure()
         for path in self.tmp.iterdir():
             path.unlink(missing_ok=True)
@@ -326,69 +407,135 @@ class Spool:
         for path in self.active.iterdir():
             stem, _, suffix = path.name.rpartition(".")
             names.setdefault(stem, set()).add(suffix)
-        entries = []
+        entries, legacy = [], []
         for queue_id, suffixes in sorted(names.items()):
-            if suffixes != {"msg", "env"}:
-                # Only one of the pair: its commit never finished (no 250 was given), or
-                # its removal was interrupted. Either way there is nothing to deliver.
+            if "q" in suffixes:
+                for old in suffixes & {"msg", "env"}:    # a migration that was interrupted
+                    (self.active / f"{queue_id}.{old}").unlink(missing_ok=True)
+                entry = self._recover_one(queue_id)
+                if entry is not None:
+                    entries.append(entry)
+            elif suffixes == {"msg", "env"}:
+                legacy.append(queue_id)
+            else:
+                # A state file or half a two-file entry alone: its commit never finished
+                # (no 250 was given), or its removal was interrupted. Nothing to deliver.
                 for suffix in suffixes:
                     (self.active / f"{queue_id}.{suffix}").unlink(missing_ok=True)
                 event(log, "discarded incomplete entry", queue_id=queue_id,
                       files=",".join(sorted(suffixes)))
-                continue
-            entry = self.load(queue_id)
-            if entry is not None:
-                entries.append(entry)
+        entries.extend(self._migrate(legacy))
+        entries.sort(key=lambda e: e.queue_id)
         return entries
 
-    def load(self, queue_id: str) -> QueueEntry | None:
-        """Read one committed entry; a file that does not parse moves to corrupt/."""
+    def _recover_one(self, queue_id: str) -> QueueEntry | None:
+        path = self.entry_path(queue_id)
         try:
-            entry = QueueEntry.from_json(self.env_path(queue_id).read_bytes())
+            return self.load(queue_id, strict=True)
+        except spoolfile.Incomplete as exc:
+            if _in_use(path):
+                return None         # another process is writing it (serve --only)
+            path.unlink(missing_ok=True)
+            self.state_path(queue_id).unlink(missing_ok=True)
+            event(log, "discarded incomplete entry", queue_id=queue_id, reason=str(exc))
+            return None
+
+    def _migrate(self, queue_ids: list[str]) -> list[QueueEntry]:
+        """Rewrite two-file entries (ID.msg + ID.env) as queue files."""
+        done = []
+        for queue_id in queue_ids:
+            msg, env = self.active / f"{queue_id}.msg", self.active / f"{queue_id}.env"
+            try:
+                entry = QueueEntry.from_json(env.read_bytes())
+            except (ValueError, KeyError, TypeError) as exc:
+                for src in (env, msg):
+                    os.replace(src, self.corrupt / src.name)
+                event(log, "unreadable queue entry moved to corrupt/", queue_id=queue_id,
+                      error=repr(exc))
+                continue
+            staged = self.tmp / f"{queue_id}.q"
+            spoolfile.write_file(staged, msg, entry)
+            os.replace(staged, self.entry_path(queue_id))
+            entry.held = self.hold_path(queue_id).exists()
+            done.append((entry, msg, env))
+        if done:
+            fsync_path(self.active, directory=True)      # the new files are durable ...
+            for _entry, msg, env in done:                # ... before the old ones go
+                env.unlink(missing_ok=True)
+                msg.unlink(missing_ok=True)
+            fsync_path(self.active, directory=True)
+            event(log, "migrated two-file queue entries", entries=len(done))
+        return [entry for entry, _msg, _env in done]
+
+    def load(self, queue_id: str, strict: bool = False) -> QueueEntry | None:
+        """Read one committed entry (its latest state); a damaged one moves to corrupt/.
+
+        None when there is no such committed entry (or it is still being written; with
+        `strict` that case raises `spoolfile.Incomplete` instead).
+        """
+        try:
+            entry = spoolfile.read_entry(self.entry_path(queue_id))
         except FileNotFoundError:
             return None
-        except (ValueError, KeyError, TypeError) as exc:
-            for suffix in ("env", "msg"):
-                src = self.active / f"{queue_id}.{suffix}"
+        except spoolfile.Incomplete:
+            if strict:
+                raise
+            return None
+        except spoolfile.Corrupt as exc:
+            for src in (self.entry_path(queue_id), self.state_path(queue_id)):
                 if src.exists():
                     os.replace(src, self.corrupt / src.name)
             event(log, "unreadable queue entry moved to corrupt/", queue_id=queue_id,
-                  error=repr(exc))
+                  error=str(exc))
             return None
+        entry = self._latest_state(entry)
         entry.held = self.hold_path(queue_id).exists()
         return entry
+
+    def _latest_state(self, entry: QueueEntry) -> QueueEntry:
+        """The entry with the state written after its commit, if any (ID.st)."""
+        try:
+            state = QueueEntry.from_json(self.state_path(entry.queue_id).read_bytes())
+        except FileNotFoundError:
+            return entry
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # Written atomically, so this is damage: retrying every recipient keeps the
+            # at-least-once promise; dropping the entry would break it.
+            event(log, "unreadable state file; resuming from the committed envelope",
+                  queue_id=entry.queue_id, error=repr(exc))
+            return entry
+        state.size = entry.size
+        return state
 
     def entries(self) -> Iterator[QueueEntry]:
         """Every complete entry, oldest first, read-only (for the CLI)."""
         self.ensure()
-        ids = sorted(p.name[:-4] for p in self.active.glob("*.env")
-                     if self.msg_path(p.name[:-4]).exists())
-        for queue_id in ids:
+        for path in sorted(self.active.glob("*.q")):
             try:
-                entry = QueueEntry.from_json(self.env_path(queue_id).read_bytes())
-            except (OSError, ValueError, KeyError, TypeError):
+                entry = self._latest_state(spoolfile.read_entry(path, check_message=False))
+            except (OSError, spoolfile.Incomplete, spoolfile.Corrupt):
                 continue
-            entry.held = self.hold_path(queue_id).exists()
+            entry.held = self.hold_path(entry.queue_id).exists()
             yield entry
 
     # -- jobs ---------------------------------------------------------------------------
     def state_job(self, entry: QueueEntry) -> CommitJob:
-        """Write `entry`'s state to tmp/, then swap it durably into active/."""
-        tmp = self.tmp / f"{entry.queue_id}.env.{secrets.token_hex(4)}"
+        """Write `entry`'s state to tmp/, then swap it durably into active/ID.st."""
+        tmp = self.tmp / f"{entry.queue_id}.st.{secrets.token_hex(4)}"
         state = entry.to_json()
         return CommitJob(prepare=[lambda: write_durably(tmp, state)],
-                         renames=[(tmp, self.env_path(entry.queue_id))],
+                         renames=[(tmp, self.state_path(entry.queue_id))],
                          sync_dirs={self.active})
 
     def remove_job(self, queue_id: str) -> CommitJob:
-        # The .env goes first: a .msg alone is discarded at start-up.
-        return CommitJob(unlinks=[self.env_path(queue_id), self.msg_path(queue_id),
+        # The queue file goes first: a state file alone is discarded at start-up.
+        return CommitJob(unlinks=[self.entry_path(queue_id), self.state_path(queue_id),
                                   self.hold_path(queue_id)],
                          sync_dirs={self.active})
 
     # -- synchronous operations for the CLI ------------------------------------------------
     def exists(self, queue_id: str) -> bool:
-        return self.env_path(queue_id).exists() and self.msg_path(queue_id).exists()
+        return self.entry_path(queue_id).exists()
 
     def delete(self, queue_id: str) -> bool:
         if not self.exists(queue_id):
