@@ -92,10 +92,13 @@ class Incoming:
             self._buffer += spoolfile.tail(reserved.nonce, self.size, self._crc,
                                            entry.to_json())
             data, self._buffer = bytes(self._buffer), bytearray()
-            job = CommitJob(prepare=[lambda: _finish(reserved.fd, data)],
-                            sync_dirs=set() if reserved.dir_durable else {spool.active})
+            committer = self.queue.committer
             submitted = True       # from here on the commit thread owns (and closes) the fd
-            await self.queue.committer.run(job)
+            if reserved.dir_durable and committer.group:
+                await committer.run_file(_finish, reserved.fd, data)
+            else:
+                await committer.run(CommitJob(prepare=[lambda: _finish(reserved.fd, data)],
+                                              sync_dirs={spool.active}))
         except BaseException:
             if not submitted:
                 with contextlib.suppress(OSError):

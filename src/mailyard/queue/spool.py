@@ -239,6 +239,7 @@ class GroupCommitter:
         self._closing = False
         self.batches = 0            # statistics, for the benchmark and tests
         self.jobs = 0
+        self.direct = 0             # jobs run by `run_file`
 
     async def run(self, job: CommitJob) -> None:
         """Return once `job` is durable; raise OSError if it could not be made so."""
@@ -261,6 +262,17 @@ class GroupCommitter:
         self._wakeup.set()
         # Shielded: a client that hangs up mid-commit must not leave a half-applied batch.
         await asyncio.shield(future)
+
+    async def run_file(self, fn: Callable[..., object], *args) -> None:
+        """Run `fn(*args)` — a file's own writes and fsync, needing no directory fsync —
+        in the fsync pool at once, not in a batch: concurrent fsyncs are merged into one
+        journal commit by the file system anyway, and a batch would add two trips through
+        the event loop (measured: the commit's fsync took 2 ms of its 15 ms p50 under load,
+        the rest was waiting for a batch slot and the loop)."""
+        self.jobs += 1
+        self.direct += 1
+        # Shielded: a client that hangs up mid-commit must not interrupt the write.
+        await asyncio.shield(asyncio.get_running_loop().run_in_executor(_FSYNC_POOL, fn, *args))
 
     async def _loop(self) -> None:
         assert self._wakeup is not None
@@ -526,6 +538,26 @@ class Spool:
         return CommitJob(prepare=[lambda: write_durably(tmp, state)],
                          renames=[(tmp, self.state_path(entry.queue_id))],
                          sync_dirs={self.active})
+
+    def remove(self, queue_id: str) -> None:
+        """Remove a finished entry without waiting for the journal (see `Queue._deliver`):
+        should a crash undo it, the entry is delivered again — rarely twice, never lost."""
+        for path in (self.entry_path(queue_id), self.state_path(queue_id),
+                     self.hold_path(queue_id)):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def remove_soon(self, queue_id: str) -> None:
+        """`remove` in a worker thread (an unlink can wait on the journal); not awaited."""
+        def run() -> None:
+            try:
+                self.remove(queue_id)
+            except OSError as exc:      # start-up finds the entry again: delivered twice
+                event(log, "could not remove a delivered entry", queue_id=queue_id,
+                      error=repr(exc))
+        _FSYNC_POOL.submit(run)
 
     def remove_job(self, queue_id: str) -> CommitJob:
         # The queue file goes first: a state file alone is discarded at start-up.
