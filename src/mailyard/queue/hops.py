@@ -91,11 +91,12 @@ class Deliverer:
         if hop.kind == HOP_LMTP:
             replies = await lmtp_deliver(
                 hop.destination, entry.envelope, recipients,
-                (spool.entry_path(entry.queue_id), MESSAGE_OFFSET, entry.size),
+                self.queue._fresh.get(entry.queue_id)
+                or (spool.entry_path(entry.queue_id), MESSAGE_OFFSET, entry.size),
                 helo=self.queue.hostname, connect_timeout=config.connect_timeout,
                 command_timeout=config.command_timeout)
             return replies, dsn.DELIVERED
-        message = await asyncio.to_thread(spool.read_message, entry.queue_id, entry.size)
+        message = await self.queue.message_bytes(entry)
         if hop.kind == HOP_FILTER:
             from mailyard.config import parse_hostport
 

@@ -27,7 +27,7 @@ from mailyard.log import event, get_logger
 from mailyard.queue import spoolfile
 from mailyard.queue.records import new_entry
 from mailyard.queue.routing import stage_for
-from mailyard.queue.spool import CommitJob, Reserved, Spool
+from mailyard.queue.spool import FSYNC_POOL, CommitJob, Reserved, Spool
 
 if TYPE_CHECKING:
     from mailyard.queue.service import Queue
@@ -65,6 +65,7 @@ class Incoming:
         self._reserved = reserved
         self._buffer = bytearray()
         self._crc = 0
+        self._flushed = False
         self._done = False
 
     def write(self, chunk: bytes) -> None:
@@ -74,6 +75,7 @@ class Incoming:
         if len(self._buffer) >= FLUSH_AT:
             spoolfile._write_all(self._reserved.fd, self._buffer)
             self._buffer.clear()
+            self._flushed = True
 
     async def commit(self) -> str:
         if self._done:
@@ -92,6 +94,9 @@ class Incoming:
             self._buffer += spoolfile.tail(reserved.nonce, self.size, self._crc,
                                            entry.to_json())
             data, self._buffer = bytes(self._buffer), bytearray()
+            # All of it still in memory (no earlier flush): keep it for the first attempt.
+            message = data[:self.size] if len(data) > self.size + spoolfile.FOOTER_SIZE \
+                and not self._flushed else None
             committer = self.queue.committer
             submitted = True       # from here on the commit thread owns (and closes) the fd
             if reserved.dir_durable and committer.group:
@@ -106,7 +111,7 @@ class Incoming:
             with contextlib.suppress(OSError):
                 reserved.path.unlink(missing_ok=True)
             raise
-        self.queue._admit(entry)
+        self.queue._admit(entry, message)
         event(log, "queued", queue_id=self.queue_id, sender=f"<{envelope.sender}>",
               recipients=len(entry.recipients), size=self.size,
               via=envelope.received_via, stage=stage)
@@ -127,7 +132,7 @@ class Stock:
     when `low` or fewer are left starts a refill up to `size` in a worker thread.
     """
 
-    def __init__(self, spool: Spool, size: int = 32, low: int = 12):
+    def __init__(self, spool: Spool, size: int = 64, low: int = 40):
         self.spool = spool
         self.size = size
         self.low = low
@@ -144,7 +149,8 @@ class Stock:
 
     async def _fill(self, count: int) -> None:
         try:
-            made = await asyncio.to_thread(self.spool.create_files, count)
+            made = await asyncio.get_running_loop().run_in_executor(
+                FSYNC_POOL, self.spool.create_files, count)
         except OSError as exc:          # disk full...: receivers create their own and fail
             event(log, "could not create queue files ahead", error=repr(exc))
             return

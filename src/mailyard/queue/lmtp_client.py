@@ -56,7 +56,12 @@ class _Session:
                 raise ConnectionResetError("connection closed by the LMTP server")
             self.client.receive_data(data)
 
-    async def stream(self, source: tuple[Path, int, int]) -> None:
+    async def stream(self, source: bytes | tuple[Path, int, int]) -> None:
+        if isinstance(source, bytes):
+            for start in range(0, len(source), CHUNK):
+                await self.send(self.client.send_content(source[start:start + CHUNK]))
+            await self.send(self.client.end_content())
+            return
         # Spool files are read in chunks straight from the page cache they were just
         # written to; the codec's encoder keeps its state across chunk boundaries.
         path, offset, left = source
@@ -91,10 +96,10 @@ def _rcpt_params(rcpt: RecipientState, client: ClientConnection) -> dict[str, st
 
 
 async def lmtp_deliver(address: str, envelope: Envelope, recipients: list[RecipientState],
-                       message: tuple[Path, int, int], *, helo: str, connect_timeout: float,
-                       command_timeout: float) -> dict[str, Reply]:
-    """Deliver one spooled message (`message`: its queue file, offset and length) to
-    `recipients`; a Reply for every one of them."""
+                       message: bytes | tuple[Path, int, int], *, helo: str,
+                       connect_timeout: float, command_timeout: float) -> dict[str, Reply]:
+    """Deliver one spooled message (`message`: its bytes, or its queue file, offset and
+    length) to `recipients`; a Reply for every one of them."""
     replies: dict[str, Reply] = {}
     remote = address
     writer = None

@@ -43,6 +43,7 @@ from mailyard.queue.spool import GroupCommitter, Spool
 log = get_logger("queue")
 
 EXPIRED = "4.4.7"        # RFC 3463: delivery time expired
+FRESH_LIMIT = 32 * 1024 * 1024
 
 
 class Queue:
@@ -66,6 +67,10 @@ class Queue:
         self._tasks: set[asyncio.Task] = set()
         self._stopping = False
         self._dsn_sent: dict[str, list[float]] = {}
+        # The bytes of messages just committed, until their first attempt: that attempt
+        # then reads no file (bounded by FRESH_LIMIT; the spool stays the truth).
+        self._fresh: dict[str, bytes] = {}
+        self._fresh_bytes = 0
         self.deliverer = Deliverer(self)
         self.owner = False              # True once this process holds the spool lock
         self._lock_fd: int | None = None
@@ -161,10 +166,13 @@ class Queue:
         self._wake()
 
     # -- scheduling ----------------------------------------------------------------------------
-    def _admit(self, entry: QueueEntry) -> None:
+    def _admit(self, entry: QueueEntry, message: bytes | None = None) -> None:
         if not self.owner:
             self.spool.notify("new")     # the scheduling process loads it from the spool
             return
+        if message is not None and self._fresh_bytes + len(message) <= FRESH_LIMIT:
+            self._fresh[entry.queue_id] = message
+            self._fresh_bytes += len(message)
         self.entries[entry.queue_id] = entry
         if not entry.held:
             self._push(entry)
@@ -257,6 +265,9 @@ class Queue:
             entry.next_attempt = time.time() + retry_delay(
                 max(entry.attempts, 1), self.config.retry_initial, self.config.retry_max)
         finally:
+            message = self._fresh.pop(entry.queue_id, None)
+            if message is not None:
+                self._fresh_bytes -= len(message)
             self._inflight.discard(entry.queue_id)
             if entry.queue_id in self.entries and not entry.held:
                 self._push(entry)
@@ -265,10 +276,14 @@ class Queue:
     # -- one delivery attempt -------------------------------------------------------------------
     async def _deliver(self, entry: QueueEntry) -> None:
         queue_id = entry.queue_id
-        if self.spool.hold_path(queue_id).exists():
+        # A message committed by this process a moment ago is neither held nor deleted
+        # (the CLI's requests are read with the spool's `changed` marker): two stats saved.
+        if queue_id in self._fresh:
+            pass
+        elif self.spool.hold_path(queue_id).exists():
             entry.held = True
             return
-        if not self.spool.exists(queue_id):
+        elif not self.spool.exists(queue_id):
             # Deleted by an operator; a state write that raced the deletion may have left
             # an ID.st alone (start-up would discard it too).
             self.spool.state_path(queue_id).unlink(missing_ok=True)
@@ -343,6 +358,13 @@ class Queue:
         else:
             self.entries.pop(queue_id, None)
 
+    async def message_bytes(self, entry: QueueEntry) -> bytes:
+        """The message of `entry`: from memory while fresh, else from its queue file."""
+        message = self._fresh.get(entry.queue_id)
+        if message is not None:
+            return message
+        return await asyncio.to_thread(self.spool.read_message, entry.queue_id, entry.size)
+
     def _is_local_domain(self, domain: str) -> bool:
         return self.app.accounts.is_local_domain(domain)
 
@@ -380,7 +402,7 @@ class Queue:
             event(log, "dsn rate limit reached; not reporting", queue_id=entry.queue_id,
                   action=action, to=f"<{entry.envelope.sender}>")
             return
-        message = await asyncio.to_thread(self.spool.read_message, entry.queue_id, entry.size)
+        message = await self.message_bytes(entry)
         now = time.time()
         report = dsn.build_dsn(
             entry.envelope, message,

@@ -151,7 +151,7 @@ def fsync_path(path: Path, directory: bool = False) -> None:
 
 # Fsyncs of one batch are issued in parallel: the file system's journal merges concurrent
 # fsyncs into one commit, where a serial loop would pay one journal commit per file.
-_FSYNC_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=32,
+FSYNC_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=32,
                                                     thread_name_prefix="queue-fsync")
 
 
@@ -164,7 +164,7 @@ def _fsync_all(paths: list[Path], directory: bool = False) -> dict[Path, OSError
         except OSError as exc:
             return exc
 
-    results = list(_FSYNC_POOL.map(one, paths)) if len(paths) > 1 else [one(p) for p in paths]
+    results = list(FSYNC_POOL.map(one, paths)) if len(paths) > 1 else [one(p) for p in paths]
     return {p: e for p, e in zip(paths, results) if e is not None}
 
 
@@ -189,7 +189,7 @@ def execute_batch(jobs: list[CommitJob]) -> list[BaseException | None]:
     # the jobs of a batch run in parallel.
     work = [job for job in jobs if job.prepare]
     if len(work) > 1:
-        done = dict(zip(map(id, work), _FSYNC_POOL.map(_prepare, work)))
+        done = dict(zip(map(id, work), FSYNC_POOL.map(_prepare, work)))
     else:
         done = {id(job): _prepare(job) for job in work}
     errors: list[BaseException | None] = [done.get(id(job)) for job in jobs]
@@ -272,7 +272,7 @@ class GroupCommitter:
         self.jobs += 1
         self.direct += 1
         # Shielded: a client that hangs up mid-commit must not interrupt the write.
-        await asyncio.shield(asyncio.get_running_loop().run_in_executor(_FSYNC_POOL, fn, *args))
+        await asyncio.shield(asyncio.get_running_loop().run_in_executor(FSYNC_POOL, fn, *args))
 
     async def _loop(self) -> None:
         assert self._wakeup is not None
@@ -557,7 +557,7 @@ class Spool:
             except OSError as exc:      # start-up finds the entry again: delivered twice
                 event(log, "could not remove a delivered entry", queue_id=queue_id,
                       error=repr(exc))
-        _FSYNC_POOL.submit(run)
+        FSYNC_POOL.submit(run)
 
     def remove_job(self, queue_id: str) -> CommitJob:
         # The queue file goes first: a state file alone is discarded at start-up.
