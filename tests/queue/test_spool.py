@@ -35,10 +35,11 @@ def committed(spool: Spool, queue_id: str, message: bytes = b"Subject: x\r\n\r\n
     return entry
 
 
-def legacy(spool: Spool, queue_id: str, message: bytes = b"Subject: old\r\n\r\nbody\r\n"):
+def legacy(spool: Spool, queue_id: str, message: bytes = b"Subject: old\r\n\r\nbody\r\n",
+           stage: str = "final"):
     """An entry of the two-file format (ID.msg + ID.env) that earlier versions wrote."""
     spool.ensure()
-    entry = new_entry(queue_id, ENV, 1000.0, "final", len(message))
+    entry = new_entry(queue_id, ENV, 1000.0, stage, len(message))
     (spool.active / f"{queue_id}.msg").write_bytes(message)
     (spool.active / f"{queue_id}.env").write_bytes(entry.to_json())
     return entry
@@ -300,6 +301,19 @@ def test_two_file_entries_are_migrated_at_start_up(tmp_path, queue_log):
     legacy(spool, "AAAA0000000A")
     assert [e.queue_id for e in spool.recover()] == ["AAAA0000000A"]
     assert sorted(p.name for p in spool.active.iterdir()) == ["AAAA0000000A.q"]
+
+
+async def test_two_file_entry_from_before_the_upgrade_is_delivered(make_queue, peers):
+    from queue_support import Recorder, eventually
+
+    filt = peers(Recorder())
+    _app, queue = make_queue(filter_hop=filt.address)
+    qid = new_queue_id()
+    legacy(queue.spool, qid, b"Subject: from the old spool\r\n\r\nx\r\n", stage="filter")
+    await queue.start()
+    await eventually(lambda: filt.handler.messages, what="delivery of the migrated entry")
+    assert filt.handler.messages[0]["content"].startswith(b"Subject: from the old spool")
+    await eventually(lambda: not queue.spool.exists(qid), what="removal")
 
 
 @settings(max_examples=150, deadline=None,
