@@ -18,10 +18,11 @@ import ssl
 from mailyard.envelope import Envelope
 from mailyard.log import event, get_logger
 from mailyard.queue import dsn
+from mailyard.queue.filter_client import deliver_filter
 from mailyard.queue.lmtp_client import lmtp_deliver
 from mailyard.queue.records import EXPANDED, FAILED, QueueEntry, RecipientState, Reply
 from mailyard.queue.routing import HOP_FILTER, HOP_LMTP, HOP_SMTP, Hop, domain_of
-from mailyard.queue.smtp_out import ConnectionCache, Target, deliver_host, deliver_remote
+from mailyard.queue.smtp_out import ConnectionCache, Target, deliver_remote
 from mailyard.queue.spoolfile import MESSAGE_OFFSET
 
 log = get_logger("queue")
@@ -101,7 +102,7 @@ class Deliverer:
             from mailyard.config import parse_hostport
 
             host, port = parse_hostport(hop.destination)
-            replies = await deliver_host(
+            replies = await deliver_filter(
                 Target(host=host, port=port, name=hop.destination), entry.envelope,
                 recipients, message, helo=self.queue.hostname,
                 connect_timeout=config.connect_timeout,
