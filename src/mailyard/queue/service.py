@@ -235,6 +235,7 @@ class Queue:
                     continue
                 if not self.spool.exists(queue_id):
                     del self.entries[queue_id]
+                    self._forget_fresh(queue_id)
                     event(log, "removed by operator", queue_id=queue_id)
                     continue
                 held = self.spool.hold_path(queue_id).exists()
@@ -265,9 +266,7 @@ class Queue:
             entry.next_attempt = time.time() + retry_delay(
                 max(entry.attempts, 1), self.config.retry_initial, self.config.retry_max)
         finally:
-            message = self._fresh.pop(entry.queue_id, None)
-            if message is not None:
-                self._fresh_bytes -= len(message)
+            self._forget_fresh(entry.queue_id)
             self._inflight.discard(entry.queue_id)
             if entry.queue_id in self.entries and not entry.held:
                 self._push(entry)
@@ -357,6 +356,11 @@ class Queue:
                   retry_in=round(entry.next_attempt - time.time()), error=entry.last_error)
         else:
             self.entries.pop(queue_id, None)
+
+    def _forget_fresh(self, queue_id: str) -> None:
+        message = self._fresh.pop(queue_id, None)
+        if message is not None:
+            self._fresh_bytes -= len(message)
 
     async def message_bytes(self, entry: QueueEntry) -> bytes:
         """The message of `entry`: from memory while fresh, else from its queue file."""
