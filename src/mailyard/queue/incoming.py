@@ -129,7 +129,8 @@ class Stock:
     """Queue files created ahead of need (see the module docstring).
 
     `take()` returns one or None (then create one with `spool.create_file`); taking one
-    when `low` or fewer are left starts a refill up to `size` in a worker thread.
+    when `low` or fewer are left starts a refill up to `size` in a worker thread, as
+    `fill()` does (the MTA's listeners call it at start).
     """
 
     def __init__(self, spool: Spool, size: int = 64, low: int = 40):
@@ -141,13 +142,19 @@ class Stock:
         self._closed = False
 
     def take(self) -> Reserved | None:
-        if not self._closed and len(self._files) <= self.low \
-                and (self._refill is None or self._refill.done()):
-            self._refill = asyncio.get_running_loop().create_task(
-                self._fill(self.size - len(self._files)), name="queue-stock")
+        if len(self._files) <= self.low:
+            self.fill()
         return self._files.popleft() if self._files else None
 
+    def fill(self) -> None:
+        """Start making files up to `size` (unless that is under way already)."""
+        if not self._closed and (self._refill is None or self._refill.done()):
+            self._refill = asyncio.get_running_loop().create_task(
+                self._fill(self.size - len(self._files)), name="queue-stock")
+
     async def _fill(self, count: int) -> None:
+        if count <= 0:
+            return
         try:
             made = await asyncio.get_running_loop().run_in_executor(
                 FSYNC_POOL, self.spool.create_files, count)
