@@ -199,6 +199,9 @@ def test_recover_discards_tmp_and_incomplete_files_and_keeps_committed(tmp_path,
     assert list(spool.tmp.iterdir()) == []
     assert sorted(p.name for p in spool.active.iterdir()) == ["AAAA00000001.q"]
     assert f"discarded incomplete entry queue_id={reserved.queue_id}" in queue_log.text
+    # Files made ahead and never used (or empty) are counted in one line, not one each.
+    assert "discarded unused queue files count=1" in queue_log.text
+    assert "AAAA00000005" not in queue_log.text
 
 
 @pytest.mark.parametrize("cut", [1, 20, spoolfile.FOOTER_SIZE, spoolfile.FOOTER_SIZE + 5])

@@ -419,12 +419,12 @@ class Spool:
         for path in self.active.iterdir():
             stem, _, suffix = path.name.rpartition(".")
             names.setdefault(stem, set()).add(suffix)
-        entries, legacy = [], []
+        entries, legacy, unused = [], [], []
         for queue_id, suffixes in sorted(names.items()):
             if "q" in suffixes:
                 for old in suffixes & {"msg", "env"}:    # a migration that was interrupted
                     (self.active / f"{queue_id}.{old}").unlink(missing_ok=True)
-                entry = self._recover_one(queue_id)
+                entry = self._recover_one(queue_id, unused)
                 if entry is not None:
                     entries.append(entry)
             elif suffixes == {"msg", "env"}:
@@ -436,20 +436,29 @@ class Spool:
                     (self.active / f"{queue_id}.{suffix}").unlink(missing_ok=True)
                 event(log, "discarded incomplete entry", queue_id=queue_id,
                       files=",".join(sorted(suffixes)))
+        if unused:
+            event(log, "discarded unused queue files", count=len(unused))
         entries.extend(self._migrate(legacy))
         entries.sort(key=lambda e: e.queue_id)
         return entries
 
-    def _recover_one(self, queue_id: str) -> QueueEntry | None:
+    def _recover_one(self, queue_id: str, unused: list[str]) -> QueueEntry | None:
         path = self.entry_path(queue_id)
         try:
             return self.load(queue_id, strict=True)
         except spoolfile.Incomplete as exc:
             if _in_use(path):
                 return None         # another process is writing it (serve --only)
+            try:
+                never_used = path.stat().st_size <= spoolfile.HEADER_SIZE
+            except FileNotFoundError:
+                return None
             path.unlink(missing_ok=True)
             self.state_path(queue_id).unlink(missing_ok=True)
-            event(log, "discarded incomplete entry", queue_id=queue_id, reason=str(exc))
+            if never_used:          # made ahead, never given a message: one line for all
+                unused.append(queue_id)
+            else:
+                event(log, "discarded incomplete entry", queue_id=queue_id, reason=str(exc))
             return None
 
     def _migrate(self, queue_ids: list[str]) -> list[QueueEntry]:
