@@ -13,15 +13,9 @@ from hypothesis import strategies as st
 
 from mailyard.envelope import Envelope, Recipient
 from mailyard.queue import spoolfile
+from mailyard.queue.commit import CommitJob, GroupCommitter, execute_batch
 from mailyard.queue.records import DELIVERED, PENDING, QueueEntry, Reply, new_entry
-from mailyard.queue.spool import (
-    CommitJob,
-    GroupCommitter,
-    Spool,
-    execute_batch,
-    new_queue_id,
-    valid_queue_id,
-)
+from mailyard.queue.spool import Spool, new_queue_id, valid_queue_id
 
 ENV = Envelope(sender="a@example.net", recipients=(Recipient("b@example.test"),),
                received_via="smtp")

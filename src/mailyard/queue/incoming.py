@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING
 from mailyard.envelope import Envelope
 from mailyard.log import event, get_logger
 from mailyard.queue import spoolfile
+from mailyard.queue.commit import FSYNC_POOL, CommitJob
 from mailyard.queue.records import new_entry
 from mailyard.queue.routing import stage_for
-from mailyard.queue.spool import FSYNC_POOL, CommitJob, Reserved, Spool
+from mailyard.queue.spool import Reserved, Spool
 
 if TYPE_CHECKING:
     from mailyard.queue.service import Queue

@@ -34,11 +34,12 @@ import time
 from mailyard.envelope import Envelope
 from mailyard.log import event, get_logger
 from mailyard.queue import dsn
+from mailyard.queue.commit import GroupCommitter
 from mailyard.queue.hops import Deliverer, expand_aliases
 from mailyard.queue.incoming import Incoming, Stock
 from mailyard.queue.records import DELIVERED, FAILED, QueueEntry, RecipientState, Reply
 from mailyard.queue.routing import FINAL, plan, retry_delay
-from mailyard.queue.spool import GroupCommitter, Spool
+from mailyard.queue.spool import Spool
 
 log = get_logger("queue")
 
