@@ -42,9 +42,7 @@ FLUSH_AT = 256 * 1024
 def _finish(fd: int, data: bytes) -> None:
     """Append `data`, fsync and close (runs in a commit thread; always closes `fd`)."""
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        spoolfile.write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -74,7 +72,7 @@ class Incoming:
         self.size += len(chunk)
         self._crc = zlib.crc32(chunk, self._crc)
         if len(self._buffer) >= FLUSH_AT:
-            spoolfile._write_all(self._reserved.fd, self._buffer)
+            spoolfile.write_all(self._reserved.fd, self._buffer)
             self._buffer.clear()
             self._flushed = True
 

@@ -124,15 +124,15 @@ def write_file(path: Path, message_source: Path | bytes, entry: QueueEntry) -> N
     nonce = new_nonce()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        _write_all(fd, header(nonce))
+        write_all(fd, header(nonce))
         crc = size = 0
         chunks = [message_source] if isinstance(message_source, bytes) \
             else _chunks(message_source)
         for chunk in chunks:
-            _write_all(fd, chunk)
+            write_all(fd, chunk)
             crc, size = zlib.crc32(chunk, crc), size + len(chunk)
         entry.size = size
-        _write_all(fd, tail(nonce, size, crc, entry.to_json()))
+        write_all(fd, tail(nonce, size, crc, entry.to_json()))
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -144,7 +144,8 @@ def _chunks(path: Path):
             yield chunk
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
+    """os.write until all of `data` is written."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
