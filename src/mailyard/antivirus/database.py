@@ -48,6 +48,7 @@ class BodySignature:
     offset: str
     tokens: tuple
     origin: str
+    text: str = ""  # the hex signature as written (the anchored matcher re-parses it lazily)
 
 
 @dataclass(frozen=True)
@@ -216,7 +217,7 @@ def _parse_ndb(db: SignatureDatabase, line: str, where: str, suffix: str) -> Non
     tokens = hexsig.parse(body)
     if name in db.ignored:
         return
-    db.body.append(BodySignature(name + suffix, target, offset, tokens, where))
+    db.body.append(BodySignature(name + suffix, target, offset, tokens, where, body))
 
 
 def _parse_target(text: str) -> int:

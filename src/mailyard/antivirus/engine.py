@@ -35,7 +35,7 @@ from mailyard.antivirus.verdict import (
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 EICAR_NAME = "Eicar-Test-Signature"
-ENGINE_VERSION = "mailyard-av 0.1"
+ENGINE_VERSION = "mailyard-av 0.2"
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,13 @@ import os
 import pickle
 import re
 import threading
+import time
 from pathlib import Path
 
 import yara_x
 
 from mailyard.antivirus import hexsig
+from mailyard.antivirus.anchors import AnchorIndex, MatchTimeout, plan
 from mailyard.antivirus.database import SignatureDatabase
 from mailyard.antivirus.logical import to_yara_condition
 
@@ -119,10 +121,21 @@ class Matcher:
     PE/ELF offsets and logical signatures keep a rule each.
     """
 
-    def __init__(self, db: SignatureDatabase):
+    def __init__(self, db: SignatureDatabase, anchored: bool = True):
         self.names: dict[str, str] = {}
         self.errors: list[str] = []
         self._groups: dict[str, list[tuple[str, tuple | None]]] = {}
+        self.anchors = AnchorIndex()
+        self._yara_body = []
+        for sig in db.body:
+            planned = None
+            if anchored and _GROUPABLE_OFFSET.match(sig.offset):
+                planned = plan(sig.tokens, sig.text)
+            if planned is None:
+                self._yara_body.append(sig)
+            else:
+                self.anchors.add(sig.name, sig.target, _offset_check(sig.offset), planned)
+        self.anchors.finish()
         excluded: set[str] = set()
         reasons: dict[str, str] = {}
         for _attempt in range(2):
@@ -155,6 +168,7 @@ class Matcher:
         self.rule_count = len(self.names) + len(self._groups)
         self.rules = compiler.build()
         self._local = threading.local()
+        del self._yara_body
 
     def _source(self, db: SignatureDatabase, excluded: set[str]) -> tuple[list[str], list]:
         """YARA source, one physical line per string, and the origin of each line."""
@@ -165,7 +179,7 @@ class Matcher:
         self._grouped_origins: set[str] = set()
         by_target: dict[int, list] = {}
         singles = []
-        for sig in db.body:
+        for sig in self._yara_body:
             if sig.origin in excluded:
                 continue
             if _GROUPABLE_OFFSET.match(sig.offset):
@@ -234,7 +248,7 @@ class Matcher:
                 old.unlink(missing_ok=True)
                 old.with_suffix(".meta").unlink(missing_ok=True)
         state = {"names": self.names, "groups": self._groups, "errors": self.errors,
-                 "rule_count": self.rule_count, **meta}
+                 "rule_count": self.rule_count, "anchors": self.anchors, **meta}
         for suffix, write in ((".meta", lambda f: pickle.dump(state, f, protocol=5)),
                               (".yarx", self.rules.serialize_into)):
             tmp = directory / f".{key}{suffix}.{os.getpid()}"
@@ -259,6 +273,7 @@ class Matcher:
         matcher._groups = state.pop("groups")
         matcher.errors = state.pop("errors")
         matcher.rule_count = state.pop("rule_count")
+        matcher.anchors = state.pop("anchors")
         matcher.rules = rules
         matcher._local = threading.local()
         return matcher, state
@@ -274,15 +289,23 @@ class Matcher:
              container: int = 0) -> list[str]:
         """Names of the signatures matching `data` (a file of ClamAV target type `ftype`,
         found inside a container of type code `container`, 0 = top level)."""
+        found: list[str] = []
+        if len(self.anchors):
+            deadline = None if timeout is None else time.monotonic() + timeout
+            try:
+                hits = self.anchors.scan(data, ftype, deadline)
+            except MatchTimeout:
+                raise yara_x.TimeoutError("scan timed out") from None
+            sigs = self.anchors.sigs
+            found += [sigs[i][0] for i in hits]
         if not self.rule_count:
-            return []
+            return found
         scanner = self._scanner()
         scanner.set_global("ftype", ftype)
         scanner.set_global("container", container)
         if timeout is not None:
             scanner.set_timeout(max(1, int(timeout + 0.999)))
         results = scanner.scan(data)
-        found: list[str] = []
         size = len(data)
         for rule in results.matching_rules:
             members = self._groups.get(rule.identifier)
