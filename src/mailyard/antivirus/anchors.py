@@ -32,7 +32,7 @@ ANCHOR = 4
 MAX_JUMP = 1 << 30  # larger jumps go to YARA-X, which reports them if it refuses them
 _CHUNK = 1 << 14
 _MULT = np.uint32(0x9E3779B1)
-_COMMON = frozenset(b"\x00\xff\x20\x90\xcc")
+_COMMON = b"\x00\xff\x20\x90\xcc"
 
 
 class MatchTimeout(Exception):
@@ -73,12 +73,13 @@ def _too_far(tokens) -> bool:
 
 
 def _window(run: bytes) -> int:
-    """Where in a fixed run to take the 4-byte anchor: the least common-looking window
-    among its start, middle and end (zero, 0xFF, space, NOP and INT3 bytes are common)."""
-    best, best_score = 0, -99
-    for at in {0, (len(run) - ANCHOR) // 2, len(run) - ANCHOR}:
-        window = run[at:at + ANCHOR]
-        score = len(set(window)) - 2 * sum(b in _COMMON for b in window)
+    """Where in a fixed run to take the 4-byte anchor: of its start, middle and end, the
+    window with the fewest common bytes (zero, 0xFF, space, NOP, INT3)."""
+    if len(run) == ANCHOR:
+        return 0
+    best, best_score = 0, -1
+    for at in (0, len(run) - ANCHOR, (len(run) - ANCHOR) >> 1):
+        score = len(run[at:at + ANCHOR].translate(None, _COMMON))
         if score > best_score:
             best, best_score = at, score
     return best
@@ -106,6 +107,12 @@ def plan(tokens: tuple, text: str):
     else:  # the hex text, parsed again on the first hit; or, without one, the regex
         pattern = text or "re:" + hexsig.to_yara_regex(tokens)
     return (run, _window(run), pre_min, pre_max, high, pattern)
+
+
+def plan_summary(summary: tuple, text: str):
+    """`plan` from `hexsig.summarize`'s result (no tokens needed)."""
+    run, pre_min, pre_max, total_max, only_run = summary
+    return (run, _window(run), pre_min, pre_max, total_max, None if only_run else text)
 
 
 class AnchorIndex:

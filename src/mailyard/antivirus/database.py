@@ -49,6 +49,12 @@ class BodySignature:
     tokens: tuple
     origin: str
     text: str = ""  # the hex signature as written (the anchored matcher re-parses it lazily)
+    # hexsig.summarize(text) when the signature has the common shape; then `tokens` is None
+    # until someone needs them (`parsed()`).
+    summary: tuple | None = None
+
+    def parsed(self) -> tuple:
+        return self.tokens if self.tokens is not None else hexsig.parse(self.text)
 
 
 @dataclass(frozen=True)
@@ -164,6 +170,7 @@ def load_database(path, body: bool = True) -> SignatureDatabase:
     return db
 
 
+_PLAIN_OFFSET = re.compile(r"\d+(,\d+)?|EOF-\d+(,\d+)?")
 _OFFSET = re.compile(r"EOF-\d+|EP[+-]\d+|S\d+\+\d+|SL\+\d+|SE\d+")
 
 
@@ -212,12 +219,17 @@ def _parse_ndb(db: SignatureDatabase, line: str, where: str, suffix: str) -> Non
     # An offset may itself contain ':'-free commas only; extra fields are engine levels.
     if not name:
         raise ValueError("empty signature name")
-    target = _parse_target(target_text)
-    check_offset(offset)
-    tokens = hexsig.parse(body)
+    target = 0 if target_text == "0" else _parse_target(target_text)
+    summary = None
+    if offset == "*" or _PLAIN_OFFSET.fullmatch(offset):
+        # The common case: the anchored matcher takes it without a token list.
+        summary = hexsig.summarize(body)
+    else:
+        check_offset(offset)
+    tokens = hexsig.parse(body) if summary is None else None
     if name in db.ignored:
         return
-    db.body.append(BodySignature(name + suffix, target, offset, tokens, where, body))
+    db.body.append(BodySignature(name + suffix, target, offset, tokens, where, body, summary))
 
 
 def _parse_target(text: str) -> int:

@@ -24,7 +24,7 @@ from pathlib import Path
 import yara_x
 
 from mailyard.antivirus import hexsig
-from mailyard.antivirus.anchors import AnchorIndex, MatchTimeout, plan
+from mailyard.antivirus.anchors import AnchorIndex, MatchTimeout, plan, plan_summary
 from mailyard.antivirus.database import SignatureDatabase
 from mailyard.antivirus.logical import to_yara_condition
 
@@ -129,7 +129,9 @@ class Matcher:
         self._yara_body = []
         for sig in db.body:
             planned = None
-            if anchored and _GROUPABLE_OFFSET.match(sig.offset):
+            if anchored and sig.summary is not None:
+                planned = plan_summary(sig.summary, sig.text)
+            elif anchored and _GROUPABLE_OFFSET.match(sig.offset):
                 planned = plan(sig.tokens, sig.text)
             if planned is None:
                 self._yara_body.append(sig)
@@ -198,7 +200,7 @@ class Matcher:
                 lines.append(f"rule {rule} {{ strings:")
                 origins.append(None)
                 for j, sig in enumerate(sigs[start:start + GROUP_SIZE]):
-                    lines.append(f"$p{j} = {_pattern(sig.tokens)}")
+                    lines.append(f"$p{j} = {_pattern(sig.parsed())}")
                     origins.append(sig.origin)
                     members.append((sig.name, _offset_check(sig.offset)))
                 condition = "any of them"
@@ -210,7 +212,7 @@ class Matcher:
         for i, sig in enumerate(singles):
             condition = _target_condition(sig.target) + _offset_condition(
                 sig.offset, "$a", sig.target)
-            lines.append(f"rule b{i} {{ strings: $a = {_pattern(sig.tokens)} "
+            lines.append(f"rule b{i} {{ strings: $a = {_pattern(sig.parsed())} "
                          f"condition: {condition} }}")
             origins.append(sig.origin)
             self.names[f"b{i}"] = sig.name
