@@ -250,3 +250,16 @@ def test_bulk_hash_loader_equals_line_loader():
         for s in ({n, 12, 0} if n >= 0 else {12}):
             results = [st.lookup(algorithm[len(digest)], digest, s) for st in stores]
             assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("line", ["Zeros.Bounded:0:*:00000000{2}01",
+                                  "Zeros.Plain:0:EOF-10:0000000000",
+                                  "Zeros.Star:0:*:0000000000*01"])
+def test_anchor_hitting_everywhere_is_verified_once_per_object(line):
+    """A file of zeros hits an all-zero anchor at every position: after a few hits the
+    signature is verified against the whole object and the anchor dropped (regression
+    guard: one regex search per position was quadratic-ish)."""
+    anchored, yara_only = _both([line])
+    zeros = b"\0" * (512 << 10)  # below YARA-X's cap on recorded matches per string
+    for data in (zeros, zeros + b"\0\0\1", zeros[:100] + b"\1", zeros + b"\0" * 20):
+        assert anchored.scan(data, 0) == yara_only.scan(data, 0)

@@ -31,6 +31,7 @@ from mailyard.antivirus import hexsig
 ANCHOR = 4
 MAX_JUMP = 1 << 30  # larger jumps go to YARA-X, which reports them if it refuses them
 _CHUNK = 1 << 14
+_HITS_BEFORE_WHOLE = 64
 _MULT = np.uint32(0x9E3779B1)
 _COMMON = b"\x00\xff\x20\x90\xcc"
 
@@ -126,6 +127,8 @@ class AnchorIndex:
         self.keys = np.zeros(0, np.uint32)
         self.ids = np.zeros(0, np.int64)
         self._regex: dict[int, object] = {}
+        self._key_list: list[int] | None = None
+        self._id_list: list[int] | None = None
         self._table = np.zeros(1, np.bool_)
         self._shift = np.uint32(31)
 
@@ -162,11 +165,13 @@ class AnchorIndex:
         self.ids = state["ids"]
         self._anchors = []
         self._regex = {}
+        self._key_list = self._id_list = None
         self._build_table()
 
     # -- scanning ----------------------------------------------------------------------------
-    def _hits(self, data):
-        """(position, first index into keys) of every exact anchor occurrence, in order."""
+    def _hits(self, data, exhausted: set[int]):
+        """(position, first index into keys) of every exact anchor occurrence, in order,
+        leaving out the anchors (by first index) in `exhausted`."""
         n = len(data)
         if n < ANCHOR or not len(self.keys):
             return
@@ -185,24 +190,37 @@ class AnchorIndex:
                 continue
             where = np.flatnonzero(f)
             values = part[where]
-            slots = np.searchsorted(keys, values)
+            slots = np.searchsorted(keys, values, "left")
             np.minimum(slots, last, out=slots)
             exact = keys[slots] == values
+            if exhausted:
+                exact &= ~np.isin(slots, np.fromiter(exhausted, np.int64, len(exhausted)))
             if exact.any():
                 yield from zip((where[exact] + start).tolist(), slots[exact].tolist())
 
     def scan(self, data: bytes, ftype: int, deadline: float | None = None) -> list[int]:
-        """Indexes (into `sigs`) of the signatures matching `data`, in signature order."""
+        """Indexes (into `sigs`) of the signatures matching `data`, in signature order.
+
+        An anchor that hits very often (a run of zeros in a signature, a file of zeros)
+        does not cost a verification per hit: after `_HITS_BEFORE_WHOLE` hits a signature
+        is verified once against the whole object, and an anchor whose signatures are all
+        settled is dropped from the rest of the scan."""
         found: set[int] = set()
         settled: set[int] = set()  # found, or refuted for the whole of `data`
-        keys, ids, sigs = self.keys, self.ids, self.sigs
+        exhausted: set[int] = set()  # anchors (first index) with every signature settled
+        hits: dict[int, int] = {}
+        if self._key_list is None:
+            self._key_list, self._id_list = self.keys.tolist(), self.ids.tolist()
+        keys, ids, sigs = self._key_list, self._id_list, self.sigs
         count = len(keys)
         size = len(data)
         checked = 0
-        for pos, slot in self._hits(data):
-            key = keys[slot]
+        for pos, first in self._hits(data, exhausted):
+            key = keys[first]
+            slot = first
+            open_sigs = False
             while slot < count and keys[slot] == key:
-                sid = int(ids[slot])
+                sid = ids[slot]
                 slot += 1
                 if sid in settled:
                     continue
@@ -213,46 +231,61 @@ class AnchorIndex:
                 checked += 1
                 if deadline is not None and not checked % 64 and time.monotonic() > deadline:
                     raise MatchTimeout
-                if self._verify(sid, data, pos, size, settled, deadline):
+                seen = hits[sid] = hits.get(sid, 0) + 1
+                if seen > _HITS_BEFORE_WHOLE:
+                    matched = self._verify(sid, data, None, size, settled, deadline)
+                    settled.add(sid)
+                else:
+                    matched = self._verify(sid, data, pos, size, settled, deadline)
+                if matched:
                     found.add(sid)
                     settled.add(sid)
+                elif sid not in settled:
+                    open_sigs = True
+            if not open_sigs:
+                exhausted.add(first)
         return sorted(found)
 
-    def _verify(self, sid: int, data: bytes, pos: int, size: int, settled: set,
+    def _verify(self, sid: int, data: bytes, pos: int | None, size: int, settled: set,
                 deadline: float | None) -> bool:
+        """Does signature `sid` match `data` through its anchor hit at `pos` — or, with
+        `pos` None, anywhere in `data`?"""
         _name, _target, check, run, at, pre_min, pre_max, total_max, pattern = self.sigs[sid]
-        start = pos - at  # where the fixed run starts
-        if start < 0 or not data.startswith(run, start):
-            return False
-        # The signature's start lies in [lo, hi]: before the run by pre_min..pre_max bytes,
-        # and where its offset puts it.
-        lo = 0 if pre_max is None else start - pre_max
-        hi = start - pre_min
         if check is not None:
             base, shift, from_end = check
             low = size - base if from_end else base
+        if pos is None:
+            lo, hi = 0, size
+        else:
+            start = pos - at  # where the fixed run starts
+            if start < 0 or not data.startswith(run, start):
+                return False
+            # The signature's start lies in [lo, hi]: before the run by pre_min..pre_max
+            # bytes, and where its offset puts it.
+            lo = 0 if pre_max is None else start - pre_max
+            hi = start - pre_min
+        if check is not None:
             lo, hi = max(lo, low), min(hi, low + shift)
         lo = max(lo, 0)
         if hi < lo:
             return False
-        if pattern is None:
-            return True  # the signature is the fixed run alone, and it is in place
+        if pattern is None:  # the signature is the fixed run alone
+            return pos is not None or data.find(run, lo, hi + len(run)) >= 0
         compiled = self._regex.get(sid)
         if compiled is None:
-            try:
-                source = pattern[3:] if pattern.startswith("re:") else hexsig.to_yara_regex(
-                    hexsig.parse(pattern))
-                compiled = regex.compile(source.encode("latin-1"), regex.DOTALL)
-            except (regex.error, hexsig.SignatureError, OverflowError):
-                compiled = False
-            self._regex[sid] = compiled
+            compiled = self._regex[sid] = _compile(pattern)
         if compiled is False:
             settled.add(sid)
             return False
+        if isinstance(compiled, list):
+            # Unbounded jumps at the top level: one linear pass over the whole object
+            # (the offset's range, if any), which settles the signature.
+            settled.add(sid)
+            lo, hi = (0, size) if check is None else (max(low, 0), min(low + shift, size))
+            return lo <= hi and _chain(compiled, data, lo, hi, size, deadline)
         end = size if total_max is None else min(size, hi + total_max)
-        timeout = None if deadline is None else max(deadline - time.monotonic(), 0.001)
         try:
-            m = compiled.search(data, lo, end, timeout=timeout)
+            m = compiled.search(data, lo, end, timeout=_left(deadline))
         except TimeoutError:
             raise MatchTimeout from None
         if m is None and (pre_max is None or total_max is None):
@@ -262,3 +295,69 @@ class AnchorIndex:
         # Without an offset any match is a match of the signature; with one, it must
         # start where the offset allows.
         return m is not None and (check is None or m.start() <= hi)
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(deadline - time.monotonic(), 0.001)
+
+
+def _regex(tokens) -> regex.Pattern:
+    return regex.compile(hexsig.to_yara_regex(tokens).encode("latin-1"), regex.DOTALL)
+
+
+def _compile(pattern: str):
+    """The verifier of a signature: one regex, or — when the top level has unbounded jumps
+    (`*`, `{n-}`) — a chain [(least gap before, regex, shortest length)] of the bounded
+    pieces between them (a regex with `.*` in it would be quadratic on a miss). False when
+    the pattern cannot be compiled."""
+    try:
+        if pattern.startswith("re:"):
+            return regex.compile(pattern[3:].encode("latin-1"), regex.DOTALL)
+        tokens = hexsig.parse(pattern)
+        if not any(isinstance(t, hexsig.Jump) and t.high is None for t in tokens):
+            return _regex(tokens)
+        pieces, current, gap = [], [], 0
+        for t in tokens:
+            if isinstance(t, hexsig.Jump) and t.high is None:
+                if current:
+                    pieces.append((gap, tuple(current)))
+                    current, gap = [], 0
+                gap += t.low
+            else:
+                current.append(t)
+        pieces.append((gap, tuple(current)))
+        if any(_seq_span(piece)[1] is None for _, piece in pieces):
+            return _regex(tokens)  # unbounded inside alternatives: rare, plain regex
+        return [(gap, _regex(piece), _seq_span(piece)[0]) for gap, piece in pieces]
+    except (regex.error, hexsig.SignatureError, OverflowError):
+        return False
+
+
+def _chain(chain: list, data: bytes, lo: int, hi: int, size: int,
+           deadline: float | None) -> bool:
+    """Is there a match of the pieces in order, the first starting in [lo, hi]? Each piece
+    takes its earliest-ending match, which leaves the most room for the next."""
+    try:
+        pos = lo
+        for i, (gap, piece, shortest) in enumerate(chain):
+            start = pos + gap
+            if start > size:
+                return False
+            limit = hi if i == 0 else None
+            m = piece.search(data, start, size, timeout=_left(deadline))
+            if m is None or (limit is not None and m.start() > limit):
+                return False
+            # Every match ending by m.end() starts at or after m.start(): find the least
+            # end by bisection.
+            first, low_end, high_end = m.start(), m.start() + shortest, m.end()
+            while low_end < high_end:
+                mid = (low_end + high_end) // 2
+                probe = piece.search(data, first, mid, timeout=_left(deadline))
+                if probe is not None and (limit is None or probe.start() <= limit):
+                    high_end = mid
+                else:
+                    low_end = mid + 1
+            pos = high_end
+        return True
+    except TimeoutError:
+        raise MatchTimeout from None
