@@ -1,7 +1,8 @@
 """The virus engine: bytes in, `ScanVerdict` out.
 
-Theory of operation: `VirusEngine` loads a signature database once (hash tables + one
-compiled YARA-X rule set, see `matcher`), then each `scan_*` call walks one input as a tree
+Theory of operation: `VirusEngine` loads a signature database once (hash tables, the
+anchored body signatures and one compiled YARA-X rule set for the rest, see `matcher`),
+then each `scan_*` call walks one input as a tree
 of objects: the input itself, the decoded parts of a message, the members of an archive,
 the contents of a compressed stream. Each object is checked against the allowlist, the
 hash signatures (only for sizes some signature has) and the body/logical signatures, then

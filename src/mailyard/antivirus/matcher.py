@@ -1,15 +1,18 @@
-"""Body and logical signatures compiled to one YARA-X rule set.
+"""Body and logical signatures: the anchored matcher for most, YARA-X for the rest.
 
-Why YARA-X: it is a maintained multi-pattern engine (atoms + Aho-Corasick + verification,
-compiled to native code) that already speaks everything ClamAV hex signatures need —
-wildcards, nibbles, bounded and unbounded jumps, alternatives, `at`/`in` offsets,
-`filesize`, match counts and the PE/ELF entry point. Measurements: bench/RESULTS.md.
+Body signatures (`.ndb`) with a plain offset (`*`, `n`, `n,shift`, `EOF-n`) and a fixed run
+of at least four bytes go to `anchors.AnchorIndex`: no compilation at load, candidates
+found by a vectorized 4-byte anchor table, verified in place (bench/RESULTS.md: 100,000
+signatures load in well under a second, and scan faster than the YARA-X rule set did).
 
-Each `.ndb` signature becomes `rule bN { strings: $a = {..} condition: <target> and <offset> }`
-and each `.ldb` signature `rule lN` with one string per subsignature and its logical
-expression as the condition. The rule identifier indexes `names`, so names are free text.
-The target type is a global (`ftype`) the engine sets per scanned object from its own
-file-type detection.
+Everything else is compiled to one YARA-X rule set — a maintained multi-pattern engine
+that speaks what ClamAV hex signatures need (wildcards, nibbles, jumps, alternatives,
+`at`/`in` offsets, `filesize`, match counts, the PE/ELF entry point and sections):
+each remaining `.ndb` signature becomes `rule bN { strings: $a = {..} condition: <target>
+and <offset> }` (plain-offset ones grouped, see `Matcher`), and each `.ldb` signature
+`rule lN` with one string per subsignature and its logical expression as the condition.
+The rule identifier indexes `names`, so names are free text. The target type is a global
+(`ftype`) the engine sets per scanned object from its own file-type detection.
 """
 
 from __future__ import annotations
@@ -112,10 +115,12 @@ def _offset_check(offset: str):
 
 
 class Matcher:
-    """Compiled body + logical signatures; `scan(data, ftype)` → matching names.
+    """Body + logical signatures; `scan(data, ftype)` → matching names.
 
-    Body signatures with a plain offset (`*`, `n`, `n,shift`, `EOF-n`) are grouped
-    `GROUP_SIZE` strings to a YARA rule (`any of them`), and their offsets checked here
+    `Matcher(db, anchored=False)` sends every body signature to YARA-X (the reference the
+    tests compare the anchored matcher with). Of the body signatures left to YARA-X, those
+    with a plain offset (`*`, `n`, `n,shift`, `EOF-n`) are grouped `GROUP_SIZE` strings to
+    a YARA rule (`any of them`), and their offsets checked here
     from the match positions: YARA-X compiles each rule's condition to native code, so a
     rule per signature costs three times the load time (bench/RESULTS.md). Signatures with
     PE/ELF offsets and logical signatures keep a rule each.
