@@ -228,7 +228,8 @@ def test_bulk_hash_loader_equals_line_loader():
         elif kind == 7:
             size = "1x"
         elif kind == 8:
-            name = "Ignored.Name"
+            name = rng.choice(["Ignored.Name", "Ign", "Ign\r", "Ign ", "Ignored.Name:1",
+                               "xIgnored.Name", "Ignored.Nam"])
         lines.append(f"{digest}:{size}:{name}")
         probes.append((digest.lower(), size))
     data = "\n".join(lines).encode() + b"\n"
@@ -236,7 +237,7 @@ def test_bulk_hash_loader_equals_line_loader():
     stores, errors = [], []
     for bulk in (True, False):
         store, errs = HashStore(), []
-        store.load(data, ".X", {"Ignored.Name"}, "f.hdb", errs, bulk=bulk)
+        store.load(data, ".X", {"Ignored.Name", "Ign"}, "f.hdb", errs, bulk=bulk)
         store.finish()
         stores.append(store)
         errors.append(errs)

@@ -77,6 +77,11 @@ class _Table:
                 + sum(len(k) for k, _ in self.chunks))
 
 
+def _name_print(name: bytes) -> int:
+    """The bulk loader's fingerprint of a signature name: its length and last 8 bytes."""
+    return (int.from_bytes(name[-8:], "little") ^ (len(name) * _MIX)) & _MASK
+
+
 def _numbered(data: bytes):
     pos = 0
     for number, line in enumerate(data.split(b"\n"), 1):
@@ -148,18 +153,13 @@ class HashStore:
         ends = np.concatenate((newlines, [len(data)]))
         colons = np.flatnonzero(raw == 58)
         first = np.searchsorted(colons, starts)
-        colons = np.concatenate((colons, [len(data), len(data)]))
+        colons = np.concatenate((colons, [len(data)] * 3))
         c1, c2 = colons[first], colons[first + 1]
         digest_len = c1 - starts
         size_len = c2 - c1 - 1
         fast = (c2 < ends) & (size_len >= 1) & (size_len <= 15) & (c2 + 1 < ends)
         name_first = raw[np.minimum(c2 + 1, len(data) - 1)]
         fast &= ~np.isin(name_first, _NOT_NAME_START)
-        for name in ignored_b:  # rare: leave lines that mention one to the careful loader
-            at = data.find(name)
-            while at >= 0:
-                fast[np.searchsorted(starts, at, "right") - 1] = False
-                at = data.find(name, at + 1)
         # Fixed-width fields are read 8 bytes at a time through an overlapping uint64 view
         # of the file, into (rows, 8*k) byte matrices.
         padded = data + bytes(16)  # every 8-byte read below stays inside
@@ -170,6 +170,22 @@ class HashStore:
             picks = [words[np.minimum(offsets + 8 * k, last_word)] for k in range(width // 8)]
             return np.stack(picks, axis=1).view(np.uint8)
 
+        if ignored_b:
+            # Lines naming an ignored signature go to the careful loader: each line's name
+            # gets a fingerprint (its length and last 8 bytes), compared with theirs.
+            name_end = np.minimum(colons[first + 2], ends)
+            name_end -= raw[np.maximum(name_end - 1, 0)] == 13  # CR
+            name_len = name_end - c2 - 1
+            fast &= (name_len >= 1) & ~np.isin(raw[np.maximum(name_end - 1, 0)],
+                                                _NOT_NAME_START)
+            short = np.clip(name_len, 0, 7).astype(np.uint64)
+            head = words[np.minimum(c2 + 1, last_word)] & (
+                (np.uint64(1) << (np.uint64(8) * short)) - np.uint64(1))
+            tail = words[np.clip(name_end - 8, 0, last_word)]
+            prints = np.where(name_len < 8, head, tail) ^ (
+                name_len.astype(np.uint64) * np.uint64(_MIX))
+            theirs = np.array([_name_print(name) for name in ignored_b], np.uint64)
+            fast &= ~np.isin(prints, theirs)
         # sizes (up to 15 digits), one digit column at a time
         digits = columns(c1 + 1, 16)
         sizes = np.zeros(len(starts), np.int64)
