@@ -56,7 +56,10 @@ class _Table:
                 refs.append(np.array([c & _MASK for c in self.pending], np.uint64))
                 self.pending.clear()
             all_keys, all_refs = np.concatenate(keys), np.concatenate(refs)
-            order = np.lexsort((all_refs, all_keys))  # by key, then by line (first wins)
+            # By key, then by line (the first line wins a lookup). The bulk chunks come in
+            # line order, so a stable sort by key does it unless line-by-line ones joined.
+            order = (np.lexsort((all_refs, all_keys)) if len(keys) > 1 + len(self.chunks)
+                     else np.argsort(all_keys, kind="stable"))
             self.keys, self.refs = array("Q"), array("Q")
             self.keys.frombytes(all_keys[order].tobytes())
             self.refs.frombytes(all_refs[order].tobytes())
@@ -151,29 +154,37 @@ class HashStore:
         newlines = np.flatnonzero(raw == 10)
         starts = np.concatenate(([0], newlines + 1))
         ends = np.concatenate((newlines, [len(data)]))
-        colons = np.flatnonzero(raw == 58)
-        first = np.searchsorted(colons, starts)
-        colons = np.concatenate((colons, [len(data)] * 3))
-        c1, c2 = colons[first], colons[first + 1]
-        digest_len = c1 - starts
-        size_len = c2 - c1 - 1
-        fast = (c2 < ends) & (size_len >= 1) & (size_len <= 15) & (c2 + 1 < ends)
-        name_first = raw[np.minimum(c2 + 1, len(data) - 1)]
-        fast &= ~np.isin(name_first, _NOT_NAME_START)
         # Fixed-width fields are read 8 bytes at a time through an overlapping uint64 view
         # of the file, into (rows, 8*k) byte matrices.
-        padded = data + bytes(16)  # every 8-byte read below stays inside
-        words = np.ndarray((len(data) + 9,), "<u8", buffer=padded, strides=(1,))
+        padded = data + bytes(72)  # every 8-byte read below stays inside
+        words = np.ndarray((len(data) + 65,), "<u8", buffer=padded, strides=(1,))
         last_word = len(words) - 1
 
         def columns(offsets, width: int):
             picks = [words[np.minimum(offsets + 8 * k, last_word)] for k in range(width // 8)]
             return np.stack(picks, axis=1).view(np.uint8)
 
+        # The digest ends at the first ':' — at 32, 40 or 64 (a colon earlier fails the
+        # hex check below); the size is the digits up to the next ':' (at most 15).
+        padded_raw = np.frombuffer(padded, np.uint8)
+        digest_len = np.zeros(len(starts), np.int64)
+        for length in (64, 40, 32):
+            digest_len[padded_raw[starts + length] == 58] = length
+        c1 = starts + digest_len
+        after = columns(c1 + 1, 16) == 58
+        size_len = np.where(after.any(axis=1), after.argmax(axis=1), 99)
+        c2 = c1 + 1 + size_len
+        fast = (digest_len > 0) & (size_len >= 1) & (size_len <= 15) & (c2 + 1 < ends)
+        name_first = padded_raw[np.minimum(c2 + 1, len(padded) - 1)]
+        fast &= ~np.isin(name_first, _NOT_NAME_START)
         if ignored_b:
             # Lines naming an ignored signature go to the careful loader: each line's name
             # gets a fingerprint (its length and last 8 bytes), compared with theirs.
-            name_end = np.minimum(colons[first + 2], ends)
+            name_end = ends.copy()
+            rows = np.flatnonzero(fast)
+            third = np.searchsorted(colons := np.flatnonzero(raw == 58), c2[rows] + 1)
+            third = np.concatenate((colons, [len(data)]))[third]
+            name_end[rows] = np.minimum(third, ends[rows])
             name_end -= raw[np.maximum(name_end - 1, 0)] == 13  # CR
             name_len = name_end - c2 - 1
             fast &= (name_len >= 1) & ~np.isin(raw[np.maximum(name_end - 1, 0)],
@@ -188,6 +199,7 @@ class HashStore:
             fast &= ~np.isin(prints, theirs)
         # sizes (up to 15 digits), one digit column at a time
         digits = columns(c1 + 1, 16)
+        c1 = np.minimum(c1, len(data) - 1)
         sizes = np.zeros(len(starts), np.int64)
         for k in range(int(size_len[fast].max(initial=0))):
             active = size_len > k
@@ -199,8 +211,8 @@ class HashStore:
             rows = np.flatnonzero(fast & (digest_len == length))
             if not len(rows):
                 continue
-            nibbles = _HEX_VALUE[columns(starts[rows], length + 7 & ~7)[:, :length]]
-            good = nibbles.max(axis=1) < 16
+            nibbles = _HEX_VALUE[columns(starts[rows], length)]
+            good = ~(nibbles.view(np.uint64) & np.uint64(0xF0F0F0F0F0F0F0F0)).any(axis=1)
             rows, nibbles = rows[good], nibbles[good]
             packed = (nibbles[:, 0:16:2] << 4) | nibbles[:, 1:16:2]  # the first 8 bytes
             prefix = np.ascontiguousarray(packed).view(">u8")[:, 0].astype(np.uint64)
