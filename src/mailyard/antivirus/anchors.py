@@ -76,8 +76,8 @@ def _too_far(tokens) -> bool:
 def _window(run: bytes) -> int:
     """Where in a fixed run to take the 4-byte anchor: of its start, middle and end, the
     window with the fewest common bytes (zero, 0xFF, space, NOP, INT3)."""
-    if len(run) == ANCHOR:
-        return 0
+    if len(run) == ANCHOR or len(run[:ANCHOR].translate(None, _COMMON)) == ANCHOR:
+        return 0  # the common case: the start is as good as any
     best, best_score = 0, -1
     for at in (0, len(run) - ANCHOR, (len(run) - ANCHOR) >> 1):
         score = len(run[at:at + ANCHOR].translate(None, _COMMON))
@@ -123,7 +123,7 @@ class AnchorIndex:
         # per signature: (name, target, offset check, run, anchor-in-run, pre_min, pre_max,
         # total_max, pattern text or None). Offset check: (base, shift, from_end) or None.
         self.sigs: list[tuple] = []
-        self._anchors: list[int] = []
+        self._anchors: list[bytes] = []
         self.keys = np.zeros(0, np.uint32)
         self.ids = np.zeros(0, np.int64)
         self._regex: dict[int, object] = {}
@@ -137,11 +137,11 @@ class AnchorIndex:
 
     def add(self, name: str, target: int, check, planned: tuple) -> None:
         run, at = planned[0], planned[1]
-        self._anchors.append(int.from_bytes(run[at:at + ANCHOR], "little"))
+        self._anchors.append(run[at:at + ANCHOR])
         self.sigs.append((name, target, check) + planned)
 
     def finish(self) -> None:
-        anchors = np.array(self._anchors, dtype=np.uint32)
+        anchors = np.frombuffer(b"".join(self._anchors), "<u4").astype(np.uint32)
         self._anchors = []
         order = np.argsort(anchors, kind="stable")
         self.keys = anchors[order]

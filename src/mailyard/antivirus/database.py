@@ -25,6 +25,7 @@ import tarfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from mailyard.antivirus import hexsig
 from mailyard.antivirus.hashes import HashStore
@@ -39,14 +40,16 @@ CONTAINER_EXTENSIONS = {"cvd", "cld", "cud"}
 CVD_HEADER = 512
 
 
-@dataclass(frozen=True)
-class BodySignature:
-    """An `.ndb` line: `Name:TargetType:Offset:HexSignature[:MinFL[:MaxFL]]`."""
+class BodySignature(NamedTuple):
+    """An `.ndb` line: `Name:TargetType:Offset:HexSignature[:MinFL[:MaxFL]]`.
+
+    A NamedTuple rather than a frozen dataclass: databases hold 100,000s of these, and a
+    tuple is built several times faster (load time is a target, bench/RESULTS.md)."""
 
     name: str
     target: int
     offset: str
-    tokens: tuple
+    tokens: tuple | None
     origin: str
     text: str = ""  # the hex signature as written (the anchored matcher re-parses it lazily)
     # hexsig.summarize(text) when the signature has the common shape; then `tokens` is None

@@ -230,6 +230,9 @@ def summarize(text: str, min_run: int = 4, max_jump: int = 1 << 30):
     that run (None = unbounded). Returns None for every other text (then `parse` decides,
     with its error messages); whatever it accepts, `parse` accepts too. No tokens are
     built, which keeps loading 100,000 signatures well under a second."""
+    if _PURE_HEX.fullmatch(text):
+        run = bytes.fromhex(text)
+        return (run, 0, 0, len(run), True) if len(run) >= min_run else None
     parts = _TOKEN.findall(text)
     covered = 0
     best = None
