@@ -56,10 +56,12 @@ class _Table:
                 refs.append(np.array([c & _MASK for c in self.pending], np.uint64))
                 self.pending.clear()
             all_keys, all_refs = np.concatenate(keys), np.concatenate(refs)
-            # By key, then by line (the first line wins a lookup). The bulk chunks come in
-            # line order, so a stable sort by key does it unless line-by-line ones joined.
-            order = (np.lexsort((all_refs, all_keys)) if len(keys) > 1 + len(self.chunks)
-                     else np.argsort(all_keys, kind="stable"))
+            # By key, then by line (the first line wins a lookup): a quick sort by key; only
+            # when some keys repeat (duplicate lines), the slower sort by (key, line).
+            order = np.argsort(all_keys)
+            sorted_keys = all_keys[order]
+            if (sorted_keys[1:] == sorted_keys[:-1]).any():
+                order = np.lexsort((all_refs, all_keys))
             self.keys, self.refs = array("Q"), array("Q")
             self.keys.frombytes(all_keys[order].tobytes())
             self.refs.frombytes(all_refs[order].tobytes())
