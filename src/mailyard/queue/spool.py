@@ -303,15 +303,21 @@ class Spool:
         return state
 
     def entries(self) -> Iterator[QueueEntry]:
-        """Every complete entry, oldest first, read-only (for the CLI)."""
+        """Every complete entry, oldest commit first, read-only (for the CLI).
+
+        Ordered by commit time, not by queue id: ids are given when a queue file is made,
+        and files from the stock can be older than one made on demand a moment later."""
         self.ensure()
-        for path in sorted(self.active.glob("*.q")):
+        found = []
+        for path in self.active.glob("*.q"):
             try:
                 entry = self._latest_state(spoolfile.read_entry(path, check_message=False))
             except (OSError, spoolfile.Incomplete, spoolfile.Corrupt):
                 continue
             entry.held = self.hold_path(entry.queue_id).exists()
-            yield entry
+            found.append(entry)
+        found.sort(key=lambda e: (e.created, e.queue_id))
+        yield from found
 
     # -- jobs ---------------------------------------------------------------------------
     def state_job(self, entry: QueueEntry) -> CommitJob:
