@@ -11,6 +11,11 @@ side in one run, which is the figure that counts on a shared machine.
     python bench/bench_mta.py                  # N=2000 C=10
     N=500 C=10 python bench/bench_mta.py
     POSTFIX=0 python bench/bench_mta.py        # mailyard only
+    ROUNDS=3 N=1000 python bench/bench_mta.py  # interleaved: both servers up at once,
+        # smtp-source against each in turn (order alternating per round, the sink drained
+        # between runs, after an uncounted warm-up run of N/5 against each); one ratio per
+        # round and the median — on a shared machine whose load drifts within seconds this
+        # pairs each mailyard run with a Postfix run made moments apart
 """
 
 from __future__ import annotations
@@ -36,16 +41,17 @@ from sink import Sink
 
 N = int(os.environ.get("N", "2000"))
 C = int(os.environ.get("C", "10"))
+ROUNDS = int(os.environ.get("ROUNDS", "0"))
 
 
-def smtp_source(port: int) -> float:
-    cmd = ["smtp-source", "-s", str(C), "-m", str(N), "-l", "4096",
+def smtp_source(port: int, count: int = N) -> float:
+    cmd = ["smtp-source", "-s", str(C), "-m", str(count), "-l", "4096",
            "-f", "sender@example.net", "-t", "user1@example.test",
            "-M", "client.example.net", f"127.0.0.1:{port}"]
     print("$", " ".join(cmd), flush=True)
     started = time.perf_counter()
     subprocess.run(cmd, check=True)
-    return N / (time.perf_counter() - started)
+    return count / (time.perf_counter() - started)
 
 
 def run_postfix(sink: Sink) -> float | None:
@@ -62,7 +68,62 @@ def run_postfix(sink: Sink) -> float | None:
         return None
 
 
+def wait_for_sink(sink: Sink, count: int) -> None:
+    deadline = time.monotonic() + 120
+    while sink.count < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def interleaved() -> int:
+    """ROUNDS rounds of smtp-source against mailyard and Postfix, both running throughout."""
+    from postfix_instance import PostfixInstance
+
+    sink = Sink()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-mta-"))
+    srv = MailyardServer(root=tmp, services={"smtp"}, domains=["example.test"],
+                         toml=f'[server]\nlog_level = "warning"\n[greylist]\nenabled = false\n'
+                              f'[filter]\nnext_hop = "127.0.0.1:{sink.port}"\n')
+    srv.add_user("user1@example.test", "pass1")
+    srv.start()
+    rows = []
+    try:
+        with PostfixInstance(main_extra=f"relayhost = [127.0.0.1]:{sink.port}\n",
+                             prefix="bench-postfix-") as postfix:
+            ports = {"mailyard": srv.port("smtp"), "postfix": postfix.port}
+            expected = 0
+            # Warm-up, not counted: Postfix forks its smtpd processes, mailyard opens its
+            # connections to the next hop; both then run in their steady state.
+            warm = max(N // 5, 10)
+            for name in ports:
+                smtp_source(ports[name], warm)
+                expected += warm
+                wait_for_sink(sink, expected)
+            for rnd in range(ROUNDS):
+                order = ["mailyard", "postfix"] if rnd % 2 == 0 else ["postfix", "mailyard"]
+                rates = {}
+                for name in order:
+                    load = os.getloadavg()[0]
+                    rates[name] = smtp_source(ports[name])
+                    expected += N
+                    wait_for_sink(sink, expected)       # each run starts with both idle
+                    print(f"round {rnd + 1} {name}: {rates[name]:.1f} msg/s (load {load:.1f})",
+                          flush=True)
+                rows.append({"mailyard": round(rates["mailyard"], 1),
+                             "postfix": round(rates["postfix"], 1),
+                             "ratio": round(rates["mailyard"] / rates["postfix"], 2),
+                             "first": order[0]})
+    finally:
+        srv.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    ratios = sorted(r["ratio"] for r in rows)
+    print(json.dumps({"rounds": rows, "median_ratio": ratios[len(ratios) // 2],
+                      "forwarded_to_sink": sink.count}))
+    return 0
+
+
 def main() -> int:
+    if ROUNDS:
+        return interleaved()
     sink = Sink()
     tmp = Path(tempfile.mkdtemp(prefix="bench-mta-"))
     srv = MailyardServer(root=tmp, services={"smtp"}, domains=["example.test"],

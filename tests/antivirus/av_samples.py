@@ -14,6 +14,7 @@ import quopri
 import struct
 import tarfile
 import zipfile
+import zlib
 from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
@@ -183,3 +184,52 @@ def minimal_elf(code: bytes, entry_skip: int = 0) -> bytes:
                          1, 0x400000 + 120 + entry_skip, 64, 0, 0, 64, 56, 1, 64, 0, 0)
     segment = struct.pack("<IIQQQQQQ", 1, 5, 0, 0x400000, 0x400000, size, size, 0x1000)
     return header + segment + code
+
+
+# -- RAR: no free tool writes RAR (Debian has only readers: unar, libarchive), so the tests
+# build stored (method 0) archives from the documented formats (RAR 4's technote.txt, and
+# the "RAR 5.0 archive format" technote).
+def _rar4_block(head_type: int, flags: int, body: bytes) -> bytes:
+    rest = struct.pack("<BHH", head_type, flags, 7 + len(body)) + body
+    return struct.pack("<H", zlib.crc32(rest) & 0xFFFF) + rest
+
+
+def rar4_of(members: dict[str, bytes], encrypted: bool = False) -> bytes:
+    """A RAR 4 archive of stored members (flag 0x04 marks them encrypted)."""
+    out = b"Rar!\x1a\x07\x00" + _rar4_block(0x73, 0, b"\0" * 6)
+    for name, data in members.items():
+        raw_name = name.encode()
+        body = struct.pack("<IIBIIBBHI", len(data), len(data), 3, zlib.crc32(data),
+                           0x5A000000, 29, 0x30, len(raw_name), 0o100644) + raw_name
+        if encrypted:
+            body += b"\0" * 8  # salt
+        out += _rar4_block(0x74, 0x8000 | (0x04 if encrypted else 0), body) + data
+    return out + _rar4_block(0x7B, 0x4000, b"")
+
+
+def _vint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _rar5_header(fields: bytes) -> bytes:
+    sized = _vint(len(fields)) + fields
+    return struct.pack("<I", zlib.crc32(sized)) + sized
+
+
+def rar5_of(members: dict[str, bytes]) -> bytes:
+    """A RAR 5 archive of stored members."""
+    out = b"Rar!\x1a\x07\x01\x00" + _rar5_header(_vint(1) + _vint(0) + _vint(0))
+    for name, data in members.items():
+        raw_name = name.encode()
+        fields = (_vint(2) + _vint(0x0002) + _vint(len(data))  # file header, data follows
+                  + _vint(0x0004) + _vint(len(data)) + _vint(0o100644)  # CRC32 present
+                  + struct.pack("<I", zlib.crc32(data))
+                  + _vint(0) + _vint(1) + _vint(len(raw_name)) + raw_name)  # store, Unix
+        out += _rar5_header(fields) + data
+    return out + _rar5_header(_vint(5) + _vint(0) + _vint(0))

@@ -148,6 +148,7 @@ def test_compiled_cache_is_reused_and_invalidated(tmp_path):
                                     "b.ldb": "L.Pcre;Target:0;0&1;41424344;0/abc/x\n"})
     cache = tmp_path / "cache"
     first = VirusEngine(db, cache_dir=cache)
+    first.wait_cache()  # written in the background once the engine is ready
     assert not first.from_cache and list(cache.glob("*.yarx"))
     second = VirusEngine(db, cache_dir=cache)
     assert second.from_cache
@@ -163,13 +164,14 @@ def test_compiled_cache_is_reused_and_invalidated(tmp_path):
     third = VirusEngine(db, cache_dir=cache)
     assert not third.from_cache
     assert third.scan_bytes(b"a new-mark").names == ("DB.New.UNOFFICIAL",)
+    third.wait_cache()
     assert len(list(cache.glob("*.yarx"))) == 1
 
 
 def test_damaged_cache_is_rebuilt(tmp_path):
     db = write_db(tmp_path / "db", {"a.ndb": MARK_NDB})
     cache = tmp_path / "cache"
-    VirusEngine(db, cache_dir=cache)
+    VirusEngine(db, cache_dir=cache).wait_cache()
     for f in cache.iterdir():
         f.write_bytes(b"garbage")
     engine = VirusEngine(db, cache_dir=cache)

@@ -13,6 +13,7 @@ import sys
 from mailyard.config import load
 from mailyard.envelope import Envelope, Recipient
 from mailyard.queue import Queue
+from mailyard.queue.incoming import FLUSH_AT
 from mailyard.server.app import App
 
 ENVELOPE = Envelope(sender="sender@example.net", recipients=(Recipient("a@example.test"),),
@@ -24,9 +25,12 @@ async def main(config: str, mode: str) -> None:
     queue = app.component("queue", Queue)
     if mode == "mid-data":
         incoming = await queue.receive(ENVELOPE)
-        incoming.write(b"Subject: torn\r\n\r\nhalf of the bo")
-        incoming._file.flush()
-        print("WRITING", flush=True)
+        incoming.write(b"Subject: torn\r\n\r\n")
+        # More than Incoming buffers in memory: the start of the body is in the file.
+        for _ in range(FLUSH_AT // 1000 + 10):
+            incoming.write(b"x" * 998 + b"\r\n")
+        incoming.write(b"half of the bo")
+        print("WRITING", incoming.queue_id, flush=True)
         await asyncio.sleep(3600)
         return
 

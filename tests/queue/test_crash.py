@@ -12,6 +12,7 @@ from queue_support import Recorder, eventually, write_config
 
 from mailyard.config import load
 from mailyard.queue import Queue
+from mailyard.queue.incoming import FLUSH_AT
 from mailyard.server.app import App
 
 CHILD = Path(__file__).with_name("crash_child.py")
@@ -56,11 +57,13 @@ async def test_sigkill_after_commit_loses_nothing(tmp_path, peers):
 
 async def test_sigkill_mid_data_delivers_nothing(tmp_path, peers):
     root = tmp_path / "node"
-    run_child(write_config(root), "mid-data", "WRITING", 1)
+    (torn,) = run_child(write_config(root), "mid-data", "WRITING", 1)
     spool_tmp = root / "data" / "queue" / "tmp"
     active = root / "data" / "queue" / "active"
-    # The torn message is there (written straight into active/, with no .env beside it).
-    assert [p.suffix for p in active.iterdir()] == [".msg"]
+    # The torn message is there (in its queue file, without a commit marker), beside the
+    # unused queue files the process had made ahead.
+    assert (active / f"{torn}.q").stat().st_size > FLUSH_AT
+    assert {p.suffix for p in active.iterdir()} == {".q"}
     filt = peers(Recorder())
     app = App(load(str(write_config(root, filter_hop=filt.address))))
     queue = app.component("queue", Queue)

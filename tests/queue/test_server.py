@@ -75,6 +75,46 @@ control_poll = 0.1
         peer.stop()
 
 
+def test_kill9_mid_data_then_restart_delivers_nothing(mailyard_server):
+    """The server dies while a client is half-way through DATA: after the restart the torn
+    queue file is discarded (a log line says so) and nothing of it is ever delivered,
+    while the next message goes through."""
+    from mailyard.queue.incoming import FLUSH_AT
+
+    peer = Peer(Recorder(), "127.0.0.1", free_port())
+    try:
+        srv = mailyard_server(services={"smtp"}, toml=f"""
+[filter]
+next_hop = "{peer.address}"
+[greylist]
+enabled = false
+""")
+        srv.add_user("alice@example.test")
+        active = srv.data_dir / "queue" / "active"
+        client = smtplib.SMTP("127.0.0.1", srv.port("smtp"))
+        client.ehlo("client.example")
+        assert client.mail("a@example.net")[0] == 250
+        assert client.rcpt("alice@example.test")[0] == 250
+        assert client.docmd("DATA")[0] == 354
+        client.send(b"Subject: torn\r\n\r\n" + b"x" * 998 + b"\r\n")
+        client.send((b"y" * 998 + b"\r\n") * (FLUSH_AT // 1000 + 10))
+        # Past the in-memory buffer: the start of the message is in its queue file.
+        wait_until(lambda: any(p.stat().st_size > FLUSH_AT for p in active.glob("*.q")),
+                   what="the torn message in the spool", srv=srv)
+        srv.kill()
+        client.close()
+        srv.start()
+        srv.wait_for_log("discarded incomplete entry")
+        assert queue_list(srv) == []
+        with smtplib.SMTP("127.0.0.1", srv.port("smtp")) as c:
+            c.sendmail("a@example.net", ["alice@example.test"], MESSAGE % b"after")
+        wait_until(lambda: peer.handler.messages, what="the next message", srv=srv)
+        wait_until(lambda: queue_list(srv) == [], what="empty queue", srv=srv)
+        assert [b"Subject: after" in m["content"] for m in peer.handler.messages] == [True]
+    finally:
+        peer.stop()
+
+
 class Relay(Recorder):
     """A content filter stand-in that is a real SMTP server: it adds a header and hands the
     message back to mailyard's reinject listener with smtplib (what AMaViS does)."""

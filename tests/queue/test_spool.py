@@ -3,32 +3,65 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import zlib
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mailyard.envelope import Envelope, Recipient
-from mailyard.queue.records import PENDING, QueueEntry, Reply, new_entry
-from mailyard.queue.spool import (
-    CommitJob,
-    GroupCommitter,
-    Spool,
-    execute_batch,
-    new_queue_id,
-    valid_queue_id,
-)
+from mailyard.queue import spoolfile
+from mailyard.queue.commit import CommitJob, GroupCommitter, execute_batch
+from mailyard.queue.records import DELIVERED, PENDING, QueueEntry, Reply, new_entry
+from mailyard.queue.spool import Spool, new_queue_id, valid_queue_id
 
 ENV = Envelope(sender="a@example.net", recipients=(Recipient("b@example.test"),),
                received_via="smtp")
 
 
 def committed(spool: Spool, queue_id: str, message: bytes = b"Subject: x\r\n\r\nbody\r\n"):
-    """Put an entry into active/ the way a commit does (synchronously)."""
+    """Put a committed queue file into active/ (synchronously)."""
     spool.ensure()
     entry = new_entry(queue_id, ENV, 1000.0, "filter", len(message))
-    spool.msg_path(queue_id).write_bytes(message)
-    spool.env_path(queue_id).write_bytes(entry.to_json())
+    spoolfile.write_file(spool.entry_path(queue_id), message, entry)
     return entry
+
+
+def legacy(spool: Spool, queue_id: str, message: bytes = b"Subject: old\r\n\r\nbody\r\n",
+           stage: str = "final"):
+    """An entry of the two-file format (ID.msg + ID.env) that earlier versions wrote."""
+    spool.ensure()
+    entry = new_entry(queue_id, ENV, 1000.0, stage, len(message))
+    (spool.active / f"{queue_id}.msg").write_bytes(message)
+    (spool.active / f"{queue_id}.env").write_bytes(entry.to_json())
+    return entry
+
+
+class _Lines(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@pytest.fixture
+def queue_log():
+    """The queue's log lines (the mailyard logger may not propagate to pytest's caplog)."""
+    logger = logging.getLogger("mailyard.queue")
+    handler, level = _Lines(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(level)
 
 
 # -- ids and records ----------------------------------------------------------------------
@@ -62,24 +95,37 @@ def test_duplicate_rcpt_is_delivered_once():
 
 # -- commit and abort -----------------------------------------------------------------------
 
-async def test_commit_makes_both_files_and_abort_leaves_nothing(make_queue):
+async def test_commit_makes_one_queue_file_and_abort_leaves_nothing(make_queue):
     _app, queue = make_queue()
     incoming = await queue.receive(ENV)
     incoming.write(b"Subject: one\r\n\r\n")
     incoming.write(b"body\r\n")
     qid = await incoming.commit()
-    assert queue.spool.msg_path(qid).read_bytes() == b"Subject: one\r\n\r\nbody\r\n"
-    assert QueueEntry.from_json(queue.spool.env_path(qid).read_bytes()).size == 22
+    entry = spoolfile.read_entry(queue.spool.entry_path(qid))
+    assert entry.size == 22 and entry.envelope.sender == ENV.sender
+    assert queue.spool.read_message(qid, 22) == b"Subject: one\r\n\r\nbody\r\n"
     aborted = await queue.receive(ENV)
     aborted.write(b"half a message")
     aborted.abort()
     # (The scheduler may be rewriting the committed entry's state through tmp/ meanwhile.)
     assert not any(p.name.startswith(aborted.queue_id) for p in queue.spool.tmp.iterdir())
     assert not any(p.name.startswith(aborted.queue_id) for p in queue.spool.active.iterdir())
-    assert sorted(p.name for p in queue.spool.active.iterdir()) == [f"{qid}.env",
-                                                                   f"{qid}.msg"]
+    # One file per entry; the others in active/ are queue files made ahead, not entries.
+    assert [e.queue_id for e in queue.spool.entries()] == [qid]
+    assert {p.suffix for p in queue.spool.active.iterdir()} <= {".q", ".st"}
     with pytest.raises(RuntimeError):
         await incoming.commit()
+
+
+async def test_large_message_streams_through_the_file(make_queue):
+    _app, queue = make_queue()
+    body = b"".join(b"%07d " % i + b"y" * 90 + b"\r\n" for i in range(6000))   # 600 KB
+    incoming = await queue.receive(ENV)
+    for i in range(0, len(body), 8192):
+        incoming.write(body[i:i + 8192])
+    qid = await incoming.commit()
+    assert queue.spool.read_message(qid, len(body)) == body
+    assert spoolfile.read_entry(queue.spool.entry_path(qid)).size == len(body)
 
 
 async def test_concurrent_first_receives_wait_for_recovery_and_share_fsyncs(make_queue):
@@ -128,38 +174,163 @@ def test_failed_directory_fsync_fails_every_job_of_the_batch(tmp_path):
 
 # -- recovery after a crash ---------------------------------------------------------------------
 
-def test_recover_discards_tmp_and_incomplete_pairs_and_keeps_committed(tmp_path):
+def test_recover_discards_tmp_and_incomplete_files_and_keeps_committed(tmp_path, queue_log):
     spool = Spool(tmp_path / "queue")
     committed(spool, "AAAA00000001")
     committed(spool, "AAAA00000002")
-    (spool.tmp / "AAAA00000003.msg").write_bytes(b"torn mid-DATA")
-    (spool.tmp / "AAAA00000003.env").write_bytes(b"{")
-    # Crash between the two renames of a commit: .msg in active/, .env still in tmp/.
-    spool.msg_path("AAAA00000004").write_bytes(b"no envelope")
-    # Crash during removal: .env gone first, .msg left.
-    os.unlink(spool.env_path("AAAA00000002"))
+    (spool.tmp / "AAAA00000003.st.1234").write_bytes(b"{")
+    # Killed mid-DATA: a queue file with a header and part of a message, no commit marker.
+    reserved = spool.create_file()
+    os.write(reserved.fd, b"Subject: torn\r\n\r\nhalf of the bo")
+    os.close(reserved.fd)                         # (the process died: no flock held)
+    # Killed during removal: the queue file gone first, its state file left.
+    spool.state_path("AAAA00000002").write_bytes(b"{}")
+    os.unlink(spool.entry_path("AAAA00000002"))
+    # An empty file (created, killed before its header was written).
+    spool.entry_path("AAAA00000005").write_bytes(b"")
     entries = spool.recover()
     assert [e.queue_id for e in entries] == ["AAAA00000001"]
     assert list(spool.tmp.iterdir()) == []
-    assert sorted(p.name for p in spool.active.iterdir()) == ["AAAA00000001.env",
-                                                              "AAAA00000001.msg"]
+    assert sorted(p.name for p in spool.active.iterdir()) == ["AAAA00000001.q"]
+    assert f"discarded incomplete entry queue_id={reserved.queue_id}" in queue_log.text
+    # Files made ahead and never used (or empty) are counted in one line, not one each.
+    assert "discarded unused queue files count=1" in queue_log.text
+    assert "AAAA00000005" not in queue_log.text
 
 
-def test_unreadable_envelope_is_kept_in_corrupt_not_deleted(tmp_path):
+@pytest.mark.parametrize("cut", [1, 20, spoolfile.FOOTER_SIZE, spoolfile.FOOTER_SIZE + 5])
+def test_truncated_queue_file_is_discarded_with_a_log_line(tmp_path, queue_log, cut):
     spool = Spool(tmp_path / "queue")
-    committed(spool, "BBBB00000001")
-    spool.env_path("BBBB00000001").write_bytes(b'{"version": 1, "queue_id": ')
+    committed(spool, "EEEE00000001")
+    path = spool.entry_path("EEEE00000001")
+    os.truncate(path, path.stat().st_size - cut)
     assert spool.recover() == []
-    assert sorted(p.name for p in spool.corrupt.iterdir()) == ["BBBB00000001.env",
-                                                               "BBBB00000001.msg"]
+    assert list(spool.active.iterdir()) == []
+    assert "discarded incomplete entry queue_id=EEEE00000001" in queue_log.text
 
 
-def test_unknown_format_version_is_not_guessed(tmp_path):
+def test_queue_file_in_use_by_another_process_is_left_alone(tmp_path):
+    """`serve --only`: a file another live process is writing (it holds its flock) is not
+    discarded by the recovering scheduler."""
     spool = Spool(tmp_path / "queue")
-    committed(spool, "CCCC00000001")
-    spool.env_path("CCCC00000001").write_bytes(b'{"version": 99}')
+    spool.ensure()
+    (reserved,) = spool.create_files(1)
+    try:
+        assert spool.recover() == []
+        assert reserved.path.exists()
+        assert spool.load(reserved.queue_id) is None          # not an entry yet
+    finally:
+        reserved.discard()
+
+
+def test_message_content_cannot_forge_the_commit_marker(tmp_path):
+    """A client ends its DATA with bytes shaped like a footer, then the server is killed:
+    without the file's nonce the forged marker does not make an entry."""
+    spool = Spool(tmp_path / "queue")
+    spool.ensure()
+    reserved = spool.create_file()
+    forged_entry = new_entry(reserved.queue_id, Envelope(
+        sender="x@evil.example", recipients=(Recipient("victim@elsewhere.example"),),
+        received_via="reinject", skip_scan=True), 0.0, "final", 5)
+    forged = b"hello" + spoolfile.tail(b"\0" * spoolfile.NONCE_SIZE, 5,
+                                       zlib.crc32(b"hello"),
+                                       forged_entry.to_json())
+    os.write(reserved.fd, forged)
+    os.close(reserved.fd)
+    with pytest.raises(spoolfile.Incomplete):
+        spoolfile.read_entry(reserved.path)
     assert spool.recover() == []
-    assert (spool.corrupt / "CCCC00000001.msg").exists()
+
+
+@pytest.mark.parametrize("damage", ["message", "record", "json", "version"])
+def test_damaged_committed_file_is_kept_in_corrupt_not_deleted(tmp_path, queue_log, damage):
+    spool = Spool(tmp_path / "queue")
+    entry = committed(spool, "BBBB00000001")
+    path = spool.entry_path("BBBB00000001")
+    data = bytearray(path.read_bytes())
+    if damage == "message":
+        data[spoolfile.MESSAGE_OFFSET + 3] ^= 0x20
+    elif damage == "record":
+        data[spoolfile.MESSAGE_OFFSET + entry.size + 2] ^= 0x20
+    else:
+        # A record that checks (CRC) but does not parse or has an unknown version.
+        message = bytes(data[spoolfile.MESSAGE_OFFSET:spoolfile.MESSAGE_OFFSET + entry.size])
+        record = b'{"version": 1, "queue_id": ' if damage == "json" else b'{"version": 99}'
+        nonce = bytes(data[len(spoolfile.MAGIC):spoolfile.HEADER_SIZE])
+        data = bytearray(data[:spoolfile.MESSAGE_OFFSET] + message + spoolfile.tail(
+            nonce, entry.size, zlib.crc32(message), record))
+    path.write_bytes(data)
+    assert spool.recover() == []
+    assert sorted(p.name for p in spool.corrupt.iterdir()) == ["BBBB00000001.q"]
+    assert "unreadable queue entry moved to corrupt/ queue_id=BBBB00000001" in queue_log.text
+
+
+def test_state_file_supersedes_the_committed_record(tmp_path, queue_log):
+    spool = Spool(tmp_path / "queue")
+    entry = committed(spool, "FFFF00000001")
+    entry.recipients[0].status = DELIVERED
+    (error,) = execute_batch([spool.state_job(entry)])
+    assert error is None
+    (loaded,) = spool.recover()
+    assert loaded.recipients[0].status == DELIVERED and loaded.size == entry.size
+    # A damaged state file: every recipient is retried (at least once), nothing lost.
+    spool.state_path("FFFF00000001").write_bytes(b"{not json")
+    (loaded,) = spool.recover()
+    assert loaded.recipients[0].status == PENDING
+    assert "unreadable state file" in queue_log.text
+
+
+def test_two_file_entries_are_migrated_at_start_up(tmp_path, queue_log):
+    spool = Spool(tmp_path / "queue")
+    old = legacy(spool, "AAAA0000000A", b"Subject: old\r\n\r\n" + b"z" * 3000)
+    legacy(spool, "AAAA0000000B")
+    (spool.active / "AAAA0000000B.env").write_bytes(b'{"version": 1, "queue_id": ')
+    (spool.active / "AAAA0000000C.msg").write_bytes(b"a message without envelope")
+    (entry,) = spool.recover()
+    assert entry.queue_id == "AAAA0000000A" and entry.envelope == old.envelope
+    assert spool.read_message("AAAA0000000A", entry.size) == \
+        b"Subject: old\r\n\r\n" + b"z" * 3000
+    assert sorted(p.name for p in spool.active.iterdir()) == ["AAAA0000000A.q"]
+    assert sorted(p.name for p in spool.corrupt.iterdir()) == ["AAAA0000000B.env",
+                                                               "AAAA0000000B.msg"]
+    assert "migrated two-file queue entries entries=1" in queue_log.text
+    # A migration interrupted after the new file was made: the old pair goes.
+    legacy(spool, "AAAA0000000A")
+    assert [e.queue_id for e in spool.recover()] == ["AAAA0000000A"]
+    assert sorted(p.name for p in spool.active.iterdir()) == ["AAAA0000000A.q"]
+
+
+async def test_two_file_entry_from_before_the_upgrade_is_delivered(make_queue, peers):
+    from queue_support import Recorder, eventually
+
+    filt = peers(Recorder())
+    _app, queue = make_queue(filter_hop=filt.address)
+    qid = new_queue_id()
+    legacy(queue.spool, qid, b"Subject: from the old spool\r\n\r\nx\r\n", stage="filter")
+    await queue.start()
+    await eventually(lambda: filt.handler.messages, what="delivery of the migrated entry")
+    assert filt.handler.messages[0]["content"].startswith(b"Subject: from the old spool")
+    await eventually(lambda: not queue.spool.exists(qid), what="removal")
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cut=st.integers(min_value=0, max_value=400),
+       flips=st.lists(st.integers(min_value=0, max_value=400), max_size=3),
+       junk=st.binary(max_size=64))
+def test_fuzzed_queue_files_never_crash_recovery(tmp_path_factory, cut, flips, junk):
+    spool = Spool(tmp_path_factory.mktemp("fuzz") / "queue")
+    committed(spool, "ABCD00000001")
+    path = spool.entry_path("ABCD00000001")
+    data = bytearray(path.read_bytes())
+    for i in flips:
+        data[i % len(data)] ^= 0xFF
+    data = data[:max(0, len(data) - cut)] + junk
+    path.write_bytes(bytes(data))
+    entries = spool.recover()          # never raises; the entry is kept, discarded or
+    assert len(entries) <= 1           # moved to corrupt/
+    if entries:
+        assert spool.read_message("ABCD00000001", entries[0].size)
 
 
 async def test_restart_resumes_committed_entries(make_queue):

@@ -1,4 +1,4 @@
-"""Unpacking containers with hard caps: zip, tar, gzip, bzip2, xz and 7z.
+"""Unpacking containers with hard caps: zip, tar, gzip, bzip2, xz, 7z and rar.
 
 Theory of operation: every unpacker is a generator of `Member`s drawing on one shared
 `Budget`. Decompression is streamed (`max_length` on each decompressor call), so a member
@@ -12,6 +12,7 @@ and time; a corrupt archive yields what could be read, then stops quietly.
 from __future__ import annotations
 
 import bz2
+import ctypes
 import io
 import lzma
 import tarfile
@@ -265,5 +266,53 @@ def un7z(data: bytes, budget: Budget):
             yield Member(name, _finish(budget, out, cap, why))
 
 
-UNPACKERS = {"zip": unzip, "tar": untar, "7z": un7z}
+def unrar(data: bytes, budget: Budget):
+    """RAR 4 and RAR 5 through libarchive (libarchive-c over Debian's libarchive13), read
+    from memory, one block at a time, under the same caps as every other archive."""
+    try:
+        import libarchive
+        from libarchive import ffi
+    except (ImportError, OSError, AttributeError):  # pragma: no cover - libarchive missing
+        return
+    is_encrypted = _libarchive_is_encrypted(ffi)
+    fmt = "rar5" if data[6:8] == b"\x01\x00" else "rar"
+    cap, why = budget.cap_for(len(data))
+    count = 0
+    try:
+        with libarchive.memory_reader(data, format_name=fmt, filter_name="none") as archive:
+            for entry in archive:
+                # Not `isfile`: a crafted header may give a member no file type at all.
+                if entry.isdir or entry.issym or entry.islnk:
+                    continue
+                count += 1
+                if count > budget.limits.max_files:
+                    budget.record(v.LIMIT_FILES)
+                    return
+                name = entry.pathname or ""
+                if is_encrypted is not None and is_encrypted(entry._entry_p):
+                    yield Member(name, b"", encrypted=True)
+                    continue
+                out = bytearray()
+                try:
+                    for block in entry.get_blocks(CHUNK):
+                        budget.check_time()
+                        out += block
+                        if len(out) > cap:
+                            break
+                except libarchive.ArchiveError:
+                    pass  # corrupt or unsupported: scan what was read
+                yield Member(name, _finish(budget, out, cap, why))
+                cap, why = budget.cap_for(len(data))
+    except libarchive.ArchiveError:
+        return
+
+
+def _libarchive_is_encrypted(ffi):
+    try:
+        return ffi.ffi("entry_is_encrypted", [ffi.c_archive_entry_p], ctypes.c_int)
+    except AttributeError:  # pragma: no cover - libarchive older than 3.2
+        return None
+
+
+UNPACKERS = {"zip": unzip, "tar": untar, "7z": un7z, "rar": unrar}
 DECOMPRESSORS = {"gzip": gunzip, "bzip2": bunzip2, "xz": unxz}

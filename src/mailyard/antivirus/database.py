@@ -22,9 +22,11 @@ import hashlib
 import io
 import re
 import tarfile
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from mailyard.antivirus import hexsig
 from mailyard.antivirus.hashes import HashStore
@@ -39,15 +41,24 @@ CONTAINER_EXTENSIONS = {"cvd", "cld", "cud"}
 CVD_HEADER = 512
 
 
-@dataclass(frozen=True)
-class BodySignature:
-    """An `.ndb` line: `Name:TargetType:Offset:HexSignature[:MinFL[:MaxFL]]`."""
+class BodySignature(NamedTuple):
+    """An `.ndb` line: `Name:TargetType:Offset:HexSignature[:MinFL[:MaxFL]]`.
+
+    A NamedTuple rather than a frozen dataclass: databases hold 100,000s of these, and a
+    tuple is built several times faster (load time is a target, bench/RESULTS.md)."""
 
     name: str
     target: int
     offset: str
-    tokens: tuple
+    tokens: tuple | None
     origin: str
+    text: str = ""  # the hex signature as written (the anchored matcher re-parses it lazily)
+    # hexsig.summarize(text) when the signature has the common shape; then `tokens` is None
+    # until someone needs them (`parsed()`).
+    summary: tuple | None = None
+
+    def parsed(self) -> tuple:
+        return self.tokens if self.tokens is not None else hexsig.parse(self.text)
 
 
 @dataclass(frozen=True)
@@ -136,33 +147,67 @@ def load_database(path, body: bool = True) -> SignatureDatabase:
                 name = line[1].split(":", 1)[0].strip()
                 if name:
                     db.ignored.add(name)
-    for origin, ext, data, official in members:
+    # Hash files load in a thread beside the body/logical parsing: their numpy passes
+    # release the GIL, the line parsing is pure Python, so on two cores they overlap.
+    # Errors are kept per file and joined in file order, as if loaded one after the other.
+    errors: list[list[str]] = [[] for _ in members]
+    hash_jobs = []
+    text_jobs = []
+    for index, (origin, ext, data, official) in enumerate(members):
         db.files.append(origin)
-        if ext in ("ign2", "ign"):
-            continue
+        suffix = "" if official else UNOFFICIAL
         if ext in HASH_EXTENSIONS or ext in ALLOW_EXTENSIONS or ext in SECTION_EXTENSIONS:
             store = (db.allow if ext in ALLOW_EXTENSIONS else
                      db.sections if ext in SECTION_EXTENSIONS else db.hashes)
-            store.load(data, "" if official else UNOFFICIAL, db.ignored, origin, db.errors,
-                       size_first=ext in SECTION_EXTENSIONS)
-            continue
-        if not body:
-            continue
+            hash_jobs.append((store, data, suffix, origin, errors[index],
+                              ext in SECTION_EXTENSIONS))
+        elif ext in _PARSERS and body:
+            text_jobs.append((origin, ext, data, suffix, errors[index]))
+    loader = _HashLoader(db, hash_jobs)
+    if text_jobs:
+        loader.start()
+    else:
+        loader.run()
+    for origin, ext, data, suffix, errs in text_jobs:
         parse = _PARSERS[ext]
         for number, line in _lines(data):
             where = f"{origin}:{number}"
             try:
-                parse(db, line, where, "" if official else UNOFFICIAL)
+                parse(db, line, where, suffix)
             except _Unsupported as exc:
                 db.unsupported[str(exc)] += 1
             except (ValueError, hexsig.SignatureError) as exc:
-                db.errors.append(f"{where}: {exc}")
-    db.hashes.finish()
-    db.sections.finish()
-    db.allow.finish()
+                errs.append(f"{where}: {exc}")
+    if text_jobs:
+        loader.join()
+    if loader.failure is not None:
+        raise loader.failure
+    for errs in errors:
+        db.errors.extend(errs)
     return db
 
 
+class _HashLoader(threading.Thread):
+    """Loads the hash files of a database and finishes its hash tables."""
+
+    def __init__(self, db: SignatureDatabase, jobs: list):
+        super().__init__(name="antivirus-hashes")
+        self.db = db
+        self.jobs = jobs
+        self.failure: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for store, data, suffix, origin, errs, size_first in self.jobs:
+                store.load(data, suffix, self.db.ignored, origin, errs, size_first=size_first)
+            self.db.hashes.finish()
+            self.db.sections.finish()
+            self.db.allow.finish()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the loading thread
+            self.failure = exc
+
+
+_PLAIN_OFFSET = re.compile(r"\d+(,\d+)?|EOF-\d+(,\d+)?")
 _OFFSET = re.compile(r"EOF-\d+|EP[+-]\d+|S\d+\+\d+|SL\+\d+|SE\d+")
 
 
@@ -211,12 +256,17 @@ def _parse_ndb(db: SignatureDatabase, line: str, where: str, suffix: str) -> Non
     # An offset may itself contain ':'-free commas only; extra fields are engine levels.
     if not name:
         raise ValueError("empty signature name")
-    target = _parse_target(target_text)
-    check_offset(offset)
-    tokens = hexsig.parse(body)
+    target = 0 if target_text == "0" else _parse_target(target_text)
+    summary = None
+    if offset == "*" or _PLAIN_OFFSET.fullmatch(offset):
+        # The common case: the anchored matcher takes it without a token list.
+        summary = hexsig.summarize(body)
+    else:
+        check_offset(offset)
+    tokens = hexsig.parse(body) if summary is None else None
     if name in db.ignored:
         return
-    db.body.append(BodySignature(name + suffix, target, offset, tokens, where))
+    db.body.append(BodySignature(name + suffix, target, offset, tokens, where, body, summary))
 
 
 def _parse_target(text: str) -> int:

@@ -1,7 +1,8 @@
 """The virus engine: bytes in, `ScanVerdict` out.
 
-Theory of operation: `VirusEngine` loads a signature database once (hash tables + one
-compiled YARA-X rule set, see `matcher`), then each `scan_*` call walks one input as a tree
+Theory of operation: `VirusEngine` loads a signature database once (hash tables, the
+anchored body signatures and one compiled YARA-X rule set for the rest, see `matcher`),
+then each `scan_*` call walks one input as a tree
 of objects: the input itself, the decoded parts of a message, the members of an archive,
 the contents of a compressed stream. Each object is checked against the allowlist, the
 hash signatures (only for sizes some signature has) and the body/logical signatures, then
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import mimetypes
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +37,7 @@ from mailyard.antivirus.verdict import (
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 EICAR_NAME = "Eicar-Test-Signature"
-ENGINE_VERSION = "mailyard-av 0.1"
+ENGINE_VERSION = "mailyard-av 0.2"
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class VirusEngine:
             database_dir, list) else str(database_dir)
         self.limits = limits or ScanLimits()
         self.from_cache = False
+        self._saver: threading.Thread | None = None
         self.database, self.matcher = self._load(database_dir, cache_dir)
         self.errors: list[str] = self.database.errors + self.matcher.errors
         self._hash_algorithms = sorted(set(self.database.hashes.algorithms())
@@ -86,10 +89,23 @@ class VirusEngine:
         if cached is None:
             # Several pool workers start at once: one compiles, the others wait on the lock
             # and then read its cache instead of compiling the same rules in parallel.
-            with _CacheLock(cache_dir):
+            lock = _CacheLock(cache_dir).__enter__()
+            try:
                 cached = Matcher.load(cache_dir, key)
                 if cached is None:
-                    return self._compile_and_save(database_dir, cache_dir, key)
+                    database = load_database(database_dir)
+                    matcher = Matcher(database)
+                    # The engine is ready now; the cache is written beside the first scans,
+                    # and the lock released when it is complete.
+                    saver = threading.Thread(target=self._save, name="antivirus-cache",
+                                             args=(database, matcher, cache_dir, key, lock))
+                    saver.start()
+                    self._saver = saver
+                    lock = None
+                    return database, matcher
+            finally:
+                if lock is not None:
+                    lock.__exit__(None, None, None)
         matcher, meta = cached
         database = SignatureDatabase(
             hashes=meta["hashes"], allow=meta["allow"], ignored=meta["ignored"],
@@ -98,10 +114,14 @@ class VirusEngine:
         self.from_cache = True
         return database, matcher
 
+    def wait_cache(self) -> None:
+        """Wait until the compiled cache this engine writes in the background is on disk."""
+        if self._saver is not None:
+            self._saver.join()
+
     @staticmethod
-    def _compile_and_save(database_dir, cache_dir: Path, key: str):
-        database = load_database(database_dir)
-        matcher = Matcher(database)
+    def _save(database: SignatureDatabase, matcher: Matcher, cache_dir: Path, key: str,
+              lock: _CacheLock) -> None:
         try:
             matcher.save(cache_dir, key, {
                 "db_errors": list(database.errors), "unsupported": database.unsupported,
@@ -111,7 +131,8 @@ class VirusEngine:
                 "ignored": database.ignored, "files": database.files})
         except OSError:
             pass  # no cache this time; scanning is unaffected
-        return database, matcher
+        finally:
+            lock.__exit__(None, None, None)
 
     @classmethod
     def from_settings(cls, settings):

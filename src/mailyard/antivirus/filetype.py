@@ -16,7 +16,7 @@ TARGETS = {"pe": 1, "ole2": 2, "html": 3, "mail": 4, "png": 5, "jpeg": 5, "gif":
            "bmp": 5, "elf": 6, "macho": 9, "pdf": 10, "swf": 11, "java": 12}
 TARGET_TEXT = 7
 
-ARCHIVES = {"zip", "gzip", "bzip2", "xz", "tar", "7z"}
+ARCHIVES = {"zip", "gzip", "bzip2", "xz", "tar", "7z", "rar"}
 
 # `.ldb` `Container:CL_TYPE_*` → the walker's container kinds, as small codes for YARA.
 CONTAINER_CODES = {"zip": 1, "gzip": 2, "bzip2": 3, "xz": 4, "tar": 5, "7z": 6, "mail": 7,

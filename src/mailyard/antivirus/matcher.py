@@ -1,15 +1,18 @@
-"""Body and logical signatures compiled to one YARA-X rule set.
+"""Body and logical signatures: the anchored matcher for most, YARA-X for the rest.
 
-Why YARA-X: it is a maintained multi-pattern engine (atoms + Aho-Corasick + verification,
-compiled to native code) that already speaks everything ClamAV hex signatures need —
-wildcards, nibbles, bounded and unbounded jumps, alternatives, `at`/`in` offsets,
-`filesize`, match counts and the PE/ELF entry point. Measurements: bench/RESULTS.md.
+Body signatures (`.ndb`) with a plain offset (`*`, `n`, `n,shift`, `EOF-n`) and a fixed run
+of at least four bytes go to `anchors.AnchorIndex`: no compilation at load, candidates
+found by a vectorized 4-byte anchor table, verified in place (bench/RESULTS.md: 100,000
+signatures load in well under a second, and scan faster than the YARA-X rule set did).
 
-Each `.ndb` signature becomes `rule bN { strings: $a = {..} condition: <target> and <offset> }`
-and each `.ldb` signature `rule lN` with one string per subsignature and its logical
-expression as the condition. The rule identifier indexes `names`, so names are free text.
-The target type is a global (`ftype`) the engine sets per scanned object from its own
-file-type detection.
+Everything else is compiled to one YARA-X rule set — a maintained multi-pattern engine
+that speaks what ClamAV hex signatures need (wildcards, nibbles, jumps, alternatives,
+`at`/`in` offsets, `filesize`, match counts, the PE/ELF entry point and sections):
+each remaining `.ndb` signature becomes `rule bN { strings: $a = {..} condition: <target>
+and <offset> }` (plain-offset ones grouped, see `Matcher`), and each `.ldb` signature
+`rule lN` with one string per subsignature and its logical expression as the condition.
+The rule identifier indexes `names`, so names are free text. The target type is a global
+(`ftype`) the engine sets per scanned object from its own file-type detection.
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ import os
 import pickle
 import re
 import threading
+import time
 from pathlib import Path
 
 import yara_x
 
 from mailyard.antivirus import hexsig
+from mailyard.antivirus.anchors import AnchorIndex, MatchTimeout, plan, plan_summary
 from mailyard.antivirus.database import SignatureDatabase
 from mailyard.antivirus.logical import to_yara_condition
 
@@ -110,19 +115,34 @@ def _offset_check(offset: str):
 
 
 class Matcher:
-    """Compiled body + logical signatures; `scan(data, ftype)` → matching names.
+    """Body + logical signatures; `scan(data, ftype)` → matching names.
 
-    Body signatures with a plain offset (`*`, `n`, `n,shift`, `EOF-n`) are grouped
-    `GROUP_SIZE` strings to a YARA rule (`any of them`), and their offsets checked here
+    `Matcher(db, anchored=False)` sends every body signature to YARA-X (the reference the
+    tests compare the anchored matcher with). Of the body signatures left to YARA-X, those
+    with a plain offset (`*`, `n`, `n,shift`, `EOF-n`) are grouped `GROUP_SIZE` strings to
+    a YARA rule (`any of them`), and their offsets checked here
     from the match positions: YARA-X compiles each rule's condition to native code, so a
     rule per signature costs three times the load time (bench/RESULTS.md). Signatures with
     PE/ELF offsets and logical signatures keep a rule each.
     """
 
-    def __init__(self, db: SignatureDatabase):
+    def __init__(self, db: SignatureDatabase, anchored: bool = True):
         self.names: dict[str, str] = {}
         self.errors: list[str] = []
         self._groups: dict[str, list[tuple[str, tuple | None]]] = {}
+        self.anchors = AnchorIndex()
+        self._yara_body = []
+        for sig in db.body:
+            planned = None
+            if anchored and sig.summary is not None:
+                planned = plan_summary(sig.summary, sig.text)
+            elif anchored and _GROUPABLE_OFFSET.match(sig.offset):
+                planned = plan(sig.tokens, sig.text)
+            if planned is None:
+                self._yara_body.append(sig)
+            else:
+                self.anchors.add(sig.name, sig.target, _offset_check(sig.offset), planned)
+        self.anchors.finish()
         excluded: set[str] = set()
         reasons: dict[str, str] = {}
         for _attempt in range(2):
@@ -155,6 +175,7 @@ class Matcher:
         self.rule_count = len(self.names) + len(self._groups)
         self.rules = compiler.build()
         self._local = threading.local()
+        del self._yara_body
 
     def _source(self, db: SignatureDatabase, excluded: set[str]) -> tuple[list[str], list]:
         """YARA source, one physical line per string, and the origin of each line."""
@@ -165,7 +186,7 @@ class Matcher:
         self._grouped_origins: set[str] = set()
         by_target: dict[int, list] = {}
         singles = []
-        for sig in db.body:
+        for sig in self._yara_body:
             if sig.origin in excluded:
                 continue
             if _GROUPABLE_OFFSET.match(sig.offset):
@@ -184,7 +205,7 @@ class Matcher:
                 lines.append(f"rule {rule} {{ strings:")
                 origins.append(None)
                 for j, sig in enumerate(sigs[start:start + GROUP_SIZE]):
-                    lines.append(f"$p{j} = {_pattern(sig.tokens)}")
+                    lines.append(f"$p{j} = {_pattern(sig.parsed())}")
                     origins.append(sig.origin)
                     members.append((sig.name, _offset_check(sig.offset)))
                 condition = "any of them"
@@ -196,7 +217,7 @@ class Matcher:
         for i, sig in enumerate(singles):
             condition = _target_condition(sig.target) + _offset_condition(
                 sig.offset, "$a", sig.target)
-            lines.append(f"rule b{i} {{ strings: $a = {_pattern(sig.tokens)} "
+            lines.append(f"rule b{i} {{ strings: $a = {_pattern(sig.parsed())} "
                          f"condition: {condition} }}")
             origins.append(sig.origin)
             self.names[f"b{i}"] = sig.name
@@ -234,7 +255,7 @@ class Matcher:
                 old.unlink(missing_ok=True)
                 old.with_suffix(".meta").unlink(missing_ok=True)
         state = {"names": self.names, "groups": self._groups, "errors": self.errors,
-                 "rule_count": self.rule_count, **meta}
+                 "rule_count": self.rule_count, "anchors": self.anchors, **meta}
         for suffix, write in ((".meta", lambda f: pickle.dump(state, f, protocol=5)),
                               (".yarx", self.rules.serialize_into)):
             tmp = directory / f".{key}{suffix}.{os.getpid()}"
@@ -259,6 +280,7 @@ class Matcher:
         matcher._groups = state.pop("groups")
         matcher.errors = state.pop("errors")
         matcher.rule_count = state.pop("rule_count")
+        matcher.anchors = state.pop("anchors")
         matcher.rules = rules
         matcher._local = threading.local()
         return matcher, state
@@ -274,15 +296,23 @@ class Matcher:
              container: int = 0) -> list[str]:
         """Names of the signatures matching `data` (a file of ClamAV target type `ftype`,
         found inside a container of type code `container`, 0 = top level)."""
+        found: list[str] = []
+        if len(self.anchors):
+            deadline = None if timeout is None else time.monotonic() + timeout
+            try:
+                hits = self.anchors.scan(data, ftype, deadline)
+            except MatchTimeout:
+                raise yara_x.TimeoutError("scan timed out") from None
+            sigs = self.anchors.sigs
+            found += [sigs[i][0] for i in hits]
         if not self.rule_count:
-            return []
+            return found
         scanner = self._scanner()
         scanner.set_global("ftype", ftype)
         scanner.set_global("container", container)
         if timeout is not None:
             scanner.set_timeout(max(1, int(timeout + 0.999)))
         results = scanner.scan(data)
-        found: list[str] = []
         size = len(data)
         for rule in results.matching_rules:
             members = self._groups.get(rule.identifier)

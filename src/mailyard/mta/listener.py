@@ -104,9 +104,11 @@ def _client_ip(writer: asyncio.StreamWriter) -> str:
 async def start(app, service: str, address: str) -> Listener:
     profile = PROFILES[service]
     mta: Mta = app.component("mta", Mta)
-    # Resume committed queue entries at start-up, not at the first message.
+    # Resume committed queue entries at start-up, not at the first message; have queue
+    # files ready before the first client (made ahead, see queue.incoming).
     with contextlib.suppress(ImportError):
         await mta.queue().start()
+        mta.queue().stock.fill()
     per_ip: Counter[str] = Counter()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

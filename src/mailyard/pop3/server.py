@@ -115,6 +115,10 @@ async def start(app, service: str, address: str) -> Listener:
     return await serve_stream(app, service, address, handler, ssl=ctx if implicit else None)
 
 
+class IdleTimeout(TimeoutError):
+    """The client said nothing for `[pop3] idle_timeout` seconds."""
+
+
 class Connection:
     """One client connection: the read/dispatch/write loop around a `ServerProtocol`."""
 
@@ -138,16 +142,39 @@ class Connection:
         self.retrieved = 0
         self.deleted = 0
         self.end = "disconnect"
+        self._waiting_since: float | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._idle_timer = loop.call_later(self.service.settings.idle_timeout, self._check_idle)
         try:
             await self._loop()
         finally:
+            self._idle_timer.cancel()
             if self.lock is not None:
                 self.lock.release()
             event(log, "session", client=self.client_ip or "local", user=self.user,
                   tls=self.proto.tls_active, retrieved=self.retrieved, deleted=self.deleted,
                   end=self.end)
+
+    def _check_idle(self) -> None:
+        """The idle watchdog: one timer per connection, not one per command (RFC 1939 §3).
+
+        The session is idle while `_loop` waits for the client; `_waiting_since` is when
+        that wait began (None while the server is working). After `idle_timeout` seconds of
+        waiting the read is failed with `IdleTimeout`; otherwise the timer is set again for
+        the moment the current wait would expire.
+        """
+        loop = asyncio.get_running_loop()
+        idle = self.service.settings.idle_timeout
+        since = self._waiting_since
+        now = loop.time()
+        if since is not None and now - since >= idle:
+            self.reader.set_exception(IdleTimeout())
+            return
+        delay = idle if since is None else idle - (now - since)
+        self._idle_timer = loop.call_later(delay, self._check_idle)
 
     async def _flush(self, drain: bool) -> None:
         chunks = self.proto.chunks_to_send()
@@ -157,22 +184,31 @@ class Connection:
             await self.writer.drain()
 
     async def _loop(self) -> None:
-        p = self.proto
-        idle = self.service.settings.idle_timeout
+        p, writer = self.proto, self.writer
+        loop = asyncio.get_running_loop()
         while True:
             ev = p.next_event()
             if ev is NEED_DATA:
-                await self._flush(drain=True)
+                # The hot path of a download: no coroutine call and no drain when the
+                # transport took everything, and the idle timer is the watchdog's.
+                chunks = p.chunks_to_send()
+                if chunks:
+                    writer.writelines(chunks)
+                if writer.transport.get_write_buffer_size():
+                    await writer.drain()
+                self._waiting_since = loop.time()
                 try:
-                    # asyncio.timeout, not wait_for: no extra task per command.
-                    async with asyncio.timeout(idle):
-                        data = await self.reader.read(READ_CHUNK)
-                except TimeoutError:
+                    data = await self.reader.read(READ_CHUNK)
+                except IdleTimeout:
                     # RFC 1939 §3: autologout without entering UPDATE.
                     p.err(proto.REPLY_IDLE)
                     self.end = "idle timeout"
-                    await self._flush(drain=True)
+                    # No drain (it would re-raise the reader's exception): closing the
+                    # writer afterwards sends what is buffered.
+                    writer.writelines(p.chunks_to_send())
                     return
+                finally:
+                    self._waiting_since = None
                 if not data:
                     return
                 p.receive_data(data)
@@ -180,7 +216,17 @@ class Connection:
             if ev is CLOSED:
                 await self._flush(drain=True)
                 return
-            if isinstance(ev, (Retr, Top)):
+            if isinstance(ev, Retr):
+                if not self._retr_read_ahead(ev):
+                    await self._retrieve(ev)
+                # The answer leaves first; then, while the client reads it, the next
+                # message is put in wire form (session.Maildrop.prefetch).
+                writer.writelines(p.chunks_to_send())
+                if writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+                    await writer.drain()
+                self.drop.prefetch(ev.number + 1)
+                continue
+            if isinstance(ev, Top):
                 await self._retrieve(ev)
             elif isinstance(ev, Login):
                 if await self._login(ev):
@@ -238,6 +284,20 @@ class Connection:
         self.lock, self.user = lock, user
         p.login_succeeded()
         return False
+
+    def _retr_read_ahead(self, ev: Retr) -> bool:
+        """Answer RETR from the read-ahead if it holds the message unchanged (no await)."""
+        drop = self.drop
+        try:
+            message = drop.get(ev.number)
+        except session.DropError:
+            return False  # _retrieve answers -ERR
+        body = drop.take_ahead(ev.number)
+        if body is None:
+            return False
+        self.proto.multiline(f"{message.size} octets", body)
+        self.retrieved += 1
+        return True
 
     async def _retrieve(self, ev: Retr | Top) -> None:
         p, drop = self.proto, self.drop

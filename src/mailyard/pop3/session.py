@@ -18,6 +18,10 @@ computes once at delivery (or when it first indexes a foreign file) and keeps in
 the same number IMAP reports. (A foreign file whose last line lacks a line end is sent with
 one added, 2 octets more than listed; files the store writes always end in CRLF.)
 
+A session that reads the messages in order is answered from `readahead.ReadAhead`: after
+RETR n the server calls `prefetch(n + 1)`, and `take_ahead()` hands the wire form out only if
+the file is unchanged (see that module for why this is exact).
+
 `MailboxLock` makes sessions exclusive per mailbox (RFC 1939 §4: the server takes an
 exclusive-access lock on the maildrop at login): `flock` on a file under data_dir/run/pop3, so
 it holds across processes and is released by the kernel if the process dies.
@@ -34,8 +38,9 @@ from pathlib import Path
 from mailyard.maildir.files import read_file
 from mailyard.pop3 import proto
 from mailyard.pop3.proto import Dele, List, Noop, Retr, Rset, Stat, Top, Uidl
+from mailyard.pop3.readahead import Prefetched, ReadAhead
 
-# Messages larger than this are read off the event loop's thread.
+# Messages larger than this are read off the event loop's thread (and never read ahead).
 LARGE_MESSAGE = 256 * 1024
 
 
@@ -87,10 +92,12 @@ class MailboxLock:
 class Maildrop:
     """One POP3 session's snapshot of a mailbox folder (see the module docstring)."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, read_ahead: ReadAhead | None = None):
         self.folder = folder
         self.messages: list[DropMessage] = []
         self.deleted: set[int] = set()
+        self.ahead = read_ahead if read_ahead is not None else ReadAhead(
+            max_message=LARGE_MESSAGE)
 
     def load(self) -> None:
         """Take the snapshot (blocking file-system work: run it off the event loop)."""
@@ -101,6 +108,7 @@ class Maildrop:
         self.messages = [DropMessage(number, info.uid, info.size, uidl_for(info.uid, validity),
                                      info.filename) for number, info in enumerate(infos, 1)]
         self.deleted = set()
+        self.ahead.clear()
 
     # -- lookups --------------------------------------------------------------------------
     def get(self, number: int) -> DropMessage:
@@ -139,16 +147,56 @@ class Maildrop:
             return proto.to_crlf(raw)
         return raw
 
+    # -- read-ahead -----------------------------------------------------------------------
+    def prefetch(self, number: int) -> None:
+        """Read message `number` ahead in wire form, if it is small and live; never raises.
+
+        Nothing is kept when the snapshot's file name is stale (another session renamed the
+        file) or the file is not as indexed: the RETR then reads it the usual way.
+        """
+        if not 1 <= number <= len(self.messages) or number in self.deleted \
+                or number in self.ahead:
+            return
+        message = self.messages[number - 1]
+        if message.size > self.ahead.max_message:
+            return
+        path = os.path.join(self._dir, message.filename)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            st = os.fstat(fd)
+            if st.st_size > message.size:
+                return  # never as indexed: leave it to read()
+            raw = os.read(fd, st.st_size)
+        except OSError:
+            return
+        finally:
+            os.close(fd)
+        if len(raw) != st.st_size:
+            return
+        # Same rule as read(): a file as long as its RFC822.SIZE is CRLF throughout.
+        body = proto.wire_message(raw, crlf=len(raw) == message.size)
+        self.ahead.put(number, Prefetched(path, st.st_ino, st.st_size, body))
+
+    def take_ahead(self, number: int) -> bytes | None:
+        """The wire form of live message `number` if it was read ahead and is unchanged."""
+        return self.ahead.take(number)
+
     # -- changes --------------------------------------------------------------------------
     def delete(self, number: int) -> None:
         self.get(number)
         self.deleted.add(number)
+        self.ahead.discard(number)
 
     def reset(self) -> None:
         self.deleted.clear()
+        self.ahead.clear()
 
     def commit(self) -> int:
         """RFC 1939 §6 UPDATE: expunge the marked messages from the store."""
+        self.ahead.clear()
         uids = [self.messages[n - 1].uid for n in sorted(self.deleted)]
         if uids:
             self.folder.expunge(uids)

@@ -93,7 +93,7 @@ def show_cmd(settings, queue_id: str, show_message: bool, as_json: bool) -> None
     if entry is None:
         fail(f"no message {queue_id} in the queue")
     if show_message:
-        click.echo(spool.msg_path(queue_id).read_bytes().decode("utf-8", "replace"), nl=False)
+        click.echo(spool.read_message(queue_id, entry.size).decode("utf-8", "replace"), nl=False)
         return
     summary = entry.summary()
     env = entry.envelope

@@ -18,10 +18,12 @@ import ssl
 from mailyard.envelope import Envelope
 from mailyard.log import event, get_logger
 from mailyard.queue import dsn
+from mailyard.queue.filter_client import deliver_filter
 from mailyard.queue.lmtp_client import lmtp_deliver
 from mailyard.queue.records import EXPANDED, FAILED, QueueEntry, RecipientState, Reply
 from mailyard.queue.routing import HOP_FILTER, HOP_LMTP, HOP_SMTP, Hop, domain_of
-from mailyard.queue.smtp_out import ConnectionCache, Target, deliver_host, deliver_remote
+from mailyard.queue.smtp_out import ConnectionCache, Target, deliver_remote
+from mailyard.queue.spoolfile import MESSAGE_OFFSET
 
 log = get_logger("queue")
 
@@ -86,19 +88,21 @@ class Deliverer:
         """Returns (reply per recipient, the DSN action for a success: "" = none)."""
         recipients = [by_address[a] for a in hop.recipients]
         config = self.queue.config
-        message_path = self.queue.spool.msg_path(entry.queue_id)
+        spool = self.queue.spool
         if hop.kind == HOP_LMTP:
             replies = await lmtp_deliver(
-                hop.destination, entry.envelope, recipients, message_path,
+                hop.destination, entry.envelope, recipients,
+                self.queue._fresh.get(entry.queue_id)
+                or (spool.entry_path(entry.queue_id), MESSAGE_OFFSET, entry.size),
                 helo=self.queue.hostname, connect_timeout=config.connect_timeout,
                 command_timeout=config.command_timeout)
             return replies, dsn.DELIVERED
-        message = await asyncio.to_thread(message_path.read_bytes)
+        message = await self.queue.message_bytes(entry)
         if hop.kind == HOP_FILTER:
             from mailyard.config import parse_hostport
 
             host, port = parse_hostport(hop.destination)
-            replies = await deliver_host(
+            replies = await deliver_filter(
                 Target(host=host, port=port, name=hop.destination), entry.envelope,
                 recipients, message, helo=self.queue.hostname,
                 connect_timeout=config.connect_timeout,

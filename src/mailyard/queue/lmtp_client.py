@@ -56,11 +56,19 @@ class _Session:
                 raise ConnectionResetError("connection closed by the LMTP server")
             self.client.receive_data(data)
 
-    async def stream(self, path: Path) -> None:
+    async def stream(self, source: bytes | tuple[Path, int, int]) -> None:
+        if isinstance(source, bytes):
+            for start in range(0, len(source), CHUNK):
+                await self.send(self.client.send_content(source[start:start + CHUNK]))
+            await self.send(self.client.end_content())
+            return
         # Spool files are read in chunks straight from the page cache they were just
         # written to; the codec's encoder keeps its state across chunk boundaries.
+        path, offset, left = source
         with open(path, "rb") as f:  # noqa: ASYNC230
-            while chunk := f.read(CHUNK):
+            f.seek(offset)
+            while left and (chunk := f.read(min(CHUNK, left))):
+                left -= len(chunk)
                 await self.send(self.client.send_content(chunk))
         await self.send(self.client.end_content())
 
@@ -88,9 +96,10 @@ def _rcpt_params(rcpt: RecipientState, client: ClientConnection) -> dict[str, st
 
 
 async def lmtp_deliver(address: str, envelope: Envelope, recipients: list[RecipientState],
-                       message_path: Path, *, helo: str, connect_timeout: float,
-                       command_timeout: float) -> dict[str, Reply]:
-    """Deliver one spooled message to `recipients`; a Reply for every one of them."""
+                       message: bytes | tuple[Path, int, int], *, helo: str,
+                       connect_timeout: float, command_timeout: float) -> dict[str, Reply]:
+    """Deliver one spooled message (`message`: its bytes, or its queue file, offset and
+    length) to `recipients`; a Reply for every one of them."""
     replies: dict[str, Reply] = {}
     remote = address
     writer = None
@@ -139,7 +148,7 @@ async def lmtp_deliver(address: str, envelope: Envelope, recipients: list[Recipi
             # A server that says 354 with no valid recipient: end it without waiting.
             await session.send(client.end_content())
             return replies
-        await session.stream(message_path)
+        await session.stream(message)
         # RFC 2033 §4.2: one reply per accepted recipient, in order.
         for _ in accepted:
             answer = await session.answer()

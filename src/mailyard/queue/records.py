@@ -101,7 +101,7 @@ class QueueEntry:
 
     # -- (de)serialisation -----------------------------------------------------------
     def to_json(self) -> bytes:
-        env = dataclasses.asdict(self.envelope)
+        env = _envelope_dict(self.envelope)
         doc = {
             "version": FORMAT_VERSION,
             "queue_id": self.queue_id,
@@ -169,6 +169,19 @@ def new_entry(queue_id: str, envelope: Envelope, created: float, stage: str,
                                          notify=tuple(r.notify)))
     return QueueEntry(queue_id=queue_id, envelope=envelope, created=created, stage=stage,
                       size=size, next_attempt=created, recipients=recipients)
+
+
+_ENVELOPE_FIELDS = tuple(f.name for f in dataclasses.fields(Envelope))
+
+
+def _envelope_dict(envelope: Envelope) -> dict:
+    """`dataclasses.asdict(envelope)`, without its generic deep copy (a tenth of a commit's
+    event-loop time in a profile): the same JSON."""
+    doc = {name: getattr(envelope, name) for name in _ENVELOPE_FIELDS}
+    doc["recipients"] = [{"address": r.address, "orcpt": r.orcpt, "notify": list(r.notify)}
+                         for r in envelope.recipients]
+    doc["extra"] = dict(envelope.extra)
+    return doc
 
 
 def _rcpt_to_dict(r: RecipientState) -> dict:

@@ -34,15 +34,17 @@ import time
 from mailyard.envelope import Envelope
 from mailyard.log import event, get_logger
 from mailyard.queue import dsn
+from mailyard.queue.commit import GroupCommitter
 from mailyard.queue.hops import Deliverer, expand_aliases
-from mailyard.queue.incoming import Incoming
+from mailyard.queue.incoming import Incoming, Stock
 from mailyard.queue.records import DELIVERED, FAILED, QueueEntry, RecipientState, Reply
 from mailyard.queue.routing import FINAL, plan, retry_delay
-from mailyard.queue.spool import GroupCommitter, Spool, new_queue_id
+from mailyard.queue.spool import Spool
 
 log = get_logger("queue")
 
 EXPIRED = "4.4.7"        # RFC 3463: delivery time expired
+FRESH_LIMIT = 32 * 1024 * 1024
 
 
 class Queue:
@@ -55,6 +57,7 @@ class Queue:
         self.spool = Spool(app.data_path / "queue")
         self.spool.ensure()
         self.committer = GroupCommitter(group=self.config.group_commit)
+        self.stock = Stock(self.spool)
         self.entries: dict[str, QueueEntry] = {}
         self._heap: list[tuple[float, int, str]] = []
         self._seq = 0
@@ -65,6 +68,10 @@ class Queue:
         self._tasks: set[asyncio.Task] = set()
         self._stopping = False
         self._dsn_sent: dict[str, list[float]] = {}
+        # The bytes of messages just committed, until their first attempt: that attempt
+        # then reads no file (bounded by FRESH_LIMIT; the spool stays the truth).
+        self._fresh: dict[str, bytes] = {}
+        self._fresh_bytes = 0
         self.deliverer = Deliverer(self)
         self.owner = False              # True once this process holds the spool lock
         self._lock_fd: int | None = None
@@ -124,6 +131,7 @@ class Queue:
             await asyncio.wait(set(self._tasks), timeout=5)
         self.deliverer.close()
         await self.committer.close()
+        await self.stock.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -133,13 +141,11 @@ class Queue:
     # -- the API for listeners and internal senders ------------------------------------------
     async def receive(self, envelope: Envelope) -> Incoming:
         await self.start()
-        queue_id = new_queue_id()
-        # Straight into active/: a .msg there without its .env is not an entry (start-up
-        # discards it), so the message needs no rename; the .env's rename commits the pair.
-        path = self.spool.msg_path(queue_id)
-        # Creating a file can wait on the file system journal: not on the event loop.
-        file = await asyncio.to_thread(open, path, "wb", buffering=65536)
-        return Incoming(self, envelope, queue_id, path, file)
+        # A queue file made ahead (its directory entry already durable); a burst larger
+        # than the stock creates its own, off the event loop (creation can wait on the
+        # file system journal).
+        reserved = self.stock.take() or await asyncio.to_thread(self.spool.create_file)
+        return Incoming(self, envelope, reserved)
 
     async def submit(self, envelope: Envelope, message: bytes) -> str:
         """Queue a message we generated (bounce, redirect, vacation reply); durable on return."""
@@ -161,10 +167,13 @@ class Queue:
         self._wake()
 
     # -- scheduling ----------------------------------------------------------------------------
-    def _admit(self, entry: QueueEntry) -> None:
+    def _admit(self, entry: QueueEntry, message: bytes | None = None) -> None:
         if not self.owner:
             self.spool.notify("new")     # the scheduling process loads it from the spool
             return
+        if message is not None and self._fresh_bytes + len(message) <= FRESH_LIMIT:
+            self._fresh[entry.queue_id] = message
+            self._fresh_bytes += len(message)
         self.entries[entry.queue_id] = entry
         if not entry.held:
             self._push(entry)
@@ -227,6 +236,7 @@ class Queue:
                     continue
                 if not self.spool.exists(queue_id):
                     del self.entries[queue_id]
+                    self._forget_fresh(queue_id)
                     event(log, "removed by operator", queue_id=queue_id)
                     continue
                 held = self.spool.hold_path(queue_id).exists()
@@ -257,6 +267,7 @@ class Queue:
             entry.next_attempt = time.time() + retry_delay(
                 max(entry.attempts, 1), self.config.retry_initial, self.config.retry_max)
         finally:
+            self._forget_fresh(entry.queue_id)
             self._inflight.discard(entry.queue_id)
             if entry.queue_id in self.entries and not entry.held:
                 self._push(entry)
@@ -265,13 +276,17 @@ class Queue:
     # -- one delivery attempt -------------------------------------------------------------------
     async def _deliver(self, entry: QueueEntry) -> None:
         queue_id = entry.queue_id
-        if self.spool.hold_path(queue_id).exists():
+        # A message committed by this process a moment ago is neither held nor deleted
+        # (the CLI's requests are read with the spool's `changed` marker): two stats saved.
+        if queue_id in self._fresh:
+            pass
+        elif self.spool.hold_path(queue_id).exists():
             entry.held = True
             return
-        if not self.spool.exists(queue_id):
+        elif not self.spool.exists(queue_id):
             # Deleted by an operator; a state write that raced the deletion may have left
-            # an .env alone (start-up would discard it too).
-            self.spool.env_path(queue_id).unlink(missing_ok=True)
+            # an ID.st alone (start-up would discard it too).
+            self.spool.state_path(queue_id).unlink(missing_ok=True)
             self.entries.pop(queue_id, None)
             return
         now = time.time()
@@ -327,7 +342,11 @@ class Queue:
         for action in (dsn.DELIVERED, dsn.RELAYED):
             await self._report(entry, [r for r, a in succeeded if a == action], action)
         if not still:
-            await self.committer.run(self.spool.remove_job(queue_id))
+            # Not made durable (no directory fsync, nobody waits): the removals of delivered
+            # entries were half the journal traffic competing with the commits clients wait
+            # for. A crash before the journal commits it delivers the entry again (the
+            # at-least-once promise allows that, rarely); every earlier step is durable.
+            self.spool.remove_soon(queue_id)
             self.entries.pop(queue_id, None)
             event(log, "done", queue_id=queue_id,
                   delivered=sum(r.status == DELIVERED for r in entry.recipients),
@@ -338,6 +357,18 @@ class Queue:
                   retry_in=round(entry.next_attempt - time.time()), error=entry.last_error)
         else:
             self.entries.pop(queue_id, None)
+
+    def _forget_fresh(self, queue_id: str) -> None:
+        message = self._fresh.pop(queue_id, None)
+        if message is not None:
+            self._fresh_bytes -= len(message)
+
+    async def message_bytes(self, entry: QueueEntry) -> bytes:
+        """The message of `entry`: from memory while fresh, else from its queue file."""
+        message = self._fresh.get(entry.queue_id)
+        if message is not None:
+            return message
+        return await asyncio.to_thread(self.spool.read_message, entry.queue_id, entry.size)
 
     def _is_local_domain(self, domain: str) -> bool:
         return self.app.accounts.is_local_domain(domain)
@@ -376,7 +407,7 @@ class Queue:
             event(log, "dsn rate limit reached; not reporting", queue_id=entry.queue_id,
                   action=action, to=f"<{entry.envelope.sender}>")
             return
-        message = await asyncio.to_thread(self.spool.msg_path(entry.queue_id).read_bytes)
+        message = await self.message_bytes(entry)
         now = time.time()
         report = dsn.build_dsn(
             entry.envelope, message,

@@ -1,4 +1,5 @@
-"""SMTP client side of the queue: the filter hop and remote MX delivery, over aiosmtplib.
+"""SMTP client side of the queue: remote MX delivery, over aiosmtplib (the filter hop has
+its own pipelined client, `filter_client`, which shares the `ConnectionCache`).
 
 One `smtp_transaction` sends one message to one server and returns a `Reply` per
 recipient; it never raises for anything the network or the peer does — a refused
@@ -10,7 +11,7 @@ preferences shuffled, the domain itself as implicit MX when there is none; RFC 7
 bounces at once) and tries them in turn until one of them takes responsibility or refuses.
 TLS is opportunistic (RFC 7435) unless `[queue] tls_verify` asks for a certificate valid
 for the MX name. A `ConnectionCache` keeps the connection open after a message, so the
-next message to the same domain (or to the filter) goes over it after an RSET.
+next message to the same domain goes over it after an RSET.
 """
 
 from __future__ import annotations
@@ -348,30 +349,3 @@ async def deliver_remote(resolver, domain: str, envelope: Envelope,
         if reached:
             return replies, dsn
     return replies, False
-
-
-async def deliver_host(target: Target, envelope: Envelope, recipients: list[RecipientState],
-                       message: bytes, *, helo: str, connect_timeout: float,
-                       command_timeout: float, cache: ConnectionCache | None = None
-                       ) -> dict[str, Reply]:
-    """Deliver to one fixed next hop (the content filter), reusing an idle connection."""
-    key = f"[{target.host}]:{target.port}"
-    options = {"helo": helo, "connect_timeout": connect_timeout,
-               "command_timeout": command_timeout, "keep": cache is not None,
-               "opportunistic_tls": False}
-    if cache is not None:
-        idle = cache.take(key)
-        if idle is not None:
-            smtp, _, uses = idle
-            replies, reached, _, live = await smtp_transaction(
-                target, envelope, recipients, message, connection=smtp, **options)
-            if live is not None:
-                cache.give(key, live, target, uses + 1)
-            if reached:
-                cache.reused += 1
-                return replies
-    replies, _, _, live = await smtp_transaction(target, envelope, recipients, message,
-                                                 **options)
-    if live is not None and cache is not None:
-        cache.give(key, live, target, 1)
-    return replies

@@ -3,52 +3,44 @@
 Theory of operation. The spool is a directory (data_dir/queue) that only this package
 touches:
 
-    tmp/            envelope files being written; anything here at start-up is discarded
-    active/ID.msg   the message bytes exactly as received (never rewritten); written here
-                    directly, an entry only once its ID.env is beside it
-    active/ID.env   JSON: the envelope and the per-recipient delivery state (`QueueEntry`)
+    tmp/            state files being written; anything here at start-up is discarded
+    active/ID.q     the queue file: message, envelope record, commit marker (`spoolfile`)
+    active/ID.st    the per-recipient delivery state written after the 250, if any
     hold/ID         present = the entry is on hold (`mailyard queue hold`)
     control/        requests to the scheduling process: flush, changed (from the CLI),
                     new (entries committed by another process)
     lock            flock held by the one process that schedules this spool
     corrupt/        entries start-up could not read, kept for an operator
 
-An incoming message streams straight into active/ID.msg; `commit` writes tmp/ID.env, then
-a commit job fsyncs both files, renames ID.env into active/, and fsyncs active/ — only then
-does the caller get its queue id (and the client its 250). An entry is valid only when both
-of its files are in active/; because the 250 waits for the directory fsync that makes the
-.env's rename (and the .msg's creation) durable, a crash before it leaves at most the .msg,
-which start-up discards (that client never got a 250). One rename per message, not two:
-renames wait on the journal while other batches commit (profiled: a quarter of the commit
-thread's time). State updates write a new ID.env in tmp/ and
-rename it over the old one the same way; removal unlinks ID.env (the marker) first.
+Queue files are created ahead of need (`create_files`, a small stock kept by `Queue`, made
+in a worker thread): header written, flock'ed by the creating process, and their directory
+entries made durable by one fsync of active/ for the whole stock. A message streams into
+one; `commit` appends the envelope record and the commit marker and fsyncs that one file —
+only then does the caller get its queue id (and the client its 250). One file fsync per
+message, shared by concurrent commits, instead of two file fsyncs, a rename and a
+directory fsync. A file without its marker (killed mid-DATA, or an unused stock file) is
+discarded at start-up unless another live process holds its flock. State updates write
+tmp/ID.st.RANDOM and rename it over active/ID.st; removal unlinks ID.q (the entry) first.
 
-Group commit: every such job goes through one `GroupCommitter`. Jobs that arrive while
-batches are being made durable queue up; the next batch takes them all and pays for one
-fsync of active/ however many messages it holds. Up to `max_batches` batches run at once:
-a job arriving mid-batch then starts its own batch instead of waiting for the running one
-to finish, and the file system's journal merges the concurrent fsyncs (measured in
-bench/RESULTS.md: one batch at a time doubled the commit latency under load). Each job's
-file writes and fsyncs run in one worker call (fsync on the descriptor already open, not
-a reopen), so N concurrent clients cost about two file fsyncs each plus one directory
-fsync per batch, and every 250 still waits for its own data to be on disk.
+Durable changes go through the group commit of `commit` (directory fsyncs shared).
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
+import contextlib
 import fcntl
 import itertools
 import os
 import random
 import secrets
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from mailyard.log import event, get_logger
+from mailyard.queue import spoolfile
+from mailyard.queue.commit import FSYNC_POOL, CommitJob, execute_batch, fsync_path, write_durably
 from mailyard.queue.records import QueueEntry
 
 log = get_logger("queue")
@@ -69,206 +61,41 @@ def valid_queue_id(text: str) -> bool:
 
 
 @dataclass
-class CommitJob:
-    """File-system changes that must be durable together before a caller goes on."""
+class Reserved:
+    """A created queue file, header written, open and flock'ed, not yet holding a message.
 
-    prepare: list[Callable[[], object]] = field(default_factory=list)  # run first
-    fsync_files: list[Path] = field(default_factory=list)
-    renames: list[tuple[Path, Path]] = field(default_factory=list)
-    unlinks: list[Path] = field(default_factory=list)
-    sync_dirs: set[Path] = field(default_factory=set)
-
-
-def write_durably(path: Path, data: bytes) -> None:
-    """Create `path` with `data` and fsync it through the same descriptor."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def close_durably(file) -> None:
-    """Flush, fsync and close an open file object (no reopen by path)."""
-    try:
-        file.flush()
-        os.fsync(file.fileno())
-    finally:
-        file.close()
-
-
-def fsync_path(path: Path, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-# Fsyncs of one batch are issued in parallel: the file system's journal merges concurrent
-# fsyncs into one commit, where a serial loop would pay one journal commit per file.
-_FSYNC_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=32,
-                                                    thread_name_prefix="queue-fsync")
-
-
-def _fsync_all(paths: list[Path], directory: bool = False) -> dict[Path, OSError]:
-    """fsync every path (in parallel when there are several); the failures by path."""
-    def one(path: Path) -> OSError | None:
-        try:
-            fsync_path(path, directory)
-            return None
-        except OSError as exc:
-            return exc
-
-    results = list(_FSYNC_POOL.map(one, paths)) if len(paths) > 1 else [one(p) for p in paths]
-    return {p: e for p, e in zip(paths, results) if e is not None}
-
-
-def _prepare(job: CommitJob) -> OSError | None:
-    try:
-        for step in job.prepare:
-            step()
-        return None
-    except OSError as exc:
-        return exc
-
-
-def execute_batch(jobs: list[CommitJob]) -> list[BaseException | None]:
-    """Apply a batch of jobs with one fsync per directory; returns one error slot per job.
-
-    Order per job: its prepare steps (which may write and fsync through their own
-    descriptors), then its `fsync_files`, all jobs' in parallel; then its renames and
-    unlinks; then each directory touched by the batch is fsynced once, which makes the
-    renames durable.
-    """
-    # File creation and fsync can wait on the journal while another fsync commits it:
-    # the jobs of a batch run in parallel.
-    work = [job for job in jobs if job.prepare]
-    if len(work) > 1:
-        done = dict(zip(map(id, work), _FSYNC_POOL.map(_prepare, work)))
-    else:
-        done = {id(job): _prepare(job) for job in work}
-    errors: list[BaseException | None] = [done.get(id(job)) for job in jobs]
-    failed = _fsync_all([p for i, job in enumerate(jobs) if errors[i] is None
-                         for p in job.fsync_files])
-    for i, job in enumerate(jobs):
-        if errors[i] is None:
-            errors[i] = next((failed[p] for p in job.fsync_files if p in failed), None)
-    dirs: set[Path] = set()
-    for i, job in enumerate(jobs):
-        if errors[i] is not None:
-            continue
-        try:
-            for src, dst in job.renames:
-                os.replace(src, dst)
-            for path in job.unlinks:
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
-            dirs |= job.sync_dirs
-        except OSError as exc:
-            errors[i] = exc
-    dir_failures = _fsync_all(sorted(dirs), directory=True)
-    if dir_failures:
-        # Nothing in this batch is known durable: every job of it fails.
-        exc = next(iter(dir_failures.values()))
-        errors = [e or exc for e in errors]
-    return errors
-
-
-class GroupCommitter:
-    """Runs commit jobs in batches sharing their fsyncs (or one by one when `group` is off).
-
-    Jobs wait in `_pending`; whenever fewer than `max_batches` batches are running, the
-    next batch takes all of them. Each batch runs in its own worker thread and fsyncs the
-    directories it touched, so a job is durable when its own batch returns.
+    `dir_durable`: its directory entry is already on disk (the creator fsynced active/),
+    so its commit needs only the file's own fsync.
     """
 
-    def __init__(self, group: bool = True, max_batches: int = 4):
-        self.group = group
-        self.max_batches = max(1, max_batches)
-        self._pending: list[tuple[CommitJob, asyncio.Future]] = []
-        self._wakeup: asyncio.Event | None = None
-        self._task: asyncio.Task | None = None
-        self._running: set[asyncio.Task] = set()
-        self._closing = False
-        self.batches = 0            # statistics, for the benchmark and tests
-        self.jobs = 0
+    queue_id: str
+    path: Path
+    fd: int
+    nonce: bytes
+    dir_durable: bool = True
 
-    async def run(self, job: CommitJob) -> None:
-        """Return once `job` is durable; raise OSError if it could not be made so."""
-        self.jobs += 1
-        if not self.group:
-            self.batches += 1
-            (error,) = await asyncio.to_thread(execute_batch, [job])
-            if error is not None:
-                raise error
-            return
-        loop = asyncio.get_running_loop()
-        if self._task is None or self._task.done():
-            self._wakeup = asyncio.Event()
-            self._closing = False
-            self._task = loop.create_task(self._loop(), name="queue-group-commit")
-        future = loop.create_future()
-        # The waiter may be cancelled (client hung up): the outcome is still consumed.
-        future.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._pending.append((job, future))
-        self._wakeup.set()
-        # Shielded: a client that hangs up mid-commit must not leave a half-applied batch.
-        await asyncio.shield(future)
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+        with contextlib.suppress(OSError):
+            self.path.unlink(missing_ok=True)
 
-    async def _loop(self) -> None:
-        assert self._wakeup is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            if self._closing and not self._pending:
-                if self._running:
-                    await asyncio.wait(set(self._running))
-                return
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            if not self._pending or len(self._running) >= self.max_batches:
-                continue            # a finishing batch sets the wakeup again
-            batch, self._pending = self._pending, []
-            self.batches += 1
-            task = loop.create_task(self._run_batch(batch))
-            self._running.add(task)
-            task.add_done_callback(self._batch_done)
 
-    def _batch_done(self, task: asyncio.Task) -> None:
-        self._running.discard(task)
-        if self._wakeup is not None:
-            self._wakeup.set()
-
-    @staticmethod
-    async def _run_batch(batch: list[tuple[CommitJob, asyncio.Future]]) -> None:
-        try:
-            errors = await asyncio.to_thread(execute_batch, [job for job, _ in batch])
-        except BaseException as exc:        # cancelled, or a bug
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(OSError(f"commit interrupted: {exc!r}"))
-            raise
-        for (_, fut), error in zip(batch, errors):
-            if fut.done():
-                continue
-            if error is None:
-                fut.set_result(None)
-            else:
-                fut.set_exception(error)
-
-    async def close(self) -> None:
-        """Finish every queued job (they carry 250s clients wait for), then stop."""
-        if self._task is not None and not self._task.done():
-            assert self._wakeup is not None
-            self._closing = True
-            self._wakeup.set()
-            await self._task
-        self._task = None
+def _in_use(path: Path) -> bool:
+    """Whether another live process holds the file's flock (it is writing it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 class Spool:
@@ -301,23 +128,63 @@ class Spool:
         return fd
 
     def new_ids(self, known: set[str]) -> list[str]:
-        """Committed entries on disk that are not in `known` (added by another process)."""
-        return sorted(p.name[:-4] for p in self.active.glob("*.env")
-                      if p.name[:-4] not in known and self.msg_path(p.name[:-4]).exists())
+        """Queue files on disk that are not in `known` (added by another process; `load`
+        tells the committed ones from those still being written)."""
+        return sorted(p.name[:-2] for p in self.active.glob("*.q") if p.name[:-2] not in known)
 
     # -- paths ------------------------------------------------------------------------
-    def msg_path(self, queue_id: str) -> Path:
-        return self.active / f"{queue_id}.msg"
+    def entry_path(self, queue_id: str) -> Path:
+        return self.active / f"{queue_id}.q"
 
-    def env_path(self, queue_id: str) -> Path:
-        return self.active / f"{queue_id}.env"
+    def state_path(self, queue_id: str) -> Path:
+        return self.active / f"{queue_id}.st"
 
     def hold_path(self, queue_id: str) -> Path:
         return self.hold_dir / queue_id
 
+    def read_message(self, queue_id: str, size: int) -> bytes:
+        return spoolfile.read_message(self.entry_path(queue_id), size)
+
+    # -- new files ------------------------------------------------------------------------
+    def create_files(self, count: int) -> list[Reserved]:
+        """Create `count` empty queue files (header only) and make their directory entries
+        durable with one fsync of active/. Each stays flock'ed by this process until its
+        commit or abort closes it, so a recovering process leaves it alone."""
+        made: list[Reserved] = []
+        try:
+            for _ in range(count):
+                made.append(self._create())
+            fsync_path(self.active, directory=True)
+        except OSError:
+            for r in made:
+                r.discard()
+            raise
+        return made
+
+    def create_file(self) -> Reserved:
+        """One queue file whose directory entry is not yet durable (the commit fsyncs it)."""
+        reserved = self._create()
+        reserved.dir_durable = False
+        return reserved
+
+    def _create(self) -> Reserved:
+        queue_id = new_queue_id()
+        path = self.entry_path(queue_id)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            nonce = spoolfile.new_nonce()
+            os.write(fd, spoolfile.header(nonce))
+        except OSError:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
+        return Reserved(queue_id, path, fd, nonce)
+
     # -- start-up -----------------------------------------------------------------------
     def recover(self) -> list[QueueEntry]:
-        """Discard half-written files; return every committed entry, oldest first."""
+        """Discard half-written files, migrate old entries; every committed entry, oldest
+        first."""
         self.ensure()
         for path in self.tmp.iterdir():
             path.unlink(missing_ok=True)
@@ -326,69 +193,170 @@ class Spool:
         for path in self.active.iterdir():
             stem, _, suffix = path.name.rpartition(".")
             names.setdefault(stem, set()).add(suffix)
-        entries = []
+        entries, legacy, unused = [], [], []
         for queue_id, suffixes in sorted(names.items()):
-            if suffixes != {"msg", "env"}:
-                # Only one of the pair: its commit never finished (no 250 was given), or
-                # its removal was interrupted. Either way there is nothing to deliver.
+            if "q" in suffixes:
+                for old in suffixes & {"msg", "env"}:    # a migration that was interrupted
+                    (self.active / f"{queue_id}.{old}").unlink(missing_ok=True)
+                entry = self._recover_one(queue_id, unused)
+                if entry is not None:
+                    entries.append(entry)
+            elif suffixes == {"msg", "env"}:
+                legacy.append(queue_id)
+            else:
+                # A state file or half a two-file entry alone: its commit never finished
+                # (no 250 was given), or its removal was interrupted. Nothing to deliver.
                 for suffix in suffixes:
                     (self.active / f"{queue_id}.{suffix}").unlink(missing_ok=True)
                 event(log, "discarded incomplete entry", queue_id=queue_id,
                       files=",".join(sorted(suffixes)))
-                continue
-            entry = self.load(queue_id)
-            if entry is not None:
-                entries.append(entry)
+        if unused:
+            event(log, "discarded unused queue files", count=len(unused))
+        entries.extend(self._migrate(legacy))
+        entries.sort(key=lambda e: e.queue_id)
         return entries
 
-    def load(self, queue_id: str) -> QueueEntry | None:
-        """Read one committed entry; a file that does not parse moves to corrupt/."""
+    def _recover_one(self, queue_id: str, unused: list[str]) -> QueueEntry | None:
+        path = self.entry_path(queue_id)
         try:
-            entry = QueueEntry.from_json(self.env_path(queue_id).read_bytes())
+            return self.load(queue_id, strict=True)
+        except spoolfile.Incomplete as exc:
+            if _in_use(path):
+                return None         # another process is writing it (serve --only)
+            try:
+                never_used = path.stat().st_size <= spoolfile.HEADER_SIZE
+            except FileNotFoundError:
+                return None
+            path.unlink(missing_ok=True)
+            self.state_path(queue_id).unlink(missing_ok=True)
+            if never_used:          # made ahead, never given a message: one line for all
+                unused.append(queue_id)
+            else:
+                event(log, "discarded incomplete entry", queue_id=queue_id, reason=str(exc))
+            return None
+
+    def _migrate(self, queue_ids: list[str]) -> list[QueueEntry]:
+        """Rewrite two-file entries (ID.msg + ID.env) as queue files."""
+        done = []
+        for queue_id in queue_ids:
+            msg, env = self.active / f"{queue_id}.msg", self.active / f"{queue_id}.env"
+            try:
+                entry = QueueEntry.from_json(env.read_bytes())
+            except (ValueError, KeyError, TypeError) as exc:
+                for src in (env, msg):
+                    os.replace(src, self.corrupt / src.name)
+                event(log, "unreadable queue entry moved to corrupt/", queue_id=queue_id,
+                      error=repr(exc))
+                continue
+            staged = self.tmp / f"{queue_id}.q"
+            spoolfile.write_file(staged, msg, entry)
+            os.replace(staged, self.entry_path(queue_id))
+            entry.held = self.hold_path(queue_id).exists()
+            done.append((entry, msg, env))
+        if done:
+            fsync_path(self.active, directory=True)      # the new files are durable ...
+            for _entry, msg, env in done:                # ... before the old ones go
+                env.unlink(missing_ok=True)
+                msg.unlink(missing_ok=True)
+            fsync_path(self.active, directory=True)
+            event(log, "migrated two-file queue entries", entries=len(done))
+        return [entry for entry, _msg, _env in done]
+
+    def load(self, queue_id: str, strict: bool = False) -> QueueEntry | None:
+        """Read one committed entry (its latest state); a damaged one moves to corrupt/.
+
+        None when there is no such committed entry (or it is still being written; with
+        `strict` that case raises `spoolfile.Incomplete` instead).
+        """
+        try:
+            entry = spoolfile.read_entry(self.entry_path(queue_id))
         except FileNotFoundError:
             return None
-        except (ValueError, KeyError, TypeError) as exc:
-            for suffix in ("env", "msg"):
-                src = self.active / f"{queue_id}.{suffix}"
+        except spoolfile.Incomplete:
+            if strict:
+                raise
+            return None
+        except spoolfile.Corrupt as exc:
+            for src in (self.entry_path(queue_id), self.state_path(queue_id)):
                 if src.exists():
                     os.replace(src, self.corrupt / src.name)
             event(log, "unreadable queue entry moved to corrupt/", queue_id=queue_id,
-                  error=repr(exc))
+                  error=str(exc))
             return None
+        entry = self._latest_state(entry)
         entry.held = self.hold_path(queue_id).exists()
         return entry
 
+    def _latest_state(self, entry: QueueEntry) -> QueueEntry:
+        """The entry with the state written after its commit, if any (ID.st)."""
+        try:
+            state = QueueEntry.from_json(self.state_path(entry.queue_id).read_bytes())
+        except FileNotFoundError:
+            return entry
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # Written atomically, so this is damage: retrying every recipient keeps the
+            # at-least-once promise; dropping the entry would break it.
+            event(log, "unreadable state file; resuming from the committed envelope",
+                  queue_id=entry.queue_id, error=repr(exc))
+            return entry
+        state.size = entry.size
+        return state
+
     def entries(self) -> Iterator[QueueEntry]:
-        """Every complete entry, oldest first, read-only (for the CLI)."""
+        """Every complete entry, oldest commit first, read-only (for the CLI).
+
+        Ordered by commit time, not by queue id: ids are given when a queue file is made,
+        and files from the stock can be older than one made on demand a moment later."""
         self.ensure()
-        ids = sorted(p.name[:-4] for p in self.active.glob("*.env")
-                     if self.msg_path(p.name[:-4]).exists())
-        for queue_id in ids:
+        found = []
+        for path in self.active.glob("*.q"):
             try:
-                entry = QueueEntry.from_json(self.env_path(queue_id).read_bytes())
-            except (OSError, ValueError, KeyError, TypeError):
+                entry = self._latest_state(spoolfile.read_entry(path, check_message=False))
+            except (OSError, spoolfile.Incomplete, spoolfile.Corrupt):
                 continue
-            entry.held = self.hold_path(queue_id).exists()
-            yield entry
+            entry.held = self.hold_path(entry.queue_id).exists()
+            found.append(entry)
+        found.sort(key=lambda e: (e.created, e.queue_id))
+        yield from found
 
     # -- jobs ---------------------------------------------------------------------------
     def state_job(self, entry: QueueEntry) -> CommitJob:
-        """Write `entry`'s state to tmp/, then swap it durably into active/."""
-        tmp = self.tmp / f"{entry.queue_id}.env.{secrets.token_hex(4)}"
+        """Write `entry`'s state to tmp/, then swap it durably into active/ID.st."""
+        tmp = self.tmp / f"{entry.queue_id}.st.{secrets.token_hex(4)}"
         state = entry.to_json()
         return CommitJob(prepare=[lambda: write_durably(tmp, state)],
-                         renames=[(tmp, self.env_path(entry.queue_id))],
+                         renames=[(tmp, self.state_path(entry.queue_id))],
                          sync_dirs={self.active})
 
+    def remove(self, queue_id: str) -> None:
+        """Remove a finished entry without waiting for the journal (see `Queue._deliver`):
+        should a crash undo it, the entry is delivered again — rarely twice, never lost."""
+        for path in (self.entry_path(queue_id), self.state_path(queue_id),
+                     self.hold_path(queue_id)):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def remove_soon(self, queue_id: str) -> None:
+        """`remove` in a worker thread (an unlink can wait on the journal); not awaited."""
+        def run() -> None:
+            try:
+                self.remove(queue_id)
+            except OSError as exc:      # start-up finds the entry again: delivered twice
+                event(log, "could not remove a delivered entry", queue_id=queue_id,
+                      error=repr(exc))
+        FSYNC_POOL.submit(run)
+
     def remove_job(self, queue_id: str) -> CommitJob:
-        # The .env goes first: a .msg alone is discarded at start-up.
-        return CommitJob(unlinks=[self.env_path(queue_id), self.msg_path(queue_id),
+        # The queue file goes first: a state file alone is discarded at start-up.
+        return CommitJob(unlinks=[self.entry_path(queue_id), self.state_path(queue_id),
                                   self.hold_path(queue_id)],
                          sync_dirs={self.active})
 
     # -- synchronous operations for the CLI ------------------------------------------------
     def exists(self, queue_id: str) -> bool:
-        return self.env_path(queue_id).exists() and self.msg_path(queue_id).exists()
+        return self.entry_path(queue_id).exists()
 
     def delete(self, queue_id: str) -> bool:
         if not self.exists(queue_id):

@@ -31,6 +31,7 @@ from mailyard.spam import evals
 from mailyard.spam.bayes import BayesDatabases, message_id, tokenize
 from mailyard.spam.message import ParsedMessage, addresses, display_name
 from mailyard.spam.meta import compile_meta
+from mailyard.spam.prefilter import plain_literal
 from mailyard.spam.relays import RelayPath, relay_path
 from mailyard.spam.rules import MAX_MULTIPLE, RuleLoader, RuleSet, lazy_meta_fns
 
@@ -282,7 +283,8 @@ class SpamEngine:
                  per_user_bayes: bool = False, bayes_min_learned: int = 200,
                  autolearn: bool = True, autolearn_spam: float = 12.0,
                  autolearn_ham: float = 0.1, ruleset: RuleSet | None = None,
-                 regex_cache: str | Path | None = None, optimize: bool = True):
+                 regex_cache: str | Path | None = None, optimize: bool = True,
+                 automaton_cache: str | Path | None = None):
         self.ruleset = ruleset or load_ruleset(list(rules_dirs), builtin=builtin_rules,
                                                regex_cache=regex_cache)
         self.optimize = optimize
@@ -310,6 +312,32 @@ class SpamEngine:
         # measured cost and hit rate per rule: after TUNE_AT scans the metas are recompiled
         # to read the operands that are cheapest to decide, as measured, first
         self._stats: dict[str, list] | None = {} if optimize else None
+        # counting rules whose regex is a plain string (`/e/`) count with str.count
+        self._count_literals = {}
+        for r in rules:
+            if optimize and r.kind in ("body", "rawbody", "full") and "multiple" in r.tflags:
+                for p in (r.pattern, r.ascii_pattern):
+                    if p is not None and plain_literal(p.pattern, p.flags):
+                        self._count_literals[id(p)] = plain_literal(p.pattern, p.flags)
+        # each meta's value when every operand is 0 (used when the automaton proves that)
+        self._meta_zero = []
+        for name in (self.ruleset.meta_order if optimize else ()):
+            rule = self.ruleset.rules[name]
+            try:
+                value = int(bool(self._meta_fns[name](dict.fromkeys(rule.meta_deps, 0))))
+            except Exception:
+                continue
+            if not value:   # (only zeros: a 1 could reach the noautolearn check unasked)
+                self._meta_zero.append((name, frozenset(rule.meta_deps)))
+        # one Hyperscan pass per text tells which text/uri rules cannot match (see
+        # mailyard.spam.automaton); None without the package, or with optimize=False
+        self._automaton = None
+        if optimize:
+            from mailyard.spam.automaton import RuleAutomaton, default_cache_dir
+
+            cache = automaton_cache or (Path(regex_cache).parent if regex_cache
+                                        else default_cache_dir())
+            self._automaton = RuleAutomaton.build(rules, cache)
         self._scans = 0
         self.rule_errors = 0
         self._root_cache: dict[tuple, list[str]] = {}
@@ -398,8 +426,19 @@ class SpamEngine:
         skips the costly regex whenever A missed.
         """
         hits = _LazyHits(self, ctx, time.monotonic() + SCAN_BUDGET)
+        if self._automaton is not None:   # the rules it proves cannot hit, with their value
+            misses = self._automaton.misses(ctx)
+            dict.update(hits, misses)
+            # a meta whose operands are all known to be 0 and which is 0 then (worked out
+            # once) is decided here, in dependency order, without evaluating it
+            zero = {name for name, value in misses.items() if not value}
+            decided = [name for name, deps in self._meta_zero   # (adds each to `zero`)
+                       if deps <= zero and not zero.add(name)]
+            dict.update(hits, dict.fromkeys(decided, 0))
+        get = hits.get
         for name in self._roots(scoreset, learnset, bool(ctx.facts.get("dns"))):
-            hits.get(name)
+            if name not in hits:            # (already known: skip the call)
+                get(name)
         return hits
 
     def _tune(self) -> None:
@@ -454,6 +493,9 @@ class SpamEngine:
                 ctx.over_budget = True
                 return 0
             if "multiple" in rule.tflags:
+                literal = self._count_literals.get(id(pattern))
+                if literal is not None:     # `/e/ multiple`: the same count, in C
+                    return min(text.count(literal), rule.maxhits or MAX_MULTIPLE)
                 return _count(pattern, text, rule.maxhits or MAX_MULTIPLE)
             return int(_search(pattern, text))
         if kind == "uri":

@@ -162,3 +162,33 @@ def _branch(branches) -> set[str] | None:
         if len(out) > MAX_ALTERNATIVES:
             return None
     return out
+
+
+def plain_literal(pattern: str, flags: int = 0) -> str | None:
+    """The string `pattern` stands for when it is nothing but literal characters, else None.
+
+    Then counting its matches is `str.count` (both count non-overlapping occurrences from the
+    left). Case-insensitive patterns qualify only if no character has another case.
+    """
+    import re
+
+    if "[:" in pattern or "\\p" in pattern or "\\N" in pattern:
+        return None
+    try:
+        parsed = sre_parse.parse(pattern, flags & (re.VERBOSE | re.IGNORECASE | re.DOTALL |
+                                                    re.MULTILINE))
+        items = list(parsed)
+        caseless = bool(parsed.state.flags & re.IGNORECASE)
+    except Exception:
+        return None
+    while len(items) == 1 and items[0][0] is SUBPATTERN:
+        _group, add, remove, sub = items[0][1]
+        if add or remove:
+            return None
+        items = list(sub)
+    if not items or any(op is not LITERAL for op, _ in items):
+        return None
+    text = "".join(chr(av) for _, av in items)
+    if caseless and (text.lower() != text.upper() or not text.isascii()):
+        return None
+    return text
