@@ -413,12 +413,24 @@ _LETTER = re.compile(r"[^\W\d_]")
 _UPPER = re.compile(r"[A-Z\u00c0-\u00de]")
 
 
+_ASCII_LETTERS = bytes(range(65, 91)) + bytes(range(97, 123))
+_ASCII_UPPER = bytes(range(65, 91))
+
+
+def _letter_counts(text: str) -> tuple[int, int]:
+    """(letters, upper-case letters) of `text`: `_LETTER` and `_UPPER` matches counted.
+    ASCII text (the common case) is counted by bytes.translate, without a match list."""
+    if text.isascii():
+        raw = text.encode("ascii")
+        return (len(raw) - len(raw.translate(None, _ASCII_LETTERS)),
+                len(raw) - len(raw.translate(None, _ASCII_UPPER)))
+    return len(_LETTER.findall(text)), len(_UPPER.findall(text))
+
+
 def _uppercase_percent(ctx) -> float | None:
     if "uppercase" not in ctx.memo:
-        text = ctx.msg.visible_text[:20000]
-        letters = len(_LETTER.findall(text))
-        ctx.memo["uppercase"] = None if letters < 200 else \
-            100.0 * len(_UPPER.findall(text)) / letters
+        letters, upper = _letter_counts(ctx.msg.visible_text[:20000])
+        ctx.memo["uppercase"] = None if letters < 200 else 100.0 * upper / letters
     return ctx.memo["uppercase"]
 
 
@@ -495,8 +507,10 @@ def is_freemail(ctx, addr: str) -> bool:
     domains = ctx.ruleset.freemail_domains
     if domain in domains:
         return True
-    cache = ctx.memo.setdefault("freemail_patterns", [d for d in domains if "*" in d])
-    return any(fnmatch.fnmatchcase(domain, pat) for pat in cache)
+    patterns = ctx.memo.get("freemail_patterns")
+    if patterns is None:        # (built once per scan, not once per address)
+        patterns = ctx.memo["freemail_patterns"] = [d for d in domains if "*" in d]
+    return any(fnmatch.fnmatchcase(domain, pat) for pat in patterns)
 
 
 def envelope_from_values(ctx, raw: bool = False) -> list[str]:
@@ -541,14 +555,17 @@ def check_freemail_header(ctx, header, regex_text=None):
                for a in _addrs(ctx, header))
 
 
+_BODY_ADDRESS = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+
+
 @_eval()
 def check_freemail_replyto(ctx, what="replyto"):
     """Reply-To (or, for 'reply', Reply-To or a body address) is freemail and not From."""
     froms = set(_addrs(ctx, "From"))
     replies = _addrs(ctx, "Reply-To")
     if what == "reply" and not replies:
-        replies = [a.lower() for a in re.findall(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+",
-                                                  ctx.msg.visible_text[:20000])]
+        text = ctx.msg.visible_text[:20000]
+        replies = [a.lower() for a in _BODY_ADDRESS.findall(text)] if "@" in text else []
     return any(is_freemail(ctx, a) and a not in froms for a in replies) and \
         not any(is_freemail(ctx, a) for a in froms)
 
