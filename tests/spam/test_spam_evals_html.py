@@ -57,6 +57,32 @@ def test_low_contrast(engine):
                                               "hello</font></body>")
 
 
+def test_low_contrast_needs_visible_text_in_that_colour(engine):
+    # the colour alone is no hit: only text rendered in it (as SpamAssassin judges it)
+    assert "LOW_CONTRAST" not in hits(engine, '<body><font color="#ffffff"><img src="x.png">'
+                                              "</font> readable text</body>")
+    assert "LOW_CONTRAST" not in hits(engine, '<body><font color="white"> &nbsp; </font>'
+                                              "readable</body>")
+    assert "LOW_CONTRAST" in hits(engine, '<body><font color="white"><b>hidden</b></font>'
+                                          "</body>")
+
+
+def test_low_contrast_background_ends_with_its_element(engine):
+    # a coloured cell's background does not reach text in a later cell
+    assert "LOW_CONTRAST" not in hits(engine, '<table><tr><td bgcolor="#6699cc"></td>'
+                                              '<td><font color="#6699cc">title</font></td>'
+                                              "</tr></table>")
+    assert "LOW_CONTRAST" in hits(engine, '<table><tr><td bgcolor="#6699cc">'
+                                          '<font color="#6699cc">title</font></td>'
+                                          "</tr></table>")
+
+
+def test_low_contrast_threshold_weights_brightness(engine):
+    # light grey on white: #f2f2f2 is under the threshold, #eeeeee readable enough
+    assert "LOW_CONTRAST" in hits(engine, '<body><font color="#f2f2f2">faint</font></body>')
+    assert "LOW_CONTRAST" not in hits(engine, '<body><font color="#eeeeee">faint</font></body>')
+
+
 def test_font_face_and_size(engine):
     assert "FACE_BAD" in hits(engine, '<body><font face="Arial;x{}">x</font></body>')
     assert "FACE_BAD" not in hits(engine, '<body><font face="Arial, Helvetica">x</font></body>')

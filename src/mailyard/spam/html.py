@@ -47,7 +47,10 @@ class HtmlInfo:
     balance: dict[str, int] = field(default_factory=dict)
     comments: list[str] = field(default_factory=list)
     anchors: list[str] = field(default_factory=list)
-    background: tuple[int, int, int] = (255, 255, 255)
+    # open elements that set a background colour, innermost last (white when none)
+    backgrounds: list[tuple[str, tuple[int, int, int]]] = field(default_factory=list)
+    # open tags that set a text colour, innermost last: (tag, colour close to the background)
+    colored: list[tuple[str, bool]] = field(default_factory=list)
 
 
 def render_html(text: str, info: HtmlInfo) -> str:
@@ -64,6 +67,9 @@ def render_html(text: str, info: HtmlInfo) -> str:
     for m in _TOKEN.finditer(text):
         if m.start() > pos and not hidden:
             out.append(text[pos:m.start()])
+            if info.colored and info.colored[-1][1] and not info.low_contrast and \
+                    not _BLANK.fullmatch(text, pos, m.start()):
+                info.low_contrast = True     # visible text in a colour close to its background
             if in_anchor and len(info.anchors[-1]) < 2000:
                 info.anchors[-1] += text[pos:m.start()]
         elif m.start() > pos and title_mode:
@@ -89,6 +95,11 @@ def render_html(text: str, info: HtmlInfo) -> str:
             info.anchors[-1] += "<img>"
         if closing:
             depth[name] = depth.get(name, 0) - 1
+            for stack in (info.colored, info.backgrounds):    # the innermost open one
+                for i in range(len(stack) - 1, -1, -1):
+                    if stack[i][0] == name:
+                        del stack[i]
+                        break
             if name in _HIDDEN and hidden:
                 hidden -= 1
                 title_mode = False
@@ -106,6 +117,10 @@ def render_html(text: str, info: HtmlInfo) -> str:
             _attributes(name, attrs, info)
     if pos < len(text) and not hidden:
         out.append(text[pos:])
+        if info.colored and info.colored[-1][1] and not _BLANK.fullmatch(text, pos):
+            info.low_contrast = True
+    info.colored.clear()
+    info.backgrounds.clear()
     info.unbalanced += sum(abs(v) for k, v in depth.items() if k in ("div", "table", "font", "a"))
     rendered = _unescape("".join(out))
     rendered = re.sub(r"[ \t\r\f\v\xa0]+", " ", rendered)
@@ -114,6 +129,7 @@ def render_html(text: str, info: HtmlInfo) -> str:
     return rendered.strip()
 
 
+_BLANK = re.compile(r"(?:\s|&nbsp;|&#160;|\xa0)*", re.IGNORECASE)
 _HUGE_ENTITY = re.compile(r"&#(?:[0-9]{8,}|[xX][0-9a-fA-F]{7,});?")
 
 
@@ -149,15 +165,17 @@ def _attributes(tag: str, attrs: str, info: HtmlInfo) -> None:
     if background and tag in ("body", "table", "td", "tr", "div", "th"):
         rgb = parse_color(background)
         if rgb is not None:
-            info.background = rgb
+            info.backgrounds.append((tag, rgb))   # until this element closes
     color = values.get("color") if tag == "font" else None
     color = color or _style_value(style, "color")
     if color:
         if tag == "font":
             info.font_colors.append(color.lower())
         rgb = parse_color(color)
-        if rgb is not None and _similar(rgb, info.background):
-            info.low_contrast = True
+        if rgb is not None:
+            # decided when visible text is rendered in this colour (see render_html)
+            background = info.backgrounds[-1][1] if info.backgrounds else (255, 255, 255)
+            info.colored.append((tag, _similar(rgb, background)))
     if tag == "font":
         size = values.get("size", "").strip()
         m = re.fullmatch(r"([+-]?)(\d{1,2})", size)
@@ -198,8 +216,11 @@ def parse_color(value: str) -> tuple[int, int, int] | None:
 
 
 def _similar(a: tuple[int, int, int], b: tuple[int, int, int]) -> bool:
-    """Text this close to its background is unreadable: every channel within 20 of it."""
-    return all(abs(x - y) <= 20 for x, y in zip(a, b))
+    """Text this close to its background is unreadable, as SpamAssassin judges it: the
+    channel differences weighted by their share of brightness (0.2126 red, 0.7152 green,
+    0.0722 blue) are less than 12 apart (#f2f2f2 on white is, #eeeeee is not)."""
+    r, g, b = (x - y for x, y in zip(a, b))
+    return ((0.2126 * r) ** 2 + (0.7152 * g) ** 2 + (0.0722 * b) ** 2) ** 0.5 < 12
 
 
 def _style_value(style: str, prop: str) -> str:
