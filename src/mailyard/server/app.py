@@ -28,6 +28,9 @@ from mailyard.log import event, get_logger
 from mailyard.server.listen import Listener
 from mailyard.server.services import SERVICES
 
+# What the process pool's workers run (see App.process_pool).
+POOL_PRELOAD = ["mailyard.filter.worker", "mailyard.spam.worker", "mailyard.antivirus.worker"]
+
 log = get_logger("server")
 
 
@@ -86,9 +89,12 @@ class App:
         if self._pool is None:
             import multiprocessing
 
+            context = multiprocessing.get_context("forkserver")
+            # The fork server imports the scanning modules once (not the CLI's __main__ and
+            # everything it pulls in), so each worker forks with them loaded.
+            context.set_forkserver_preload(POOL_PRELOAD)
             self._pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=os.cpu_count() or 2,
-                mp_context=multiprocessing.get_context("forkserver"))
+                max_workers=os.cpu_count() or 2, mp_context=context)
         return self._pool
 
     # -- lifecycle hooks -----------------------------------------------------------------
