@@ -49,7 +49,12 @@ def files(tmp_path):
 def test_clamdscan_version_and_ping(clamd):
     # The listener loads the database in a pool worker at start-up (and fills the cache).
     clamd.wait_for_log("clamd signatures loaded", timeout=60)
-    assert list((clamd.data_dir / "antivirus-cache").glob("*.yarx"))
+    # the compiled cache is written by a background thread once the engine is ready
+    cache = clamd.data_dir / "antivirus-cache"
+    deadline = time.monotonic() + 60
+    while not list(cache.glob("*.yarx")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(cache.glob("*.yarx"))
     result = clamdscan(clamd.clamd_conf, "--version")
     assert result.returncode == 0 and result.stdout.startswith("ClamAV mailyard-av")
     result = subprocess.run(["clamdscan", f"--config-file={clamd.clamd_conf}", "--ping", "1"],
