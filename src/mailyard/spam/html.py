@@ -47,10 +47,32 @@ class HtmlInfo:
     balance: dict[str, int] = field(default_factory=dict)
     comments: list[str] = field(default_factory=list)
     anchors: list[str] = field(default_factory=list)
-    # open elements that set a background colour, innermost last (white when none)
-    backgrounds: list[tuple[str, tuple[int, int, int]]] = field(default_factory=list)
-    # open tags that set a text colour, innermost last: (tag, colour close to the background)
-    colored: list[tuple[str, bool]] = field(default_factory=list)
+
+
+class _Colours:
+    """The colours in force while one HTML text renders: open elements that set a background
+    (innermost last; white when none) and open elements that set a text colour, each with
+    whether that colour is close to the background it was set on."""
+
+    def __init__(self) -> None:
+        self.backgrounds: list[tuple[str, tuple[int, int, int]]] = []
+        self.texts: list[tuple[str, bool]] = []
+
+    @property
+    def background(self) -> tuple[int, int, int]:
+        return self.backgrounds[-1][1] if self.backgrounds else (255, 255, 255)
+
+    @property
+    def faint(self) -> bool:
+        """Text rendered now would be hard to tell from its background."""
+        return bool(self.texts) and self.texts[-1][1]
+
+    def close(self, tag: str) -> None:
+        for stack in (self.texts, self.backgrounds):   # the innermost open one
+            for i in range(len(stack) - 1, -1, -1):
+                if stack[i][0] == tag:
+                    del stack[i]
+                    break
 
 
 def render_html(text: str, info: HtmlInfo) -> str:
@@ -64,10 +86,11 @@ def render_html(text: str, info: HtmlInfo) -> str:
     title_mode = False
     depth: dict[str, int] = {}
     in_anchor = False
+    colours = _Colours()
     for m in _TOKEN.finditer(text):
         if m.start() > pos and not hidden:
             out.append(text[pos:m.start()])
-            if info.colored and info.colored[-1][1] and not info.low_contrast and \
+            if colours.faint and not info.low_contrast and \
                     not _BLANK.fullmatch(text, pos, m.start()):
                 info.low_contrast = True     # visible text in a colour close to its background
             if in_anchor and len(info.anchors[-1]) < 2000:
@@ -95,11 +118,7 @@ def render_html(text: str, info: HtmlInfo) -> str:
             info.anchors[-1] += "<img>"
         if closing:
             depth[name] = depth.get(name, 0) - 1
-            for stack in (info.colored, info.backgrounds):    # the innermost open one
-                for i in range(len(stack) - 1, -1, -1):
-                    if stack[i][0] == name:
-                        del stack[i]
-                        break
+            colours.close(name)
             if name in _HIDDEN and hidden:
                 hidden -= 1
                 title_mode = False
@@ -114,13 +133,11 @@ def render_html(text: str, info: HtmlInfo) -> str:
         if name in _BLOCK:
             out.append("\n\n" if name in _PARA else "\n")
         if attrs:
-            _attributes(name, attrs, info)
+            _attributes(name, attrs, info, colours)
     if pos < len(text) and not hidden:
         out.append(text[pos:])
-        if info.colored and info.colored[-1][1] and not _BLANK.fullmatch(text, pos):
+        if colours.faint and not _BLANK.fullmatch(text, pos):
             info.low_contrast = True
-    info.colored.clear()
-    info.backgrounds.clear()
     info.unbalanced += sum(abs(v) for k, v in depth.items() if k in ("div", "table", "font", "a"))
     rendered = _unescape("".join(out))
     rendered = re.sub(r"[ \t\r\f\v\xa0]+", " ", rendered)
@@ -138,7 +155,7 @@ def _unescape(text: str) -> str:
     return html_mod.unescape(_HUGE_ENTITY.sub("\ufffd", text))
 
 
-def _attributes(tag: str, attrs: str, info: HtmlInfo) -> None:
+def _attributes(tag: str, attrs: str, info: HtmlInfo, colours: _Colours) -> None:
     values = {}
     for am in _ATTR.finditer(attrs):
         val = am.group(2) or ""
@@ -165,7 +182,7 @@ def _attributes(tag: str, attrs: str, info: HtmlInfo) -> None:
     if background and tag in ("body", "table", "td", "tr", "div", "th"):
         rgb = parse_color(background)
         if rgb is not None:
-            info.backgrounds.append((tag, rgb))   # until this element closes
+            colours.backgrounds.append((tag, rgb))   # until this element closes
     color = values.get("color") if tag == "font" else None
     color = color or _style_value(style, "color")
     if color:
@@ -174,8 +191,7 @@ def _attributes(tag: str, attrs: str, info: HtmlInfo) -> None:
         rgb = parse_color(color)
         if rgb is not None:
             # decided when visible text is rendered in this colour (see render_html)
-            background = info.backgrounds[-1][1] if info.backgrounds else (255, 255, 255)
-            info.colored.append((tag, _similar(rgb, background)))
+            colours.texts.append((tag, _similar(rgb, colours.background)))
     if tag == "font":
         size = values.get("size", "").strip()
         m = re.fullmatch(r"([+-]?)(\d{1,2})", size)
