@@ -139,10 +139,30 @@ def to_crlf(message: bytes) -> bytes:
     return message.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 
 
-def read_file(path: str, expected: int) -> bytes:
+# The cache key (see FolderIndex) of `dot_safe()`, recorded by the store at delivery.
+CACHE_DOT_SAFE = "dot-safe"
+_DOT_LINE = re.compile(rb"\n\.")
+
+
+def dot_safe(message: bytes) -> bool:
+    """Are these stored (CRLF) octets already their own dot-terminated transfer form?
+
+    True when the message is empty or ends with CRLF and no line starts with "." — then a
+    POP3 RETR body (RFC 1939 §3) and an SMTP DATA body (RFC 5321 §4.5.2) are the file's octets
+    unchanged, so a reader may send the file as it is instead of scanning it. `re` finds the
+    two-octet pattern about twice as fast as `in` does in text with short lines.
+    """
+    if not message:
+        return True
+    return (message.endswith(b"\r\n") and message[0] != 0x2E
+            and _DOT_LINE.search(message) is None)
+
+
+def read_file(path: str, expected: int, dir_fd: int | None = None) -> bytes:
     """A whole file in as few system calls as its expected size allows (open, one read,
-    close when the size is right; more reads when the file is longer)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    close when the size is right; more reads when the file is longer). With `dir_fd`, a
+    relative `path` is opened from that directory (a shorter path walk)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
     try:
         data = os.read(fd, expected + 1)
         if len(data) <= expected:
