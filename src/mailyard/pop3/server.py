@@ -150,11 +150,19 @@ async def start(app, service: str, address: str) -> Listener:
 
 
 def _sendfile_socket(transport) -> socket.socket | None:
-    """The connection's TCP socket, for sendfile and TCP_CORK; None when it is not one."""
+    """A socket object of our own on the connection's TCP socket (a duplicated descriptor:
+    the transport's is not ours to close), for send, sendfile and TCP_CORK; None when the
+    connection is not TCP. Close it before the transport closes (or the peer sees no FIN
+    until it is)."""
     sock = transport.get_extra_info("socket")
     if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return None
-    return sock
+    try:
+        own = socket.socket(sock.family, sock.type, sock.proto, os.dup(sock.fileno()))
+    except OSError:
+        return None
+    own.setblocking(False)
+    return own
 
 
 class Pop3Connection(TrackedProtocol):
@@ -233,6 +241,7 @@ class Pop3Connection(TrackedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
+        self._drop_socket()
         if self._task is None:
             self._finish()
 
@@ -289,12 +298,18 @@ class Pop3Connection(TrackedProtocol):
         if chunks and not self._lost and not self._closing:
             self.transport.writelines(chunks)
 
+    def _drop_socket(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
     def _close(self) -> None:
         """Send what is queued, then close (at once if the client does not read)."""
         if self._closing:
             return
         self._flush()
         self._closing = True
+        self._drop_socket()
         if self._write_paused:
             self.transport.abort()
         else:
@@ -305,7 +320,7 @@ class Pop3Connection(TrackedProtocol):
         if self._done:
             return
         self._done = True
-        self._sock = None
+        self._drop_socket()
         if self._idle_timer is not None:
             self._idle_timer.cancel()
         if self.lock is not None:
@@ -407,7 +422,7 @@ class Pop3Connection(TrackedProtocol):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
         sent_head = offset = 0
         try:
-            sent_head = os.write(out, head)
+            sent_head = sock.send(head)
             if sent_head == len(head):
                 while offset < size:
                     sent = os.sendfile(out, fd, offset, size - offset)
@@ -415,7 +430,7 @@ class Pop3Connection(TrackedProtocol):
                         break  # shorter than fstat said: caught below
                     offset += sent
                 if offset == size:
-                    tail = tail[os.write(out, tail):]
+                    tail = tail[sock.send(tail):]
         except OSError:  # EAGAIN: the socket is full; others: the transport will see them
             pass
         finally:
@@ -466,7 +481,7 @@ class Pop3Connection(TrackedProtocol):
             return await self._login(ev)
         if isinstance(ev, Stls):
             self._flush()
-            self._sock = None
+            self._drop_socket()
             try:
                 transport = await self.loop.start_tls(self.transport, self, self.tls_context,
                                                       server_side=True)
