@@ -78,8 +78,15 @@ def _stuffed_by_lines(crlf: bytes) -> bytes:
 
 @given(st.binary(max_size=300) | st.lists(st.sampled_from(
     [b".", b"..", b"\r\n", b"\n", b"\r", b"a", b".x\r\n", b"\r\n.\r\n"]), max_size=30).map(b"".join))
-def test_dot_safe_means_the_file_is_its_own_transfer_form(raw):
-    from mailyard.maildir.files import dot_safe, to_crlf
+def test_dot_lines_give_the_transfer_form(raw):
+    from mailyard.maildir.files import dot_lines, to_crlf
 
     crlf = to_crlf(raw)
-    assert dot_safe(crlf) == (_stuffed_by_lines(crlf) == crlf)
+    lines = dot_lines(crlf)
+    if lines is None:
+        assert crlf and not crlf.endswith(b"\r\n")
+        return
+    offsets = [int(o) for o in lines.split()]
+    bounds = [0, *offsets, len(crlf)]
+    pieces = [crlf[a:b] for a, b in zip(bounds, bounds[1:])]
+    assert b".".join(pieces) == _stuffed_by_lines(crlf)

@@ -1,7 +1,8 @@
-"""Messages sent as their files are (sendfile) must equal the reference byte-stuffing.
+"""Messages sent from their files (sendfile) must equal the reference byte-stuffing.
 
-On a plaintext connection the server sends a message the store recorded as dot-safe straight
-from its file (pop3.server, session.Maildrop.open_verbatim); the others are read and stuffed.
+On a plaintext connection the server sends a message whose dot-lines the store recorded
+straight from its file, in pieces with a "." before each dot-line (pop3.server,
+session.Maildrop.open_verbatim); the others are read and stuffed.
 These tests compare what arrives on the socket with a line-by-line reference stuffing of the
 stored message, for arbitrary message bytes (hypothesis), for facts that are missing or stale,
 over TLS (no sendfile), and with a client that reads slowly or not at all.
@@ -22,10 +23,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pop3_helpers import PASSWORD, deliver, new_user, sample_message
 
-from mailyard.maildir import CACHE_DOT_SAFE, MailStore
-from mailyard.maildir.files import to_crlf
+from mailyard.maildir import CACHE_DOT_LINES, MailStore
+from mailyard.maildir.files import dot_lines, to_crlf
 from mailyard.maildir.index import INDEX_FILE
-from mailyard.pop3 import session
+from mailyard.pop3 import session, wire
 
 _STATUS = re.compile(rb"\+OK (\d+) octets\r\n")
 
@@ -107,14 +108,14 @@ def test_tls_sessions_send_the_same_octets(pop3_server, tls_certs):
     assert tls == plain == expected_answers(messages)
 
 
-def test_missing_or_stale_dot_safe_facts_fall_back_to_the_scan(pop3_server):
+def test_missing_or_stale_dot_line_facts_fall_back_to_the_scan(pop3_server):
     clean = [sample_message(n) for n in range(4)]
     address, uids = new_user(pop3_server, clean)
     maildir = pop3_server.maildir(address)
     # Message 1: the fact is gone (an index rebuilt, a file another tool delivered);
     # message 2: another tool rewrote the file (LF endings, so another size, and a dot-line).
     with sqlite3.connect(maildir / INDEX_FILE) as db:
-        db.execute("DELETE FROM cache WHERE uid = ? AND key = ?", (uids[0], CACHE_DOT_SAFE))
+        db.execute("DELETE FROM cache WHERE uid = ? AND key = ?", (uids[0], CACHE_DOT_LINES))
     path = MailStore(maildir).open("INBOX").path(uids[1])
     lf = clean[1].replace(b"\r\n", b"\n").replace(b"line 0", b".line 0")
     path.write_bytes(lf)
@@ -127,29 +128,43 @@ def test_missing_or_stale_dot_safe_facts_fall_back_to_the_scan(pop3_server):
 
 def test_open_verbatim_only_for_recorded_files_of_the_listed_size(tmp_path):
     store = MailStore(tmp_path / "Maildir")
-    for m in (sample_message(1), b"Subject: d\r\n\r\n.dot\r\n", sample_message(3)):
+    for m in (sample_message(1), b"Subject: d\r\n\r\n.dot\r\n", b"no end", sample_message(4)):
         store.deliver(m)
     drop = session.Maildrop(store.open("INBOX"))
     drop.load()
     try:
-        assert [m.dot_safe for m in drop.messages] == [True, False, True]
-        fd = drop.open_verbatim(1)
-        assert fd is not None
-        os.close(fd)
-        assert drop.open_verbatim(2) is None
-        path = os.path.join(drop._dir, drop.messages[2].filename)
+        assert [m.dot_lines for m in drop.messages] == [(), (14,), None, ()]
+        for number in (1, 2):
+            fd = drop.open_verbatim(number)
+            assert fd is not None
+            os.close(fd)
+        assert drop.open_verbatim(3) is None  # nothing recorded: read and scanned
+        path = os.path.join(drop._dir, drop.messages[3].filename)
         with open(path, "ab") as fh:
             fh.write(b"appended by someone\r\n")
-        assert drop.open_verbatim(3) is None
+        assert drop.open_verbatim(4) is None
         os.unlink(path)
-        assert drop.open_verbatim(3) is None
+        assert drop.open_verbatim(4) is None
     finally:
         drop.close()
 
 
 def _large(n: int, size: int, dots: bool) -> bytes:
-    line = (b".dotted line %d\r\n" if dots else b"plain line %d\r\n") % n
-    return b"Subject: big %d\r\n\r\n" % n + line * (size // len(line))
+    """About `size` octets; with `dots`, every 97th line starts with "." (~100 dot-lines)."""
+    line = b"plain line %d\r\n" % n
+    lines = [line] * (size // len(line))
+    if dots:
+        lines[::97] = [b"." + line] * len(lines[::97])
+    return b"Subject: big %d\r\n\r\n" % n + b"".join(lines)
+
+
+@given(_messages)
+def test_stuffing_at_recorded_offsets_equals_the_scan(raw):
+    crlf = to_crlf(raw)
+    lines = dot_lines(crlf)
+    if lines is not None:
+        offsets = tuple(int(o) for o in lines.split())
+        assert wire.stuff_at(crlf, offsets) == wire.byte_stuff(crlf) == reference_wire(raw)
 
 
 def test_slow_reader_gets_every_octet_in_order(pop3_server):

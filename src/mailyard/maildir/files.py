@@ -139,23 +139,33 @@ def to_crlf(message: bytes) -> bytes:
     return message.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 
 
-# The cache key (see FolderIndex) of `dot_safe()`, recorded by the store at delivery.
-CACHE_DOT_SAFE = "dot-safe"
+# The cache key (see FolderIndex) of `dot_lines()`, recorded by the store at delivery.
+CACHE_DOT_LINES = "dot-lines"
+# More lines than this starting with "." and nothing is recorded (the reader scans).
+MAX_DOT_LINES = 256
 _DOT_LINE = re.compile(rb"\n\.")
 
 
-def dot_safe(message: bytes) -> bool:
-    """Are these stored (CRLF) octets already their own dot-terminated transfer form?
+def dot_lines(message: bytes) -> str | None:
+    """Where the lines starting with "." begin in a stored (CRLF) message, for readers that
+    send it dot-terminated (a POP3 RETR body, RFC 1939 §3; SMTP DATA, RFC 5321 §4.5.2): the
+    file's octets with one "." put before each such offset are its transfer form, so the
+    reader sends the file in pieces instead of scanning it.
 
-    True when the message is empty or ends with CRLF and no line starts with "." — then a
-    POP3 RETR body (RFC 1939 §3) and an SMTP DATA body (RFC 5321 §4.5.2) are the file's octets
-    unchanged, so a reader may send the file as it is instead of scanning it. `re` finds the
-    two-octet pattern about twice as fast as `in` does in text with short lines.
+    "" when there are none (the file is its own transfer form), else the offsets in
+    ascending order, space-separated. None when the message does not end with CRLF (its
+    transfer form adds one) or has more than MAX_DOT_LINES dot-lines: then nothing is known.
+    `re` finds the two-octet pattern about twice as fast as `bytes.find` in text with short
+    lines.
     """
-    if not message:
-        return True
-    return (message.endswith(b"\r\n") and message[0] != 0x2E
-            and _DOT_LINE.search(message) is None)
+    if message and not message.endswith(b"\r\n"):
+        return None
+    offsets = [m.start() + 1 for m in _DOT_LINE.finditer(message)]
+    if message[:1] == b".":
+        offsets.insert(0, 0)
+    if len(offsets) > MAX_DOT_LINES:
+        return None
+    return " ".join(map(str, offsets))
 
 
 def read_file(path: str, expected: int, dir_fd: int | None = None) -> bytes:

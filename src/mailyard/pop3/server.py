@@ -18,12 +18,13 @@ buffered (reading stops above READ_LIMIT octets), and `_advance()` goes on when 
 Above WRITE_HIGH_WATER unsent octets the transport calls `pause_writing` and `_advance()`
 stops until `resume_writing`.
 
-On a plaintext connection a message the store recorded as already in wire form (dot-safe,
-see `session.Maildrop.open_verbatim`) is sent with sendfile(2) between its status line and its
-terminator, corked into one push (TCP_CORK) and written straight to the socket — only while
-the transport has nothing buffered, and what the socket does not take goes through the
-transport, so the order of the octets is kept. Other messages come from the read-ahead or
-are read and byte-stuffed as the core's `wire` module says.
+On a plaintext connection a message whose dot-lines the store recorded (see
+`session.Maildrop.open_verbatim`) is sent with sendfile(2) between its status line and its
+terminator — in pieces, with a "." sent before each recorded dot-line (RFC 1939 §3) — corked
+into one push (TCP_CORK) and written straight to the socket; only while the transport has
+nothing buffered, and what the socket does not take goes through the transport, so the order
+of the octets is kept. Other messages come from the read-ahead or are read and byte-stuffed
+as the core's `wire` module says.
 
 The idle watchdog (RFC 1939 §3 autologout) is one timer per connection. The session is idle
 while the server waits for the client — for a command, or for it to read what it was sent;
@@ -41,7 +42,7 @@ import ssl
 import time
 
 from mailyard.log import event, get_logger
-from mailyard.pop3 import proto, session
+from mailyard.pop3 import proto, session, wire
 from mailyard.pop3.proto import (
     CLOSED,
     NEED_DATA,
@@ -366,7 +367,8 @@ class Pop3Connection(TrackedProtocol):
             self._answer_read(ev)
             return True
         sock = self._sock
-        if not (sock is not None and message.dot_safe and self._send_verbatim(ev.number)):
+        if not (sock is not None and message.dot_lines is not None
+                and self._send_verbatim(ev.number)):
             body = drop.take_ahead(ev.number)
             if body is not None:
                 p.multiline(f"{message.size} octets", body)
@@ -378,7 +380,7 @@ class Pop3Connection(TrackedProtocol):
         # it will go by sendfile, which needs no preparing.
         number = ev.number + 1
         if number <= len(drop.messages) and not (
-                sock is not None and drop.messages[number - 1].dot_safe):
+                sock is not None and drop.messages[number - 1].dot_lines is not None):
             drop.prefetch(number)
         return True
 
@@ -397,8 +399,8 @@ class Pop3Connection(TrackedProtocol):
         return True
 
     def _send_verbatim(self, number: int) -> bool:
-        """Send message `number`'s file as its RETR answer; False when it cannot be (not
-        dot-safe after all, renamed or gone, or the transport has output queued)."""
+        """Send message `number`'s file as its RETR answer; False when it cannot be (its
+        dot-lines unknown, renamed or gone, or the transport has output queued)."""
         self._flush()
         if self.transport.get_write_buffer_size():
             return False  # the socket is behind: everything goes through the transport
@@ -406,32 +408,38 @@ class Pop3Connection(TrackedProtocol):
         if fd is None:
             return False
         try:
-            size = self.drop.messages[number - 1].size
-            head, tail = self.proto.multiline_frame(f"{size} octets")
-            self._send_file(head, fd, size, tail)
+            message = self.drop.messages[number - 1]
+            head, tail = self.proto.multiline_frame(f"{message.size} octets")
+            self._send_file(head, fd, message.size, message.dot_lines, tail)
         finally:
             os.close(fd)
         return True
 
-    def _send_file(self, head: bytes, fd: int, size: int, tail: bytes) -> None:
-        """`head`, the file's `size` octets, `tail`: straight to the socket, corked; what it
-        does not take now (EAGAIN, or an error the transport will report) goes through the
-        transport after it."""
+    def _send_file(self, head: bytes, fd: int, size: int, dot_lines: tuple[int, ...],
+                   tail: bytes) -> None:
+        """`head`, the file's `size` octets with a "." before each offset in `dot_lines`,
+        `tail`: straight to the socket, corked; what it does not take now (EAGAIN, or an
+        error the transport will report) goes through the transport after it."""
         sock = self._sock
         out = sock.fileno()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
-        sent_head = offset = 0
+        sent_head = offset = stuffed = 0  # stuffed: the dots sent so far
         try:
             sent_head = sock.send(head)
             if sent_head == len(head):
-                while offset < size:
-                    sent = os.sendfile(out, fd, offset, size - offset)
-                    if sent == 0:
-                        break  # shorter than fstat said: caught below
-                    offset += sent
-                if offset == size:
-                    tail = tail[sock.send(tail):]
-        except OSError:  # EAGAIN: the socket is full; others: the transport will see them
+                for stop in (*dot_lines, size):
+                    while offset < stop:
+                        sent = os.sendfile(out, fd, offset, stop - offset)
+                        if sent == 0:
+                            raise EOFError  # shorter than fstat said: caught below
+                        offset += sent
+                    if stop == size:
+                        break
+                    if sock.send(b".") != 1:
+                        raise BlockingIOError
+                    stuffed += 1
+                tail = tail[sock.send(tail):]
+        except (OSError, EOFError):  # EAGAIN: the socket is full; others: the transport's
             pass
         finally:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
@@ -446,6 +454,8 @@ class Pop3Connection(TrackedProtocol):
             self._closing = True
             self.transport.abort()
             return
+        if stuffed < len(dot_lines):
+            rest = wire.stuff_at(rest, tuple(o - offset for o in dot_lines[stuffed:]))
         self.transport.writelines([head[sent_head:], rest, tail])
 
     # -- commands that wait -------------------------------------------------------------

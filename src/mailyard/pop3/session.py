@@ -18,11 +18,12 @@ computes once at delivery (or when it first indexes a foreign file) and keeps in
 the same number IMAP reports. (A foreign file whose last line lacks a line end is sent with
 one added, 2 octets more than listed; files the store writes always end in CRLF.)
 
-Most messages need no work to be sent: the store records at delivery whether a file is its
-own wire form (CRLF, ends with CRLF, no line starting with "."; `maildir.files.dot_safe`), and
-`open_verbatim()` hands such a file out, opened, for the server to send as it is (sendfile on
-a plaintext connection). The fact is trusted only while the file is as long as its listed
-size; a message without it (a foreign file, an index rebuilt) is scanned as before.
+Messages need no scan to be sent: the store records at delivery where a CRLF-terminated
+file's lines starting with "." begin (`maildir.files.dot_lines`; usually nowhere), and
+`open_verbatim()` hands such a file out, opened, for the server to send in pieces with a "."
+before each of those offsets (sendfile on a plaintext connection; `wire.stuff_at` otherwise).
+The fact is trusted only while the file is as long as its listed size; a message without it
+(a foreign file, an index rebuilt, an unterminated last line) is scanned as before.
 A session that reads the other messages in order is answered from `readahead.ReadAhead`: after
 RETR n the server calls `prefetch(n + 1)`, and `take_ahead()` hands the wire form out only if
 the file is unchanged (see that module for why this is exact). Files are opened relative to
@@ -41,8 +42,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailyard.maildir.files import CACHE_DOT_SAFE, read_file
-from mailyard.pop3 import proto
+from mailyard.maildir.files import CACHE_DOT_LINES, read_file
+from mailyard.pop3 import proto, wire
 from mailyard.pop3.proto import Dele, List, Noop, Retr, Rset, Stat, Top, Uidl
 from mailyard.pop3.readahead import Prefetched, ReadAhead
 
@@ -63,7 +64,24 @@ class DropMessage:
     size: int          # octets as the client will count them
     uidl: str
     filename: str      # relative to the folder directory: new/BASE or cur/BASE:2,FLAGS
-    dot_safe: bool = False  # the store says the file is its own wire form
+    # Where the file's lines starting with "." begin, as the store recorded; None: unknown.
+    dot_lines: tuple[int, ...] | None = None
+
+
+def _offsets(recorded: str | None) -> tuple[int, ...] | None:
+    if recorded is None:
+        return None
+    try:
+        return tuple(map(int, recorded.split()))
+    except (ValueError, AttributeError):
+        return None  # not ours to trust: scan
+
+
+def stuffed(message: DropMessage, raw: bytes) -> bytes:
+    """The RETR body of `message` from `raw`, its file's octets with CRLF line ends."""
+    if message.dot_lines is not None and len(raw) == message.size:
+        return wire.stuff_at(raw, message.dot_lines)
+    return proto.wire_message(raw, crlf=True)
 
 
 def uidl_for(uid: int, uid_validity: int) -> str:
@@ -115,9 +133,9 @@ class Maildrop:
             self._dir_fd = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         validity = self.folder.uid_validity
         infos = sorted(self.folder.messages(), key=lambda m: m.uid)
-        safe = self.folder.cache_get_many([info.uid for info in infos], CACHE_DOT_SAFE)
+        known = self.folder.cache_get_many([info.uid for info in infos], CACHE_DOT_LINES)
         self.messages = [DropMessage(number, info.uid, info.size, uidl_for(info.uid, validity),
-                                     info.filename, safe.get(info.uid) == 1)
+                                     info.filename, _offsets(known.get(info.uid)))
                          for number, info in enumerate(infos, 1)]
         self.deleted = set()
         self.ahead.clear()
@@ -167,15 +185,16 @@ class Maildrop:
         return raw
 
     def open_verbatim(self, number: int) -> int | None:
-        """An open file descriptor of live message `number` if its file can be sent as it is.
+        """An open file descriptor of live message `number` if its file can be sent as it is,
+        with a "." before each of its recorded `dot_lines`.
 
-        That is: the store recorded it as dot-safe and the file (at the snapshot's name) is
-        exactly as long as the listed size, so its octets are the RETR body. None otherwise
-        (not recorded, renamed or removed meanwhile, not as indexed): the caller then takes
-        the usual read path. The caller closes the descriptor.
+        That is: the store recorded the dot-lines and the file (at the snapshot's name) is
+        exactly as long as the listed size, so it is the file the fact is about. None
+        otherwise (not recorded, renamed or removed meanwhile, not as indexed): the caller
+        then takes the usual read path. The caller closes the descriptor.
         """
         message = self.messages[number - 1]
-        if not message.dot_safe:
+        if message.dot_lines is None:
             return None
         try:
             fd = os.open(message.filename, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self._dir_fd)
@@ -220,7 +239,7 @@ class Maildrop:
         # Same rule as read(): a file as long as its RFC822.SIZE is CRLF throughout, and
         # then a dot-safe one is its own wire form.
         if len(raw) == message.size:
-            body = raw if message.dot_safe else proto.wire_message(raw, crlf=True)
+            body = stuffed(message, raw)
         else:
             body = proto.wire_message(raw)
         self.ahead.put(number, Prefetched(message.filename, st.st_ino, st.st_size, body))
@@ -288,7 +307,6 @@ def retrieve(p: proto.ServerProtocol, drop: Maildrop, event: Retr | Top, raw: by
     """Answer RETR or TOP with the message `raw` already read (CRLF line ends)."""
     m = drop.get(event.number)
     if isinstance(event, Retr):
-        body = raw if m.dot_safe and len(raw) == m.size else proto.wire_message(raw, crlf=True)
-        p.multiline(f"{m.size} octets", body)
+        p.multiline(f"{m.size} octets", stuffed(m, raw))
     else:
         p.multiline("", proto.byte_stuff(proto.top_of(raw, event.lines, crlf=True)))
