@@ -244,3 +244,16 @@ def test_stls_after_plaintext_commands_still_works_with_pipelined_retr(pop3_serv
         except ssl.SSLError:
             pytest.fail("TLS session broken")
     assert expected_answers(messages) in wire
+
+
+def test_client_that_pipelines_everything_then_shuts_its_side_gets_every_answer(pop3_server):
+    messages = [sample_message(n, body_lines=3000) for n in range(3)]
+    address, _ = new_user(pop3_server, messages)
+    with socket.create_connection(("127.0.0.1", pop3_server.port("pop3"))) as sock:
+        commands = [b"USER " + address.encode(), b"PASS " + PASSWORD.encode()]
+        commands += [b"RETR %d" % n for n in (1, 2, 3)] + [b"QUIT"]
+        sock.sendall(b"".join(c + b"\r\n" for c in commands))
+        sock.shutdown(socket.SHUT_WR)
+        wire = recv_until_closed(sock)
+    assert expected_answers(messages) in wire
+    assert wire.endswith(b"+OK mailyard POP3 signing off. (0 messages deleted)\r\n")

@@ -224,10 +224,12 @@ class Pop3Connection(TrackedProtocol):
             self._read_paused = True
 
     def eof_received(self) -> bool:
+        # The commands already received are still answered (a client may pipeline its
+        # whole session and then shut its side down); _advance closes when they are done.
         self._eof = True
-        if self._task is None:
-            self._close()
-        # Half-open until a running command has answered (not possible under TLS).
+        if self._task is None and not self._write_paused:
+            self._advance()
+        # Half-open until then (not possible under TLS: the connection closes now).
         return not self.proto.tls_active
 
     def pause_writing(self) -> None:
