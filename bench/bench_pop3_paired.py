@@ -34,33 +34,51 @@ def cpu_seconds(pid: int, children: bool) -> float:
     return (int(fields[first]) + int(fields[first + 1])) / os.sysconf("SC_CLK_TCK")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
+def parse_args(doc: str) -> argparse.Namespace:
+    """--base-src, --messages, --rounds: the options of the paired POP3 benchmarks."""
+    ap = argparse.ArgumentParser(description=doc,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base-src", required=True, help="src dir of the mailyard to compare")
     ap.add_argument("--messages", type=int, default=5000)
     ap.add_argument("--rounds", type=int, default=8)
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def start_servers(work: Path, messages: int, base_src: str,
+                  procs: dict[str, tuple[int, subprocess.Popen]]) -> None:
+    """Make the corpus in `work` and start "this", "base" and "dovecot" on it, into `procs`
+    ({label: (port, process)}; the caller stops them, also after a failure)."""
+    subprocess.run([sys.executable, str(run.SHARED / "bench_pipeline.py"), "--dump",
+                    str(work / "corpus"), "-n", str(messages), "--max-kb", "50"],
+                   check=True, capture_output=True)
+    port, proc, maildir = run.start_mailyard(work, sorted((work / "corpus").glob("*.eml")))
+    procs["this"] = (port, proc)
+    base_port = run.free_port()
+    config = (work / "mailyard.toml").read_text().replace(f"127.0.0.1:{port}",
+                                                          f"127.0.0.1:{base_port}")
+    (work / "base.toml").write_text(config)
+    base = subprocess.Popen([sys.executable, "-m", "mailyard", "-c", str(work / "base.toml"),
+                             "serve", "--only", "pop3"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=base_src))
+    procs["base"] = (base_port, base)
+    run.wait_port(base_port, base)
+    procs["dovecot"] = run.start_dovecot(work, maildir)
+
+
+def stop_servers(work: Path, procs: dict[str, tuple[int, subprocess.Popen]]) -> None:
+    for _, proc in procs.values():
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    args = parse_args(__doc__)
     work = Path(tempfile.mkdtemp(prefix="bench-pop3-paired-"))
     os.chmod(work, 0o755)
     procs: dict[str, tuple[int, subprocess.Popen]] = {}
     try:
-        subprocess.run([sys.executable, str(run.SHARED / "bench_pipeline.py"), "--dump",
-                        str(work / "corpus"), "-n", str(args.messages), "--max-kb", "50"],
-                       check=True, capture_output=True)
-        port, proc, maildir = run.start_mailyard(work, sorted((work / "corpus").glob("*.eml")))
-        procs["this"] = (port, proc)
-        base_port = run.free_port()
-        config = (work / "mailyard.toml").read_text().replace(f"127.0.0.1:{port}",
-                                                              f"127.0.0.1:{base_port}")
-        (work / "base.toml").write_text(config)
-        base = subprocess.Popen([sys.executable, "-m", "mailyard", "-c", str(work / "base.toml"),
-                                 "serve", "--only", "pop3"], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL,
-                                env=dict(os.environ, PYTHONPATH=args.base_src))
-        run.wait_port(base_port, base)
-        procs["base"] = (base_port, base)
-        procs["dovecot"] = run.start_dovecot(work, maildir)
+        start_servers(work, args.messages, args.base_src, procs)
         opts = argparse.Namespace(sessions=1)
         for label, (p, _) in procs.items():
             run.drive(p, label + "-warmup", opts, None)
@@ -85,10 +103,7 @@ def main() -> None:
                 a / b for a, b in zip(rates[k], rates["dovecot"])), 3)
         print("summary " + json.dumps(summary), flush=True)
     finally:
-        for _, pr in procs.values():
-            pr.send_signal(signal.SIGTERM)
-            pr.wait(30)
-        shutil.rmtree(work, ignore_errors=True)
+        stop_servers(work, procs)
 
 
 if __name__ == "__main__":

@@ -63,3 +63,30 @@ def test_store_survives_arbitrary_files_in_maildir(tmp_path_factory, entries):
     assert folder.read(1).startswith(b"Subject: real")
     store.list_folders()
     store.recount_usage()
+
+
+def _stuffed_by_lines(crlf: bytes) -> bytes:
+    """Reference dot-stuffing, one line at a time (RFC 1939 §3), final CRLF supplied."""
+    if not crlf:
+        return b""
+    lines = crlf.split(b"\r\n")
+    if lines[-1] == b"":
+        lines.pop()
+    return b"".join((b"." + line if line.startswith(b".") else line) + b"\r\n"
+                    for line in lines)
+
+
+@given(st.binary(max_size=300) | st.lists(st.sampled_from(
+    [b".", b"..", b"\r\n", b"\n", b"\r", b"a", b".x\r\n", b"\r\n.\r\n"]), max_size=30).map(b"".join))
+def test_dot_lines_give_the_transfer_form(raw):
+    from mailyard.maildir.files import dot_lines, to_crlf
+
+    crlf = to_crlf(raw)
+    lines = dot_lines(crlf)
+    if lines is None:
+        assert crlf and not crlf.endswith(b"\r\n")
+        return
+    offsets = [int(o) for o in lines.split()]
+    bounds = [0, *offsets, len(crlf)]
+    pieces = [crlf[a:b] for a, b in zip(bounds, bounds[1:])]
+    assert b".".join(pieces) == _stuffed_by_lines(crlf)

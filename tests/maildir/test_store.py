@@ -429,3 +429,19 @@ def test_concurrent_first_delivery_into_a_new_folder(tmp_path):
             t.join()
         assert errors == []
         assert len(MailStore(root).open("Junk").messages()) == 3
+
+
+def test_delivery_records_where_dot_lines_begin(store):
+    from mailyard.maildir import CACHE_DOT_LINES
+
+    clean = store.deliver(MSG)
+    dotted = store.deliver(b".first\r\n\r\n.hidden line\r\nx\r\n..\r\n")
+    unterminated = store.deliver(b"Subject: x\r\n\r\nno final line end")
+    folder = store.open("INBOX")
+    # No entry where nothing is known: the transfer form of an unterminated message is
+    # longer at the end too.
+    assert folder.cache_get_many([clean, dotted, unterminated], CACHE_DOT_LINES) == {
+        clean: "", dotted: "0 10 27"}
+    # The fact travels with the message, like the rest of its cache.
+    assert folder.copy([dotted], "Archive") == {dotted: 1}
+    assert store.open("Archive").cache_get(1, CACHE_DOT_LINES) == "0 10 27"

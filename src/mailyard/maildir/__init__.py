@@ -30,6 +30,8 @@ Public API (everything blocks on file I/O; from async code use `asyncio.to_threa
     folder.cache_get_many(uids, key) -> {uid: value}; folder.cache_put_uids(key, {uid: value})
     register_cache_builder(fn)   # fn(message) -> {key: value}, run at every delivery/APPEND
                                  # so IMAP's ENVELOPE/BODYSTRUCTURE are computed once, there
+    folder.cache_get_many(uids, CACHE_DOT_LINES)  # where lines starting with "." begin
+                                 # ("" for none; files.dot_lines), recorded at delivery
     folder.keywords() -> set; folder.watch() -> FolderWatch (see mailyard.maildir.watch)
 
 Folder names are Unicode with "." as the hierarchy delimiter (IMAP LIST shows "." as the
@@ -56,6 +58,7 @@ from mailyard.maildir.errors import (
                                      MaildirError,
                                      MessageGone,
 )
+from mailyard.maildir.files import CACHE_DOT_LINES, dot_lines
 from mailyard.maildir.folder import Changes, Folder, MessageInfo, split_flags
 from mailyard.maildir.names import DELIMITER, INBOX, decode_mutf7, encode_mutf7
 from mailyard.maildir.store import (
@@ -68,6 +71,7 @@ from mailyard.maildir.store import (
 from mailyard.maildir.watch import FolderWatch
 
 __all__ = [
+    "CACHE_DOT_LINES",
     "DELIMITER",
     "INBOX",
     "SPECIAL_USE",
@@ -85,6 +89,7 @@ __all__ = [
     "MessageGone",
     "MessageInfo",
     "decode_mutf7",
+    "dot_lines",
     "encode_mutf7",
     "register_cache_builder",
     "split_flags",

@@ -139,10 +139,40 @@ def to_crlf(message: bytes) -> bytes:
     return message.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 
 
-def read_file(path: str, expected: int) -> bytes:
+# The cache key (see FolderIndex) of `dot_lines()`, recorded by the store at delivery.
+CACHE_DOT_LINES = "dot-lines"
+# More lines than this starting with "." and nothing is recorded (the reader scans).
+MAX_DOT_LINES = 256
+_DOT_LINE = re.compile(rb"\n\.")
+
+
+def dot_lines(message: bytes) -> str | None:
+    """Where the lines starting with "." begin in a stored (CRLF) message, for readers that
+    send it dot-terminated (a POP3 RETR body, RFC 1939 §3; SMTP DATA, RFC 5321 §4.5.2): the
+    file's octets with one "." put before each such offset are its transfer form, so the
+    reader sends the file in pieces instead of scanning it.
+
+    "" when there are none (the file is its own transfer form), else the offsets in
+    ascending order, space-separated. None when the message does not end with CRLF (its
+    transfer form adds one) or has more than MAX_DOT_LINES dot-lines: then nothing is known.
+    `re` finds the two-octet pattern about twice as fast as `bytes.find` in text with short
+    lines.
+    """
+    if message and not message.endswith(b"\r\n"):
+        return None
+    offsets = [m.start() + 1 for m in _DOT_LINE.finditer(message)]
+    if message[:1] == b".":
+        offsets.insert(0, 0)
+    if len(offsets) > MAX_DOT_LINES:
+        return None
+    return " ".join(map(str, offsets))
+
+
+def read_file(path: str, expected: int, dir_fd: int | None = None) -> bytes:
     """A whole file in as few system calls as its expected size allows (open, one read,
-    close when the size is right; more reads when the file is longer)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    close when the size is right; more reads when the file is longer). With `dir_fd`, a
+    relative `path` is opened from that directory (a shorter path walk)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
     try:
         data = os.read(fd, expected + 1)
         if len(data) <= expected:

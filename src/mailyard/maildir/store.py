@@ -31,7 +31,9 @@ from mailyard.log import get_logger
 from mailyard.maildir import index as index_mod
 from mailyard.maildir.errors import FolderExists, FolderNotFound, FolderOperationError, MaildirError
 from mailyard.maildir.files import (
+    CACHE_DOT_LINES,
     INFO_SEP,
+    dot_lines,
     fsync_dir_shared,
     make_maildir,
     parse_entry,
@@ -403,7 +405,12 @@ class MailStore:
                 self._ensured = False
                 if attempt:
                     raise
-        cache = _build_cache(data) if _CACHE_BUILDERS else None
+        cache = _build_cache(data) if _CACHE_BUILDERS else {}
+        # A fact of the store's own: readers that send messages dot-terminated (POP3) send
+        # the file in pieces instead of scanning it (files.dot_lines).
+        lines = dot_lines(data)
+        if lines is not None:
+            cache[CACHE_DOT_LINES] = lines
         try:
             uid = self._index(path).add_file(tmp, len(data), len(data), sys_flags, kws, when,
                                              cache=cache)

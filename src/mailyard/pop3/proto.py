@@ -275,6 +275,12 @@ class ServerProtocol:
             self._out.append(body)
         self._out.append(TERMINATOR)
 
+    def multiline_frame(self, text: str) -> tuple[bytes, bytes]:
+        """The `+OK text` line and the "." line of a multi-line answer whose body the I/O
+        layer sends itself, between the two (a file that is already in wire form, sent with
+        sendfile). Nothing is queued: the caller sends all three, in order."""
+        return format_reply(True, text), TERMINATOR
+
     def multiline_lines(self, text: str, lines: list[str]) -> None:
         body = "".join(f"{line}\r\n" for line in lines).encode("utf-8")
         self.multiline(text, byte_stuff(body))
@@ -313,6 +319,11 @@ class ServerProtocol:
         if self.state is State.CLOSED or self._stls_pending:
             return
         self._in += data
+
+    @property
+    def buffered_input(self) -> int:
+        """Octets received and not yet parsed (the I/O layer stops reading above a bound)."""
+        return len(self._in)
 
     def capabilities(self) -> list[str]:
         """RFC 2449 §6 capability lines for the current state and connection."""

@@ -36,7 +36,7 @@ DEFAULT_MAX_MESSAGE = 256 * 1024
 class Prefetched:
     """One message read ahead: its wire form and the file it came from."""
 
-    path: str
+    path: str  # relative to the directory the caller passes to take()
     inode: int
     file_size: int
     body: bytes  # wire form: CRLF line ends, byte-stuffed, without the "." terminator
@@ -71,14 +71,15 @@ class ReadAhead:
         self._entries[number] = entry
         self._bytes += len(entry.body)
 
-    def take(self, number: int) -> bytes | None:
-        """The wire form of message `number` if it was read ahead and its file is unchanged."""
+    def take(self, number: int, dir_fd: int | None = None) -> bytes | None:
+        """The wire form of message `number` if it was read ahead and its file is unchanged
+        (`dir_fd`: the directory a relative entry path starts from)."""
         entry = self._entries.pop(number, None)
         if entry is None:
             return None
         self._bytes -= len(entry.body)
         try:
-            st = os.stat(entry.path)
+            st = os.stat(entry.path, dir_fd=dir_fd)
         except OSError:
             return None  # renamed or expunged meanwhile: the caller reads it the usual way
         if st.st_ino != entry.inode or st.st_size != entry.file_size:

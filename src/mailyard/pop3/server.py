@@ -4,6 +4,31 @@ This layer owns only the socket: reading with the idle timeout, writing with bac
 the TLS handshake, the login throttle and the calls that block (password hashing, directory
 scans, expunge) moved off the event loop. Everything the client says goes through
 `proto.ServerProtocol`; everything done to the mailbox goes through `session.Maildrop`.
+
+Theory of operation
+-------------------
+A connection is an `asyncio.Protocol` (`Pop3Connection`), not a coroutine around a
+StreamReader: bytes from the client go into the protocol core in `data_received`, and
+`_advance()` answers the buffered commands for as long as that needs no waiting — STAT, LIST,
+UIDL, DELE, NOOP, RSET, CAPA and RETR/TOP of messages up to `session.LARGE_MESSAGE` — so a
+download costs no task, future or reader wake-up per command. A command that must wait (a
+login: password hash and maildrop scan in a thread; STLS: the handshake; QUIT: the UPDATE
+expunge; a large message: read in a thread) is handed to one task; meanwhile input is only
+buffered (reading stops above READ_LIMIT octets), and `_advance()` goes on when it is done.
+Above WRITE_HIGH_WATER unsent octets the transport calls `pause_writing` and `_advance()`
+stops until `resume_writing`.
+
+On a plaintext connection a message whose dot-lines the store recorded (see
+`session.Maildrop.open_verbatim`) is sent with sendfile(2) between its status line and its
+terminator — in pieces, with a "." sent before each recorded dot-line (RFC 1939 §3) — corked
+into one push (TCP_CORK) and written straight to the socket; only while the transport has
+nothing buffered, and what the socket does not take goes through the transport, so the order
+of the octets is kept. Other messages come from the read-ahead or are read and byte-stuffed
+as the core's `wire` module says.
+
+The idle watchdog (RFC 1939 §3 autologout) is one timer per connection. The session is idle
+while the server waits for the client — for a command, or for it to read what it was sent;
+`_waiting_since` is when that wait began (None while the server works).
 """
 
 from __future__ import annotations
@@ -11,26 +36,38 @@ from __future__ import annotations
 import asyncio
 import collections
 import ipaddress
+import os
+import socket
+import ssl
 import time
 
 from mailyard.log import event, get_logger
-from mailyard.pop3 import proto, session
+from mailyard.pop3 import proto, session, wire
 from mailyard.pop3.proto import (
     CLOSED,
     NEED_DATA,
+    Dele,
+    List,
     Login,
+    Noop,
     Quit,
     Retr,
+    Rset,
     ServerProtocol,
+    Stat,
     Stls,
     TooManyErrors,
     Top,
+    Uidl,
 )
-from mailyard.server.listen import Listener, serve_stream
+from mailyard.server.listen import Listener, TrackedProtocol, serve_protocol
 
 log = get_logger("pop3")
-READ_CHUNK = 65536
 WRITE_HIGH_WATER = 1 << 20
+# Octets of client input buffered while a command waits, before the connection stops reading.
+READ_LIMIT = 1 << 20
+# Answered from the snapshot alone (session.answer).
+_ANSWERED = frozenset({Stat, List, Uidl, Dele, Noop, Rset})
 
 
 def plaintext_allowed(policy: str, client_ip: str, tls_active: bool) -> bool:
@@ -108,33 +145,40 @@ async def start(app, service: str, address: str) -> Listener:
     pop3 = app.component("pop3", Pop3Service)
     implicit = service == "pop3s"
     ctx = app.tls_server_context()
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await Connection(pop3, reader, writer, ctx, implicit).run()
-
-    return await serve_stream(app, service, address, handler, ssl=ctx if implicit else None)
+    return await serve_protocol(app, service, address,
+                                lambda: Pop3Connection(pop3, ctx, implicit),
+                                ssl=ctx if implicit else None)
 
 
-class IdleTimeout(TimeoutError):
-    """The client said nothing for `[pop3] idle_timeout` seconds."""
+def _sendfile_socket(transport) -> socket.socket | None:
+    """A socket object of our own on the connection's TCP socket (a duplicated descriptor:
+    the transport's is not ours to close), for send, sendfile and TCP_CORK; None when the
+    connection is not TCP. Close it before the transport closes (or the peer sees no FIN
+    until it is)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    try:
+        own = socket.socket(sock.family, sock.type, sock.proto, os.dup(sock.fileno()))
+    except OSError:
+        return None
+    own.setblocking(False)
+    return own
 
 
-class Connection:
-    """One client connection: the read/dispatch/write loop around a `ServerProtocol`."""
+class Pop3Connection(TrackedProtocol):
+    """One client connection: a `ServerProtocol` driven from the transport's callbacks (see
+    the module docstring)."""
 
-    def __init__(self, service: Pop3Service, reader, writer, tls_context, implicit_tls: bool):
+    def __init__(self, service: Pop3Service, tls_context, implicit_tls: bool):
+        super().__init__()
         self.service = service
-        self.reader = reader
-        self.writer = writer
         self.tls_context = tls_context
-        peer = writer.get_extra_info("peername")
-        self.client_ip = peer[0] if isinstance(peer, tuple) else ""
-        cfg = service.settings
-        self.proto = ServerProtocol(
-            max_line=cfg.max_line_length, max_bad_commands=cfg.max_bad_commands,
-            tls_active=implicit_tls, tls_available=not implicit_tls,
-            plaintext_allowed=plaintext_allowed(cfg.plaintext_auth, self.client_ip,
-                                                implicit_tls))
+        self.implicit_tls = implicit_tls
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.proto: ServerProtocol | None = None
+        self.client_ip = ""
         self.user: str | None = None
         self.drop: session.Maildrop | None = None
         self.lock: session.MailboxLock | None = None
@@ -142,112 +186,334 @@ class Connection:
         self.retrieved = 0
         self.deleted = 0
         self.end = "disconnect"
+        self._task: asyncio.Task | None = None  # answering a command that waits
+        self._sock: socket.socket | None = None  # plaintext TCP: messages go by sendfile
+        self._write_paused = False
+        self._read_paused = False
+        self._eof = False
+        self._closing = False
+        self._lost = False
+        self._done = False
         self._waiting_since: float | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
 
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._idle_timer = loop.call_later(self.service.settings.idle_timeout, self._check_idle)
+    # -- transport callbacks ------------------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0] if isinstance(peer, tuple) else ""
+        cfg = self.service.settings
+        self.proto = ServerProtocol(
+            max_line=cfg.max_line_length, max_bad_commands=cfg.max_bad_commands,
+            tls_active=self.implicit_tls, tls_available=not self.implicit_tls,
+            plaintext_allowed=plaintext_allowed(cfg.plaintext_auth, self.client_ip,
+                                                self.implicit_tls))
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        if not self.implicit_tls:
+            self._sock = _sendfile_socket(transport)
+        self._idle_timer = self.loop.call_later(cfg.idle_timeout, self._check_idle)
+        self._advance()  # the greeting
+
+    def data_received(self, data: bytes) -> None:
+        p = self.proto
+        p.receive_data(data)
+        if self._task is None and not self._write_paused:
+            self._advance()
+        elif p.buffered_input > READ_LIMIT and not self._read_paused:
+            self.transport.pause_reading()
+            self._read_paused = True
+
+    def eof_received(self) -> bool:
+        # The commands already received are still answered (a client may pipeline its
+        # whole session and then shut its side down); _advance closes when they are done.
+        self._eof = True
+        if self._task is None and not self._write_paused:
+            self._advance()
+        # Half-open until then (not possible under TLS: the connection closes now).
+        return not self.proto.tls_active
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        if self._task is None:
+            self._waiting_since = self.loop.time()  # waiting for the client to read
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._task is None and not self._closing:
+            self._advance()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._drop_socket()
+        if self._task is None:
+            self._finish()
+
+    def abort(self) -> None:
+        """End the connection now (server shutdown after the drain timeout)."""
+        if self._task is not None:
+            self._task.cancel()
+        if self.transport is not None:
+            self.transport.abort()
+        else:
+            self._finish()
+
+    # -- answering --------------------------------------------------------------------------
+    def _advance(self) -> None:
+        """Answer the buffered commands as far as that needs no waiting."""
+        p = self.proto
         try:
-            await self._loop()
-        finally:
+            while self._task is None and not self._write_paused and not self._closing:
+                ev = p.next_event()
+                if ev is NEED_DATA:
+                    self._flush()
+                    if self._eof:
+                        self._close()
+                        return
+                    if self._read_paused:
+                        self._read_paused = False
+                        self.transport.resume_reading()
+                    self._waiting_since = self.loop.time()
+                    return
+                self._waiting_since = None
+                kind = type(ev)
+                if ev is CLOSED:
+                    self._close()
+                    return
+                if kind is Retr or kind is Top:
+                    if not self._retrieve_now(ev):
+                        self._start(ev)
+                elif kind in _ANSWERED:
+                    session.answer(p, self.drop, ev)
+                    self._flush()
+                elif kind is TooManyErrors:
+                    self.end = "too many bad commands"
+                    self._close()
+                    return
+                else:
+                    self._start(ev)
+        except Exception:  # a bug in one session must not take the listener down
+            log.exception("pop3: session crashed")
+            self.end = "crashed"
+            self.transport.abort()
+
+    def _flush(self) -> None:
+        chunks = self.proto.chunks_to_send()
+        if chunks and not self._lost and not self._closing:
+            self.transport.writelines(chunks)
+
+    def _drop_socket(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _close(self) -> None:
+        """Send what is queued, then close (at once if the client does not read)."""
+        if self._closing:
+            return
+        self._flush()
+        self._closing = True
+        self._drop_socket()
+        if self._write_paused:
+            self.transport.abort()
+        else:
+            self.transport.close()
+
+    def _finish(self) -> None:
+        """The connection is gone and no command is running: unlock, log, report done."""
+        if self._done:
+            return
+        self._done = True
+        self._drop_socket()
+        if self._idle_timer is not None:
             self._idle_timer.cancel()
-            if self.lock is not None:
-                self.lock.release()
-            event(log, "session", client=self.client_ip or "local", user=self.user,
-                  tls=self.proto.tls_active, retrieved=self.retrieved, deleted=self.deleted,
-                  end=self.end)
+        if self.lock is not None:
+            self.lock.release()
+        if self.drop is not None:
+            self.drop.close()
+        event(log, "session", client=self.client_ip or "local", user=self.user,
+              tls=self.proto.tls_active if self.proto else self.implicit_tls,
+              retrieved=self.retrieved, deleted=self.deleted, end=self.end)
+        if not self.finished.done():
+            self.finished.set_result(None)
 
     def _check_idle(self) -> None:
-        """The idle watchdog: one timer per connection, not one per command (RFC 1939 §3).
-
-        The session is idle while `_loop` waits for the client; `_waiting_since` is when
-        that wait began (None while the server is working). After `idle_timeout` seconds of
-        waiting the read is failed with `IdleTimeout`; otherwise the timer is set again for
-        the moment the current wait would expire.
-        """
-        loop = asyncio.get_running_loop()
+        """The idle watchdog: after `idle_timeout` seconds of waiting for the client, say so
+        and close without entering UPDATE (RFC 1939 §3); otherwise look again when the
+        current wait would expire."""
+        if self._closing or self._lost:
+            return
         idle = self.service.settings.idle_timeout
         since = self._waiting_since
-        now = loop.time()
+        now = self.loop.time()
         if since is not None and now - since >= idle:
-            self.reader.set_exception(IdleTimeout())
+            self.proto.err(proto.REPLY_IDLE)
+            self.end = "idle timeout"
+            self._close()
             return
         delay = idle if since is None else idle - (now - since)
-        self._idle_timer = loop.call_later(delay, self._check_idle)
+        self._idle_timer = self.loop.call_later(delay, self._check_idle)
 
-    async def _flush(self, drain: bool) -> None:
-        chunks = self.proto.chunks_to_send()
-        if chunks:
-            self.writer.writelines(chunks)
-        if drain or self.writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
-            await self.writer.drain()
+    # -- RETR and TOP on the spot -------------------------------------------------------
+    def _retrieve_now(self, ev: Retr | Top) -> bool:
+        """Answer RETR/TOP without waiting; False for a large message (a task reads it)."""
+        p, drop = self.proto, self.drop
+        try:
+            message = drop.get(ev.number)
+        except session.DropError as exc:
+            p.err(str(exc))
+            self._flush()
+            return True
+        if message.size > session.LARGE_MESSAGE:
+            return False
+        if type(ev) is Top:
+            self._answer_read(ev)
+            return True
+        sock = self._sock
+        if not (sock is not None and message.dot_lines is not None
+                and self._send_verbatim(ev.number)):
+            body = drop.take_ahead(ev.number)
+            if body is not None:
+                p.multiline(f"{message.size} octets", body)
+                self._flush()
+            elif not self._answer_read(ev):
+                return True
+        self.retrieved += 1
+        # While the client reads this answer, the next message is put in wire form — unless
+        # it will go by sendfile, which needs no preparing.
+        number = ev.number + 1
+        if number <= len(drop.messages) and not (
+                sock is not None and drop.messages[number - 1].dot_lines is not None):
+            drop.prefetch(number)
+        return True
 
-    async def _loop(self) -> None:
-        p, writer = self.proto, self.writer
-        loop = asyncio.get_running_loop()
-        while True:
-            ev = p.next_event()
-            if ev is NEED_DATA:
-                # The hot path of a download: no coroutine call and no drain when the
-                # transport took everything, and the idle timer is the watchdog's.
-                chunks = p.chunks_to_send()
-                if chunks:
-                    writer.writelines(chunks)
-                if writer.transport.get_write_buffer_size():
-                    await writer.drain()
-                self._waiting_since = loop.time()
-                try:
-                    data = await self.reader.read(READ_CHUNK)
-                except IdleTimeout:
-                    # RFC 1939 §3: autologout without entering UPDATE.
-                    p.err(proto.REPLY_IDLE)
-                    self.end = "idle timeout"
-                    # No drain (it would re-raise the reader's exception): closing the
-                    # writer afterwards sends what is buffered.
-                    writer.writelines(p.chunks_to_send())
-                    return
-                finally:
-                    self._waiting_since = None
-                if not data:
-                    return
-                p.receive_data(data)
-                continue
-            if ev is CLOSED:
-                await self._flush(drain=True)
-                return
-            if isinstance(ev, Retr):
-                if not self._retr_read_ahead(ev):
-                    await self._retrieve(ev)
-                # The answer leaves first; then, while the client reads it, the next
-                # message is put in wire form (session.Maildrop.prefetch).
-                writer.writelines(p.chunks_to_send())
-                if writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
-                    await writer.drain()
-                self.drop.prefetch(ev.number + 1)
-                continue
-            if isinstance(ev, Top):
-                await self._retrieve(ev)
-            elif isinstance(ev, Login):
-                if await self._login(ev):
-                    await self._flush(drain=True)
-                    return
-            elif isinstance(ev, Stls):
-                await self._flush(drain=True)
-                await self.writer.start_tls(self.tls_context)
-                p.tls_started()
-                p.plaintext_allowed = True
-            elif isinstance(ev, Quit):
-                await self._quit()
-                await self._flush(drain=True)
-                return
-            elif isinstance(ev, TooManyErrors):
-                self.end = "too many bad commands"
-                await self._flush(drain=True)
-                return
-            else:
-                session.answer(p, self.drop, ev)
-            await self._flush(drain=False)
+    def _answer_read(self, ev: Retr | Top) -> bool:
+        """Read the message and answer; False (and -ERR) when it is gone."""
+        p = self.proto
+        try:
+            raw = self.drop.read(ev.number)
+        except (LookupError, OSError):
+            # Expunged meanwhile over IMAP (the store's MessageGone is a LookupError).
+            p.err("Message was removed by another session.", proto.CODE_SYS_PERM)
+            self._flush()
+            return False
+        session.retrieve(p, self.drop, ev, raw)
+        self._flush()
+        return True
+
+    def _send_verbatim(self, number: int) -> bool:
+        """Send message `number`'s file as its RETR answer; False when it cannot be (its
+        dot-lines unknown, renamed or gone, or the transport has output queued)."""
+        self._flush()
+        if self.transport.get_write_buffer_size():
+            return False  # the socket is behind: everything goes through the transport
+        fd = self.drop.open_verbatim(number)
+        if fd is None:
+            return False
+        try:
+            message = self.drop.messages[number - 1]
+            head, tail = self.proto.multiline_frame(f"{message.size} octets")
+            self._send_file(head, fd, message.size, message.dot_lines, tail)
+        finally:
+            os.close(fd)
+        return True
+
+    def _send_file(self, head: bytes, fd: int, size: int, dot_lines: tuple[int, ...],
+                   tail: bytes) -> None:
+        """`head`, the file's `size` octets with a "." before each offset in `dot_lines`,
+        `tail`: straight to the socket, corked; what it does not take now (EAGAIN, or an
+        error the transport will report) goes through the transport after it."""
+        sock = self._sock
+        out = sock.fileno()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        sent_head = offset = stuffed = 0  # stuffed: the dots sent so far
+        try:
+            sent_head = sock.send(head)
+            if sent_head == len(head):
+                for stop in (*dot_lines, size):
+                    while offset < stop:
+                        sent = os.sendfile(out, fd, offset, stop - offset)
+                        if sent == 0:
+                            raise EOFError  # shorter than fstat said: caught below
+                        offset += sent
+                    if stop == size:
+                        break
+                    if sock.send(b".") != 1:
+                        raise BlockingIOError
+                    stuffed += 1
+                tail = tail[sock.send(tail):]
+        except (OSError, EOFError):  # EAGAIN: the socket is full; others: the transport's
+            pass
+        finally:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+        if sent_head == len(head) and offset == size and not tail:
+            return
+        rest = os.pread(fd, size - offset, offset) if offset < size else b""
+        if len(rest) != size - offset:
+            # The file changed under us (Maildir files never do): no way to finish this
+            # answer correctly, so end the connection rather than send a wrong message.
+            log.error("pop3: message file shrank while being sent; closing the connection")
+            self.end = "message file changed"
+            self._closing = True
+            self.transport.abort()
+            return
+        if stuffed < len(dot_lines):
+            rest = wire.stuff_at(rest, tuple(o - offset for o in dot_lines[stuffed:]))
+        self.transport.writelines([head[sent_head:], rest, tail])
+
+    # -- commands that wait -------------------------------------------------------------
+    def _start(self, ev) -> None:
+        self._waiting_since = None
+        self._task = self.loop.create_task(self._wait_for(ev))
+
+    async def _wait_for(self, ev) -> None:
+        done = True
+        try:
+            done = await self._answer_later(ev)
+        except asyncio.CancelledError:
+            pass
+        except (ConnectionError, ssl.SSLError, TimeoutError):
+            pass
+        except Exception:
+            log.exception("pop3: session crashed")
+            self.end = "crashed"
+        finally:
+            self._task = None
+        if self._lost:
+            self._finish()
+        elif done:
+            self._close()
+        else:
+            self._flush()
+            self._advance()
+
+    async def _answer_later(self, ev) -> bool:
+        """Answer a command that waits; True when the session must end."""
+        p = self.proto
+        if isinstance(ev, Login):
+            return await self._login(ev)
+        if isinstance(ev, Stls):
+            self._flush()
+            self._drop_socket()
+            try:
+                transport = await self.loop.start_tls(self.transport, self, self.tls_context,
+                                                      server_side=True)
+            except BaseException:
+                # start_tls closed the connection, whose callbacks no longer reach us.
+                self._lost = True
+                self.end = "tls handshake failed"
+                raise
+            self.transport = transport
+            transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+            p.tls_started()
+            p.plaintext_allowed = True
+            return False
+        if isinstance(ev, Quit):
+            await self._quit()
+            return True
+        if isinstance(ev, (Retr, Top)):
+            await self._retrieve_large(ev)
+            return False
+        raise TypeError(f"no answer for {ev!r}")
 
     async def _login(self, ev: Login) -> bool:
         """Check credentials and open the maildrop; True when the session must end."""
@@ -285,34 +551,16 @@ class Connection:
         p.login_succeeded()
         return False
 
-    def _retr_read_ahead(self, ev: Retr) -> bool:
-        """Answer RETR from the read-ahead if it holds the message unchanged (no await)."""
-        drop = self.drop
-        try:
-            message = drop.get(ev.number)
-        except session.DropError:
-            return False  # _retrieve answers -ERR
-        body = drop.take_ahead(ev.number)
-        if body is None:
-            return False
-        self.proto.multiline(f"{message.size} octets", body)
-        self.retrieved += 1
-        return True
-
-    async def _retrieve(self, ev: Retr | Top) -> None:
+    async def _retrieve_large(self, ev: Retr | Top) -> None:
+        """RETR/TOP of a message above LARGE_MESSAGE: read off the event loop's thread."""
         p, drop = self.proto, self.drop
         try:
-            message = drop.get(ev.number)
+            drop.get(ev.number)
+            raw = await asyncio.to_thread(drop.read, ev.number)
         except session.DropError as exc:
             p.err(str(exc))
             return
-        try:
-            if message.size > session.LARGE_MESSAGE:
-                raw = await asyncio.to_thread(drop.read, ev.number)
-            else:
-                raw = drop.read(ev.number)
         except (LookupError, OSError):
-            # Expunged meanwhile over IMAP (the store's MessageGone is a LookupError).
             p.err("Message was removed by another session.", proto.CODE_SYS_PERM)
             return
         session.retrieve(p, drop, ev, raw)

@@ -18,9 +18,16 @@ computes once at delivery (or when it first indexes a foreign file) and keeps in
 the same number IMAP reports. (A foreign file whose last line lacks a line end is sent with
 one added, 2 octets more than listed; files the store writes always end in CRLF.)
 
-A session that reads the messages in order is answered from `readahead.ReadAhead`: after
+Messages need no scan to be sent: the store records at delivery where a CRLF-terminated
+file's lines starting with "." begin (`maildir.files.dot_lines`; usually nowhere), and
+`open_verbatim()` hands such a file out, opened, for the server to send in pieces with a "."
+before each of those offsets (sendfile on a plaintext connection; `wire.stuff_at` otherwise).
+The fact is trusted only while the file is as long as its listed size; a message without it
+(a foreign file, an index rebuilt, an unterminated last line) is scanned as before.
+A session that reads the other messages in order is answered from `readahead.ReadAhead`: after
 RETR n the server calls `prefetch(n + 1)`, and `take_ahead()` hands the wire form out only if
-the file is unchanged (see that module for why this is exact).
+the file is unchanged (see that module for why this is exact). Files are opened relative to
+the folder's directory, held open for the session (a shorter path walk per message).
 
 `MailboxLock` makes sessions exclusive per mailbox (RFC 1939 §4: the server takes an
 exclusive-access lock on the maildrop at login): `flock` on a file under data_dir/run/pop3, so
@@ -35,8 +42,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailyard.maildir.files import read_file
-from mailyard.pop3 import proto
+from mailyard.maildir.files import CACHE_DOT_LINES, read_file
+from mailyard.pop3 import proto, wire
 from mailyard.pop3.proto import Dele, List, Noop, Retr, Rset, Stat, Top, Uidl
 from mailyard.pop3.readahead import Prefetched, ReadAhead
 
@@ -56,7 +63,25 @@ class DropMessage:
     uid: int
     size: int          # octets as the client will count them
     uidl: str
-    filename: str
+    filename: str      # relative to the folder directory: new/BASE or cur/BASE:2,FLAGS
+    # Where the file's lines starting with "." begin, as the store recorded; None: unknown.
+    dot_lines: tuple[int, ...] | None = None
+
+
+def _offsets(recorded: str | None) -> tuple[int, ...] | None:
+    if recorded is None:
+        return None
+    try:
+        return tuple(map(int, recorded.split()))
+    except (ValueError, AttributeError):
+        return None  # not ours to trust: scan
+
+
+def stuffed(message: DropMessage, raw: bytes) -> bytes:
+    """The RETR body of `message` from `raw`, its file's octets with CRLF line ends."""
+    if message.dot_lines is not None and len(raw) == message.size:
+        return wire.stuff_at(raw, message.dot_lines)
+    return proto.wire_message(raw, crlf=True)
 
 
 def uidl_for(uid: int, uid_validity: int) -> str:
@@ -98,17 +123,29 @@ class Maildrop:
         self.deleted: set[int] = set()
         self.ahead = read_ahead if read_ahead is not None else ReadAhead(
             max_message=LARGE_MESSAGE)
+        self._dir_fd: int | None = None
 
     def load(self) -> None:
         """Take the snapshot (blocking file-system work: run it off the event loop)."""
         self.folder.refresh()
         self._dir = str(self.folder.path_dir)
+        if self._dir_fd is None:
+            self._dir_fd = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         validity = self.folder.uid_validity
         infos = sorted(self.folder.messages(), key=lambda m: m.uid)
+        known = self.folder.cache_get_many([info.uid for info in infos], CACHE_DOT_LINES)
         self.messages = [DropMessage(number, info.uid, info.size, uidl_for(info.uid, validity),
-                                     info.filename) for number, info in enumerate(infos, 1)]
+                                     info.filename, _offsets(known.get(info.uid)))
+                         for number, info in enumerate(infos, 1)]
         self.deleted = set()
         self.ahead.clear()
+
+    def close(self) -> None:
+        """Forget the read-ahead and close the folder directory (end of the session)."""
+        self.ahead.clear()
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
 
     # -- lookups --------------------------------------------------------------------------
     def get(self, number: int) -> DropMessage:
@@ -137,7 +174,7 @@ class Maildrop:
         try:
             # The snapshot's file name first (no stat, no Path objects); it is stale only if
             # another session changed the message's flags, and then the store finds it.
-            raw = read_file(os.path.join(self._dir, message.filename), message.size)
+            raw = read_file(message.filename, message.size, self._dir_fd)
         except FileNotFoundError:
             try:
                 raw = read_file(str(self.folder.path(message.uid)), message.size)
@@ -146,6 +183,30 @@ class Maildrop:
         if len(raw) != message.size:
             return proto.to_crlf(raw)
         return raw
+
+    def open_verbatim(self, number: int) -> int | None:
+        """An open file descriptor of live message `number` if its file can be sent as it is,
+        with a "." before each of its recorded `dot_lines`.
+
+        That is: the store recorded the dot-lines and the file (at the snapshot's name) is
+        exactly as long as the listed size, so it is the file the fact is about. None
+        otherwise (not recorded, renamed or removed meanwhile, not as indexed): the caller
+        then takes the usual read path. The caller closes the descriptor.
+        """
+        message = self.messages[number - 1]
+        if message.dot_lines is None:
+            return None
+        try:
+            fd = os.open(message.filename, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self._dir_fd)
+        except OSError:
+            return None
+        try:
+            if os.fstat(fd).st_size == message.size:
+                return fd
+        except OSError:
+            pass
+        os.close(fd)
+        return None
 
     # -- read-ahead -----------------------------------------------------------------------
     def prefetch(self, number: int) -> None:
@@ -160,9 +221,8 @@ class Maildrop:
         message = self.messages[number - 1]
         if message.size > self.ahead.max_message:
             return
-        path = os.path.join(self._dir, message.filename)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(message.filename, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self._dir_fd)
         except OSError:
             return
         try:
@@ -176,13 +236,17 @@ class Maildrop:
             os.close(fd)
         if len(raw) != st.st_size:
             return
-        # Same rule as read(): a file as long as its RFC822.SIZE is CRLF throughout.
-        body = proto.wire_message(raw, crlf=len(raw) == message.size)
-        self.ahead.put(number, Prefetched(path, st.st_ino, st.st_size, body))
+        # Same rule as read(): a file as long as its RFC822.SIZE is CRLF throughout, and
+        # then a dot-safe one is its own wire form.
+        if len(raw) == message.size:
+            body = stuffed(message, raw)
+        else:
+            body = proto.wire_message(raw)
+        self.ahead.put(number, Prefetched(message.filename, st.st_ino, st.st_size, body))
 
     def take_ahead(self, number: int) -> bytes | None:
         """The wire form of live message `number` if it was read ahead and is unchanged."""
-        return self.ahead.take(number)
+        return self.ahead.take(number, self._dir_fd)
 
     # -- changes --------------------------------------------------------------------------
     def delete(self, number: int) -> None:
@@ -243,6 +307,6 @@ def retrieve(p: proto.ServerProtocol, drop: Maildrop, event: Retr | Top, raw: by
     """Answer RETR or TOP with the message `raw` already read (CRLF line ends)."""
     m = drop.get(event.number)
     if isinstance(event, Retr):
-        p.multiline(f"{m.size} octets", proto.wire_message(raw, crlf=True))
+        p.multiline(f"{m.size} octets", stuffed(m, raw))
     else:
         p.multiline("", proto.byte_stuff(proto.top_of(raw, event.lines, crlf=True)))

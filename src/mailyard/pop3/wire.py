@@ -49,6 +49,15 @@ def byte_stuff(crlf_text: bytes) -> bytes:
     return crlf_text
 
 
+def stuff_at(crlf_text: bytes, dot_lines: tuple[int, ...]) -> bytes:
+    """`byte_stuff()` when the offsets of the lines starting with "." are known (the store
+    records them at delivery: `maildir.files.dot_lines`), without a scan."""
+    if not dot_lines:
+        return crlf_text
+    bounds = (0, *dot_lines, len(crlf_text))
+    return b".".join([crlf_text[a:b] for a, b in zip(bounds, bounds[1:])])
+
+
 def _crlf_ended(text: bytes) -> bytes:
     return text + CRLF if text and not text.endswith(CRLF) else text
 

@@ -4,6 +4,11 @@
 `handler(reader, writer)` per connection, always closes the writer afterwards, logs one line
 per listener, and returns a `Listener` whose `close()` stops accepting and whose `drain()`
 waits for the open connections (then cancels the stragglers).
+
+`serve_protocol(app, service, address, factory)` is the same for a service that answers in
+`asyncio.Protocol` callbacks (no task and no StreamReader wake-up per command; POP3 does):
+each connection's protocol is a `TrackedProtocol`, whose `finished` future the listener waits
+for, and cancelling it aborts the connection.
 """
 
 from __future__ import annotations
@@ -27,13 +32,17 @@ STREAM_LIMIT = 1 << 20
 
 
 class Listener:
-    """One bound listening socket and the connections it has accepted."""
+    """One bound listening socket and the connections it has accepted.
+
+    `connections` holds one future per open connection: the task of a stream handler, or a
+    `TrackedProtocol`'s `finished` future; cancelling it ends the connection.
+    """
 
     def __init__(self, service: str, address: str, server: asyncio.base_events.Server):
         self.service = service
         self.address = address
         self.server = server
-        self.connections: set[asyncio.Task] = set()
+        self.connections: set[asyncio.Future] = set()
 
     @property
     def sockname(self):
@@ -82,6 +91,65 @@ async def serve_stream(app, service: str, address: str, handler: Handler, *,
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), timeout=2.0)
 
+    async def start_unix(path: str) -> asyncio.base_events.Server:
+        return await asyncio.start_unix_server(on_connect, path=path, ssl=ssl,
+                                               limit=STREAM_LIMIT)
+
+    async def start_tcp(host: str, port: int) -> asyncio.base_events.Server:
+        return await asyncio.start_server(on_connect, host=host, port=port, ssl=ssl,
+                                          limit=STREAM_LIMIT, reuse_address=True, backlog=1024)
+
+    listener = await _listen(app, service, address, start_unix, start_tcp, ssl, placeholder)
+    holder["listener"] = listener
+    return listener
+
+
+class TrackedProtocol(asyncio.Protocol):
+    """A protocol served by `serve_protocol`: it sets `finished` once the connection is over
+    and everything it started is done; `abort()` ends the connection at once."""
+
+    def __init__(self) -> None:
+        self.finished: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+
+async def serve_protocol(app, service: str, address: str,
+                         factory: Callable[[], TrackedProtocol], *,
+                         ssl: ssl_mod.SSLContext | None = None) -> Listener:
+    """Bind `address` for `service` and serve a `factory()` protocol on each connection
+    (errors as `serve_stream`'s)."""
+    # Made before the socket is bound: a connection may be accepted before _listen returns.
+    connections: set[asyncio.Future] = set()
+    loop = asyncio.get_running_loop()
+
+    def make() -> TrackedProtocol:
+        protocol = factory()
+        connections.add(protocol.finished)
+
+        def done(fut: asyncio.Future) -> None:
+            connections.discard(fut)
+            if fut.cancelled():
+                protocol.abort()
+
+        protocol.finished.add_done_callback(done)
+        return protocol
+
+    async def start_unix(path: str) -> asyncio.base_events.Server:
+        return await loop.create_unix_server(make, path=path, ssl=ssl)
+
+    async def start_tcp(host: str, port: int) -> asyncio.base_events.Server:
+        return await loop.create_server(make, host=host, port=port, ssl=ssl,
+                                        reuse_address=True, backlog=1024)
+
+    listener = await _listen(app, service, address, start_unix, start_tcp, ssl, False)
+    listener.connections = connections
+    return listener
+
+
+async def _listen(app, service: str, address: str, start_unix, start_tcp, ssl,
+                  placeholder: bool) -> Listener:
     key = f"listen.{service}"
     source = app.settings.source or "<defaults>"
     try:
@@ -94,12 +162,9 @@ async def serve_stream(app, service: str, address: str, handler: Handler, *,
             with contextlib.suppress(FileNotFoundError):
                 if os.path.exists(path) and not _socket_alive(path):
                     os.unlink(path)
-            server = await asyncio.start_unix_server(on_connect, path=path, ssl=ssl,
-                                                     limit=STREAM_LIMIT)
+            server = await start_unix(path)
         else:
-            server = await asyncio.start_server(on_connect, host=host, port=port, ssl=ssl,
-                                                limit=STREAM_LIMIT, reuse_address=True,
-                                                backlog=1024)
+            server = await start_tcp(host, port)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             reason = f"{address} is already in use"
@@ -111,7 +176,6 @@ async def serve_stream(app, service: str, address: str, handler: Handler, *,
             reason = f"{address}: cannot listen: {exc.strerror or exc}"
         raise ConfigError(reason, file=source, key=key) from None
     listener = Listener(service, address, server)
-    holder["listener"] = listener
     bound = listener.sockname
     event(log, "listening", service=service, address=address,
           bound=f"{bound[0]}:{bound[1]}" if isinstance(bound, tuple) else bound,
