@@ -379,8 +379,10 @@ def html_test(ctx, test):
 
 @_eval()
 def html_image_only(ctx, low, high):
+    """Images, and an HTML source of low..high characters: HTMLEval reads the HTML part's
+    `length`, the length of its markup (not of the rendered words its descriptions name)."""
     info = ctx.msg.html
-    return info.has_html and info.images > 0 and _num(low) < info.text_chars <= _num(high)
+    return info.has_html and info.images > 0 and _num(low) < info.html_chars <= _num(high)
 
 
 @_eval()
@@ -388,7 +390,7 @@ def html_image_ratio(ctx, low, high):
     info = ctx.msg.html
     if not info.has_html or not info.image_area:
         return False
-    ratio = info.text_chars / info.image_area
+    ratio = info.non_space_chars / info.image_area     # Message::Node's non_space_len
     return _num(low) < ratio <= _num(high)
 
 
@@ -514,15 +516,34 @@ def is_freemail(ctx, addr: str) -> bool:
 
 
 def envelope_from_values(ctx, raw: bool = False) -> list[str]:
-    """The MAIL FROM address: the MTA's fact, else the first header an MTA records it in."""
+    """The MAIL FROM address, found as SpamAssassin's PerMsgStatus::get_envelope_from finds it:
+    the MTA's fact (SpamAssassin's `envelope_sender_header`), else the envelope-from the
+    relay at the trust boundary recorded in its Received header, else X-Envelope-From,
+    Envelope-Sender or Return-Path — each only when no Received header stands above it (one
+    written before a relay added its own hop is no longer the envelope). An X-Sender on mail
+    fetched by fetchmail means the envelope is unknown (X-Sender itself is never used)."""
     env = ctx.facts.get("envelope_from")
     if env is not None:
         return [str(env)]
     msg = ctx.msg
-    for name in ("X-Envelope-From", "Envelope-Sender", "X-Sender", "Return-Path"):
-        values = msg.header(name, raw)
-        if len(values) == 1:        # two of them: rewritten on the way, no longer the envelope
-            return values
+    path = ctx.relays
+    hop = path.untrusted[0] if path.untrusted else (path.trusted[-1] if path.trusted else None)
+    if hop is not None and (hop.envfrom.find("@") > 0):
+        return [hop.envfrom]
+    names = [n.lower() for n, _ in msg.headers]
+    if any("@" in a for v in msg.header("X-Sender")[:1] for a in addresses(v)) and \
+            any("(fetchmail" in v for v in msg.header("Received")):
+        return []
+    first_received = names.index("received") if "received" in names else len(names)
+    for name, untrusted_stops in (("x-envelope-from", True), ("envelope-sender", False),
+                                  ("return-path", False)):
+        if name not in names:
+            continue
+        if len(names) - 1 - names[::-1].index(name) > first_received:
+            if untrusted_stops:
+                return []
+            continue
+        return msg.header(name, raw)[:1]
     return []
 
 
@@ -578,12 +599,23 @@ def check_for_matching_env_and_hdr_from(ctx):
 
 @_eval()
 def check_for_to_in_subject(ctx, test="address"):
-    subject = ctx.msg.subject.lower()
-    for addr in _addrs(ctx, "To"):
-        needle = addr.split("@")[0] if test == "user" else addr
-        if len(needle) >= 3 and needle in subject:
-            return True
-    return False
+    """HeaderEval's check_for_to_in_subject: the FIRST To: address (SpamAssassin reads
+    `To:addr` in scalar context) in the Subject — for 'address' as a whole word anywhere,
+    for 'user' its local part only in the shapes a personalised spam subject takes: the
+    whole subject ("Re: [word] jdoe"), a salutation ("jdoe, ..." — case-sensitive), or at
+    the end ("..., jdoe!"). A plain substring test hit list mail whose subject tag repeats
+    the list's address ("[zzzzteana] ..."); SpamAssassin does not."""
+    to = [a for v in ctx.msg.header("To") for a in addresses(v)]
+    if not to or not to[0]:
+        return False
+    full_to, subject = to[0], ctx.msg.subject
+    if test == "address":
+        return re.search(r"(?i)\b" + re.escape(full_to) + r"\b", subject) is not None
+    if test != "user":
+        return False
+    user = re.escape(full_to.split("@", 1)[0])
+    return re.match(rf"(?i)(?:(?:re|fw):\s*(?:\w+\s+)?{user}$|(?-i:{user})\s*[,:;!?-](?:$|\s)"
+                    rf"|{user}$|,\s*{user}[,:;!?-]$)", subject) is not None
 
 
 @_eval()

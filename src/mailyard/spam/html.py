@@ -32,8 +32,8 @@ class HtmlInfo:
     tags: dict[str, int] = field(default_factory=dict)
     images: int = 0
     image_area: int = 0
-    text_chars: int = 0
-    html_chars: int = 0
+    html_chars: int = 0          # characters of HTML source (SpamAssassin's `length`)
+    non_space_chars: int = 0     # rendered characters that are not white space (`non_space_len`)
     title: str = ""
     has_html: bool = False
     unbalanced: int = 0
@@ -142,7 +142,7 @@ def render_html(text: str, info: HtmlInfo) -> str:
     rendered = _unescape("".join(out))
     rendered = re.sub(r"[ \t\r\f\v\xa0]+", " ", rendered)
     rendered = re.sub(r" ?\n ?", "\n", rendered)
-    info.text_chars += len(rendered.strip())
+    info.non_space_chars += len("".join(rendered.split()))
     return rendered.strip()
 
 
