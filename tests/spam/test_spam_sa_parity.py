@@ -170,3 +170,17 @@ def test_html_image_ratio_counts_text_without_white_space(html_engine):
     spaced = " ".join("abc" * 10)
     page = f'<html><body><p>{spaced}</p><img src="a.gif" width=200 height=100></body></html>'
     assert "RATIO_LOW" in hits(html_engine, html_msg(page))
+
+
+def test_mime_qp_long_line_reads_the_encoded_lines(tmp_path):
+    """Regression: the decoded text's lines were measured (over 1,000 characters), so a long
+    paragraph sent with soft line breaks hit; MIMEEval measures the encoded lines (over 78)."""
+    (tmp_path / "r.cf").write_text("rawbody QP_LONG eval:check_for_mime('mime_qp_long_line')\n")
+    engine = SpamEngine(rules_dirs=[tmp_path], builtin_rules=False)
+    head = ("From: a@b.example", "Subject: qp", "MIME-Version: 1.0",
+            "Content-Type: text/plain; charset=us-ascii",
+            "Content-Transfer-Encoding: quoted-printable")
+    soft = "=\r\n".join(["word " * 15] * 30)            # 2,250 characters once decoded
+    assert "QP_LONG" not in hits(engine, msg(*head, body=soft))
+    assert "QP_LONG" in hits(engine, msg(*head, body="x" * 79))
+    assert "QP_LONG" not in hits(engine, msg(*head, body="x" * 78))

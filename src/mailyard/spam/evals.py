@@ -343,9 +343,7 @@ def check_for_mime(ctx, test):
         return any(p.encoding == "base64" and not p.filename and
                    not p.content_type.startswith("text/") for p in parts)
     if test == "mime_qp_long_line":
-        return any(p.encoding == "quoted-printable" and p.payload and
-                   max((len(l) for l in p.payload.split(b"\n")), default=0) > 1000
-                   for p in parts)
+        return any(p.qp_long_line for p in parts)
     if test == "mime_bad_iso_charset":
         return any(re.fullmatch(r"iso-?8859-?(?:1[1-9]|[2-9]\d)", p.params.get("charset", ""),
                                 re.IGNORECASE) for p in parts)

@@ -46,6 +46,9 @@ _URI_TEXT = re.compile(
 # regex from every word boundary, which costs a second on 250 KB of "a.a.a.".
 _TEXT_ADDR_LOCAL = re.compile(r"""[^\s<>"'`}\]{\[|\x1b\xa0,(@\x80-\U0010ffff]{1,251}\Z""")
 _TEXT_ADDR_DOMAIN = re.compile(r"""[^\s<>"'`}\]{\[|\x1b\xa0,(\x80-\U0010ffff]{1,251}""")
+# MIMEEval's MIME_QP_LONG_LINE: an encoded line longer than RFC 5322's 78 characters (not
+# RFC 2045's 76: Apple Mail and OWA write 78), lines starting "SPAM: " excepted.
+_QP_LONG_LINE = re.compile(rb"(?m)^(?!SPAM: )[^\n]{79}")
 _TEXT_ADDR_TRAIL = re.compile(r"[-~!@#^&*()_+=:;'?,.]*$")
 _TEXT_ADDR_LEAD = re.compile(r"(?i)^(?:skype|e?-?mail)?:+")
 _ADDR = re.compile(r"<([^<>]*)>")
@@ -160,6 +163,7 @@ class Part:
     raw_size: int
     payload: bytes = b""
     text: str | None = None          # decoded text for text/* parts
+    qp_long_line: bool = False       # quoted-printable with an encoded line over 78 characters
 
     def header(self, name: str) -> list[str]:
         name = name.lower()
@@ -238,6 +242,8 @@ class ParsedMessage:
             disp, dparams = parse_params(_clean_header(hmap.get("content-disposition", "")))
             filename = decode_rfc2047(dparams.get("filename") or params.get("name") or "")
             part = Part(ctype, params, headers, encoding, disp, filename, len(body))
+            if encoding == "quoted-printable":
+                part.qp_long_line = _QP_LONG_LINE.search(body) is not None
             if len(self.parts) >= MAX_PARTS:
                 self.flags.add("too_many_parts")
                 continue
