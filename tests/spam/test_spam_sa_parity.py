@@ -184,3 +184,81 @@ def test_mime_qp_long_line_reads_the_encoded_lines(tmp_path):
     assert "QP_LONG" not in hits(engine, msg(*head, body=soft))
     assert "QP_LONG" in hits(engine, msg(*head, body="x" * 79))
     assert "QP_LONG" not in hits(engine, msg(*head, body="x" * 78))
+
+
+@pytest.fixture(scope="module")
+def fm_engine(tmp_path_factory):
+    d = tmp_path_factory.mktemp("rules")
+    (d / "r.cf").write_text("freemail_domains gmail.example yahoo.example\n"
+                            "header FM_REPLYTO eval:check_freemail_replyto('replyto')\n"
+                            "header FM_REPLY   eval:check_freemail_replyto('reply')\n")
+    return SpamEngine(rules_dirs=[d], builtin_rules=False)
+
+
+def test_freemail_replyto_needs_a_second_freemail(fm_engine):
+    """Regression: a freemail Reply-To under a non-freemail From hit; FreeMail's
+    check_freemail_replyto wants From and Reply-To to be different freemail addresses, or a
+    different freemail address in the body (not quoted as "x@y wrote:", not inside <>)."""
+    both = msg("From: a@gmail.example", "Reply-To: b@yahoo.example", "Subject: hi")
+    assert {"FM_REPLYTO", "FM_REPLY"} <= hits(fm_engine, both)
+    alone = msg("From: corp@bank.example", "Reply-To: b@yahoo.example", "Subject: hi")
+    assert hits(fm_engine, alone).isdisjoint({"FM_REPLYTO", "FM_REPLY"})
+    body = msg("From: corp@bank.example", "Reply-To: b@yahoo.example", "Subject: hi",
+               body="write to claims.dept@gmail.example now")
+    assert "FM_REPLYTO" in hits(fm_engine, body)
+    quoted = msg("From: corp@bank.example", "Reply-To: b@yahoo.example", "Subject: hi",
+                 body="c@gmail.example wrote:\r\n> hello\r\nand <d@gmail.example>")
+    assert "FM_REPLYTO" not in hits(fm_engine, quoted)
+
+
+def test_freemail_reply_from_and_body(fm_engine):
+    m = msg("From: a@gmail.example", "Subject: hi", body="reply to z@yahoo.example please")
+    assert hits(fm_engine, m) >= {"FM_REPLY"} and "FM_REPLYTO" not in hits(fm_engine, m)
+    many = msg("From: a@gmail.example", "Subject: hi",
+               body=" ".join(f"u{i}@site{i}.example" for i in range(4)) + " z@yahoo.example")
+    assert "FM_REPLY" not in hits(fm_engine, many)       # 5 addresses: a directory, skipped
+
+
+def test_freemail_reply_skips_list_envelope_senders(fm_engine):
+    m = msg("Return-Path: <talk-bounces@lists.example>", "From: a@gmail.example",
+            "Reply-To: b@yahoo.example", "Subject: hi")
+    assert hits(fm_engine, m).isdisjoint({"FM_REPLYTO", "FM_REPLY"})
+
+
+def test_forged_yahoo_received_needs_yahoo_own_shapes(tmp_path):
+    """Regression: any Received mentioning yahoo.com cleared FORGED_YAHOO_RCVD, so spam that
+    names a Yahoo host in a forged hop escaped; HeaderEval looks for the shapes Yahoo's own
+    web mail / SMTP submission leave, and skips mail with no Received at all."""
+    (tmp_path / "r.cf").write_text(
+        "header FORGED_YAHOO eval:check_for_forged_yahoo_received_headers()\n"
+        "header GATED eval:gated_through_received_hdr_remover()\n")
+    engine = SpamEngine(rules_dirs=[tmp_path], builtin_rules=False)
+    forged = ("Received: from mx1.mail.yahoo.com (dsl-12.example.net [198.51.100.23]) by "
+              "mx.example.test (8.11.6/8.11.6) with SMTP id g7QGRN; Mon, 26 Aug 2002 17:27:23")
+    web = ("Received: from [198.51.100.23] by web14704.mail.yahoo.com via HTTP; "
+           "Mon, 26 Aug 2002 09:27:20 PDT")
+    assert "FORGED_YAHOO" in hits(engine, msg(forged, "From: kim@yahoo.com", "Subject: hi"))
+    assert "FORGED_YAHOO" not in hits(engine, msg(forged, web, "From: kim@yahoo.com",
+                                                  "Subject: hi"))
+    bare = msg("From: kim@yahoo.com", "Subject: hi")
+    assert hits(engine, bare) == {"GATED"}
+
+
+def test_no_rdns_dotcom_helo_as_relayeval_computes_it(tmp_path):
+    """RelayEval's list of dotcoms (not gmail.com), and each public untrusted relay in turn sets
+    the answer, so the oldest one decides; private addresses are passed over."""
+    (tmp_path / "r.cf").write_text("header NO_RDNS_DOTCOM eval:check_for_no_rdns_dotcom_helo()\n")
+    engine = SpamEngine(rules_dirs=[tmp_path], builtin_rules=False)
+
+    def hop(helo: str, rdns: str, ip: str, by: str) -> str:
+        inside = f"{rdns} [{ip}]" if rdns else f"[{ip}]"
+        return (f"Received: from {helo} ({inside}) by {by} (8.12.8/8.12.8) with SMTP id "
+                f"q{ip[-1]}; Mon, 26 Aug 2002 17:27:23 +0000")
+    mx = hop("mx1.hotmail.com", "", "198.51.100.23", "mx.example.test")
+    assert "NO_RDNS_DOTCOM" in hits(engine, msg(mx, "Subject: hi"))
+    gmail = hop("smtp.gmail.com", "", "198.51.100.23", "mx.example.test")
+    assert "NO_RDNS_DOTCOM" not in hits(engine, msg(gmail, "Subject: hi"))
+    older = hop("pc.example.net", "pc.example.net", "198.51.100.77", "mx1.hotmail.com")
+    assert "NO_RDNS_DOTCOM" not in hits(engine, msg(mx, older, "Subject: hi"))
+    lan = hop("pc", "", "192.168.1.5", "mx1.hotmail.com")
+    assert "NO_RDNS_DOTCOM" in hits(engine, msg(mx, lan, "Subject: hi"))

@@ -574,19 +574,92 @@ def check_freemail_header(ctx, header, regex_text=None):
                for a in _addrs(ctx, header))
 
 
-_BODY_ADDRESS = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# FreeMail.pm: envelope senders of list and bounce mail ($skip_replyto_envfrom), its
+# address pattern (valid-TLD check left out), and its body address cleaning
+_BULK_ENVFROM = re.compile(r"""(?ix)(?:^(?:post|host|domain)master|^double-bounce
+    |^(?:sentto|owner|return|(?:gr)?bounced?)-.+|-(?:request|bounces?|admin|owner)
+    |\b(?:do[._-t]?)?no[._-t]?repl(?:y|ies)|.+=.+)@""")
+_FM_EMAIL = (r"(?=.{0,64}@)(?<![a-z0-9!#$%&'*+/=?^_`{|}~-])([a-z0-9!#$%&'*+/=?^_`{|}~-]+"
+             r"(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*@(?:[a-z0-9](?:[a-z0-9-]{0,59}[a-z0-9])?\.)"
+             r"{1,4}[a-z]{2,63})")
+_FM_EMAIL_RE = re.compile("(?i)" + _FM_EMAIL)
+_FM_URL_WITH_AT = re.compile(r"(?i)<?https?://\S{0,255}(?:@|%40)\S{0,255}")
+_FM_QUOTED = re.compile(r"(?i)<?(?<!mailto:)" + _FM_EMAIL +
+                        r"(?:>|\s{1,10}(?!(?:fa(?:x|csi)|tel|phone|e?-?mail))[a-z]{2,11}:)")
+FREEMAIL_MAX_BODY_EMAILS = 5
+FREEMAIL_MAX_BODY_FREEMAILS = 3
+
+
+def _freemail_body(ctx) -> list[str] | None:
+    """FreeMail::_parse_body: the freemail addresses of the body — mailto: links of the HTML,
+    then addresses in the rendered text that are not inside <> nor before "wrote:" — or None
+    once the body holds 5 addresses or 3 freemail ones (a list or a directory: skipped)."""
+    cached = ctx.memo.get("freemail_body", False)
+    if cached is not False:
+        return cached
+    found: list[str] = []
+    for link in ctx.msg.html.links:
+        m = re.match(r"(?i)mailto:" + _FM_EMAIL, link)
+        if m and m.group(1).lower() not in found and len(found) < 20:
+            found.append(m.group(1).lower())
+    text = "\n".join(ctx.msg.plain_texts + ctx.msg.html_texts)[:MAX_FREEMAIL_TEXT]
+    if "@" in text:
+        for line in text.split("\n"):
+            if "@" not in line:
+                continue
+            line = _FM_QUOTED.sub(" ", _FM_URL_WITH_AT.sub(" ", line))
+            for m in _FM_EMAIL_RE.finditer(line):
+                if m.group(1).lower() not in found:
+                    found.append(m.group(1).lower())
+            if len(found) >= 40:
+                break
+    body: list[str] | None = []
+    count_fm = 0
+    for i, addr in enumerate(found, 1):
+        if i == FREEMAIL_MAX_BODY_EMAILS:
+            body = None
+            break
+        if not is_freemail(ctx, addr):
+            continue
+        count_fm += 1
+        if count_fm == FREEMAIL_MAX_BODY_FREEMAILS:
+            body = None
+            break
+        body.append(addr)
+    ctx.memo["freemail_body"] = body
+    return body
+
+
+MAX_FREEMAIL_TEXT = 100_000
 
 
 @_eval()
 def check_freemail_replyto(ctx, what="replyto"):
-    """Reply-To (or, for 'reply', Reply-To or a body address) is freemail and not From."""
-    froms = set(_addrs(ctx, "From"))
+    """FreeMail's check_freemail_replyto: From and Reply-To are different freemail addresses;
+    else ('replyto') a freemail Reply-To, or ('reply') a freemail Reply-To or, without one, a
+    freemail From, differs from a freemail address written in the body. Mail from a
+    list-like envelope sender is skipped (freemail_skip_bulk_envfrom)."""
+    env = envelope_from_values(ctx)
+    if env and _BULK_ENVFROM.search(env[0].strip().strip("<>")):
+        return False
+    froms = _addrs(ctx, "From")
     replies = _addrs(ctx, "Reply-To")
-    if what == "reply" and not replies:
-        text = ctx.msg.visible_text[:20000]
-        replies = [a.lower() for a in _BODY_ADDRESS.findall(text)] if "@" in text else []
-    return any(is_freemail(ctx, a) and a not in froms for a in replies) and \
-        not any(is_freemail(ctx, a) for a in froms)
+    from_fm = any(is_freemail(ctx, a) for a in froms)
+    reply_fm = any(is_freemail(ctx, a) for a in replies)
+    if from_fm and reply_fm and not any(a in replies for a in froms):
+        return True
+    if what == "replyto":
+        if not reply_fm:
+            return False
+    elif replies and not reply_fm:
+        return False
+    elif not from_fm:
+        return False
+    body = _freemail_body(ctx)
+    if not body:
+        return False
+    targets = replies if what == "replyto" or reply_fm else froms
+    return any(b != t for b in body for t in targets)
 
 
 @_eval()
