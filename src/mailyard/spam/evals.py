@@ -343,9 +343,7 @@ def check_for_mime(ctx, test):
         return any(p.encoding == "base64" and not p.filename and
                    not p.content_type.startswith("text/") for p in parts)
     if test == "mime_qp_long_line":
-        return any(p.encoding == "quoted-printable" and p.payload and
-                   max((len(l) for l in p.payload.split(b"\n")), default=0) > 1000
-                   for p in parts)
+        return any(p.qp_long_line for p in parts)
     if test == "mime_bad_iso_charset":
         return any(re.fullmatch(r"iso-?8859-?(?:1[1-9]|[2-9]\d)", p.params.get("charset", ""),
                                 re.IGNORECASE) for p in parts)
@@ -379,8 +377,10 @@ def html_test(ctx, test):
 
 @_eval()
 def html_image_only(ctx, low, high):
+    """Images, and an HTML source of low..high characters: HTMLEval reads the HTML part's
+    `length`, the length of its markup (not of the rendered words its descriptions name)."""
     info = ctx.msg.html
-    return info.has_html and info.images > 0 and _num(low) < info.text_chars <= _num(high)
+    return info.has_html and info.images > 0 and _num(low) < info.html_chars <= _num(high)
 
 
 @_eval()
@@ -388,7 +388,7 @@ def html_image_ratio(ctx, low, high):
     info = ctx.msg.html
     if not info.has_html or not info.image_area:
         return False
-    ratio = info.text_chars / info.image_area
+    ratio = info.non_space_chars / info.image_area     # Message::Node's non_space_len
     return _num(low) < ratio <= _num(high)
 
 
@@ -514,15 +514,34 @@ def is_freemail(ctx, addr: str) -> bool:
 
 
 def envelope_from_values(ctx, raw: bool = False) -> list[str]:
-    """The MAIL FROM address: the MTA's fact, else the first header an MTA records it in."""
+    """The MAIL FROM address, found as SpamAssassin's PerMsgStatus::get_envelope_from finds it:
+    the MTA's fact (SpamAssassin's `envelope_sender_header`), else the envelope-from the
+    relay at the trust boundary recorded in its Received header, else X-Envelope-From,
+    Envelope-Sender or Return-Path — each only when no Received header stands above it (one
+    written before a relay added its own hop is no longer the envelope). An X-Sender on mail
+    fetched by fetchmail means the envelope is unknown (X-Sender itself is never used)."""
     env = ctx.facts.get("envelope_from")
     if env is not None:
         return [str(env)]
     msg = ctx.msg
-    for name in ("X-Envelope-From", "Envelope-Sender", "X-Sender", "Return-Path"):
-        values = msg.header(name, raw)
-        if len(values) == 1:        # two of them: rewritten on the way, no longer the envelope
-            return values
+    path = ctx.relays
+    hop = path.untrusted[0] if path.untrusted else (path.trusted[-1] if path.trusted else None)
+    if hop is not None and (hop.envfrom.find("@") > 0):
+        return [hop.envfrom]
+    names = [n.lower() for n, _ in msg.headers]
+    if any("@" in a for v in msg.header("X-Sender")[:1] for a in addresses(v)) and \
+            any("(fetchmail" in v for v in msg.header("Received")):
+        return []
+    first_received = names.index("received") if "received" in names else len(names)
+    for name, untrusted_stops in (("x-envelope-from", True), ("envelope-sender", False),
+                                  ("return-path", False)):
+        if name not in names:
+            continue
+        if len(names) - 1 - names[::-1].index(name) > first_received:
+            if untrusted_stops:
+                return []
+            continue
+        return msg.header(name, raw)[:1]
     return []
 
 
@@ -555,19 +574,92 @@ def check_freemail_header(ctx, header, regex_text=None):
                for a in _addrs(ctx, header))
 
 
-_BODY_ADDRESS = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# FreeMail.pm: envelope senders of list and bounce mail ($skip_replyto_envfrom), its
+# address pattern (valid-TLD check left out), and its body address cleaning
+_BULK_ENVFROM = re.compile(r"""(?ix)(?:^(?:post|host|domain)master|^double-bounce
+    |^(?:sentto|owner|return|(?:gr)?bounced?)-.+|-(?:request|bounces?|admin|owner)
+    |\b(?:do[._-t]?)?no[._-t]?repl(?:y|ies)|.+=.+)@""")
+_FM_EMAIL = (r"(?=.{0,64}@)(?<![a-z0-9!#$%&'*+/=?^_`{|}~-])([a-z0-9!#$%&'*+/=?^_`{|}~-]+"
+             r"(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*@(?:[a-z0-9](?:[a-z0-9-]{0,59}[a-z0-9])?\.)"
+             r"{1,4}[a-z]{2,63})")
+_FM_EMAIL_RE = re.compile("(?i)" + _FM_EMAIL)
+_FM_URL_WITH_AT = re.compile(r"(?i)<?https?://\S{0,255}(?:@|%40)\S{0,255}")
+_FM_QUOTED = re.compile(r"(?i)<?(?<!mailto:)" + _FM_EMAIL +
+                        r"(?:>|\s{1,10}(?!(?:fa(?:x|csi)|tel|phone|e?-?mail))[a-z]{2,11}:)")
+FREEMAIL_MAX_BODY_EMAILS = 5
+FREEMAIL_MAX_BODY_FREEMAILS = 3
+
+
+def _freemail_body(ctx) -> list[str] | None:
+    """FreeMail::_parse_body: the freemail addresses of the body — mailto: links of the HTML,
+    then addresses in the rendered text that are not inside <> nor before "wrote:" — or None
+    once the body holds 5 addresses or 3 freemail ones (a list or a directory: skipped)."""
+    cached = ctx.memo.get("freemail_body", False)
+    if cached is not False:
+        return cached
+    found: list[str] = []
+    for link in ctx.msg.html.links:
+        m = re.match(r"(?i)mailto:" + _FM_EMAIL, link)
+        if m and m.group(1).lower() not in found and len(found) < 20:
+            found.append(m.group(1).lower())
+    text = "\n".join(ctx.msg.plain_texts + ctx.msg.html_texts)[:MAX_FREEMAIL_TEXT]
+    if "@" in text:
+        for line in text.split("\n"):
+            if "@" not in line:
+                continue
+            line = _FM_QUOTED.sub(" ", _FM_URL_WITH_AT.sub(" ", line))
+            for m in _FM_EMAIL_RE.finditer(line):
+                if m.group(1).lower() not in found:
+                    found.append(m.group(1).lower())
+            if len(found) >= 40:
+                break
+    body: list[str] | None = []
+    count_fm = 0
+    for i, addr in enumerate(found, 1):
+        if i == FREEMAIL_MAX_BODY_EMAILS:
+            body = None
+            break
+        if not is_freemail(ctx, addr):
+            continue
+        count_fm += 1
+        if count_fm == FREEMAIL_MAX_BODY_FREEMAILS:
+            body = None
+            break
+        body.append(addr)
+    ctx.memo["freemail_body"] = body
+    return body
+
+
+MAX_FREEMAIL_TEXT = 100_000
 
 
 @_eval()
 def check_freemail_replyto(ctx, what="replyto"):
-    """Reply-To (or, for 'reply', Reply-To or a body address) is freemail and not From."""
-    froms = set(_addrs(ctx, "From"))
+    """FreeMail's check_freemail_replyto: From and Reply-To are different freemail addresses;
+    else ('replyto') a freemail Reply-To, or ('reply') a freemail Reply-To or, without one, a
+    freemail From, differs from a freemail address written in the body. Mail from a
+    list-like envelope sender is skipped (freemail_skip_bulk_envfrom)."""
+    env = envelope_from_values(ctx)
+    if env and _BULK_ENVFROM.search(env[0].strip().strip("<>")):
+        return False
+    froms = _addrs(ctx, "From")
     replies = _addrs(ctx, "Reply-To")
-    if what == "reply" and not replies:
-        text = ctx.msg.visible_text[:20000]
-        replies = [a.lower() for a in _BODY_ADDRESS.findall(text)] if "@" in text else []
-    return any(is_freemail(ctx, a) and a not in froms for a in replies) and \
-        not any(is_freemail(ctx, a) for a in froms)
+    from_fm = any(is_freemail(ctx, a) for a in froms)
+    reply_fm = any(is_freemail(ctx, a) for a in replies)
+    if from_fm and reply_fm and not any(a in replies for a in froms):
+        return True
+    if what == "replyto":
+        if not reply_fm:
+            return False
+    elif replies and not reply_fm:
+        return False
+    elif not from_fm:
+        return False
+    body = _freemail_body(ctx)
+    if not body:
+        return False
+    targets = replies if what == "replyto" or reply_fm else froms
+    return any(b != t for b in body for t in targets)
 
 
 @_eval()
@@ -578,12 +670,23 @@ def check_for_matching_env_and_hdr_from(ctx):
 
 @_eval()
 def check_for_to_in_subject(ctx, test="address"):
-    subject = ctx.msg.subject.lower()
-    for addr in _addrs(ctx, "To"):
-        needle = addr.split("@")[0] if test == "user" else addr
-        if len(needle) >= 3 and needle in subject:
-            return True
-    return False
+    """HeaderEval's check_for_to_in_subject: the FIRST To: address (SpamAssassin reads
+    `To:addr` in scalar context) in the Subject — for 'address' as a whole word anywhere,
+    for 'user' its local part only in the shapes a personalised spam subject takes: the
+    whole subject ("Re: [word] jdoe"), a salutation ("jdoe, ..." — case-sensitive), or at
+    the end ("..., jdoe!"). A plain substring test hit list mail whose subject tag repeats
+    the list's address ("[zzzzteana] ..."); SpamAssassin does not."""
+    to = [a for v in ctx.msg.header("To") for a in addresses(v)]
+    if not to or not to[0]:
+        return False
+    full_to, subject = to[0], ctx.msg.subject
+    if test == "address":
+        return re.search(r"(?i)\b" + re.escape(full_to) + r"\b", subject) is not None
+    if test != "user":
+        return False
+    user = re.escape(full_to.split("@", 1)[0])
+    return re.match(rf"(?i)(?:(?:re|fw):\s*(?:\w+\s+)?{user}$|(?-i:{user})\s*[,:;!?-](?:$|\s)"
+                    rf"|{user}$|,\s*{user}[,:;!?-]$)", subject) is not None
 
 
 @_eval()

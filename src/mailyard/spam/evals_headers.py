@@ -22,6 +22,7 @@ import ipaddress
 import re
 
 from mailyard.spam.evals import _addrs, _eval, _num, received_time
+from mailyard.spam.relays import private_ip
 
 # -- relays ---------------------------------------------------------------------------------
 
@@ -53,19 +54,22 @@ def helo_ip_mismatch(ctx):
     return False
 
 
-BIG_ISPS = re.compile(r"(?:^|\.)(?:aol|yahoo|hotmail|msn|excite|earthlink|juno|lycos|outblaze|"
-                      r"compuserve|netscape|prodigy|mindspring|attbi|att|comcast|verizon|"
-                      r"mail|email|gmail|google|microsoft)\.com$", re.IGNORECASE)
+_DOTCOM_HELO = re.compile(r"(?i)(?:\.|^)(?:lycos\.com|lycos\.co\.uk|hotmail\.com|localhost\.com"
+                          r"|excite\.com|caramail\.com|cs\.com|aol\.com|msn\.com|yahoo\.com"
+                          r"|drizzle\.com)$")
 
 
 @_eval()
 def check_for_no_rdns_dotcom_helo(ctx):
-    """The first untrusted relay has no rDNS but HELO'd as a big ISP's .com host."""
-    untrusted = ctx.relays.untrusted
-    if not untrusted:
-        return False
-    relay = untrusted[0]
-    return not relay.rdns and bool(BIG_ISPS.search(relay.helo))
+    """RelayEval's check: an untrusted relay with no rDNS HELO'd as one of the big dotcoms
+    (its list). As RelayEval computes it, each public untrusted relay in turn sets the
+    answer, so the oldest one decides."""
+    answer = False
+    for relay in ctx.relays.untrusted:
+        if private_ip(relay.ip):
+            continue
+        answer = bool(_DOTCOM_HELO.search(relay.helo)) and not relay.rdns
+    return answer
 
 
 def _from_domain(ctx) -> str:
@@ -78,14 +82,39 @@ def _received_mentions(ctx, pattern: str) -> bool:
     return any(rx.search(v) for v in ctx.msg.header("Received"))
 
 
+_IPV4 = r"\d{1,3}(?:\.\d{1,3}){3}"
+_YAHOO_SENT = [re.compile(p) for p in (
+    r"by web\S+\.mail\S*\.yahoo\.com via HTTP",
+    r"by sonic\S+\.consmr\.mail\S*\.yahoo\.com with HTTP",
+    r"by smtp\S+\.yahoo\.com with SMTP",
+    rf"from \[{_IPV4}\] by \S+\.(?:groups|scd|dcn)\.yahoo\.com with NNFMP",
+    r"by \w+\.\w+\.yahoo\.com \(\d+\.\d+\.\d+/\d+\.\d+\.\d+\)(?: with ESMTP)? id \w+")]
+
+
 @_eval()
 def check_for_forged_yahoo_received_headers(ctx):
-    """From: a yahoo.com address, but no Received: header from Yahoo's (or its groups') hosts."""
-    if not re.search(r"(?:^|\.)yahoo\.com$", _from_domain(ctx)):
+    """HeaderEval's check: From: a yahoo.com address, and none of the Received shapes Yahoo's
+    own web mail, SMTP submission, groups or bounces leave (nor a yahoo.com rDNS at the trust
+    boundary). Mentioning yahoo.com somewhere in a Received is not enough — spam forges
+    that too."""
+    frm = _addrs(ctx, "From")
+    if not frm or not re.search(r"\byahoo\.com$", frm[0]):
         return False
-    if not ctx.msg.header("Received"):
+    msg = ctx.msg
+    rcvd = "\n".join(msg.header("Received"))
+    if msg.header("Resent-From") and msg.header("Resent-To") and msg.header("X-Received"):
+        rcvd = "\n".join(msg.header("X-Received"))
+    rcvd = re.sub(r"\s+", " ", rcvd)
+    if gated_through_received_hdr_remover(ctx):
         return False
-    return not _received_mentions(ctx, r"yahoo\.com\b|yahoogroups\.com\b|egroups\.com\b")
+    path = ctx.relays
+    if re.search(r" rdns=\S+\.yahoo\.com ", path.pseudo_header("Trusted")) or \
+            re.search(r"^[^\]]+ rdns=\S+\.yahoo\.com ", path.pseudo_header("Untrusted")):
+        return False
+    if any(p.search(rcvd) for p in _YAHOO_SENT):
+        return False
+    return not (re.search(r"\bmailer\d+\.bulk\.scd\.yahoo\.com\b", rcvd) and
+                re.search(r"@reply\.yahoo\.com$", frm[0]))
 
 
 @_eval()
@@ -118,13 +147,20 @@ def check_for_forged_gmail_received_headers(ctx):
 
 @_eval()
 def gated_through_received_hdr_remover(ctx):
-    """A mailing list that drops the sender's Received headers (only a local one is left)."""
-    received = ctx.msg.header("Received")
-    if not received or not (ctx.msg.has_header("Mailing-List") or
-                            ctx.msg.has_header("List-Id")):
-        return False
-    return re.search(r"\(qmail \d+ invoked (?:by|from)", received[-1]) is not None and \
-        not ctx.relays.relays
+    """HeaderEval's check: the message came through something that strips Received headers —
+    an ezmlm list (its Mailing-List, Delivered-To and qmail Received), MSN groups — or it has
+    no Received header at all, so the forged-Received checks cannot judge it."""
+    msg = ctx.msg
+    received = msg.header("Received")
+    mailing = "\n".join(msg.header("Mailing-List"))
+    if re.search(r"(?m)^contact \S+@\S+; run by ezmlm$", mailing) and \
+            re.search(r"(?m)^mailing list \S+@\S+", "\n".join(msg.header("Delivered-To"))) and \
+            re.search(r"qmail \d+ invoked (?:from network|by .{3,20})\); \d+ ... \d+",
+                      "\n".join(received)):
+        return True
+    if not received:
+        return True
+    return re.search(r"from groups\.msn\.com \(\S+\.msn\.com ", "\n".join(received)) is not None
 
 
 # -- addresses ------------------------------------------------------------------------------

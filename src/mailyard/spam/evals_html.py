@@ -41,8 +41,8 @@ def _value(ctx, test: str) -> float | None:
         return None
     if test == "max_size":
         return float(info.max_font_size) if info.max_font_size else None
-    if test == "length":
-        return float(info.text_chars)
+    if test == "length":                  # HTML.pm's length: the markup's, not the words'
+        return float(info.html_chars)
     return None
 
 

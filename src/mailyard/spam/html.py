@@ -21,6 +21,8 @@ _ATTR = re.compile(r"""([a-zA-Z_:][-a-zA-Z0-9_:.]*)\s*(?:=\s*("[^"]*"|'[^']*'|[^
 _BLOCK = {"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table", "hr",
           "blockquote", "pre", "ul", "ol", "dl", "dt", "dd", "title", "center", "form", "td"}
 _HIDDEN = {"script", "style", "head", "title", "object", "applet", "noscript"}
+# elements whose `style` HTML.pm reads (%ok_attributes)
+_STYLED = {"table", "tr", "td", "th", "span", "p", "div", "a"}
 _PARA = {"p", "div", "table", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "blockquote"}
 
 
@@ -32,8 +34,8 @@ class HtmlInfo:
     tags: dict[str, int] = field(default_factory=dict)
     images: int = 0
     image_area: int = 0
-    text_chars: int = 0
-    html_chars: int = 0
+    html_chars: int = 0          # characters of HTML source (SpamAssassin's `length`)
+    non_space_chars: int = 0     # rendered characters that are not white space (`non_space_len`)
     title: str = ""
     has_html: bool = False
     unbalanced: int = 0
@@ -50,22 +52,23 @@ class HtmlInfo:
 
 
 class _Colours:
-    """The colours in force while one HTML text renders: open elements that set a background
-    (innermost last; white when none) and open elements that set a text colour, each with
-    whether that colour is close to the background it was set on."""
+    """The colours in force while one HTML text renders, as SpamAssassin's HTML.pm keeps them:
+    open elements that set a background or a text colour (innermost last); black text on
+    white when none. Only CSS sets a background (`style` on table, tr, td, th, span, p, div,
+    a): HTML.pm converts a `bgcolor=` attribute and then never stores it, so white text on a
+    `bgcolor="black"` page reads as white on white there — and here, since the stock scores
+    were made with that behaviour. Text colour: `<font color>`, `<body text>`, CSS `color`."""
 
     def __init__(self) -> None:
         self.backgrounds: list[tuple[str, tuple[int, int, int]]] = []
-        self.texts: list[tuple[str, bool]] = []
-
-    @property
-    def background(self) -> tuple[int, int, int]:
-        return self.backgrounds[-1][1] if self.backgrounds else (255, 255, 255)
+        self.texts: list[tuple[str, tuple[int, int, int]]] = []
 
     @property
     def faint(self) -> bool:
         """Text rendered now would be hard to tell from its background."""
-        return bool(self.texts) and self.texts[-1][1]
+        fg = self.texts[-1][1] if self.texts else (0, 0, 0)
+        bg = self.backgrounds[-1][1] if self.backgrounds else (255, 255, 255)
+        return _similar(fg, bg)
 
     def close(self, tag: str) -> None:
         for stack in (self.texts, self.backgrounds):   # the innermost open one
@@ -142,7 +145,7 @@ def render_html(text: str, info: HtmlInfo) -> str:
     rendered = _unescape("".join(out))
     rendered = re.sub(r"[ \t\r\f\v\xa0]+", " ", rendered)
     rendered = re.sub(r" ?\n ?", "\n", rendered)
-    info.text_chars += len(rendered.strip())
+    info.non_space_chars += len("".join(rendered.split()))
     return rendered.strip()
 
 
@@ -176,22 +179,21 @@ def _attributes(tag: str, attrs: str, info: HtmlInfo, colours: _Colours) -> None
             pass
     if tag == "iframe" and values.get("src"):
         info.iframe_src = True
-    style = values.get("style", "").lower()
-    background = values.get("bgcolor") or _style_value(style, "background-color") or \
-        _style_value(style, "background")
-    if background and tag in ("body", "table", "td", "tr", "div", "th"):
-        rgb = parse_color(background)
+    style = values.get("style", "").lower() if tag in _STYLED else ""
+    background = _style_value(style, "background-color") or _style_value(style, "background")
+    if background:
+        rgb = next((c for c in map(parse_color, background.split()) if c is not None), None)
         if rgb is not None:
             colours.backgrounds.append((tag, rgb))   # until this element closes
-    color = values.get("color") if tag == "font" else None
-    color = color or _style_value(style, "color")
+    color = values.get("color") if tag == "font" else values.get("text") if tag == "body" \
+        else None
+    if tag == "font" and color:
+        info.font_colors.append(color.lower())
+    color = _style_value(style, "color") or color
     if color:
-        if tag == "font":
-            info.font_colors.append(color.lower())
         rgb = parse_color(color)
         if rgb is not None:
-            # decided when visible text is rendered in this colour (see render_html)
-            colours.texts.append((tag, _similar(rgb, colours.background)))
+            colours.texts.append((tag, rgb))   # judged when visible text renders in it
     if tag == "font":
         size = values.get("size", "").strip()
         m = re.fullmatch(r"([+-]?)(\d{1,2})", size)

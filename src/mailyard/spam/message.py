@@ -40,6 +40,17 @@ _PARAM = re.compile(r';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]*)')
 _URI_TEXT = re.compile(
     r"""(?i)\b(?:(?:https?|ftp)://[^\s<>"'`]{1,2000}|www\.[a-z0-9-]+(?:\.[a-z0-9-]+)+[^\s<>"'`]{0,2000}"""
     r"""|mailto:[^\s<>"'`]{1,300})""")
+# A bare address in the text, as SpamAssassin's text URI parser (_tbirdurire's mail
+# alternative) takes it: up to 251 characters either side of an @ that are not delimiters
+# (nor non-ASCII; nor a second @ on the left). Found from each @ outwards rather than by one
+# regex from every word boundary, which costs a second on 250 KB of "a.a.a.".
+_TEXT_ADDR_LOCAL = re.compile(r"""[^\s<>"'`}\]{\[|\x1b\xa0,(@\x80-\U0010ffff]{1,251}\Z""")
+_TEXT_ADDR_DOMAIN = re.compile(r"""[^\s<>"'`}\]{\[|\x1b\xa0,(\x80-\U0010ffff]{1,251}""")
+# MIMEEval's MIME_QP_LONG_LINE: an encoded line longer than RFC 5322's 78 characters (not
+# RFC 2045's 76: Apple Mail and OWA write 78), lines starting "SPAM: " excepted.
+_QP_LONG_LINE = re.compile(rb"(?m)^(?!SPAM: )[^\n]{79}")
+_TEXT_ADDR_TRAIL = re.compile(r"[-~!@#^&*()_+=:;'?,.]*$")
+_TEXT_ADDR_LEAD = re.compile(r"(?i)^(?:skype|e?-?mail)?:+")
 _ADDR = re.compile(r"<([^<>]*)>")
 _ADDR_BARE = re.compile(r"[^\s<>()\",;:]+@[^\s<>()\",;:]+")
 
@@ -152,6 +163,7 @@ class Part:
     raw_size: int
     payload: bytes = b""
     text: str | None = None          # decoded text for text/* parts
+    qp_long_line: bool = False       # quoted-printable with an encoded line over 78 characters
 
     def header(self, name: str) -> list[str]:
         name = name.lower()
@@ -230,6 +242,8 @@ class ParsedMessage:
             disp, dparams = parse_params(_clean_header(hmap.get("content-disposition", "")))
             filename = decode_rfc2047(dparams.get("filename") or params.get("name") or "")
             part = Part(ctype, params, headers, encoding, disp, filename, len(body))
+            if encoding == "quoted-printable":
+                part.qp_long_line = _QP_LONG_LINE.search(body) is not None
             if len(self.parts) >= MAX_PARTS:
                 self.flags.add("too_many_parts")
                 continue
@@ -315,8 +329,7 @@ class ParsedMessage:
     def uris(self) -> list[str]:
         found: list[str] = []
         seen = set()
-        for uri in self.html.links + [m.group(0) for m in _URI_TEXT.finditer(
-                "\n".join(self.plain_texts)[:MAX_TEXT])]:
+        for uri in self.html.links + _text_uris("\n".join(self.plain_texts)[:MAX_TEXT]):
             uri = uri.strip().rstrip(".,;:!?)]}'\"")
             if not uri:
                 continue
@@ -339,6 +352,42 @@ class ParsedMessage:
                 if host and host not in hosts:
                     hosts.append(host)
         return hosts
+
+
+def _text_uris(text: str) -> list[str]:
+    """Links written out in the text: scheme and www. URLs, then bare addresses as mailto:
+    (an @ inside a URL belongs to the URL), in the order they appear."""
+    found: list[tuple[int, str]] = []
+    spans: list[tuple[int, int]] = []
+    for m in _URI_TEXT.finditer(text):
+        found.append((m.start(), m.group(0)))
+        spans.append(m.span())
+    end = -1
+    at = text.find("@")
+    while at != -1:
+        if at >= end and not any(a <= at < b for a, b in spans):
+            local = _TEXT_ADDR_LOCAL.search(text, max(0, at - 251), at)
+            domain = _TEXT_ADDR_DOMAIN.match(text, at + 1)
+            if local and domain:
+                end = domain.end()
+                uri = _text_address_uri(text[local.start():end])
+                if uri is not None:
+                    found.append((local.start(), uri))
+        at = text.find("@", at + 1)
+    found.sort(key=lambda item: item[0])
+    return [uri for _, uri in found]
+
+
+def _text_address_uri(found: str) -> str | None:
+    """A bare address found in the text → `mailto:` URI, as SpamAssassin's
+    PerMsgStatus::_process_text_uri_list makes one (MUAs linkify these): trailing punctuation
+    trimmed, a dot needed after the @, "/" before the @ means it was not an address."""
+    if "(" not in found and ")" in found:
+        found = found[:found.index(")")]
+    found = _TEXT_ADDR_TRAIL.sub("", found)
+    if not re.search(r"@.+?\.", found) or re.search(r"/.+@", found) or "&nbsp;" in found:
+        return None
+    return "mailto:" + _TEXT_ADDR_LEAD.sub("", found)
 
 
 def addresses(value: str) -> list[str]:

@@ -198,7 +198,7 @@ def _always_trusted(ip: str) -> bool:
     return addr.is_loopback
 
 
-def _private(ip: str) -> bool:
+def private_ip(ip: str) -> bool:
     addr = ipaddress.ip_address(ip)
     if addr.version == 4:
         return any(addr in ipaddress.ip_network(n) for n in
@@ -220,7 +220,7 @@ def relay_path(received: list[str]) -> RelayPath:
     trusting = True
     for relay in parsed:
         # the hosts before this one were all trusted (else `trusting` is already off)
-        trusting = trusting and (_always_trusted(relay.ip) or _private(relay.ip) or
+        trusting = trusting and (_always_trusted(relay.ip) or private_ip(relay.ip) or
                                  bool(relay.auth))
         out.append(Relay(**{**relay.__dict__, "trusted": trusting, "internal": trusting}))
     return RelayPath(tuple(out), unparseable)

@@ -13,8 +13,11 @@ and returns the immutable `RuleSet`. A rule that fails any step is skipped and r
 Supported directives: header (NAME, ALL, ToCc, MESSAGEID, EnvelopeFrom, `:name`/`:addr`/`:raw`,
 `=~`/`!~`, `exists:`, `[if-unset: ...]`), body, rawbody, full, uri, mimeheader, meta, score
 (1 or 4 values), describe, tflags, required_score/required_hits, include, if/ifplugin/else/
-endif, replace_tag/pre/inter/post/rules, uridnsbl, urirhssub, urirhsbl. Everything else is
-counted in `RuleSet.ignored` by directive name.
+endif, replace_tag/pre/inter/post/rules, uridnsbl, urirhssub, urirhsbl, freemail_domains,
+url_shortener, welcomelist_bounce_relays, and mailyard's own `yield_to OURS THEIRS...` (OURS
+scores 0 once any of THEIRS is loaded: our rules fill in for a missing stock ruleset without
+scoring a signal twice beside it). Everything else is counted in `RuleSet.ignored` by
+directive name.
 """
 
 from __future__ import annotations
@@ -158,6 +161,7 @@ class RuleLoader:
         self.required_score: float | None = None
         self.skipped: dict[str, tuple[str, str, str]] = {}
         self.ignored: Counter = Counter()
+        self.yields: dict[str, list[str]] = {}
         self.files: list[str] = []
         self.replace_tags: dict[str, str] = {}
         self.replace_kinds: dict[str, str] = {}
@@ -285,6 +289,13 @@ class RuleLoader:
             self.replace_rules.update(rest.split())
         elif directive == "freemail_domains":
             self.freemail_domains.update(d.lower() for d in rest.split())
+        elif directive == "yield_to":
+            # mailyard's own: `yield_to OURS THEIRS...` — OURS scores nothing once any of THEIRS
+            # is loaded (the same signal is then scored once, by the other ruleset's rule)
+            name, *others = rest.split()
+            if not _RULE_NAME.match(name) or not others:
+                raise ValueError(f"bad yield_to {rest!r}")
+            self.yields[name] = others
         elif directive == "url_shortener":
             self.url_shorteners.update(d.lower() for d in rest.split())
         elif directive in ("welcomelist_bounce_relays", "whitelist_bounce_relays"):
@@ -323,6 +334,10 @@ class RuleLoader:
                     del rules[name]
                     skipped[name] = (name, rule.where, f"meta: depends on missing {missing}")
                     changed = True
+        # a rule that yields to a loaded one keeps running (metas may read it) but scores 0
+        for name, others in self.yields.items():
+            if name in rules and any(o in rules and o != name for o in others):
+                self.scores[name] = (0.0, 0.0, 0.0, 0.0)
         # meta rules: order by dependencies; a cycle skips the rules in it
         order = _meta_order(rules, skipped)
         _lazy_metas(rules)
