@@ -14,6 +14,7 @@ failure or disconnect before that aborts the incoming message.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 from mailyard.envelope import Envelope, Recipient
@@ -50,6 +51,7 @@ from mailyard.smtp.address import MAIL_PARAMS, AddressError, Mailbox, Path, xtex
 
 log = get_logger("mta")
 READ_SIZE = 65536
+_PID = os.getpid()       # which process accepted a message (see `mta.workers`)
 
 
 class Session:
@@ -425,7 +427,7 @@ class Session:
         self.messages += 1
         event(log, "message accepted", service=self.profile.service, client=self.client_ip,
               queue_id=queue_id, sender=f"<{envelope_sender}>", recipients=recipients,
-              size=ev.size, auth=self.auth_user, tls=self.tls_info)
+              size=ev.size, auth=self.auth_user, tls=self.tls_info, pid=_PID)
         self.respond(replies.OK.with_text(f"Ok: queued as {queue_id}"))
 
     async def _prepare(self, incoming, mode: str, message: bytes, received: bytes,
