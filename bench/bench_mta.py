@@ -11,6 +11,7 @@ side in one run, which is the figure that counts on a shared machine.
     python bench/bench_mta.py                  # N=2000 C=10
     N=500 C=10 python bench/bench_mta.py
     POSTFIX=0 python bench/bench_mta.py        # mailyard only
+    EXTRA='[smtp]\nprocesses = 1' python bench/bench_mta.py   # extra mailyard config
     ROUNDS=3 N=1000 python bench/bench_mta.py  # interleaved: both servers up at once,
         # smtp-source against each in turn (order alternating per round, the sink drained
         # between runs, after an uncounted warm-up run of N/5 against each); one ratio per
@@ -43,6 +44,8 @@ from sink import Sink
 N = int(os.environ.get("N", "2000"))
 C = int(os.environ.get("C", "10"))
 ROUNDS = int(os.environ.get("ROUNDS", "0"))
+# Extra TOML for mailyard's config, e.g. EXTRA='[smtp]\nprocesses = 1' (one process).
+EXTRA = os.environ.get("EXTRA", "").replace("\\n", "\n")
 
 
 def smtp_source(port: int, count: int = N) -> float:
@@ -119,7 +122,7 @@ def interleaved() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-mta-"))
     srv = MailyardServer(root=tmp, services={"smtp"}, domains=["example.test"],
                          toml=f'[server]\nlog_level = "warning"\n[greylist]\nenabled = false\n'
-                              f'[filter]\nnext_hop = "127.0.0.1:{sink.port}"\n')
+                              f'[filter]\nnext_hop = "127.0.0.1:{sink.port}"\n' + EXTRA)
     srv.add_user("user1@example.test", "pass1")
     srv.start()
     rows = []
@@ -171,7 +174,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-mta-"))
     srv = MailyardServer(root=tmp, services={"smtp"}, domains=["example.test"],
                          toml=f'[server]\nlog_level = "warning"\n[greylist]\nenabled = false\n'
-                              f'[filter]\nnext_hop = "127.0.0.1:{sink.port}"\n')
+                              f'[filter]\nnext_hop = "127.0.0.1:{sink.port}"\n' + EXTRA)
     srv.add_user("user1@example.test", "pass1")
     srv.start()
     results = {}

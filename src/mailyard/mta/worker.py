@@ -22,6 +22,7 @@ from mailyard.log import event, get_logger
 log = get_logger("mta")
 
 MTA_SERVICES = ("smtp", "submission", "submissions", "reinject")
+ANNOUNCE_LIMIT = 64 * 1024      # one channel packet; larger messages are read from the spool
 
 
 class _NoServer:
@@ -46,9 +47,15 @@ async def serve(settings, index: int, channel: socket.socket) -> None:
     mta: Mta = app.component("mta", Mta)
     queue = mta.queue()
 
-    def announce(queue_id: str) -> bool:
+    def announce(entry, message: bytes | None) -> bool:
+        record = entry.to_json()
+        packet = f"Q {entry.queue_id} {len(record)}\n".encode() + record
+        if len(packet) > ANNOUNCE_LIMIT:            # thousands of recipients
+            packet = f"Q {entry.queue_id}\n".encode()
+        elif message is not None and len(packet) + len(message) <= ANNOUNCE_LIMIT:
+            packet += message           # saves the main process reading the file back
         try:
-            channel.send(f"Q {queue_id}".encode())
+            channel.send(packet)
             return True
         except OSError:
             return False        # the caller falls back to control/new

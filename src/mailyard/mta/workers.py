@@ -52,7 +52,9 @@ from mailyard.log import event, get_logger
 log = get_logger("mta")
 
 AUTO_MAX = 4                 # `processes = 0`: one per CPU, at most this many
+LOCAL_PENALTY = 3
 RESPAWN_DELAY = 1.0          # seconds before a dead worker is replaced
+RECV_SIZE = 128 * 1024       # the largest channel packet (worker.ANNOUNCE_LIMIT and a record)
 
 
 def process_count(settings) -> int:
@@ -155,8 +157,9 @@ class AcceptPool:
         ip = str(peer[0]).split("%", 1)[0] if isinstance(peer, tuple) else "127.0.0.1"
         worker = None
         if per_ip[ip] < self.app.settings.smtp.max_connections_per_ip and not self._stopping:
-            # The main process also schedules and delivers: it counts one session busier.
-            best = self.local_active + 1
+            # The main process also accepts, schedules and delivers: it counts as
+            # LOCAL_PENALTY sessions busier than it is.
+            best = self.local_active + LOCAL_PENALTY
             for candidate in self.workers.values():
                 if candidate.ready and candidate.active <= best:
                     worker, best = candidate, candidate.active
@@ -198,7 +201,7 @@ class AcceptPool:
     def _on_readable(self, worker: _Worker) -> None:
         while True:
             try:
-                message = worker.channel.recv(256)
+                message = worker.channel.recv(RECV_SIZE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -206,18 +209,31 @@ class AcceptPool:
             if not message:
                 self._lost(worker)
                 return
-            kind, _, arg = message.decode("ascii", "replace").partition(" ")
-            if kind == "Q":
-                queue = self.app.component("queue", _no_queue)
-                try:
-                    queue.admit_announced(arg)
-                except OSError as exc:   # the scheduler finds it at the next start-up
-                    event(log, "could not load an announced entry", queue_id=arg,
-                          error=repr(exc))
-            elif kind == "E":
+            kind, arg = message[:1], message[2:]
+            if kind == b"Q":
+                self._announced(arg)
+            elif kind == b"E":
                 self._release(worker, int(arg))
-            elif kind == "R":
+            elif kind == b"R":
                 worker.ready = True      # (the worker logs "accepting worker ready")
+
+    def _announced(self, packet: bytes) -> None:
+        """ "Q ID RECORD_SIZE\n" + the envelope record [+ the message]."""
+        head, _, body = packet.partition(b"\n")
+        queue_id, _, record_size = head.decode("ascii", "replace").partition(" ")
+        queue = self.app.component("queue", _no_queue)
+        try:
+            if not record_size:                     # too big for a packet: read the file
+                queue.admit_announced(queue_id)
+                return
+            size = int(record_size)
+            queue.admit_announced(queue_id, body[:size], body[size:] or None)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # Committed all the same: the scheduler reads it from the spool instead.
+            event(log, "could not take an announced entry", queue_id=queue_id,
+                  error=repr(exc))
+            with contextlib.suppress(OSError):
+                queue.admit_announced(queue_id)
 
     def _release(self, worker: _Worker, conn_id: int) -> None:
         counted = worker.connections.pop(conn_id, None)

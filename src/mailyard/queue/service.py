@@ -77,7 +77,7 @@ class Queue:
         self.owner = False              # True once this process holds the spool lock
         # Set in an accepting worker process (mta.worker): tells the scheduling process
         # about each commit at once; False when that failed (then control/new is used).
-        self.announce: Callable[[str], bool] | None = None
+        self.announce: Callable[[QueueEntry, bytes | None], bool] | None = None
         self._removing: set[str] = set()    # delivered, queue file not yet unlinked
         self._lock_fd: int | None = None
         self.idle = asyncio.Event()     # set whenever nothing is due or in flight (tests)
@@ -176,7 +176,7 @@ class Queue:
         if not self.owner:
             # The scheduling process loads it from the spool: told directly by an accepting
             # worker's channel, else through control/ (read every control_poll seconds).
-            if self.announce is None or not self.announce(entry.queue_id):
+            if self.announce is None or not self.announce(entry, message):
                 self.spool.notify("new")
             return
         if message is not None and self._fresh_bytes + len(message) <= FRESH_LIMIT:
@@ -187,16 +187,27 @@ class Queue:
             self._push(entry)
             self._wake()
 
-    def admit_announced(self, queue_id: str) -> None:
-        """Another process of ours committed `queue_id` (see `mta.workers`): schedule it."""
+    def admit_announced(self, queue_id: str, record: bytes | None = None,
+                        message: bytes | None = None) -> None:
+        """Another process of ours committed `queue_id` (see `mta.workers`): schedule it.
+
+        `record` is the envelope record it wrote into the queue file and `message` the
+        message (when small): the same bytes as on disk, so the file need not be read back
+        (as for a message committed here). Without them the entry is loaded from its file.
+        """
         if not self.owner:
             self.spool.notify("new")
             return
         if queue_id in self.entries or queue_id in self._removing:
             return
-        entry = self.spool.load(queue_id)
+        if record is not None:
+            entry = QueueEntry.from_json(record)
+            if message is not None and len(message) != entry.size:
+                message = None
+        else:
+            entry = self.spool.load(queue_id)
         if entry is not None:
-            self._admit(entry)
+            self._admit(entry, message)
 
     def adopt_orphans(self) -> int:
         """After an accepting process died: schedule the entries it committed but did not
