@@ -7,8 +7,10 @@ submissions, reinject) and starts `processes - 1` accepting workers (`mta.worker
 joined to it by a unix SOCK_SEQPACKET channel. The main process accepts every connection,
 counts it per client IP (so `max_connections_per_ip` holds across processes), and either
 serves it itself or passes the socket over the channel (SCM_RIGHTS) to the worker with the
-fewest open sessions; the main process, which also runs the queue scheduler and delivery,
-counts as one session busier than it is.
+fewest open sessions. The main process, which also accepts, schedules and delivers, counts
+as LOCAL_PENALTY sessions busier than it is: it serves sessions only while no worker is
+ready or when the workers are far busier (measured: with sessions shared more evenly, its
+event loop was the one saturated, the worker's idle two thirds of the time).
 
 A worker runs the sessions exactly as the main process would: it takes queue files from its
 own stock in the same spool (created, flock'ed and their directory entry fsynced ahead),
@@ -52,7 +54,7 @@ from mailyard.log import event, get_logger
 log = get_logger("mta")
 
 AUTO_MAX = 4                 # `processes = 0`: one per CPU, at most this many
-LOCAL_PENALTY = 3
+LOCAL_PENALTY = 10
 RESPAWN_DELAY = 1.0          # seconds before a dead worker is replaced
 RECV_SIZE = 128 * 1024       # the largest channel packet (worker.ANNOUNCE_LIMIT and a record)
 
