@@ -207,10 +207,10 @@ class SmtpSettings:
     auth_requires_tls: bool = setting(True, "Offer and accept AUTH only over TLS.")
     smtputf8: bool = setting(True, "Offer SMTPUTF8 (RFC 6531).")
     processes: int = setting(0, "Processes running SMTP sessions (smtp, submission, "
-                             "submissions, reinject): 0 = auto (one per CPU, at most 4); 1 = "
-                             "the main process only; N = the main process and N-1 workers it "
-                             "hands connections to, all committing into the one queue.",
-                             check_processes)
+                             "submissions, reinject): 1 = the main process only; N = the main "
+                             "process and N-1 workers it hands connections to, all committing "
+                             "into the one queue; 0 = auto (one worker per CPU, at most 4; "
+                             "none on a single CPU).", check_processes)
 
 
 def check_dnsbl_zones(values: list[str]) -> None:
