@@ -11,6 +11,7 @@ side in one run, which is the figure that counts on a shared machine.
     python bench/bench_mta.py                  # N=2000 C=10
     N=500 C=10 python bench/bench_mta.py
     POSTFIX=0 python bench/bench_mta.py        # mailyard only
+    EXTRA='[smtp]\nprocesses = 1' python bench/bench_mta.py   # extra mailyard config
     ROUNDS=3 N=1000 python bench/bench_mta.py  # interleaved: both servers up at once,
         # smtp-source against each in turn (order alternating per round, the sink drained
         # between runs, after an uncounted warm-up run of N/5 against each); one ratio per
@@ -20,6 +21,7 @@ side in one run, which is the figure that counts on a shared machine.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -42,6 +44,8 @@ from sink import Sink
 N = int(os.environ.get("N", "2000"))
 C = int(os.environ.get("C", "10"))
 ROUNDS = int(os.environ.get("ROUNDS", "0"))
+# Extra TOML for mailyard's config, e.g. EXTRA='[smtp]\nprocesses = 1' (one process).
+EXTRA = os.environ.get("EXTRA", "").replace("\\n", "\n")
 
 
 def smtp_source(port: int, count: int = N) -> float:
@@ -68,6 +72,42 @@ def run_postfix(sink: Sink) -> float | None:
         return None
 
 
+def tree_cpu(root_pid: int) -> float:
+    """CPU seconds (user + system) of a process and all its descendants, the reaped ones
+    included (their time is in their parent's cutime/cstime): the server's own cost,
+    which the machine's load does not inflate the way it does wall time."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry)
+        parent[pid] = int(fields[1])
+        cpu[pid] = sum(int(x) for x in fields[11:15]) / tick
+    total, stack = 0.0, [root_pid]
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parent.items():
+        children.setdefault(ppid, []).append(pid)
+    while stack:
+        pid = stack.pop()
+        total += cpu.get(pid, 0.0)
+        stack.extend(children.get(pid, ()))
+    return total
+
+
+def postfix_master_pid(postfix) -> int:
+    for path in (postfix.root / "spool" / "pid" / "master.pid",):
+        with contextlib.suppress(OSError, ValueError):
+            return int(path.read_text().strip())
+    return 0
+
+
 def wait_for_sink(sink: Sink, count: int) -> None:
     deadline = time.monotonic() + 120
     while sink.count < count and time.monotonic() < deadline:
@@ -82,7 +122,7 @@ def interleaved() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-mta-"))
     srv = MailyardServer(root=tmp, services={"smtp"}, domains=["example.test"],
                          toml=f'[server]\nlog_level = "warning"\n[greylist]\nenabled = false\n'
-                              f'[filter]\nnext_hop = "127.0.0.1:{sink.port}"\n')
+                              f'[filter]\nnext_hop = "127.0.0.1:{sink.port}"\n' + EXTRA)
     srv.add_user("user1@example.test", "pass1")
     srv.start()
     rows = []
@@ -90,6 +130,7 @@ def interleaved() -> int:
         with PostfixInstance(main_extra=f"relayhost = [127.0.0.1]:{sink.port}\n",
                              prefix="bench-postfix-") as postfix:
             ports = {"mailyard": srv.port("smtp"), "postfix": postfix.port}
+            pids = {"mailyard": srv.proc.pid, "postfix": postfix_master_pid(postfix)}
             expected = 0
             # Warm-up, not counted: Postfix forks its smtpd processes, mailyard opens its
             # connections to the next hop; both then run in their steady state.
@@ -100,18 +141,23 @@ def interleaved() -> int:
                 wait_for_sink(sink, expected)
             for rnd in range(ROUNDS):
                 order = ["mailyard", "postfix"] if rnd % 2 == 0 else ["postfix", "mailyard"]
-                rates = {}
+                rates, cpu_ms = {}, {}
                 for name in order:
                     load = os.getloadavg()[0]
+                    cpu_before = tree_cpu(pids[name]) if pids[name] else 0.0
                     rates[name] = smtp_source(ports[name])
                     expected += N
                     wait_for_sink(sink, expected)       # each run starts with both idle
-                    print(f"round {rnd + 1} {name}: {rates[name]:.1f} msg/s (load {load:.1f})",
-                          flush=True)
+                    # Accepting and forwarding to the sink, per message (ms of CPU).
+                    cpu_ms[name] = round(1000 * (tree_cpu(pids[name]) - cpu_before) / N, 2) \
+                        if pids[name] else None
+                    print(f"round {rnd + 1} {name}: {rates[name]:.1f} msg/s (load {load:.1f}, "
+                          f"{cpu_ms[name]} ms CPU/msg)", flush=True)
                 rows.append({"mailyard": round(rates["mailyard"], 1),
                              "postfix": round(rates["postfix"], 1),
                              "ratio": round(rates["mailyard"] / rates["postfix"], 2),
-                             "first": order[0]})
+                             "first": order[0], "load": round(load, 1),
+                             "cpu_ms_per_msg": cpu_ms})
     finally:
         srv.stop()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -128,7 +174,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-mta-"))
     srv = MailyardServer(root=tmp, services={"smtp"}, domains=["example.test"],
                          toml=f'[server]\nlog_level = "warning"\n[greylist]\nenabled = false\n'
-                              f'[filter]\nnext_hop = "127.0.0.1:{sink.port}"\n')
+                              f'[filter]\nnext_hop = "127.0.0.1:{sink.port}"\n' + EXTRA)
     srv.add_user("user1@example.test", "pass1")
     srv.start()
     results = {}

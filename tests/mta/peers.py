@@ -34,10 +34,10 @@ def with_quiet_dns(toml: str) -> str:
 class Sink:
     """An SMTP server (aiosmtpd) recording what the queue forwards to `[filter] next_hop`."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None) -> None:
         self.messages: list[dict] = []
         self._cond = threading.Condition()
-        self.port = free_port()
+        self.port = port or free_port()
         self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
         self.controller.start()
 

@@ -393,3 +393,51 @@ async def test_second_process_on_a_spool_only_adds_and_the_owner_delivers(make_q
         await eventually(lambda: not queue.spool.exists(qid))
     finally:
         await other_app.stop()
+
+
+# -- entries committed by an accepting worker process (mta.workers) -----------------------------
+
+async def test_announced_entry_is_scheduled_from_its_record_without_reading_the_file(make_queue):
+    app, queue = make_queue(toml="retry_initial = 3600\nretry_max = 3600")
+    await queue.start()
+    assert queue.owner
+    message = b"Subject: from a worker\r\n\r\nbody\r\n"
+    entry = committed(queue.spool, "AAAA00000001", message)
+    queue.admit_announced("AAAA00000001", entry.to_json(), message)
+    assert "AAAA00000001" in queue.entries
+    assert await queue.message_bytes(queue.entries["AAAA00000001"]) == message
+    # Announced twice (or also found by a scan): scheduled once.
+    queue.admit_announced("AAAA00000001", entry.to_json(), message)
+    assert list(queue.entries) == ["AAAA00000001"]
+    # Without a record (too large for a packet): loaded from the queue file.
+    committed(queue.spool, "AAAA00000002", message)
+    queue.admit_announced("AAAA00000002")
+    assert queue.entries["AAAA00000002"].size == len(message)
+    # A message whose size disagrees with the record is not kept in memory.
+    entry3 = committed(queue.spool, "AAAA00000003", message)
+    queue.admit_announced("AAAA00000003", entry3.to_json(), message[:-1])
+    assert "AAAA00000003" in queue.entries and "AAAA00000003" not in queue._fresh
+
+
+async def test_adopt_orphans_after_an_accepting_process_died(make_queue, queue_log):
+    app, queue = make_queue(toml="retry_initial = 3600\nretry_max = 3600")
+    await queue.start()
+    spool = queue.spool
+    # What a killed worker leaves: a committed entry it did not announce, an unused stock
+    # file, a message torn mid-DATA (its descriptors closed by its death, so no flock).
+    committed(spool, "BBBB00000001")
+    unused, torn, busy = spool.create_files(3)
+    os.close(unused.fd)
+    os.write(torn.fd, b"half a message")
+    os.close(torn.fd)
+    # `busy` stays open and flock'ed: another live worker is writing it.
+    try:
+        assert queue.adopt_orphans() == 1
+        assert "BBBB00000001" in queue.entries
+        assert not unused.path.exists() and not torn.path.exists()
+        assert busy.path.exists()
+        assert "took over the entries of a stopped accepting process" in queue_log.text
+        # Nothing new: nothing adopted twice.
+        assert queue.adopt_orphans() == 0
+    finally:
+        busy.discard()

@@ -61,6 +61,11 @@ def check_non_negative(value: float) -> None:
         raise ValueError(f"must not be negative, got {value}")
 
 
+def check_processes(value: int) -> None:
+    if not 0 <= value <= 64:
+        raise ValueError(f"must be 0 (auto) or a number of processes from 1 to 64, got {value}")
+
+
 def check_domains(values: list[str]) -> None:
     for v in values:
         if not v or "@" in v or " " in v or v.startswith("."):
@@ -201,6 +206,11 @@ class SmtpSettings:
                                  "never ends DATA either way).", check_bare_newlines)
     auth_requires_tls: bool = setting(True, "Offer and accept AUTH only over TLS.")
     smtputf8: bool = setting(True, "Offer SMTPUTF8 (RFC 6531).")
+    processes: int = setting(0, "Processes running SMTP sessions (smtp, submission, "
+                             "submissions, reinject): 1 = the main process only; N = the main "
+                             "process and N-1 workers it hands connections to, all committing "
+                             "into the one queue; 0 = auto (one worker per CPU, at most 4; "
+                             "none on a single CPU).", check_processes)
 
 
 def check_dnsbl_zones(values: list[str]) -> None:

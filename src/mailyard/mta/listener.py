@@ -19,7 +19,7 @@ from mailyard.mta.greylist import Greylist
 from mailyard.mta.policy import RecipientPolicy
 from mailyard.mta.profiles import PROFILES
 from mailyard.mta.session import Session
-from mailyard.server.listen import Listener, serve_stream
+from mailyard.server.listen import Listener, serve_dispatched, serve_stream
 from mailyard.smtp import replies
 from mailyard.smtp.replies import format_reply
 
@@ -101,21 +101,18 @@ def _client_ip(writer: asyncio.StreamWriter) -> str:
     return "127.0.0.1"   # a unix socket is local
 
 
-async def start(app, service: str, address: str) -> Listener:
+def connection_handler(app, mta: Mta, service: str, per_ip: Counter[str] | None):
+    """The per-connection coroutine of one MTA listener. `per_ip` counts this listener's
+    connections per client IP (421 beyond the limit); None in an accepting worker, whose
+    connections the main process has counted already (`mta.workers`)."""
     profile = PROFILES[service]
-    mta: Mta = app.component("mta", Mta)
-    # Resume committed queue entries at start-up, not at the first message; have queue
-    # files ready before the first client (made ahead, see queue.incoming).
-    with contextlib.suppress(ImportError):
-        await mta.queue().start()
-        mta.queue().stock.fill()
-    per_ip: Counter[str] = Counter()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         ip = _client_ip(writer)
-        per_ip[ip] += 1
+        if per_ip is not None:
+            per_ip[ip] += 1
         try:
-            if per_ip[ip] > app.settings.smtp.max_connections_per_ip:
+            if per_ip is not None and per_ip[ip] > app.settings.smtp.max_connections_per_ip:
                 event(log, "too many connections", service=service, client=ip,
                       count=per_ip[ip])
                 reply = replies.TOO_MANY_CONNECTIONS
@@ -129,9 +126,36 @@ async def start(app, service: str, address: str) -> Listener:
             finally:
                 mta.sessions.discard(session)
         finally:
-            per_ip[ip] -= 1
-            if per_ip[ip] <= 0:
-                del per_ip[ip]
+            if per_ip is not None:
+                per_ip[ip] -= 1
+                if per_ip[ip] <= 0:
+                    del per_ip[ip]
 
-    tls = app.tls_server_context() if profile.implicit_tls else None
+    return handle
+
+
+def tls_for(app, service: str):
+    return app.tls_server_context() if PROFILES[service].implicit_tls else None
+
+
+async def start(app, service: str, address: str) -> Listener:
+    mta: Mta = app.component("mta", Mta)
+    # Resume committed queue entries at start-up, not at the first message; have queue
+    # files ready before the first client (made ahead, see queue.incoming).
+    with contextlib.suppress(ImportError):
+        await mta.queue().start()
+        mta.queue().stock.fill()
+    per_ip: Counter[str] = Counter()
+    handle = connection_handler(app, mta, service, per_ip)
+    tls = tls_for(app, service)
+    if not address.startswith("unix:"):
+        from mailyard.mta.workers import AcceptPool, process_count
+
+        if process_count(app.settings) > 1:
+            pool: AcceptPool = app.component("accept_pool", AcceptPool)
+            pool.start()
+            return await serve_dispatched(
+                app, service, address,
+                lambda listener, conn, peer: pool.dispatch(service, listener, conn, peer,
+                                                           per_ip, handle, tls))
     return await serve_stream(app, service, address, handle, ssl=tls)

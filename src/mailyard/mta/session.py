@@ -14,6 +14,7 @@ failure or disconnect before that aborts the incoming message.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 from mailyard.envelope import Envelope, Recipient
@@ -50,6 +51,7 @@ from mailyard.smtp.address import MAIL_PARAMS, AddressError, Mailbox, Path, xtex
 
 log = get_logger("mta")
 READ_SIZE = 65536
+_PID = os.getpid()       # which process accepted a message (see `mta.workers`)
 
 
 class Session:
@@ -162,28 +164,61 @@ class Session:
 
     async def _loop(self) -> None:
         smtp = self.settings.smtp
-        while True:
-            if self.conn.state == "closed":
-                await self.writer.drain()
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        # One idle watchdog per connection instead of a timeout object per read: each read
+        # only notes when it began; the timer re-arms itself and cancels a read that has
+        # waited longer than allowed (RFC 5321 §4.5.3.2).
+        self._read_since: float | None = None
+        self._read_limit = smtp.command_timeout
+        self._timed_out = False
+
+        def watchdog() -> None:
+            since = self._read_since
+            now = loop.time()
+            if since is not None and now >= since + self._read_limit:
+                self._timed_out = True
+                task.cancel()
                 return
-            ev = self.conn.next_event()
+            due = since + self._read_limit if since is not None else now + self._read_limit
+            self._watchdog = loop.call_at(max(due, now + 0.01), watchdog)
+
+        self._watchdog = loop.call_at(loop.time() + self._read_limit, watchdog)
+        try:
+            await self._serve(loop, smtp)
+        finally:
+            self._watchdog.cancel()
+
+    async def _serve(self, loop, smtp) -> None:
+        writer, reader, conn = self.writer, self.reader, self.conn
+        while True:
+            if conn.state == "closed":
+                await writer.drain()
+                return
+            ev = conn.next_event()
             if ev is NEED_DATA:
-                await self.writer.drain()
-                timeout = smtp.data_timeout if self.conn.state == "data" else \
-                    smtp.command_timeout
-                self.idle = self.conn.state != "data" and self.incoming is None
+                # (writer.transport, not a copy: STARTTLS replaces it)
+                if writer.transport.get_write_buffer_size():
+                    await writer.drain()     # back-pressure only when something waits
+                in_data = conn.state == "data"
+                self._read_limit = smtp.data_timeout if in_data else smtp.command_timeout
+                self.idle = not in_data and self.incoming is None
+                self._read_since = loop.time()
                 try:
-                    async with asyncio.timeout(timeout):   # cheaper than wait_for: no task
-                        data = await self.reader.read(READ_SIZE)
-                except TimeoutError:
+                    data = await reader.read(READ_SIZE)
+                except asyncio.CancelledError:
+                    if not self._timed_out:
+                        raise
+                    asyncio.current_task().uncancel()
                     self.respond(replies.TIMEOUT)   # RFC 5321 §4.5.3.2
-                    await self.writer.drain()
+                    await writer.drain()
                     return
                 finally:
+                    self._read_since = None
                     self.idle = False
                 if not data:
                     return       # the client went away; `run` aborts any open message
-                self.conn.receive_data(data)
+                conn.receive_data(data)
                 continue
             await self.handle(ev)
 
@@ -425,7 +460,7 @@ class Session:
         self.messages += 1
         event(log, "message accepted", service=self.profile.service, client=self.client_ip,
               queue_id=queue_id, sender=f"<{envelope_sender}>", recipients=recipients,
-              size=ev.size, auth=self.auth_user, tls=self.tls_info)
+              size=ev.size, auth=self.auth_user, tls=self.tls_info, pid=_PID)
         self.respond(replies.OK.with_text(f"Ok: queued as {queue_id}"))
 
     async def _prepare(self, incoming, mode: str, message: bytes, received: bytes,

@@ -30,6 +30,7 @@ import contextlib
 import heapq
 import os
 import time
+from collections.abc import Callable
 
 from mailyard.envelope import Envelope
 from mailyard.log import event, get_logger
@@ -74,6 +75,10 @@ class Queue:
         self._fresh_bytes = 0
         self.deliverer = Deliverer(self)
         self.owner = False              # True once this process holds the spool lock
+        # Set in an accepting worker process (mta.worker): tells the scheduling process
+        # about each commit at once; False when that failed (then control/new is used).
+        self.announce: Callable[[QueueEntry, bytes | None], bool] | None = None
+        self._removing: set[str] = set()    # delivered, queue file not yet unlinked
         self._lock_fd: int | None = None
         self.idle = asyncio.Event()     # set whenever nothing is due or in flight (tests)
 
@@ -169,7 +174,10 @@ class Queue:
     # -- scheduling ----------------------------------------------------------------------------
     def _admit(self, entry: QueueEntry, message: bytes | None = None) -> None:
         if not self.owner:
-            self.spool.notify("new")     # the scheduling process loads it from the spool
+            # The scheduling process loads it from the spool: told directly by an accepting
+            # worker's channel, else through control/ (read every control_poll seconds).
+            if self.announce is None or not self.announce(entry, message):
+                self.spool.notify("new")
             return
         if message is not None and self._fresh_bytes + len(message) <= FRESH_LIMIT:
             self._fresh[entry.queue_id] = message
@@ -178,6 +186,47 @@ class Queue:
         if not entry.held:
             self._push(entry)
             self._wake()
+
+    def admit_announced(self, queue_id: str, record: bytes | None = None,
+                        message: bytes | None = None) -> None:
+        """Another process of ours committed `queue_id` (see `mta.workers`): schedule it.
+
+        `record` is the envelope record it wrote into the queue file and `message` the
+        message (when small): the same bytes as on disk, so the file need not be read back
+        (as for a message committed here). Without them the entry is loaded from its file.
+        """
+        if not self.owner:
+            self.spool.notify("new")
+            return
+        if queue_id in self.entries or queue_id in self._removing:
+            return
+        if record is not None:
+            entry = QueueEntry.from_json(record)
+            if message is not None and len(message) != entry.size:
+                message = None
+        else:
+            entry = self.spool.load(queue_id)
+        if entry is not None:
+            self._admit(entry, message)
+
+    def adopt_orphans(self) -> int:
+        """After an accepting process died: schedule the entries it committed but did not
+        announce; discard the files it left unfinished (its stock, a message it was
+        receiving). Files another live process still holds are left alone. Returns the
+        number of entries adopted."""
+        if not self.owner:
+            self.spool.notify("new")
+            return 0
+        adopted, unused = 0, []
+        for queue_id in self.spool.new_ids(set(self.entries) | self._removing):
+            entry = self.spool.recover_one(queue_id, unused)
+            if entry is not None:
+                self._admit(entry)
+                adopted += 1
+        if adopted or unused:
+            event(log, "took over the entries of a stopped accepting process",
+                  adopted=adopted, discarded_unused=len(unused))
+        return adopted
 
     def _push(self, entry: QueueEntry) -> None:
         self._seq += 1
@@ -346,7 +395,8 @@ class Queue:
             # entries were half the journal traffic competing with the commits clients wait
             # for. A crash before the journal commits it delivers the entry again (the
             # at-least-once promise allows that, rarely); every earlier step is durable.
-            self.spool.remove_soon(queue_id)
+            self._removing.add(queue_id)
+            self.spool.remove_soon(queue_id, self._removing.discard)
             self.entries.pop(queue_id, None)
             event(log, "done", queue_id=queue_id,
                   delivered=sum(r.status == DELIVERED for r in entry.recipients),

@@ -34,7 +34,7 @@ import os
 import random
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,7 +198,7 @@ class Spool:
             if "q" in suffixes:
                 for old in suffixes & {"msg", "env"}:    # a migration that was interrupted
                     (self.active / f"{queue_id}.{old}").unlink(missing_ok=True)
-                entry = self._recover_one(queue_id, unused)
+                entry = self.recover_one(queue_id, unused)
                 if entry is not None:
                     entries.append(entry)
             elif suffixes == {"msg", "env"}:
@@ -216,7 +216,11 @@ class Spool:
         entries.sort(key=lambda e: e.queue_id)
         return entries
 
-    def _recover_one(self, queue_id: str, unused: list[str]) -> QueueEntry | None:
+    def recover_one(self, queue_id: str, unused: list[str]) -> QueueEntry | None:
+        """One queue file at start-up (or after an accepting process died): its entry when
+        committed; None, having removed it, when unfinished and nobody holds it (a file
+        never given a message is listed in `unused`); None when another live process is
+        writing it."""
         path = self.entry_path(queue_id)
         try:
             return self.load(queue_id, strict=True)
@@ -338,14 +342,18 @@ class Spool:
             except FileNotFoundError:
                 pass
 
-    def remove_soon(self, queue_id: str) -> None:
-        """`remove` in a worker thread (an unlink can wait on the journal); not awaited."""
+    def remove_soon(self, queue_id: str, done: Callable[[str], None] | None = None) -> None:
+        """`remove` in a worker thread (an unlink can wait on the journal); not awaited.
+        `done(queue_id)` is called (in that thread) once it is over."""
         def run() -> None:
             try:
                 self.remove(queue_id)
             except OSError as exc:      # start-up finds the entry again: delivered twice
                 event(log, "could not remove a delivered entry", queue_id=queue_id,
                       error=repr(exc))
+            finally:
+                if done is not None:
+                    done(queue_id)
         FSYNC_POOL.submit(run)
 
     def remove_job(self, queue_id: str) -> CommitJob:

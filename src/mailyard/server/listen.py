@@ -38,7 +38,7 @@ class Listener:
     `TrackedProtocol`'s `finished` future; cancelling it ends the connection.
     """
 
-    def __init__(self, service: str, address: str, server: asyncio.base_events.Server):
+    def __init__(self, service: str, address: str, server):
         self.service = service
         self.address = address
         self.server = server
@@ -50,6 +50,45 @@ class Listener:
 
     def close(self) -> None:
         self.server.close()
+
+    async def run_connection(self, handler: Handler, reader: asyncio.StreamReader,
+                             writer: asyncio.StreamWriter) -> None:
+        """Run `handler` on one connection, tracked for `drain`; always close the writer."""
+        task = asyncio.current_task()
+        self.connections.add(task)
+        try:
+            await handler(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, ssl_mod.SSLError, TimeoutError):
+            pass
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # a bug in one session must not take the listener down
+            log.exception("%s: session crashed", self.service)
+        finally:
+            self.connections.discard(task)
+            with contextlib.suppress(Exception):
+                writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), timeout=2.0)
+
+    async def serve_socket(self, sock: socket.socket, handler: Handler,
+                           ssl: ssl_mod.SSLContext | None = None) -> bool:
+        """Serve a connection accepted elsewhere (by a dispatching listener, or by another
+        process that passed it over) as if this listener had accepted it. False when the
+        connection failed before `handler` could start (it will not run then)."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=STREAM_LIMIT)
+
+        def connected(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> Awaitable[None]:
+            return self.run_connection(handler, r, w)
+
+        protocol = asyncio.StreamReaderProtocol(reader, connected)
+        try:
+            await loop.connect_accepted_socket(lambda: protocol, sock, ssl=ssl)
+        except (OSError, ssl_mod.SSLError, TimeoutError):
+            sock.close()        # the client left, or its TLS handshake failed
+            return False
+        return True
 
     async def drain(self, timeout: float) -> None:
         """Wait up to `timeout` seconds for open connections, then cancel the rest."""
@@ -73,23 +112,7 @@ async def serve_stream(app, service: str, address: str, handler: Handler, *,
     holder: dict[str, Listener] = {}
 
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        listener = holder["listener"]
-        listener.connections.add(task)
-        try:
-            await handler(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError, ssl_mod.SSLError, TimeoutError):
-            pass
-        except asyncio.CancelledError:
-            pass
-        except Exception:  # a bug in one session must not take the listener down
-            log.exception("%s: session crashed", service)
-        finally:
-            listener.connections.discard(task)
-            with contextlib.suppress(Exception):
-                writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), timeout=2.0)
+        await holder["listener"].run_connection(handler, reader, writer)
 
     async def start_unix(path: str) -> asyncio.base_events.Server:
         return await asyncio.start_unix_server(on_connect, path=path, ssl=ssl,
@@ -166,15 +189,7 @@ async def _listen(app, service: str, address: str, start_unix, start_tcp, ssl,
         else:
             server = await start_tcp(host, port)
     except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            reason = f"{address} is already in use"
-        elif exc.errno == errno.EACCES:
-            reason = f"{address}: permission denied (ports below 1024 need root)"
-        elif exc.errno == errno.EADDRNOTAVAIL:
-            reason = f"{address}: no such local address"
-        else:
-            reason = f"{address}: cannot listen: {exc.strerror or exc}"
-        raise ConfigError(reason, file=source, key=key) from None
+        raise ConfigError(_bind_error(exc, address), file=source, key=key) from None
     listener = Listener(service, address, server)
     bound = listener.sockname
     event(log, "listening", service=service, address=address,
@@ -182,6 +197,86 @@ async def _listen(app, service: str, address: str, start_unix, start_tcp, ssl,
           tls="implicit" if ssl else None,
           status="placeholder: refuses politely until its package lands" if placeholder
           else None)
+    return listener
+
+
+def _bind_error(exc: OSError, address: str) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return f"{address} is already in use"
+    if exc.errno == errno.EACCES:
+        return f"{address}: permission denied (ports below 1024 need root)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{address}: no such local address"
+    return f"{address}: cannot listen: {exc.strerror or exc}"
+
+
+class _Acceptor:
+    """A listening TCP socket whose connections go to `dispatch(sock, peer)` as accepted
+    (the `server` of a dispatching `Listener`: close, sockets, wait_closed)."""
+
+    def __init__(self, sock: socket.socket, dispatch: Callable[[socket.socket, object], None]):
+        self.sockets = [sock]
+        self._sock = sock
+        self._dispatch = dispatch
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(sock.fileno(), self._accept)
+
+    def _accept(self) -> None:
+        # Everything waiting, like asyncio's own servers (bounded: the backlog refills).
+        for _ in range(100):
+            try:
+                conn, peer = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:      # EMFILE, ECONNABORTED...: log, keep listening
+                event(log, "accept failed", error=repr(exc))
+                return
+            conn.setblocking(False)
+            try:
+                self._dispatch(conn, peer)
+            except Exception:  # noqa: BLE001 - one bad connection must not stop accepting
+                log.exception("dispatching a connection failed")
+                conn.close()
+
+    def close(self) -> None:
+        if self.sockets:
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+            self.sockets = []
+
+    async def wait_closed(self) -> None:
+        return None
+
+
+async def serve_dispatched(app, service: str, address: str,
+                           dispatch: Callable[[Listener, socket.socket, object], None]
+                           ) -> Listener:
+    """Bind TCP `address` for `service`; hand each accepted socket to
+    `dispatch(listener, sock, peer)`, which serves it here (`listener.serve_socket`) or passes
+    it to another process. Bind errors raise ConfigError as in `serve_stream`."""
+    key = f"listen.{service}"
+    source = app.settings.source or "<defaults>"
+    try:
+        host, port = parse_hostport(address)
+        if host.startswith("unix:"):
+            raise ValueError(f"{address}: a dispatching listener needs HOST:PORT")
+    except ValueError as exc:
+        raise ConfigError(str(exc), file=source, key=key) from None
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+        family = infos[0][0]
+        sock = socket.create_server((infos[0][4][0], port), family=family, backlog=1024,
+                                    reuse_port=False)
+    except OSError as exc:
+        raise ConfigError(_bind_error(exc, address), file=source, key=key) from None
+    sock.setblocking(False)
+    holder: dict[str, Listener] = {}
+    listener = Listener(service, address, _Acceptor(
+        sock, lambda conn, peer: dispatch(holder["listener"], conn, peer)))
+    holder["listener"] = listener
+    bound = listener.sockname
+    event(log, "listening", service=service, address=address, bound=f"{bound[0]}:{bound[1]}")
     return listener
 
 
