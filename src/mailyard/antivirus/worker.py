@@ -7,22 +7,42 @@ makes each worker load the database again on its next scan.
 
 from __future__ import annotations
 
-from mailyard.antivirus.engine import ScanOptions, VirusEngine
-from mailyard.antivirus.verdict import ScanLimits, ScanVerdict
+import os
+from typing import TYPE_CHECKING
+
+from mailyard.antivirus.verdict import ScanLimits, ScanOptions, ScanVerdict
+
+if TYPE_CHECKING:
+    from mailyard.antivirus.engine import VirusEngine
 
 _engine: VirusEngine | None = None
 _key: tuple | None = None
+_loaded_in: int | None = None  # the pid that loaded `_engine` (the fork server, if preloaded)
 
 
 def engine_for(database_dir: str | None, limits: ScanLimits, generation: int = 0,
                cache_dir: str | None = None) -> VirusEngine:
-    global _engine, _key
+    global _engine, _key, _loaded_in
     key = (database_dir, limits, generation, cache_dir)
     if _engine is None or _key != key:
         _engine = None  # free the old signatures before loading the new ones
+        from mailyard.antivirus.engine import VirusEngine
+
         _engine = VirusEngine(database_dir, limits, cache_dir=cache_dir)
         _key = key
+        _loaded_in = os.getpid()
     return _engine
+
+
+def loaded() -> tuple[tuple | None, int | None, int]:
+    """(engine key, pid that loaded it, this pid): whether a worker was forked with it."""
+    return _key, _loaded_in, os.getpid()
+
+
+def preload(database_dir: str | None, limits: dict, cache_dir: str | None = None) -> None:
+    """Load the engine in the pool's fork server (`server.pool_warm`), before it forks any
+    worker: each worker then starts with it, shared copy-on-write."""
+    engine_for(database_dir, ScanLimits(**limits), 0, cache_dir)
 
 
 def scan_message(database_dir: str | None, limits: ScanLimits, message: bytes,
