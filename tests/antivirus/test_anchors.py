@@ -4,6 +4,7 @@ checked against expectations and against the YARA-X matcher on the same signatur
 from __future__ import annotations
 
 import random
+import string
 
 import pytest
 from hypothesis import given, settings
@@ -230,6 +231,15 @@ def test_bulk_hash_loader_equals_line_loader():
         elif kind == 8:
             name = rng.choice(["Ignored.Name", "Ign", "Ign\r", "Ign ", "Ignored.Name:1",
                                "xIgnored.Name", "Ignored.Nam"])
+        elif kind == 9:
+            # What the in-word arithmetic must not take for hex digits or a size: control
+            # bytes that OR 0x20 turns into digits, bytes >= 0x80, odd sizes.
+            at = rng.randrange(len(digest))
+            digest = digest[:at] + rng.choice("\x10\x19\x1a\xe9@G`g/_") + digest[at + 1:]
+        elif kind == 10:
+            size = rng.choice(["12345678", "123456789012", "+12", " 12", "1_0", "", "9" * 7,
+                               "0", "\xb9", "1\x10"])
+            name = rng.choice([name, " " + name, ":" + name, "", "\u00e9" + name])
         lines.append(f"{digest}:{size}:{name}")
         probes.append((digest.lower(), size))
     data = "\n".join(lines).encode() + b"\n"
@@ -243,11 +253,16 @@ def test_bulk_hash_loader_equals_line_loader():
         errors.append(errs)
     assert errors[0] == errors[1] and errors[0]
     assert len(stores[0]) == len(stores[1])
+    for algorithm in ("md5", "sha1", "sha256"):
+        tables = [st.tables[algorithm] for st in stores]
+        assert list(tables[0].keys) == list(tables[1].keys)
+        assert list(tables[0].refs) == list(tables[1].refs)
+        assert tables[0].sizes == tables[1].sizes
     algorithm = {32: "md5", 40: "sha1", 64: "sha256"}
     for digest, size in probes:
-        if len(digest) not in algorithm:
+        if len(digest) not in algorithm or not all(c in string.hexdigits for c in digest):
             continue
-        n = int(size) if size.isdigit() else -1
+        n = int(size) if size.isascii() and size.isdigit() else -1
         for s in ({n, 12, 0} if n >= 0 else {12}):
             results = [st.lookup(algorithm[len(digest)], digest, s) for st in stores]
             assert results[0] == results[1]
