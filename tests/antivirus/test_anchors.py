@@ -7,7 +7,7 @@ import random
 import string
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mailyard.antivirus import hexsig
@@ -141,6 +141,7 @@ def _signature(draw):
     return "".join(edge + before + [run] + after + edge)
 
 
+@example(body="6261!(61|63)61626162{1}{0-2}{2-}6261", offset="*", pieces=[])  # three gaps in a row
 @settings(max_examples=150, deadline=None)
 @given(_signature(), st.sampled_from(["*", "0", "2,3", "EOF-9", "EOF-12,4", "5"]),
        st.lists(st.sampled_from([b"a", b"b", b"ab", b"ba", b"c", b"abab", b"bbab"]),
@@ -156,6 +157,18 @@ def test_anchored_agrees_with_yara(body, offset, pieces):
                       _instance(tokens, random.Random(len(data))) + data,
                       data + _instance(tokens, random.Random(len(pieces)))):
         assert anchored.scan(candidate, 0) == yara_only.scan(candidate, 0), candidate
+
+
+def test_gaps_in_a_row_match_like_one_gap():
+    """`{1}{0-2}{2-}` is `{3-}`; clamscan finds `babababxxxxba` with the `{3-}` form.
+
+    (clamscan refuses gaps in a row as malformed; we accept them with the one meaning they
+    can have, and YARA-X must not miss it: it did before adjacent gaps were merged.)
+    """
+    anchored, yara_only = _both(["Gaps:0:*:6261!(61|63)61626162{1}{0-2}{2-}6261"])
+    for matcher in (anchored, yara_only):
+        assert matcher.scan(b"babababxxxxba", 0) == ["Gaps"]
+        assert matcher.scan(b"babababxba", 0) == []  # one byte between: too close
 
 
 def _instance(tokens, rng) -> bytes:
