@@ -201,6 +201,34 @@ def test_summarize_agrees_with_parse(text):
     assert (planned[0], planned[2], planned[3], planned[4], planned[5] is None) == summary
 
 
+_HEX_DIGITS = "0123456789abcdefABCDEF"
+_hex_pairs = st.integers(1, 6).flatmap(
+    lambda n: st.text(alphabet=_HEX_DIGITS, min_size=2 * n, max_size=2 * n))
+_token = st.one_of(
+    _hex_pairs, _hex_pairs, st.just("??"), st.sampled_from(_HEX_DIGITS).map(lambda c: c + "?"),
+    st.sampled_from(_HEX_DIGITS).map(lambda c: "?" + c), st.just("*"),
+    st.sampled_from(["{2}", "{-3}", "{4-}", "{2-8}", "{9-2}", "{x}", "{}", "{3-3}"]),
+    st.sampled_from(["g", "{", "}", "-", "(", ")", "|", "!", "a"]))
+_group = st.tuples(st.booleans(), st.lists(st.lists(_token, max_size=2).map("".join),
+                                           min_size=1, max_size=3)).map(
+    lambda g: ("!(" if g[0] else "(") + "|".join(g[1]) + ")")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.one_of(_token, _token, _group), min_size=1, max_size=6).map("".join))
+def test_summarize_agrees_with_parse_on_signature_shapes(text):
+    """As above, on texts built from the grammar's pieces (most are valid signatures), so
+    the comparison covers runs, wildcards, jumps and groups, not only refusals."""
+    test_summarize_agrees_with_parse.hypothesis.inner_test(text)
+
+
+def test_summarize_takes_the_longest_run():
+    # A regression: a later run replaced the first only when more than twice as long (bytes
+    # were compared with hex digits), unlike plan(), which takes the first longest.
+    assert hexsig.summarize("61626364??6162636465")[:3] == (b"abcde", 5, 5)
+    assert hexsig.summarize("6162636465??61626364")[:3] == (b"abcde", 0, 0)
+
+
 def test_summarize_takes_the_common_shapes():
     for body in ("6162636465", "61??62636465{2-8}66", "616263646566*6768",
                  "(6162|63)64656667", "!(61|62)6364656667", "6?616263643?"):

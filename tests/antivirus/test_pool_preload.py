@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
+import json
 import os
 import socket
+import subprocess
+import sys
 import time
 
 from av_samples import write_db
 
-from mailyard.antivirus import worker
-from mailyard.antivirus.engine import _CacheLock, cache_dir_for, limits_from_settings
+from mailyard.antivirus.engine import _CacheLock
 from mailyard.config import load
 from mailyard.server import pool_warm
-from mailyard.server.app import App
 
 MARK_NDB = "Pool.Mark:0:*:706f6f6c2d6d61726b\n"
 
@@ -26,9 +26,17 @@ def _settings(tmp_path, db):
     return load(str(cfg))
 
 
-async def test_workers_fork_with_the_preloaded_engine(tmp_path):
-    db = write_db(tmp_path / "db", {"local.ndb": MARK_NDB})
-    settings = _settings(tmp_path, db)
+# Run in a fresh interpreter: multiprocessing's fork server is one per process, and other
+# tests in this one may have started it already (without our preload).
+_PROBE = """
+import asyncio, json, sys
+from mailyard.antivirus import worker
+from mailyard.antivirus.engine import cache_dir_for, limits_from_settings
+from mailyard.config import load
+from mailyard.server.app import App
+
+async def main():
+    settings = load(sys.argv[1])
     app = App(settings)
     await app.start({"clamd"})
     try:
@@ -37,16 +45,33 @@ async def test_workers_fork_with_the_preloaded_engine(tmp_path):
         pool = app.process_pool
         answers = await asyncio.gather(*(loop.run_in_executor(pool, worker.loaded)
                                          for _ in range(8)))
-        want = (str(db), limits_from_settings(settings), 0, str(cache_dir_for(settings)))
-        pids = {pid for _key, _loaded_in, pid in answers}
-        for key, loaded_in, pid in answers:
-            assert key == want  # the key the listener's scans ask for: no second load
-            assert loaded_in != pid and loaded_in not in pids  # loaded before the fork
-        verdict = await loop.run_in_executor(
-            pool, worker.scan_bytes, str(db), want[1], b"a pool-mark", None, 0, want[3])
-        assert verdict.names == ("Pool.Mark.UNOFFICIAL",)
+        want = (settings.antivirus.databases, limits_from_settings(settings), 0,
+                str(cache_dir_for(settings)))
+        verdict = await loop.run_in_executor(pool, worker.scan_bytes, want[0], want[1],
+                                             b"a pool-mark", None, 0, want[3])
+        print(json.dumps({"same_key": [key == want for key, _, _ in answers],
+                          "loaded_in": [loaded_in for _, loaded_in, _ in answers],
+                          "pids": [pid for _, _, pid in answers],
+                          "names": list(verdict.names)}))
     finally:
         await app.stop()
+
+asyncio.run(main())
+"""
+
+
+def test_workers_fork_with_the_preloaded_engine(tmp_path):
+    db = write_db(tmp_path / "db", {"local.ndb": MARK_NDB})
+    _settings(tmp_path, db)
+    out = subprocess.run([sys.executable, "-c", _PROBE, str(tmp_path / "mailyard.toml")],
+                         capture_output=True, text=True, timeout=120, check=True)
+    result = json.loads(out.stdout.splitlines()[-1])
+    # the key the listener's scans ask for: no worker loads the database again
+    assert all(result["same_key"])
+    pids = set(result["pids"])
+    for loaded_in, pid in zip(result["loaded_in"], result["pids"]):
+        assert loaded_in != pid and loaded_in not in pids  # loaded before the fork
+    assert result["names"] == ["Pool.Mark.UNOFFICIAL"]
 
 
 def test_a_failed_preload_is_logged_and_scans_report_the_error(mailyard_server, tmp_path):

@@ -211,6 +211,11 @@ _PLAIN_OFFSET = re.compile(r"\d+(,\d+)?|EOF-\d+(,\d+)?")
 _OFFSET = re.compile(r"EOF-\d+|EP[+-]\d+|S\d+\+\d+|SL\+\d+|SE\d+")
 
 
+# BodySignature(...) goes through a Python-level __new__; this builds the same tuple
+# directly (one per .ndb line at load).
+_new_tuple = tuple.__new__
+
+
 class _Unsupported(Exception):
     """A valid line of a kind this engine does not implement."""
 
@@ -266,7 +271,8 @@ def _parse_ndb(db: SignatureDatabase, line: str, where: str, suffix: str) -> Non
     tokens = hexsig.parse(body) if summary is None else None
     if name in db.ignored:
         return
-    db.body.append(BodySignature(name + suffix, target, offset, tokens, where, body, summary))
+    db.body.append(_new_tuple(BodySignature,
+                              (name + suffix, target, offset, tokens, where, body, summary)))
 
 
 def _parse_target(text: str) -> int:

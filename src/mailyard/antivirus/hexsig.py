@@ -255,7 +255,7 @@ def summarize(text: str, min_run: int = 4, max_jump: int = 1 << 30):
         return (run, 0, 0, len(run), True) if len(run) >= min_run else None
     parts = _TOKEN.findall(text)
     covered = 0
-    best = None
+    best, best_size = None, 0
     low, high = 0, 0          # span of the top level so far
     group = None              # inside (..): [spans of closed options, negated, all single]
     o_low, o_high, o_count, o_single = 0, 0, 0, True  # the open option
@@ -264,8 +264,8 @@ def summarize(text: str, min_run: int = 4, max_jump: int = 1 << 30):
             covered += len(run)
             size = len(run) >> 1
             span = (size, size)
-            if group is None and size >= min_run and (best is None or size > len(best[0])):
-                best = (run, low, high)
+            if group is None and size >= min_run and (best is None or size > best_size):
+                best, best_size = (run, low, high), size  # the first longest, as plan()
         elif anyb or nib_high or nib_low:
             covered += 2
             span = (1, 1)
@@ -294,9 +294,12 @@ def summarize(text: str, min_run: int = 4, max_jump: int = 1 << 30):
                 if not singles:
                     return None
                 span = (1, 1)
-            else:
-                highs = [h for _, h in spans]
-                span = (min(lo for lo, _ in spans), None if None in highs else max(highs))
+            else:  # (shortest option, longest option); a loop, not comprehensions:
+                g_low, g_high = spans[0]  # this runs for every group at load
+                for o_lo, o_hi in spans[1:]:
+                    g_low = o_lo if o_lo < g_low else g_low
+                    g_high = None if g_high is None or o_hi is None else max(g_high, o_hi)
+                span = (g_low, g_high)
         else:  # a jump (possibly malformed)
             covered += len(jump) + 2
             span = _JUMPS.get(jump)
