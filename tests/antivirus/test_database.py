@@ -197,3 +197,41 @@ def _load_from_cache(args) -> bool:
     engine = VirusEngine(db, cache_dir=cache)
     assert engine.scan_bytes(MARK).infected
     return engine.from_cache
+
+
+def _ndb_lines_one_by_one(data: bytes, origin: str, ignored: set[str]) -> SignatureDatabase:
+    """The reference for `_load_ndb`'s inline fast path: every line through `_parse_ndb`."""
+    from mailyard.antivirus import database
+
+    db = SignatureDatabase(ignored=set(ignored))
+    for number, line in database._lines(data):
+        where = f"{origin}:{number}"
+        try:
+            database._parse_ndb(db, line, where, ".UNOFFICIAL")
+        except database._Unsupported as exc:
+            db.unsupported[str(exc)] += 1
+        except (ValueError, hexsig.SignatureError) as exc:
+            db.errors.append(f"{where}: {exc}")
+    return db
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(
+    st.sampled_from(["Sig.A", "Ignored.Sig", "", "Odd Name", "#Comment"]),
+    st.sampled_from(["0", "1", "*", "15", "x", " 0"]),
+    st.sampled_from(["*", "0", "12,4", "EOF-8", "EP+0", "VI", "x", "0,x"]),
+    st.sampled_from(["6162636465", "61626364??65666768", "61626364*6566", "6162{2-8}63646566",
+                     "6162636465{9-2}66", "(61|62)63646566", "616263", "6162636", "", "61 62",
+                     "6162636465:1:255", "61626364\r", "  6162636465"]),
+    st.sampled_from(["", "\n", "\r", "  "])), max_size=25))
+def test_ndb_fast_path_loads_as_line_by_line(tmp_path_factory, rows):
+    data = "".join(f"{name}:{target}:{offset}:{body}\n{extra}"
+                   for name, target, offset, body, extra in rows).encode()
+    root = tmp_path_factory.mktemp("ndb")
+    (root / "ignore.ign2").write_text("Ignored.Sig\n")
+    (root / "x.ndb").write_bytes(data)
+    loaded = load_database(root)
+    reference = _ndb_lines_one_by_one(data, str(root / "x.ndb"), {"Ignored.Sig"})
+    assert loaded.body == reference.body
+    assert loaded.errors == reference.errors
+    assert loaded.unsupported == reference.unsupported

@@ -169,6 +169,9 @@ def load_database(path, body: bool = True) -> SignatureDatabase:
     else:
         loader.run()
     for origin, ext, data, suffix, errs in text_jobs:
+        if ext == "ndb":
+            _load_ndb(db, data, origin, suffix, errs)
+            continue
         parse = _PARSERS[ext]
         for number, line in _lines(data):
             where = f"{origin}:{number}"
@@ -251,6 +254,36 @@ def _container_members(path: Path):
                 continue
             data = tar.extractfile(member).read()
             yield f"{path}:{member.name}", ext, data, True
+
+
+def _load_ndb(db: SignatureDatabase, data: bytes, origin: str, suffix: str,
+              errors: list[str]) -> None:
+    """Every line of one `.ndb` file: `_parse_ndb`, with the common line — target 0, a
+    plain offset, a body `hexsig.summarize` takes, four fields — done inline (a load
+    of 100,000 signatures is mostly this loop; bench/RESULTS.md)."""
+    body, ignored = db.body, db.ignored
+    summarize, plain, new = hexsig.summarize, _PLAIN_OFFSET.fullmatch, _new_tuple
+    for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+        line = line.strip()
+        if not line or line[0] == "#":
+            continue
+        fields = line.split(":")
+        if len(fields) == 4 and fields[1] == "0" and fields[0]:
+            name, _target, offset, text = fields
+            if offset == "*" or plain(offset):
+                summary = summarize(text)
+                if summary is not None:
+                    if name not in ignored:
+                        body.append(new(BodySignature, (name + suffix, 0, offset, None,
+                                                         f"{origin}:{number}", text, summary)))
+                    continue
+        where = f"{origin}:{number}"
+        try:
+            _parse_ndb(db, line, where, suffix)
+        except _Unsupported as exc:
+            db.unsupported[str(exc)] += 1
+        except (ValueError, hexsig.SignatureError) as exc:
+            errors.append(f"{where}: {exc}")
 
 
 def _parse_ndb(db: SignatureDatabase, line: str, where: str, suffix: str) -> None:

@@ -120,6 +120,12 @@ class VirusEngine:
     def _save(database: SignatureDatabase, matcher: Matcher, cache_dir: Path, key: str,
               lock: _CacheLock) -> None:
         try:
+            # Lowest CPU priority for this thread (Linux: a thread id is a process id
+            # here): the cache must not slow the first scans it runs beside.
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except (AttributeError, OSError):
+            pass
+        try:
             matcher.save(cache_dir, key, {
                 "db_errors": list(database.errors), "unsupported": database.unsupported,
                 "count": len(database.body) + len(database.logical),
