@@ -124,3 +124,15 @@ def test_cache_lock_is_not_kept_by_a_process_forked_while_held(tmp_path):
         os.waitpid(child, 0)
         os.close(ready_r)
         os.close(ready_w)
+
+
+def test_fork_server_imports_only_what_the_enabled_pool_services_run(tmp_path):
+    from mailyard.server.app import App
+
+    app = App(_settings(tmp_path, tmp_path / "db"))
+    app._only = {"clamd"}
+    modules = app._pool_modules()
+    assert "mailyard.antivirus.engine" in modules and "mailyard.spam.worker" not in modules
+    assert modules[-1] == "mailyard.server.pool_warm"  # the preload jobs run last
+    app._only = {"smtp"}  # no service that uses the pool: import what any of them runs
+    assert {"mailyard.filter.worker", "mailyard.spam.worker"} <= set(app._pool_modules())

@@ -29,10 +29,15 @@ from mailyard.log import event, get_logger
 from mailyard.server.listen import Listener
 from mailyard.server.services import SERVICES
 
-# What the process pool's workers run (see App.process_pool); `pool_warm` last: it runs the
-# services' `pool_preload` jobs in the fork server.
-POOL_PRELOAD = ["mailyard.filter.worker", "mailyard.spam.worker", "mailyard.antivirus.worker",
-                "mailyard.antivirus.engine", "mailyard.server.pool_warm"]
+# What the process pool's workers run, per service that uses the pool (see
+# App.process_pool); the fork server imports those of the enabled services (all of them when
+# none is known), then `pool_warm`, which runs the services' `pool_preload` jobs.
+POOL_MODULES = {
+    "filter": ["mailyard.filter.worker", "mailyard.spam.worker", "mailyard.antivirus.worker",
+               "mailyard.antivirus.engine"],
+    "spamd": ["mailyard.spam.worker"],
+    "clamd": ["mailyard.antivirus.worker", "mailyard.antivirus.engine"],
+}
 
 log = get_logger("server")
 
@@ -52,6 +57,7 @@ class App:
         self._pool_lock = threading.Lock()
         self._pool_jobs: list = []
         self._pool_started: asyncio.Future | None = None
+        self._only: set[str] | None = None  # the services `start` was asked for
         self.stopping = asyncio.Event()
         # Cleared while `run_forever` binds the listeners; set otherwise (an App used
         # directly, as tests do, is ready at once).
@@ -103,12 +109,21 @@ class App:
                 # The fork server imports the scanning modules once (not the CLI's __main__
                 # and everything it pulls in), and runs the services' preload jobs (a
                 # signature database), so each worker forks with them loaded and shared.
-                context.set_forkserver_preload(POOL_PRELOAD)
+                context.set_forkserver_preload(self._pool_modules())
                 with pool_warm.jobs_for_fork_server(self._pool_jobs):
                     multiprocessing.forkserver.ensure_running()
                 self._pool = concurrent.futures.ProcessPoolExecutor(
                     max_workers=os.cpu_count() or 2, mp_context=context)
             return self._pool
+
+    def _pool_modules(self) -> list[str]:
+        listen = self.settings.listen
+        enabled = [service for service in POOL_MODULES if getattr(listen, service)
+                   and (self._only is None or service in self._only)]
+        modules = []
+        for service in enabled or POOL_MODULES:
+            modules += [m for m in POOL_MODULES[service] if m not in modules]
+        return modules + ["mailyard.server.pool_warm"]
 
     def start_pool(self) -> None:
         """Create the pool and start a worker (blocking: call it in a thread). A worker
@@ -148,6 +163,7 @@ class App:
     # -- running -------------------------------------------------------------------------
     async def start(self, only: set[str] | None = None) -> None:
         listen = self.settings.listen
+        self._only = only
         starts = []
         for service, target in SERVICES.items():
             address = getattr(listen, service)

@@ -1,7 +1,7 @@
 """Work the process pool's fork server does once, before it forks any worker.
 
 Theory of operation: the pool's workers are forked from a fork server
-(`App.process_pool`), which imports `POOL_PRELOAD` first. This module is the last of those
+(`App.process_pool`), which imports the services' `POOL_MODULES` first. This module is the last of those
 imports: it runs the jobs the services asked for (`pool_preload(settings)` in a service
 module, collected by `App.start`), so what they load — a signature database of hundreds
 of megabytes — is loaded once, before the first fork, and every worker starts with it,
