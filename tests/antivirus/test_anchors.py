@@ -6,11 +6,12 @@ from __future__ import annotations
 import random
 import string
 
+import numpy as np
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from mailyard.antivirus import hexsig
+from mailyard.antivirus import hashes, hexsig
 from mailyard.antivirus.anchors import plan
 from mailyard.antivirus.database import BodySignature, SignatureDatabase, _parse_ndb
 from mailyard.antivirus.hashes import HashStore
@@ -320,3 +321,16 @@ def test_anchor_hitting_everywhere_is_verified_once_per_object(line):
     zeros = b"\0" * (512 << 10)  # below YARA-X's cap on recorded matches per string
     for data in (zeros, zeros + b"\0\0\1", zeros[:100] + b"\1", zeros + b"\0" * 20):
         assert anchored.scan(data, 0) == yara_only.scan(data, 0)
+
+
+def test_hash_order_sorts_by_key_then_line_also_when_top_bits_collide():
+    # keys sharing their top 40 bits (the fast sort's blind spot), duplicates, and a key
+    # repeated far apart; the reference is the plain lexsort by (key, ref).
+    rng = np.random.default_rng(9)
+    base = rng.integers(0, 2**63, 3000, dtype=np.uint64)
+    top = np.uint64(0xABCDEF0123) << np.uint64(24)
+    keys = np.concatenate([base, top | np.arange(50, 0, -1, dtype=np.uint64),
+                           base[:40], [top | np.uint64(7)] * 3]).astype(np.uint64)
+    refs = rng.permutation(len(keys)).astype(np.uint64)
+    order = hashes._order_by_key_then_ref(keys, refs)
+    assert (order == np.lexsort((refs, keys))).all()

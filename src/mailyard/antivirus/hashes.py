@@ -97,12 +97,7 @@ class _Table:
                 refs.append(np.array([c & _MASK for c in self.pending], np.uint64))
                 self.pending.clear()
             all_keys, all_refs = np.concatenate(keys), np.concatenate(refs)
-            # By key, then by line (the first line wins a lookup): a quick sort by key; only
-            # when some keys repeat (duplicate lines), the slower sort by (key, line).
-            order = np.argsort(all_keys)
-            sorted_keys = all_keys[order]
-            if (sorted_keys[1:] == sorted_keys[:-1]).any():
-                order = np.lexsort((all_refs, all_keys))
+            order = _order_by_key_then_ref(all_keys, all_refs)
             self.keys, self.refs = array("Q"), array("Q")
             self.keys.frombytes(all_keys[order].tobytes())
             self.refs.frombytes(all_refs[order].tobytes())
@@ -121,6 +116,37 @@ class _Table:
     def __len__(self) -> int:
         return (len(self.keys) + len(self.any_keys) + len(self.pending) + len(self.any_pending)
                 + sum(len(k) for k, _ in self.chunks))
+
+
+_ROW_BITS = 24
+_ROW_MASK = np.uint64((1 << _ROW_BITS) - 1)
+
+
+def _order_by_key_then_ref(keys, refs):
+    """The permutation that sorts by key, then by ref (the first line wins a lookup).
+
+    A plain sort is twice as fast as an argsort, so each key's low 24 bits are replaced by
+    its row number and those words sorted: that orders by the top 40 bits of the key, then
+    by row. Only the (rare) runs of keys sharing their top 40 bits are then sorted again
+    exactly, by (key, ref)."""
+    n = len(keys)
+    if n >= 1 << _ROW_BITS:
+        return np.lexsort((refs, keys))
+    packed = (keys & ~_ROW_MASK) | np.arange(n, dtype=np.uint64)
+    packed.sort()
+    order = (packed & _ROW_MASK).astype(np.intp)
+    top = packed >> np.uint64(_ROW_BITS)
+    shared = np.flatnonzero(top[1:] == top[:-1])
+    if len(shared):
+        # runs of equal tops: [start, end) for each, from the positions where one starts
+        starts = shared[np.concatenate(([True], shared[1:] != shared[:-1] + 1))]
+        for start in starts.tolist():
+            end = start + 1
+            while end < n and top[end] == top[start]:
+                end += 1
+            rows = order[start:end]
+            order[start:end] = rows[np.lexsort((refs[rows], keys[rows]))]
+    return order
 
 
 def _name_print(name: bytes) -> int:
