@@ -17,7 +17,11 @@ Each figure is wall seconds and CPU seconds (user + system of the process tree u
 moment: /proc for the servers, getrusage in the engine's interpreter) with the 1-minute
 load average before the round. Medians at the end, and the ratios to clamd's.
 
+With `--baseline SRC` the engine and the listener also run from another source tree (the
+code before a change), in the same rounds.
+
 Usage: python bench/bench_av_start.py [--rounds 5] [--sigs 100000] [--hashes 1000000]
+                                      [--baseline SRC] [--only clamd,engine,...]
 """
 
 from __future__ import annotations
@@ -104,16 +108,21 @@ def run_clamd(db: Path, root: Path, small: Path) -> dict:
     return {"wall": ping, "cpu": ping_cpu, "scan_wall": scan, "scan_cpu": scan_cpu}
 
 
-def run_engine(db: Path) -> dict:
+def _env(src: str | None) -> dict | None:
+    """The environment of a child that runs mailyard from another source tree."""
+    return None if src is None else {**os.environ, "PYTHONPATH": src}
+
+
+def run_engine(db: Path, src: str | None = None) -> dict:
     started = time.time()
     out = subprocess.run([sys.executable, "-c", ENGINE_CHILD, str(db)], capture_output=True,
-                         text=True, check=True, timeout=300)
+                         text=True, check=True, timeout=300, env=_env(src))
     ready, cpu, count, errors = out.stdout.split()
     return {"wall": float(ready) - started, "cpu": float(cpu), "signatures": int(count),
             "errors": int(errors)}
 
 
-def run_listener(db: Path, root: Path, small: Path) -> dict:
+def run_listener(db: Path, root: Path, small: Path, src: str | None = None) -> dict:
     port = free_port()
     data_dir = Path(tempfile.mkdtemp(prefix="var-", dir=root))
     config = root / f"mailyard-{port}.toml"
@@ -122,7 +131,7 @@ def run_listener(db: Path, root: Path, small: Path) -> dict:
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "mailyard", "-c", str(config), "serve",
                              "--only", "clamd"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT, env=_env(src))
     try:
         _wait_ping(port, proc)
         ping = time.monotonic() - started
@@ -143,8 +152,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sigs", type=int, default=100_000)
     parser.add_argument("--hashes", type=int, default=1_000_000)
-    parser.add_argument("--only", default="clamd,engine,listener",
+    parser.add_argument("--only", default="clamd,engine,listener,engine@base,listener@base",
                         help="which start-ups to run (comma-separated)")
+    parser.add_argument("--baseline", metavar="SRC",
+                        help="also run the engine and the listener from this source tree "
+                             "(e.g. `git archive BASE src | tar -x -C DIR`, then DIR/src)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-av-start-"))
     try:
@@ -156,6 +168,9 @@ def main() -> None:
                    "engine": lambda: run_engine(db)}
         if have_clamd:
             runners["clamd"] = lambda: run_clamd(db, root, small)
+        if args.baseline:
+            runners["engine@base"] = lambda: run_engine(db, args.baseline)
+            runners["listener@base"] = lambda: run_listener(db, root, small, args.baseline)
         names = [name for name in runners if name in args.only.split(",")]
         results: dict[str, list[dict]] = {name: [] for name in names}
         loads = []
@@ -181,8 +196,10 @@ def main() -> None:
         ref_wall = statistics.median(x["wall"] for x in base) if base else None
         ref_cpu = statistics.median(x["cpu"] for x in base) if base else None
         labels = {"clamd": "clamd, exec → PONG", "engine": "VirusEngine(db), exec → ready",
-                  "listener": "mailyard serve --only clamd, exec → first scan answered"}
-        for name in ("clamd", "engine", "listener"):
+                  "listener": "mailyard serve --only clamd, exec → first scan answered",
+                  "engine@base": "VirusEngine(db), baseline source",
+                  "listener@base": "mailyard serve --only clamd, baseline source"}
+        for name in ("clamd", "engine", "listener", "engine@base", "listener@base"):
             if not results.get(name):
                 continue
             wall = statistics.median(x["wall"] for x in results[name])
