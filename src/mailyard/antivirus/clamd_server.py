@@ -1,8 +1,10 @@
 """The clamd-compatible listener: `clamd_proto` on a socket, scans in the process pool.
 
-Scans run in `app.process_pool` (one engine per worker process, loaded on first use), so the
-event loop only moves bytes. RELOAD (and SIGHUP) bump a generation number that makes every
-worker load the database again before its next scan.
+Scans run in `app.process_pool`, so the event loop only moves bytes. The pool's fork server
+loads the database once at start-up (`pool_preload`), so every worker is forked with the
+engine; without that (a pool started before this service) a worker loads it on first use.
+RELOAD (and SIGHUP) bump a generation number that makes every worker load the database
+again before its next scan.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
-"""Scanning from a process pool: one `VirusEngine` per worker process, loaded on first use.
+"""Scanning from a process pool: one `VirusEngine` per worker process.
 
 The functions here are module-level so `ProcessPoolExecutor` can pickle them; the engine is
-keyed by (database_dir, limits, generation), so bumping the generation (clamd RELOAD, SIGHUP)
-makes each worker load the database again on its next scan.
+keyed by (database_dir, limits, generation, cache_dir), so bumping the generation (clamd
+RELOAD, SIGHUP) makes each worker load the database again on its next scan. `preload` loads
+it in the pool's fork server before any worker exists (`server.pool_warm`), so workers are
+forked with it; a worker whose key differs loads its own on first use.
 """
 
 from __future__ import annotations
