@@ -318,6 +318,18 @@ class HashStore:
         for table in self.tables.values():
             table.finish()
 
+    def tables_state(self) -> dict:
+        """The finished tables that hold signatures, as plain data (arrays pickle as their
+        raw bytes): what a forked loader sends back (`antivirus.forked`)."""
+        return {name: vars(table) for name, table in self.tables.items() if len(table)}
+
+    def take_tables(self, state: dict, blobs: list[tuple[bytes, str, bool]]) -> None:
+        """Adopt `tables_state()` of a store that loaded `blobs` (data, suffix, size_first),
+        in that order, so its line references point into the same blobs here."""
+        for name, attributes in state.items():
+            vars(self.tables[name]).update(attributes)
+        self._blobs.extend(blobs)
+
     def algorithms(self) -> list[str]:
         return [name for name, table in self.tables.items() if len(table)]
 
