@@ -17,6 +17,8 @@ a scan computes a digest only for sizes some signature has.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import gzip
 import hashlib
 import io
@@ -134,6 +136,27 @@ def load_database(path, body: bool = True, parallel: bool | str | None = None
     `parallel`: None loads a large database in forked children when that is safe
     (`forked.can_fork()`); False loads in this process; True forks for a large database;
     "always" forks whatever the size (tests). The database is the same either way."""
+    with no_gc():
+        return _load_database(path, body, parallel)
+
+
+@contextlib.contextmanager
+def no_gc():
+    """No cyclic garbage collection inside the block (then as before). A load creates
+    hundreds of thousands of tuples and no cycles, so the collector's passes — each young
+    collection walking the new tuples, full ones every object in the process — were a
+    fifth to a quarter of the load's CPU (bench/RESULTS.md), and in a forked loader they
+    would write to every page they walk, unsharing it. Process-wide, for about a second."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _load_database(path, body: bool, parallel: bool | str | None) -> SignatureDatabase:
     db = SignatureDatabase()
     sources = database_sources(path)
     members: list[tuple[str, str, bytes, bool]] = []  # (origin, extension, data, official)

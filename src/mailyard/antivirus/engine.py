@@ -25,7 +25,7 @@ from pathlib import Path
 import yara_x
 
 from mailyard.antivirus import archives, filetype, mime
-from mailyard.antivirus.database import SignatureDatabase, database_sources, load_database
+from mailyard.antivirus.database import SignatureDatabase, database_sources, load_database, no_gc
 from mailyard.antivirus.from_config import (  # noqa: F401 - re-exported
     ENGINE_VERSION,
     cache_dir_for,
@@ -78,8 +78,9 @@ class VirusEngine:
         of an unchanged database (key: every file's name, size and mtime, and the engine
         and YARA-X versions), which makes a reload or a new pool worker fast."""
         if not cache_dir or not database_dir:
-            database = load_database(database_dir)
-            return database, Matcher(database)
+            with no_gc():
+                database = load_database(database_dir)
+                return database, Matcher(database)
         key = _cache_key(database_dir)
         cache_dir = Path(cache_dir)
         cached = Matcher.load(cache_dir, key)
@@ -90,8 +91,9 @@ class VirusEngine:
             try:
                 cached = Matcher.load(cache_dir, key)
                 if cached is None:
-                    database = load_database(database_dir)
-                    matcher = Matcher(database)
+                    with no_gc():
+                        database = load_database(database_dir)
+                        matcher = Matcher(database)
                     # The engine is ready now; the cache is written beside the first scans,
                     # and the lock released when it is complete.
                     saver = threading.Thread(target=self._save, name="antivirus-cache",

@@ -28,9 +28,17 @@ _HEADER = struct.Struct("<Q")
 
 
 def can_fork() -> bool:
-    """Whether a fork is safe and useful now: Linux-like, one thread, more than one CPU."""
-    return (hasattr(os, "fork") and sys.platform.startswith("linux")
-            and threading.active_count() == 1 and (os.cpu_count() or 1) > 1)
+    """Whether a fork is safe and useful now: Linux-like, one thread, and a core to spare
+    (the 1-minute load average at least one under the CPU count). On a machine whose cores
+    are all busy a child only adds its cost (a fork, the pickle, copied pages): measured
+    slower there than loading in one process (bench/RESULTS.md)."""
+    if not (hasattr(os, "fork") and sys.platform.startswith("linux")
+            and threading.active_count() == 1):
+        return False
+    try:
+        return os.getloadavg()[0] + 1 <= (os.cpu_count() or 1)
+    except OSError:
+        return False
 
 
 class Forked:

@@ -20,6 +20,7 @@ another database and load their own, as without a preload.
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import json
 import os
@@ -57,4 +58,8 @@ def run_jobs(text: str | None) -> int:
     return done
 
 
-run_jobs(os.environ.pop(ENV, None))
+if run_jobs(os.environ.pop(ENV, None)):
+    # What the jobs loaded lives as long as the fork server and its workers: the collector
+    # leaves it alone from now on, so a worker's collections neither walk hundreds of
+    # thousands of signatures nor write to (and so unshare) the pages that hold them.
+    gc.freeze()
