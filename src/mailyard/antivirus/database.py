@@ -41,8 +41,10 @@ KNOWN_EXTENSIONS = (HASH_EXTENSIONS | SECTION_EXTENSIONS | ALLOW_EXTENSIONS
                     | {"ndb", "ldb", "ign2", "ign"})
 CONTAINER_EXTENSIONS = {"cvd", "cld", "cud"}
 CVD_HEADER = 512
-# Below these sizes a database loads in one process (a fork, the pipe and the pickle
-# cost more than they save; bench/RESULTS.md): bytes of hash files, lines of one .ndb file.
+# Below these sizes a database loads in one process: bytes of hash files, lines of one
+# .ndb file. A fork, the pipe and the pickle cost 20-80 ms of CPU at such sizes; these are
+# guesses for an idle machine, where a child runs on its own core. On a busy one forking
+# was slower at every size (bench/RESULTS.md), and `forked.can_fork()` says no there.
 PARALLEL_HASH_BYTES = 1 << 21
 PARALLEL_NDB_LINES = 20_000
 
