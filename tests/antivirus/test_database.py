@@ -295,3 +295,26 @@ def test_parallel_load_is_the_serial_load(tmp_path):
         assert parallel.hashes.lookup("md5", h, size) == f"Hash.{i}.UNOFFICIAL"
     assert parallel.hashes.lookup("md5", hashes[0][0], 1) == "Any.Size.UNOFFICIAL"
     assert parallel.allow.lookup("md5", *hashes[5]) == "Allowed.UNOFFICIAL"
+
+
+def test_a_failed_fork_or_child_loads_in_this_process(tmp_path, monkeypatch):
+    """No process to fork, or a child that dies: the parent loads that part itself."""
+    import os
+
+    ndb = "".join(f"Sig.{i}:0:*:{(b'mark-%05d-' % i).hex()}\n" for i in range(50)) + "Bad:0\n"
+    hdb = "".join(f"{hashlib.md5(b'%d' % i).hexdigest()}:{i + 1}:H.{i}\n" for i in range(3000))
+    db = write_db(tmp_path / "db", {"a.ndb": ndb, "b.hdb": hdb + "odd\n"})
+    serial = load_database(db, parallel=False)
+
+    def no_fork():
+        raise OSError("EAGAIN")
+
+    def dying(*_args):
+        os._exit(3)
+
+    for patch in (("os.fork", no_fork), ("mailyard.antivirus.database._load_halves", dying)):
+        with monkeypatch.context() as m:
+            m.setattr(*patch)
+            loaded = load_database(db, parallel="always")
+        assert loaded.body == serial.body and loaded.errors == serial.errors
+        assert _tables(loaded.hashes) == _tables(serial.hashes)

@@ -53,7 +53,13 @@ class Forked:
             fcntl.fcntl(write_fd, 1031, 1 << 20)  # F_SETPIPE_SZ: fewer round trips
         except (ImportError, OSError):
             pass
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:  # no process to spare: `result()` says None, the caller loads it
+            os.close(read_fd)
+            os.close(write_fd)
+            self._pid = None
+            return
         if pid == 0:  # the child
             status = 1
             try:
@@ -72,6 +78,8 @@ class Forked:
         self._read_fd = read_fd
 
     def result(self):
+        if self._pid is None:
+            return None
         try:
             with os.fdopen(self._read_fd, "rb") as pipe:
                 header = pipe.read(_HEADER.size)
