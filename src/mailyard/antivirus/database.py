@@ -145,10 +145,10 @@ def load_database(path, body: bool = True, parallel: bool | str | None = None
 @contextlib.contextmanager
 def no_gc():
     """No cyclic garbage collection inside the block (then as before). A load creates
-    hundreds of thousands of tuples and no cycles, so the collector's passes — each young
-    collection walking the new tuples, full ones every object in the process — were a
-    fifth to a quarter of the load's CPU (bench/RESULTS.md), and in a forked loader they
-    would write to every page they walk, unsharing it. Process-wide, for about a second."""
+    hundreds of thousands of tuples and no cycles; the collector's ~450 passes over them
+    cost ~2 % of the load's CPU in one process (bench/RESULTS.md), and in a forked loader
+    they would write to every page they walk, unsharing it. Process-wide, for about a
+    second."""
     enabled = gc.isenabled()
     gc.disable()
     try:
