@@ -130,12 +130,14 @@ def wait_ping(port: int, timeout: float = 600) -> None:
 
 
 def _ticks(pid: int) -> int:
-    """utime + stime of one process (all its threads), in clock ticks."""
+    """utime + stime of one process (all its threads) and of its children that have
+    exited and been waited for (cutime + cstime: say, a loader it forked), in clock ticks.
+    A live child is not in these; `tree_cpu` counts it on its own."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0
-    return int(fields[11]) + int(fields[12])
+    return int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
 
 
 def tree_cpu(pid: int) -> float:

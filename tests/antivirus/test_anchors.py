@@ -4,12 +4,14 @@ checked against expectations and against the YARA-X matcher on the same signatur
 from __future__ import annotations
 
 import random
+import string
 
+import numpy as np
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from mailyard.antivirus import hexsig
+from mailyard.antivirus import hashes, hexsig
 from mailyard.antivirus.anchors import plan
 from mailyard.antivirus.database import BodySignature, SignatureDatabase, _parse_ndb
 from mailyard.antivirus.hashes import HashStore
@@ -200,6 +202,34 @@ def test_summarize_agrees_with_parse(text):
     assert (planned[0], planned[2], planned[3], planned[4], planned[5] is None) == summary
 
 
+_HEX_DIGITS = "0123456789abcdefABCDEF"
+_hex_pairs = st.integers(1, 6).flatmap(
+    lambda n: st.text(alphabet=_HEX_DIGITS, min_size=2 * n, max_size=2 * n))
+_token = st.one_of(
+    _hex_pairs, _hex_pairs, st.just("??"), st.sampled_from(_HEX_DIGITS).map(lambda c: c + "?"),
+    st.sampled_from(_HEX_DIGITS).map(lambda c: "?" + c), st.just("*"),
+    st.sampled_from(["{2}", "{-3}", "{4-}", "{2-8}", "{9-2}", "{x}", "{}", "{3-3}"]),
+    st.sampled_from(["g", "{", "}", "-", "(", ")", "|", "!", "a"]))
+_group = st.tuples(st.booleans(), st.lists(st.lists(_token, max_size=2).map("".join),
+                                           min_size=1, max_size=3)).map(
+    lambda g: ("!(" if g[0] else "(") + "|".join(g[1]) + ")")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.one_of(_token, _token, _group), min_size=1, max_size=6).map("".join))
+def test_summarize_agrees_with_parse_on_signature_shapes(text):
+    """As above, on texts built from the grammar's pieces (most are valid signatures), so
+    the comparison covers runs, wildcards, jumps and groups, not only refusals."""
+    test_summarize_agrees_with_parse.hypothesis.inner_test(text)
+
+
+def test_summarize_takes_the_longest_run():
+    # A regression: a later run replaced the first only when more than twice as long (bytes
+    # were compared with hex digits), unlike plan(), which takes the first longest.
+    assert hexsig.summarize("61626364??6162636465")[:3] == (b"abcde", 5, 5)
+    assert hexsig.summarize("6162636465??61626364")[:3] == (b"abcde", 0, 0)
+
+
 def test_summarize_takes_the_common_shapes():
     for body in ("6162636465", "61??62636465{2-8}66", "616263646566*6768",
                  "(6162|63)64656667", "!(61|62)6364656667", "6?616263643?"):
@@ -243,6 +273,15 @@ def test_bulk_hash_loader_equals_line_loader():
         elif kind == 8:
             name = rng.choice(["Ignored.Name", "Ign", "Ign\r", "Ign ", "Ignored.Name:1",
                                "xIgnored.Name", "Ignored.Nam"])
+        elif kind == 9:
+            # What the in-word arithmetic must not take for hex digits or a size: control
+            # bytes that OR 0x20 turns into digits, bytes >= 0x80, odd sizes.
+            at = rng.randrange(len(digest))
+            digest = digest[:at] + rng.choice("\x10\x19\x1a\xe9@G`g/_") + digest[at + 1:]
+        elif kind == 10:
+            size = rng.choice(["12345678", "123456789012", "+12", " 12", "1_0", "", "9" * 7,
+                               "0", "\xb9", "1\x10"])
+            name = rng.choice([name, " " + name, ":" + name, "", "\u00e9" + name])
         lines.append(f"{digest}:{size}:{name}")
         probes.append((digest.lower(), size))
     data = "\n".join(lines).encode() + b"\n"
@@ -256,11 +295,16 @@ def test_bulk_hash_loader_equals_line_loader():
         errors.append(errs)
     assert errors[0] == errors[1] and errors[0]
     assert len(stores[0]) == len(stores[1])
+    for algorithm in ("md5", "sha1", "sha256"):
+        tables = [st.tables[algorithm] for st in stores]
+        assert list(tables[0].keys) == list(tables[1].keys)
+        assert list(tables[0].refs) == list(tables[1].refs)
+        assert tables[0].sizes == tables[1].sizes
     algorithm = {32: "md5", 40: "sha1", 64: "sha256"}
     for digest, size in probes:
-        if len(digest) not in algorithm:
+        if len(digest) not in algorithm or not all(c in string.hexdigits for c in digest):
             continue
-        n = int(size) if size.isdigit() else -1
+        n = int(size) if size.isascii() and size.isdigit() else -1
         for s in ({n, 12, 0} if n >= 0 else {12}):
             results = [st.lookup(algorithm[len(digest)], digest, s) for st in stores]
             assert results[0] == results[1]
@@ -277,3 +321,16 @@ def test_anchor_hitting_everywhere_is_verified_once_per_object(line):
     zeros = b"\0" * (512 << 10)  # below YARA-X's cap on recorded matches per string
     for data in (zeros, zeros + b"\0\0\1", zeros[:100] + b"\1", zeros + b"\0" * 20):
         assert anchored.scan(data, 0) == yara_only.scan(data, 0)
+
+
+def test_hash_order_sorts_by_key_then_line_also_when_top_bits_collide():
+    # keys sharing their top 40 bits (the fast sort's blind spot), duplicates, and a key
+    # repeated far apart; the reference is the plain lexsort by (key, ref).
+    rng = np.random.default_rng(9)
+    base = rng.integers(0, 2**63, 3000, dtype=np.uint64)
+    top = np.uint64(0xABCDEF0123) << np.uint64(24)
+    keys = np.concatenate([base, top | np.arange(50, 0, -1, dtype=np.uint64),
+                           base[:40], [top | np.uint64(7)] * 3]).astype(np.uint64)
+    refs = rng.permutation(len(keys)).astype(np.uint64)
+    order = hashes._order_by_key_then_ref(keys, refs)
+    assert (order == np.lexsort((refs, keys))).all()

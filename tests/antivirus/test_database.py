@@ -197,3 +197,124 @@ def _load_from_cache(args) -> bool:
     engine = VirusEngine(db, cache_dir=cache)
     assert engine.scan_bytes(MARK).infected
     return engine.from_cache
+
+
+def _ndb_lines_one_by_one(data: bytes, origin: str, ignored: set[str]) -> SignatureDatabase:
+    """The reference for `_load_ndb`'s inline fast path: every line through `_parse_ndb`."""
+    from mailyard.antivirus import database
+
+    db = SignatureDatabase(ignored=set(ignored))
+    for number, line in database._lines(data):
+        where = f"{origin}:{number}"
+        try:
+            database._parse_ndb(db, line, where, ".UNOFFICIAL")
+        except database._Unsupported as exc:
+            db.unsupported[str(exc)] += 1
+        except (ValueError, hexsig.SignatureError) as exc:
+            db.errors.append(f"{where}: {exc}")
+    return db
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(
+    st.sampled_from(["Sig.A", "Ignored.Sig", "", "Odd Name", "#Comment"]),
+    st.sampled_from(["0", "1", "*", "15", "x", " 0"]),
+    st.sampled_from(["*", "0", "12,4", "EOF-8", "EP+0", "VI", "x", "0,x"]),
+    st.sampled_from(["6162636465", "61626364??65666768", "61626364*6566", "6162{2-8}63646566",
+                     "6162636465{9-2}66", "(61|62)63646566", "616263", "6162636", "", "61 62",
+                     "6162636465:1:255", "61626364\r", "  6162636465"]),
+    st.sampled_from(["", "\n", "\r", "  "])), max_size=25))
+def test_ndb_fast_path_loads_as_line_by_line(tmp_path_factory, rows):
+    data = "".join(f"{name}:{target}:{offset}:{body}\n{extra}"
+                   for name, target, offset, body, extra in rows).encode()
+    root = tmp_path_factory.mktemp("ndb")
+    (root / "ignore.ign2").write_text("Ignored.Sig\n")
+    (root / "x.ndb").write_bytes(data)
+    reference = _ndb_lines_one_by_one(data, str(root / "x.ndb"), {"Ignored.Sig"})
+    for parallel in (False, "always"):  # in this process; the second half in a child
+        loaded = load_database(root, parallel=parallel)
+        assert loaded.body == reference.body
+        assert loaded.errors == reference.errors
+        assert loaded.unsupported == reference.unsupported
+
+
+def _tables(store) -> dict:
+    return {name: (bytes(t.keys), bytes(t.refs), bytes(t.any_keys), bytes(t.any_refs),
+                   bytes(t.sizes)) for name, t in store.tables.items()}
+
+
+def test_parallel_load_is_the_serial_load(tmp_path):
+    """A large database loads in forked children (hash files in one, the second half of
+    each large .ndb file in another): the same database, errors in file:line order, the
+    same verdicts — with a bad line in each half of each file."""
+    hashes = [(hashlib.md5(b"file %d" % i).hexdigest(), 100 + i) for i in range(4000)]
+    hdb = "".join(f"{h}:{size}:Hash.{i}\n" for i, (h, size) in enumerate(hashes))
+    hdb_lines = hdb.splitlines(keepends=True)
+    hdb = ("".join(hdb_lines[:10]) + "nothex:12:Bad.First\n" + "".join(hdb_lines[10:3000])
+           + "0" * 31 + ":5:Bad.Second\n" + "".join(hdb_lines[3000:])
+           + f"{hashes[0][0]}:*:Any.Size\n")
+    ndb = [f"Sig.{i}:0:*:{(b'mark-%05d-' % i).hex()}\n" for i in range(400)]
+    ndb[7] = "Broken.First:0:*:4142zz\n"
+    ndb[250] = "Short.Second:0\n"
+    ndb[300] = "Odd.Second:1:EP+0:41424344{2-4}4546\n"
+    ndb[320] = "Unsupported.Second:0:VI:41424344\n"
+    ndb[330] = "Dropped.Second:0:*:41424344\n"
+    db = write_db(tmp_path / "db", {
+        "a.ndb": "".join(ndb),
+        "b.hdb": hdb,
+        "c.ldb": "L.Bad;Target:0;0&5;41424344\nL.Good;Target:0;0;6c6f676963616c\n",
+        "d.ndb": "Small.One:0:*:736d616c6c\nSmall.Bad:0:*:zz\n",
+        "e.fp": f"{hashes[5][0]}:{hashes[5][1]}:Allowed\n",
+        "f.ign2": "Dropped.Second\n",
+    })
+    serial = load_database(db, parallel=False)
+    parallel = load_database(db, parallel="always")
+    assert parallel.body == serial.body and parallel.logical == serial.logical
+    assert parallel.errors == serial.errors
+    assert parallel.unsupported == serial.unsupported
+    assert parallel.files == serial.files
+    for store in ("hashes", "sections", "allow"):
+        assert _tables(getattr(parallel, store)) == _tables(getattr(serial, store))
+    errors = "\n".join(parallel.errors)
+    for where in ("a.ndb:8:", "a.ndb:251:", "b.hdb:11:", "b.hdb:3002:", "c.ldb:1:", "d.ndb:2:"):
+        assert f"{db}/{where}" in errors
+    assert [e.split(": ")[0].rsplit(":", 1)[-1] for e in parallel.errors
+            if "/a.ndb:" in e] == ["8", "251"]
+    assert parallel.unsupported["offset type VI"] == 1
+    names = [sig.name for sig in parallel.body]
+    assert names[0] == "Sig.0.UNOFFICIAL" and names[-1] == "Small.One.UNOFFICIAL"
+    assert "Dropped.Second.UNOFFICIAL" not in names and len(names) == 400 - 4 + 1
+    # The same verdicts: body signatures from either half, hashes, any-size hashes.
+    matchers = Matcher(serial), Matcher(parallel)
+    for sample in (b"x mark-00003- y", b"mark-00399-", b"logical", b"small", b"clean"):
+        assert matchers[0].scan(sample, 0) == matchers[1].scan(sample, 0)
+    assert matchers[1].scan(b"mark-00399-", 0)
+    for i in (0, 11, 2999, 3999):
+        h, size = hashes[i]
+        assert parallel.hashes.lookup("md5", h, size) == serial.hashes.lookup("md5", h, size)
+        assert parallel.hashes.lookup("md5", h, size) == f"Hash.{i}.UNOFFICIAL"
+    assert parallel.hashes.lookup("md5", hashes[0][0], 1) == "Any.Size.UNOFFICIAL"
+    assert parallel.allow.lookup("md5", *hashes[5]) == "Allowed.UNOFFICIAL"
+
+
+def test_a_failed_fork_or_child_loads_in_this_process(tmp_path, monkeypatch):
+    """No process to fork, or a child that dies: the parent loads that part itself."""
+    import os
+
+    ndb = "".join(f"Sig.{i}:0:*:{(b'mark-%05d-' % i).hex()}\n" for i in range(50)) + "Bad:0\n"
+    hdb = "".join(f"{hashlib.md5(b'%d' % i).hexdigest()}:{i + 1}:H.{i}\n" for i in range(3000))
+    db = write_db(tmp_path / "db", {"a.ndb": ndb, "b.hdb": hdb + "odd\n"})
+    serial = load_database(db, parallel=False)
+
+    def no_fork():
+        raise OSError("EAGAIN")
+
+    def dying(*_args):
+        os._exit(3)
+
+    for patch in (("os.fork", no_fork), ("mailyard.antivirus.database._load_halves", dying)):
+        with monkeypatch.context() as m:
+            m.setattr(*patch)
+            loaded = load_database(db, parallel="always")
+        assert loaded.body == serial.body and loaded.errors == serial.errors
+        assert _tables(loaded.hashes) == _tables(serial.hashes)

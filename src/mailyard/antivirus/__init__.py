@@ -10,8 +10,17 @@ process-pool worker loads them quickly; `mailyard.antivirus.worker` keeps one en
 worker process for callers that submit module-level functions to a pool.
 """
 
-from mailyard.antivirus.engine import EICAR, EICAR_NAME, ScanOptions, VirusEngine
-from mailyard.antivirus.verdict import Attachment, ScanLimits, ScanVerdict
+from mailyard.antivirus.verdict import Attachment, ScanLimits, ScanOptions, ScanVerdict
 
 __all__ = ["EICAR", "EICAR_NAME", "Attachment", "ScanLimits", "ScanOptions", "ScanVerdict",
            "VirusEngine"]
+
+
+def __getattr__(name: str):
+    # The engine (numpy, YARA-X) loads on first use: the clamd listener's own process only
+    # moves bytes and needs none of it (its start-up time is measured, bench/RESULTS.md).
+    if name in ("EICAR", "EICAR_NAME", "VirusEngine"):
+        from mailyard.antivirus import engine
+
+        return getattr(engine, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

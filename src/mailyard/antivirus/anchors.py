@@ -113,7 +113,9 @@ def plan(tokens: tuple, text: str):
 def plan_summary(summary: tuple, text: str):
     """`plan` from `hexsig.summarize`'s result (no tokens needed)."""
     run, pre_min, pre_max, total_max, only_run = summary
-    return (run, _window(run), pre_min, pre_max, total_max, None if only_run else text)
+    # _window's common case inline (this runs once per signature at load)
+    at = 0 if len(run[:ANCHOR].translate(None, _COMMON)) == ANCHOR else _window(run)
+    return (run, at, pre_min, pre_max, total_max, None if only_run else text)
 
 
 class AnchorIndex:
@@ -136,9 +138,9 @@ class AnchorIndex:
         return len(self.sigs)
 
     def add(self, name: str, target: int, check, planned: tuple) -> None:
-        run, at = planned[0], planned[1]
+        run, at, pre_min, pre_max, total_max, pattern = planned
         self._anchors.append(run[at:at + ANCHOR])
-        self.sigs.append((name, target, check) + planned)
+        self.sigs.append((name, target, check, run, at, pre_min, pre_max, total_max, pattern))
 
     def finish(self) -> None:
         anchors = np.frombuffer(b"".join(self._anchors), "<u4").astype(np.uint32)

@@ -17,6 +17,8 @@ a scan computes a digest only for sizes some signature has.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import gzip
 import hashlib
 import io
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from mailyard.antivirus import hexsig
+from mailyard.antivirus import forked, hexsig
 from mailyard.antivirus.hashes import HashStore
 
 UNOFFICIAL = ".UNOFFICIAL"
@@ -39,6 +41,12 @@ KNOWN_EXTENSIONS = (HASH_EXTENSIONS | SECTION_EXTENSIONS | ALLOW_EXTENSIONS
                     | {"ndb", "ldb", "ign2", "ign"})
 CONTAINER_EXTENSIONS = {"cvd", "cld", "cud"}
 CVD_HEADER = 512
+# Below these sizes a database loads in one process: bytes of hash files, lines of one
+# .ndb file. A fork, the pipe and the pickle cost 20-80 ms of CPU at such sizes; these are
+# guesses for an idle machine, where a child runs on its own core. On a busy one forking
+# was slower at every size (bench/RESULTS.md), and `forked.can_fork()` says no there.
+PARALLEL_HASH_BYTES = 1 << 21
+PARALLEL_NDB_LINES = 20_000
 
 
 class BodySignature(NamedTuple):
@@ -122,10 +130,35 @@ def database_sources(path) -> list[Path]:
     return sources
 
 
-def load_database(path, body: bool = True) -> SignatureDatabase:
+def load_database(path, body: bool = True, parallel: bool | str | None = None
+                  ) -> SignatureDatabase:
     """Load every known file of a database directory, a database file, or a list of them.
 
-    `body=False` skips `.ndb`/`.ldb` lines (their compiled form comes from a cache)."""
+    `body=False` skips `.ndb`/`.ldb` lines (their compiled form comes from a cache).
+    `parallel`: None loads a large database in forked children when that is safe
+    (`forked.can_fork()`); False loads in this process; True forks for a large database;
+    "always" forks whatever the size (tests). The database is the same either way."""
+    with no_gc():
+        return _load_database(path, body, parallel)
+
+
+@contextlib.contextmanager
+def no_gc():
+    """No cyclic garbage collection inside the block (then as before). A load creates
+    hundreds of thousands of tuples and no cycles; the collector's ~450 passes over them
+    cost ~2 % of the load's CPU in one process (bench/RESULTS.md), and in a forked loader
+    they would write to every page they walk, unsharing it. Process-wide, for about a
+    second."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _load_database(path, body: bool, parallel: bool | str | None) -> SignatureDatabase:
     db = SignatureDatabase()
     sources = database_sources(path)
     members: list[tuple[str, str, bytes, bool]] = []  # (origin, extension, data, official)
@@ -147,9 +180,12 @@ def load_database(path, body: bool = True) -> SignatureDatabase:
                 name = line[1].split(":", 1)[0].strip()
                 if name:
                     db.ignored.add(name)
-    # Hash files load in a thread beside the body/logical parsing: their numpy passes
-    # release the GIL, the line parsing is pure Python, so on two cores they overlap.
-    # Errors are kept per file and joined in file order, as if loaded one after the other.
+    # Hash files load beside the body/logical parsing: in a forked child when the
+    # database is large enough to pay for it (`antivirus.forked`), else in a thread (their
+    # numpy passes release the GIL, the line parsing is pure Python). A large `.ndb` file
+    # is cut in two halves, the second parsed in another child. Errors are kept per file
+    # and joined in file order, and body signatures in file:line order, as if everything
+    # loaded one line after the other (`parallel=False`).
     errors: list[list[str]] = [[] for _ in members]
     hash_jobs = []
     text_jobs = []
@@ -163,12 +199,39 @@ def load_database(path, body: bool = True) -> SignatureDatabase:
                               ext in SECTION_EXTENSIONS))
         elif ext in _PARSERS and body:
             text_jobs.append((origin, ext, data, suffix, errors[index]))
+    if parallel is None:
+        parallel = forked.can_fork()
     loader = _HashLoader(db, hash_jobs)
-    if text_jobs:
-        loader.start()
-    else:
-        loader.run()
-    for origin, ext, data, suffix, errs in text_jobs:
+    hash_child = None
+    if parallel and (parallel == "always" or
+                     sum(len(job[1]) for job in hash_jobs) >= PARALLEL_HASH_BYTES):
+        hash_child = forked.Forked(loader.load_state)
+    # .ndb files as lists of lines; the second half of a large one goes to a child.
+    ndb_lines = {}
+    halves = []  # (job index, lines, first line number)
+    for index, (_origin, ext, data, _suffix, _errs) in enumerate(text_jobs):
+        if ext == "ndb":
+            lines = ndb_lines[index] = data.decode("utf-8", "replace").splitlines()
+            if parallel and (parallel == "always" or len(lines) >= PARALLEL_NDB_LINES):
+                cut = len(lines) // 2
+                halves.append((index, lines[cut:], cut + 1))
+                ndb_lines[index] = lines[:cut]
+    ndb_child = forked.Forked(_load_halves, db.ignored, text_jobs, halves) if halves else None
+    if hash_child is None:  # a thread only after the last fork
+        if text_jobs:
+            loader.start()
+        else:
+            loader.run()
+    segments: list[list] = []  # db.body in file order: ours, then the child's halves
+    tails: dict[int, list] = {}
+    body_list = db.body
+    for index, (origin, ext, data, suffix, errs) in enumerate(text_jobs):
+        if ext == "ndb":
+            db.body = []
+            _load_ndb(db, ndb_lines[index], 1, origin, suffix, errs)
+            segments.append(db.body)
+            segments.append(tails.setdefault(index, []))
+            continue
         parse = _PARSERS[ext]
         for number, line in _lines(data):
             where = f"{origin}:{number}"
@@ -178,13 +241,48 @@ def load_database(path, body: bool = True) -> SignatureDatabase:
                 db.unsupported[str(exc)] += 1
             except (ValueError, hexsig.SignatureError) as exc:
                 errs.append(f"{where}: {exc}")
-    if text_jobs:
+    if ndb_child is not None:
+        results = ndb_child.result()
+        for piece, (index, lines, first) in enumerate(halves):
+            origin, _ext, _data, suffix, errs = text_jobs[index]
+            segment = tails[index]
+            if results is None:  # the child failed: parse the half here
+                db.body = segment
+                _load_ndb(db, lines, first, origin, suffix, errs)
+                continue
+            rows, half_errors, unsupported = results[piece]
+            segment.extend([_new_tuple(BodySignature, row) for row in rows])
+            errs.extend(half_errors)
+            db.unsupported.update(unsupported)
+    db.body = body_list
+    for segment in segments:
+        body_list.extend(segment)
+    if hash_child is not None:
+        state = hash_child.result()
+        if state is None:  # the child failed: load them here
+            loader.run()
+        else:
+            loader.take_state(state)
+    elif text_jobs:
         loader.join()
     if loader.failure is not None:
         raise loader.failure
     for errs in errors:
         db.errors.extend(errs)
     return db
+
+
+def _load_halves(ignored: set[str], text_jobs: list, halves: list) -> list:
+    """In a forked child: parse the `.ndb` halves; per half, its rows (plain tuples), its
+    errors and its unsupported counts."""
+    results = []
+    for index, lines, first in halves:
+        origin, _ext, _data, suffix, _errs = text_jobs[index]
+        half = SignatureDatabase(ignored=ignored)
+        errs: list[str] = []
+        _load_ndb(half, lines, first, origin, suffix, errs)
+        results.append(([tuple(row) for row in half.body], errs, dict(half.unsupported)))
+    return results
 
 
 class _HashLoader(threading.Thread):
@@ -206,9 +304,35 @@ class _HashLoader(threading.Thread):
         except BaseException as exc:  # noqa: BLE001 - re-raised in the loading thread
             self.failure = exc
 
+    def load_state(self) -> tuple:
+        """In a forked child: load, and return what `take_state` needs in the parent."""
+        self.run()
+        if self.failure is not None:
+            raise self.failure
+        db = self.db
+        return (db.hashes.tables_state(), db.sections.tables_state(),
+                db.allow.tables_state(), [job[4] for job in self.jobs])
+
+    def take_state(self, state: tuple) -> None:
+        """In the parent: the tables and errors a forked `load_state` loaded."""
+        hashes, sections, allow, errors = state
+        db = self.db
+        for store, tables in ((db.hashes, hashes), (db.sections, sections),
+                              (db.allow, allow)):
+            store.take_tables(tables, [(data, suffix, size_first) for
+                                       s, data, suffix, _o, _e, size_first in self.jobs
+                                       if s is store])
+        for job, errs in zip(self.jobs, errors):
+            job[4].extend(errs)
+
 
 _PLAIN_OFFSET = re.compile(r"\d+(,\d+)?|EOF-\d+(,\d+)?")
 _OFFSET = re.compile(r"EOF-\d+|EP[+-]\d+|S\d+\+\d+|SL\+\d+|SE\d+")
+
+
+# BodySignature(...) goes through a Python-level __new__; this builds the same tuple
+# directly (one per .ndb line at load).
+_new_tuple = tuple.__new__
 
 
 class _Unsupported(Exception):
@@ -248,6 +372,36 @@ def _container_members(path: Path):
             yield f"{path}:{member.name}", ext, data, True
 
 
+def _load_ndb(db: SignatureDatabase, lines: list[str], first: int, origin: str, suffix: str,
+              errors: list[str]) -> None:
+    """Lines of one `.ndb` file (`lines[0]` is line `first`): `_parse_ndb`, with the common
+    line — target 0, a plain offset, a body `hexsig.summarize` takes, four fields — done
+    inline (a load of 100,000 signatures is mostly this loop; bench/RESULTS.md)."""
+    body, ignored = db.body, db.ignored
+    summarize, plain, new = hexsig.summarize, _PLAIN_OFFSET.fullmatch, _new_tuple
+    for number, line in enumerate(lines, first):
+        line = line.strip()
+        if not line or line[0] == "#":
+            continue
+        fields = line.split(":")
+        if len(fields) == 4 and fields[1] == "0" and fields[0]:
+            name, _target, offset, text = fields
+            if offset == "*" or plain(offset):
+                summary = summarize(text)
+                if summary is not None:
+                    if name not in ignored:
+                        body.append(new(BodySignature, (name + suffix, 0, offset, None,
+                                                         f"{origin}:{number}", text, summary)))
+                    continue
+        where = f"{origin}:{number}"
+        try:
+            _parse_ndb(db, line, where, suffix)
+        except _Unsupported as exc:
+            db.unsupported[str(exc)] += 1
+        except (ValueError, hexsig.SignatureError) as exc:
+            errors.append(f"{where}: {exc}")
+
+
 def _parse_ndb(db: SignatureDatabase, line: str, where: str, suffix: str) -> None:
     fields = line.split(":")
     if len(fields) < 4:
@@ -266,7 +420,8 @@ def _parse_ndb(db: SignatureDatabase, line: str, where: str, suffix: str) -> Non
     tokens = hexsig.parse(body) if summary is None else None
     if name in db.ignored:
         return
-    db.body.append(BodySignature(name + suffix, target, offset, tokens, where, body, summary))
+    db.body.append(_new_tuple(BodySignature,
+                              (name + suffix, target, offset, tokens, where, body, summary)))
 
 
 def _parse_target(text: str) -> int:

@@ -16,15 +16,21 @@ from __future__ import annotations
 
 import hashlib
 import mimetypes
+import os
 import threading
 import time
-from dataclasses import dataclass
+import weakref
 from pathlib import Path
 
 import yara_x
 
 from mailyard.antivirus import archives, filetype, mime
-from mailyard.antivirus.database import SignatureDatabase, database_sources, load_database
+from mailyard.antivirus.database import SignatureDatabase, database_sources, load_database, no_gc
+from mailyard.antivirus.from_config import (  # noqa: F401 - re-exported
+    ENGINE_VERSION,
+    cache_dir_for,
+    limits_from_settings,
+)
 from mailyard.antivirus.matcher import Matcher
 from mailyard.antivirus.verdict import (
     LIMIT_RECURSION,
@@ -32,21 +38,12 @@ from mailyard.antivirus.verdict import (
     LIMIT_SCAN_TIME,
     Attachment,
     ScanLimits,
+    ScanOptions,
     ScanVerdict,
 )
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 EICAR_NAME = "Eicar-Test-Signature"
-ENGINE_VERSION = "mailyard-av 0.2"
-
-
-@dataclass(frozen=True)
-class ScanOptions:
-    """clamscan's switches, per scan: --allmatch, --scan-archive, --scan-mail."""
-
-    allmatch: bool = False
-    scan_archives: bool = True
-    scan_mail: bool = True
 
 
 class VirusEngine:
@@ -81,8 +78,9 @@ class VirusEngine:
         of an unchanged database (key: every file's name, size and mtime, and the engine
         and YARA-X versions), which makes a reload or a new pool worker fast."""
         if not cache_dir or not database_dir:
-            database = load_database(database_dir)
-            return database, Matcher(database)
+            with no_gc():
+                database = load_database(database_dir)
+                return database, Matcher(database)
         key = _cache_key(database_dir)
         cache_dir = Path(cache_dir)
         cached = Matcher.load(cache_dir, key)
@@ -93,8 +91,9 @@ class VirusEngine:
             try:
                 cached = Matcher.load(cache_dir, key)
                 if cached is None:
-                    database = load_database(database_dir)
-                    matcher = Matcher(database)
+                    with no_gc():
+                        database = load_database(database_dir)
+                        matcher = Matcher(database)
                     # The engine is ready now; the cache is written beside the first scans,
                     # and the lock released when it is complete.
                     saver = threading.Thread(target=self._save, name="antivirus-cache",
@@ -122,6 +121,12 @@ class VirusEngine:
     @staticmethod
     def _save(database: SignatureDatabase, matcher: Matcher, cache_dir: Path, key: str,
               lock: _CacheLock) -> None:
+        try:
+            # Lowest CPU priority for this thread (Linux: a thread id is a process id
+            # here): the cache must not slow the first scans it runs beside.
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except (AttributeError, OSError):
+            pass
         try:
             matcher.save(cache_dir, key, {
                 "db_errors": list(database.errors), "unsupported": database.unsupported,
@@ -313,7 +318,13 @@ class _Walk:
 
 
 class _CacheLock:
-    """An exclusive flock on cache_dir/.lock (no-op when the directory cannot be made)."""
+    """An exclusive flock on cache_dir/.lock (no-op when the directory cannot be made).
+
+    A process forked while the lock is held (the pool's fork server forks workers while
+    its cache writer still runs) closes its copy at once: an flock lasts until every
+    descriptor of it is closed, and a worker's copy would keep it held for good."""
+
+    _held: weakref.WeakSet = weakref.WeakSet()
 
     def __init__(self, directory: Path):
         self.directory = directory
@@ -326,13 +337,27 @@ class _CacheLock:
             self.directory.mkdir(parents=True, exist_ok=True)
             self.file = open(self.directory / ".lock", "a")
             fcntl.flock(self.file, fcntl.LOCK_EX)
+            _CacheLock._held.add(self)
         except OSError:
             self.file = None
         return self
 
     def __exit__(self, *exc):
+        _CacheLock._held.discard(self)
         if self.file is not None:
             self.file.close()  # releases the lock
+            self.file = None
+
+    @classmethod
+    def _forget_in_child(cls) -> None:
+        for lock in list(cls._held):
+            if lock.file is not None:
+                lock.file.close()  # our copy of the descriptor; the parent keeps the lock
+                lock.file = None
+        cls._held = weakref.WeakSet()
+
+
+os.register_at_fork(after_in_child=_CacheLock._forget_in_child)
 
 
 def _cache_key(database_dir) -> str:
@@ -343,16 +368,3 @@ def _cache_key(database_dir) -> str:
         st = path.stat()
         h.update(f"|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
     return h.hexdigest()[:32]
-
-
-def cache_dir_for(settings) -> Path:
-    """Where compiled signatures are cached: under data_dir."""
-    return settings.data_path / "antivirus-cache"
-
-
-def limits_from_settings(settings) -> ScanLimits:
-    av = settings.antivirus
-    return ScanLimits(max_depth=av.max_depth, max_total_bytes=av.max_total_bytes,
-                      max_file_size=av.max_file_size, max_files=av.max_files,
-                      max_ratio=av.max_ratio, max_scan_time=av.max_scan_time,
-                      alert_exceeded=av.on_limits == "block")

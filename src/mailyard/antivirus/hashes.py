@@ -24,10 +24,51 @@ _SIZE_BITS = 1 << 24
 ANY_SIZE = -1
 _BULK_MIN = 1 << 16  # smaller files load line by line
 _NOT_NAME_START = np.frombuffer(b" \t\r\n:", np.uint8)
-_HEX_VALUE = np.full(256, 255, np.uint8)
-for _i, _c in enumerate(b"0123456789abcdef"):
-    _HEX_VALUE[_c] = _i
-    _HEX_VALUE[bytes([_c]).upper()[0]] = _i
+# Byte-wise constants for the bulk loader's in-word (SWAR) arithmetic.
+_ONE = np.uint64(1)
+_ONES = np.uint64(0x0101010101010101)
+_HIGHS = np.uint64(0x8080808080808080)
+_COLONS = np.uint64(0x3A3A3A3A3A3A3A3A)
+_ZEROS = np.uint64(0x3030303030303030)
+
+
+def _in_range(w, low: int, high: int):
+    """0x80 in each byte of `w` (all bytes < 0x80) that lies in [low, high]: no byte sum
+    below reaches 0x100, so no carry crosses bytes."""
+    above = w + np.uint64((0x80 - low) * 0x0101010101010101)
+    below = ~(w + np.uint64((0x7F - high) * 0x0101010101010101))
+    return above & below & _HIGHS
+
+
+def _digits(w):
+    """0x80 in each byte of `w` that is an ASCII digit (garbage in bytes after a byte of
+    0x80 or more: callers only use bytes below such a one, carries go upwards)."""
+    return _in_range(w, 0x30, 0x39) & ~(w & _HIGHS)
+
+
+def _not_hex(w, bad) -> None:
+    """OR into `bad` a 0x80 for each byte of the words `w` that is not a hex digit (0-9,
+    a-f, A-F); in place, as this runs over every digest."""
+    bad |= w & _HIGHS  # not ASCII (the sums below are then garbage, and not needed)
+    digit = w + np.uint64(0x50 * 0x0101010101010101)  # >= '0'
+    upper = w + np.uint64(0x46 * 0x0101010101010101)  # > '9'
+    np.invert(upper, out=upper)
+    digit &= upper
+    lower = w | np.uint64(0x2020202020202020)  # A-F -> a-f; digits keep their value
+    np.add(lower, np.uint64(0x1F * 0x0101010101010101), out=upper)  # >= 'a'
+    lower += np.uint64(0x19 * 0x0101010101010101)  # > 'f'
+    np.invert(lower, out=lower)
+    upper &= lower
+    digit |= upper
+    np.bitwise_and(digit, _HIGHS, out=digit)
+    digit ^= _HIGHS
+    bad |= digit
+
+
+def _nibbles_packed(w):
+    """8 hex digits (checked) -> their 4 bytes, in bytes 0, 2, 4 and 6 of the result."""
+    nibbles = (w & np.uint64(0x0F0F0F0F0F0F0F0F)) + ((w >> np.uint64(6)) & _ONES) * np.uint64(9)
+    return (nibbles << np.uint64(4)) | (nibbles >> np.uint64(8))
 
 
 def _key(digest_prefix: int, size: int) -> int:
@@ -56,12 +97,7 @@ class _Table:
                 refs.append(np.array([c & _MASK for c in self.pending], np.uint64))
                 self.pending.clear()
             all_keys, all_refs = np.concatenate(keys), np.concatenate(refs)
-            # By key, then by line (the first line wins a lookup): a quick sort by key; only
-            # when some keys repeat (duplicate lines), the slower sort by (key, line).
-            order = np.argsort(all_keys)
-            sorted_keys = all_keys[order]
-            if (sorted_keys[1:] == sorted_keys[:-1]).any():
-                order = np.lexsort((all_refs, all_keys))
+            order = _order_by_key_then_ref(all_keys, all_refs)
             self.keys, self.refs = array("Q"), array("Q")
             self.keys.frombytes(all_keys[order].tobytes())
             self.refs.frombytes(all_refs[order].tobytes())
@@ -80,6 +116,37 @@ class _Table:
     def __len__(self) -> int:
         return (len(self.keys) + len(self.any_keys) + len(self.pending) + len(self.any_pending)
                 + sum(len(k) for k, _ in self.chunks))
+
+
+_ROW_BITS = 24
+_ROW_MASK = np.uint64((1 << _ROW_BITS) - 1)
+
+
+def _order_by_key_then_ref(keys, refs):
+    """The permutation that sorts by key, then by ref (the first line wins a lookup).
+
+    A plain sort is twice as fast as an argsort, so each key's low 24 bits are replaced by
+    its row number and those words sorted: that orders by the top 40 bits of the key, then
+    by row. Only the (rare) runs of keys sharing their top 40 bits are then sorted again
+    exactly, by (key, ref)."""
+    n = len(keys)
+    if n >= 1 << _ROW_BITS:
+        return np.lexsort((refs, keys))
+    packed = (keys & ~_ROW_MASK) | np.arange(n, dtype=np.uint64)
+    packed.sort()
+    order = (packed & _ROW_MASK).astype(np.intp)
+    top = packed >> np.uint64(_ROW_BITS)
+    shared = np.flatnonzero(top[1:] == top[:-1])
+    if len(shared):
+        # runs of equal tops: [start, end) for each, from the positions where one starts
+        starts = shared[np.concatenate(([True], shared[1:] != shared[:-1] + 1))]
+        for start in starts.tolist():
+            end = start + 1
+            while end < n and top[end] == top[start]:
+                end += 1
+            rows = order[start:end]
+            order[start:end] = rows[np.lexsort((refs[rows], keys[rows]))]
+    return order
 
 
 def _name_print(name: bytes) -> int:
@@ -149,79 +216,72 @@ class HashStore:
                                   f"SHA1 or SHA256 hash")
 
     def _load_bulk(self, data: bytes, base: int, ignored_b: set):
-        """Take every well-formed `HEX:SIZE:NAME...` line in a few vector passes (numpy);
-        yield (number, start, line) of the others — comments, `*` sizes, odd lines, names
-        on the ignore list — for the line-by-line loader."""
+        """Take every well-formed `HEX:SIZE:NAME...` line (size up to 7 digits) in a few
+        vector passes (numpy); yield (number, start, line) of the others — comments, `*`
+        sizes, odd lines, names on the ignore list — for the line-by-line loader.
+
+        Fields are read 8 bytes at a time, as little-endian words of an overlapping
+        uint64 view of the file, and checked and converted inside the word (SWAR): the
+        hex test, the hex-to-bytes of the digest's first 8 bytes, the place of the ':'
+        after the size and the decimal value of the size — no byte matrices."""
         raw = np.frombuffer(data, np.uint8)
         newlines = np.flatnonzero(raw == 10)
         starts = np.concatenate(([0], newlines + 1))
         ends = np.concatenate((newlines, [len(data)]))
-        # Fixed-width fields are read 8 bytes at a time through an overlapping uint64 view
-        # of the file, into (rows, 8*k) byte matrices.
-        padded = data + bytes(72)  # every 8-byte read below stays inside
-        words = np.ndarray((len(data) + 65,), "<u8", buffer=padded, strides=(1,))
+        words = np.ndarray((len(data) - 7,), "<u8", buffer=data, strides=(1,))
         last_word = len(words) - 1
 
-        def columns(offsets, width: int):
-            picks = [words[np.minimum(offsets + 8 * k, last_word)] for k in range(width // 8)]
-            return np.stack(picks, axis=1).view(np.uint8)
+        def word(offsets):
+            return words[np.minimum(offsets, last_word)]
 
         # The digest ends at the first ':' — at 32, 40 or 64 (a colon earlier fails the
-        # hex check below); the size is the digits up to the next ':' (at most 15).
-        padded_raw = np.frombuffer(padded, np.uint8)
+        # hex check below).
         digest_len = np.zeros(len(starts), np.int64)
         for length in (64, 40, 32):
-            digest_len[padded_raw[starts + length] == 58] = length
-        c1 = starts + digest_len
-        after = columns(c1 + 1, 16) == 58
-        size_len = np.where(after.any(axis=1), after.argmax(axis=1), 99)
-        c2 = c1 + 1 + size_len
-        fast = (digest_len > 0) & (size_len >= 1) & (size_len <= 15) & (c2 + 1 < ends)
-        name_first = padded_raw[np.minimum(c2 + 1, len(padded) - 1)]
-        fast &= ~np.isin(name_first, _NOT_NAME_START)
+            digest_len[raw[np.minimum(starts + length, len(data) - 1)] == 58] = length
+        c1 = starts + digest_len  # the ':' after the digest
+        # The size: its ':' is the first zero byte of (word ^ '::::::::') after c1.
+        size_word = word(c1 + 1)
+        x = size_word ^ _COLONS
+        zero = (x - _ONES) & ~x & _HIGHS
+        first = zero & (~zero + _ONE)  # the lowest 0x80 bit: that of the first colon
+        size_len = np.where(zero != 0, (np.frexp(first.astype(np.float64))[1] - 8) >> 3, 99)
+        c2 = c1 + 1 + size_len  # the ':' after the size
+        fast = ((digest_len > 0) & (size_len >= 1) & (size_len <= 7) & (c2 + 1 < ends)
+                & (c2 + 8 <= last_word))
+        fast &= ~np.isin(raw[np.minimum(c2 + 1, len(data) - 1)], _NOT_NAME_START)
+        digit_bytes = (np.uint64(1) << (np.minimum(size_len, 7).astype(np.uint64) << 3)) - 1
+        fast &= (_digits(size_word) & digit_bytes & _HIGHS) == (digit_bytes & _HIGHS)
         if ignored_b:
-            # Lines naming an ignored signature go to the careful loader: each line's name
-            # gets a fingerprint (its length and last 8 bytes), compared with theirs.
-            name_end = ends.copy()
-            rows = np.flatnonzero(fast)
-            third = np.searchsorted(colons := np.flatnonzero(raw == 58), c2[rows] + 1)
-            third = np.concatenate((colons, [len(data)]))[third]
-            name_end[rows] = np.minimum(third, ends[rows])
-            name_end -= raw[np.maximum(name_end - 1, 0)] == 13  # CR
-            name_len = name_end - c2 - 1
-            fast &= (name_len >= 1) & ~np.isin(raw[np.maximum(name_end - 1, 0)],
-                                                _NOT_NAME_START)
-            short = np.clip(name_len, 0, 7).astype(np.uint64)
-            head = words[np.minimum(c2 + 1, last_word)] & (
-                (np.uint64(1) << (np.uint64(8) * short)) - np.uint64(1))
-            tail = words[np.clip(name_end - 8, 0, last_word)]
-            prints = np.where(name_len < 8, head, tail) ^ (
-                name_len.astype(np.uint64) * np.uint64(_MIX))
-            theirs = np.array([_name_print(name) for name in ignored_b], np.uint64)
-            fast &= ~np.isin(prints, theirs)
-        # sizes (up to 15 digits), one digit column at a time
-        digits = columns(c1 + 1, 16)
-        c1 = np.minimum(c1, len(data) - 1)
-        sizes = np.zeros(len(starts), np.int64)
-        for k in range(int(size_len[fast].max(initial=0))):
-            active = size_len > k
-            digit = digits[:, k].astype(np.int64) - 48
-            fast &= ~active | ((digit >= 0) & (digit <= 9))
-            sizes = np.where(active, sizes * 10 + digit, sizes)
+            fast &= ~self._names_ignored(raw, words, c2, ends, fast, ignored_b)
+        # The size's value: its digits moved to the top of the word ('0's below), then
+        # the classic three multiply-and-shift steps of an 8-digit decimal parse.
+        shift = ((8 - np.clip(size_len, 1, 7)) << 3).astype(np.uint64)
+        digits = ((size_word - _ZEROS) & digit_bytes) << shift
+        digits = ((digits & np.uint64(0x0F0F0F0F0F0F0F0F)) * np.uint64(2561)) >> np.uint64(8)
+        digits = ((digits & np.uint64(0x00FF00FF00FF00FF)) * np.uint64(6553601)) >> np.uint64(16)
+        sizes = (((digits & np.uint64(0x0000FFFF0000FFFF)) * np.uint64(42949672960001))
+                 >> np.uint64(32)).astype(np.int64)
         taken = np.zeros(len(starts), np.bool_)
         for length, algorithm in _ALGORITHM.items():
             rows = np.flatnonzero(fast & (digest_len == length))
             if not len(rows):
                 continue
-            nibbles = _HEX_VALUE[columns(starts[rows], length)]
-            good = ~(nibbles.view(np.uint64) & np.uint64(0xF0F0F0F0F0F0F0F0)).any(axis=1)
-            rows, nibbles = rows[good], nibbles[good]
-            packed = (nibbles[:, 0:16:2] << 4) | nibbles[:, 1:16:2]  # the first 8 bytes
-            prefix = np.ascontiguousarray(packed).view(">u8")[:, 0].astype(np.uint64)
+            row_starts = starts[rows]
+            bad = np.zeros(len(rows), np.uint64)
+            for k in range(0, length, 8):
+                _not_hex(word(row_starts + k), bad)
+            good = bad == 0
+            rows, row_starts = rows[good], row_starts[good]
+            prefix = np.empty((len(rows), 8), np.uint8)
+            for half in (0, 1):
+                packed = _nibbles_packed(word(row_starts + 8 * half))
+                prefix[:, 4 * half:4 * half + 4] = packed.view(np.uint8).reshape(-1, 8)[:, ::2]
+            prefix = prefix.view(">u8")[:, 0].astype(np.uint64)
             row_sizes = sizes[rows]
             table = self.tables[algorithm]
             table.chunks.append((prefix ^ (row_sizes.astype(np.uint64) * np.uint64(_MIX)),
-                                 starts[rows].astype(np.uint64) | np.uint64(base)))
+                                 row_starts.astype(np.uint64) | np.uint64(base)))
             seen = np.zeros(_SIZE_BITS, np.bool_)
             seen[row_sizes % _SIZE_BITS] = True
             bits = np.frombuffer(table.sizes, np.uint8)
@@ -231,9 +291,44 @@ class HashStore:
             start, end = int(starts[row]), int(ends[row])
             yield row + 1, start, data[start:end]
 
+    @staticmethod
+    def _names_ignored(raw, words, c2, ends, fast, ignored_b: set):
+        """Rows whose name may be on the ignore list (they go to the careful loader): each
+        line's name gets a fingerprint (its length and last 8 bytes), compared with theirs."""
+        last_word = len(words) - 1
+        name_end = ends.copy()
+        rows = np.flatnonzero(fast)
+        colons = np.flatnonzero(raw == 58)
+        third = np.searchsorted(colons, c2[rows] + 1)
+        third = np.concatenate((colons, [len(raw)]))[third]
+        name_end[rows] = np.minimum(third, ends[rows])
+        name_end -= raw[np.maximum(name_end - 1, 0)] == 13  # CR
+        name_len = name_end - c2 - 1
+        odd = (name_len < 1) | np.isin(raw[np.maximum(name_end - 1, 0)], _NOT_NAME_START)
+        short = np.clip(name_len, 0, 7).astype(np.uint64)
+        head = words[np.clip(c2 + 1, 0, last_word)] & (
+            (np.uint64(1) << (np.uint64(8) * short)) - np.uint64(1))
+        tail = words[np.clip(name_end - 8, 0, last_word)]
+        prints = np.where(name_len < 8, head, tail) ^ (
+            name_len.astype(np.uint64) * np.uint64(_MIX))
+        theirs = np.array([_name_print(name) for name in ignored_b], np.uint64)
+        return odd | np.isin(prints, theirs)
+
     def finish(self) -> None:
         for table in self.tables.values():
             table.finish()
+
+    def tables_state(self) -> dict:
+        """The finished tables that hold signatures, as plain data (arrays pickle as their
+        raw bytes): what a forked loader sends back (`antivirus.forked`)."""
+        return {name: vars(table) for name, table in self.tables.items() if len(table)}
+
+    def take_tables(self, state: dict, blobs: list[tuple[bytes, str, bool]]) -> None:
+        """Adopt `tables_state()` of a store that loaded `blobs` (data, suffix, size_first),
+        in that order, so its line references point into the same blobs here."""
+        for name, attributes in state.items():
+            vars(self.tables[name]).update(attributes)
+        self._blobs.extend(blobs)
 
     def algorithms(self) -> list[str]:
         return [name for name, table in self.tables.items() if len(table)]

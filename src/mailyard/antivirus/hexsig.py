@@ -240,6 +240,20 @@ def literal_bytes(tokens: tuple) -> bytes | None:
 
 # -- the load-time fast path -------------------------------------------------------------
 _JUMPS: dict[str, tuple[int, int | None]] = {}
+# Two fixed runs with one `??`, `*` or `{..}` between them: one regex match, no tokens.
+_TWO_RUNS = re.compile(r"((?:[0-9a-fA-F]{2})+)(\?\?|\*|\{[0-9-]*\})((?:[0-9a-fA-F]{2})+)")
+
+
+def _jump_span(body: str) -> tuple[int, int | None] | None:
+    """(low, high) of a jump's text between the braces; None when it is malformed."""
+    span = _JUMPS.get(body)
+    if span is None:
+        try:
+            parsed = _parse_jump(body, 0)
+        except SignatureError:
+            return None
+        span = _JUMPS.setdefault(body, (parsed.low, parsed.high))
+    return span
 
 
 def summarize(text: str, min_run: int = 4, max_jump: int = 1 << 30):
@@ -253,9 +267,22 @@ def summarize(text: str, min_run: int = 4, max_jump: int = 1 << 30):
     if _PURE_HEX.fullmatch(text):
         run = bytes.fromhex(text)
         return (run, 0, 0, len(run), True) if len(run) >= min_run else None
+    two = _TWO_RUNS.fullmatch(text)
+    if two is not None:  # the next most common shape: run, one gap, run
+        first, gap, second = two.groups()
+        span = (1, 1) if gap == "??" else (0, None) if gap == "*" else _jump_span(gap[1:-1])
+        if span is not None and max(span[0], span[1] or 0) <= max_jump:
+            size1, size2 = len(first) >> 1, len(second) >> 1
+            high = None if span[1] is None else size1 + span[1] + size2
+            if size1 >= size2 and size1 >= min_run:
+                return bytes.fromhex(first), 0, 0, high, False
+            if size2 >= min_run:
+                pre_max = None if span[1] is None else size1 + span[1]
+                return bytes.fromhex(second), size1 + span[0], pre_max, high, False
+            return None
     parts = _TOKEN.findall(text)
     covered = 0
-    best = None
+    best, best_size = None, 0
     low, high = 0, 0          # span of the top level so far
     group = None              # inside (..): [spans of closed options, negated, all single]
     o_low, o_high, o_count, o_single = 0, 0, 0, True  # the open option
@@ -264,8 +291,8 @@ def summarize(text: str, min_run: int = 4, max_jump: int = 1 << 30):
             covered += len(run)
             size = len(run) >> 1
             span = (size, size)
-            if group is None and size >= min_run and (best is None or size > len(best[0])):
-                best = (run, low, high)
+            if group is None and size >= min_run and (best is None or size > best_size):
+                best, best_size = (run, low, high), size  # the first longest, as plan()
         elif anyb or nib_high or nib_low:
             covered += 2
             span = (1, 1)
@@ -294,19 +321,16 @@ def summarize(text: str, min_run: int = 4, max_jump: int = 1 << 30):
                 if not singles:
                     return None
                 span = (1, 1)
-            else:
-                highs = [h for _, h in spans]
-                span = (min(lo for lo, _ in spans), None if None in highs else max(highs))
+            else:  # (shortest option, longest option); a loop, not comprehensions:
+                g_low, g_high = spans[0]  # this runs for every group at load
+                for o_lo, o_hi in spans[1:]:
+                    g_low = o_lo if o_lo < g_low else g_low
+                    g_high = None if g_high is None or o_hi is None else max(g_high, o_hi)
+                span = (g_low, g_high)
         else:  # a jump (possibly malformed)
             covered += len(jump) + 2
-            span = _JUMPS.get(jump)
-            if span is None:
-                try:
-                    parsed = _parse_jump(jump, 0)
-                except SignatureError:
-                    return None
-                span = _JUMPS.setdefault(jump, (parsed.low, parsed.high))
-            if max(span[0], span[1] or 0) > max_jump:
+            span = _jump_span(jump)
+            if span is None or max(span[0], span[1] or 0) > max_jump:
                 return None
         if group is not None:
             o_count += 1

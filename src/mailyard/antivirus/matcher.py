@@ -132,6 +132,7 @@ class Matcher:
         self._groups: dict[str, list[tuple[str, tuple | None]]] = {}
         self.anchors = AnchorIndex()
         self._yara_body = []
+        add = self.anchors.add
         for sig in db.body:
             planned = None
             if anchored and sig.summary is not None:
@@ -141,7 +142,9 @@ class Matcher:
             if planned is None:
                 self._yara_body.append(sig)
             else:
-                self.anchors.add(sig.name, sig.target, _offset_check(sig.offset), planned)
+                offset = sig.offset
+                add(sig.name, sig.target, None if offset == "*" else _offset_check(offset),
+                    planned)
         self.anchors.finish()
         excluded: set[str] = set()
         reasons: dict[str, str] = {}

@@ -36,6 +36,15 @@ class ScanLimits:
 
 
 @dataclass(frozen=True)
+class ScanOptions:
+    """clamscan's switches, per scan: --allmatch, --scan-archive, --scan-mail."""
+
+    allmatch: bool = False
+    scan_archives: bool = True
+    scan_mail: bool = True
+
+
+@dataclass(frozen=True)
 class Attachment:
     """One file seen during a scan: a MIME part or an archive member.
 

@@ -1,28 +1,50 @@
-"""Scanning from a process pool: one `VirusEngine` per worker process, loaded on first use.
+"""Scanning from a process pool: one `VirusEngine` per worker process.
 
 The functions here are module-level so `ProcessPoolExecutor` can pickle them; the engine is
-keyed by (database_dir, limits, generation), so bumping the generation (clamd RELOAD, SIGHUP)
-makes each worker load the database again on its next scan.
+keyed by (database_dir, limits, generation, cache_dir), so bumping the generation (clamd
+RELOAD, SIGHUP) makes each worker load the database again on its next scan. `preload` loads
+it in the pool's fork server before any worker exists (`server.pool_warm`), so workers are
+forked with it; a worker whose key differs loads its own on first use.
 """
 
 from __future__ import annotations
 
-from mailyard.antivirus.engine import ScanOptions, VirusEngine
-from mailyard.antivirus.verdict import ScanLimits, ScanVerdict
+import os
+from typing import TYPE_CHECKING
+
+from mailyard.antivirus.verdict import ScanLimits, ScanOptions, ScanVerdict
+
+if TYPE_CHECKING:
+    from mailyard.antivirus.engine import VirusEngine
 
 _engine: VirusEngine | None = None
 _key: tuple | None = None
+_loaded_in: int | None = None  # the pid that loaded `_engine` (the fork server, if preloaded)
 
 
 def engine_for(database_dir: str | None, limits: ScanLimits, generation: int = 0,
                cache_dir: str | None = None) -> VirusEngine:
-    global _engine, _key
+    global _engine, _key, _loaded_in
     key = (database_dir, limits, generation, cache_dir)
     if _engine is None or _key != key:
         _engine = None  # free the old signatures before loading the new ones
+        from mailyard.antivirus.engine import VirusEngine
+
         _engine = VirusEngine(database_dir, limits, cache_dir=cache_dir)
         _key = key
+        _loaded_in = os.getpid()
     return _engine
+
+
+def loaded() -> tuple[tuple | None, int | None, int]:
+    """(engine key, pid that loaded it, this pid): whether a worker was forked with it."""
+    return _key, _loaded_in, os.getpid()
+
+
+def preload(database_dir: str | None, limits: dict, cache_dir: str | None = None) -> None:
+    """Load the engine in the pool's fork server (`server.pool_warm`), before it forks any
+    worker: each worker then starts with it, shared copy-on-write."""
+    engine_for(database_dir, ScanLimits(**limits), 0, cache_dir)
 
 
 def scan_message(database_dir: str | None, limits: ScanLimits, message: bytes,

@@ -6,13 +6,36 @@ Every subcommand takes `-c FILE` (before or after the subcommand name); output i
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
 from mailyard import __version__
 from mailyard.cli.common import CliState, _set_config
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _LazyGroup(click.Group):
+    """A group whose heavier subcommands are imported only when run or listed (the server's
+    start-up does not pay for the queue, spam and scan commands' imports)."""
+
+    def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy and name not in self.commands:
+            module_name, _, attribute = self.lazy[name].partition(":")
+            self.add_command(getattr(importlib.import_module(module_name), attribute), name)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_LazyGroup, lazy={
+    "queue": "mailyard.queue.cli:queue", "sieve": "mailyard.sieve.cli:sieve",
+    "spam": "mailyard.spam.cli:spam", "scan": "mailyard.antivirus.scan_cmd:scan"},
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("-c", "--config", "config_path", metavar="FILE", expose_value=False,
               callback=_set_config, is_eager=True,
               help="Config file (default ./mailyard.toml if present, else built-in defaults "
@@ -43,19 +66,6 @@ def _register() -> None:
     main.add_command(quarantine_cmd.quarantine)
     for command in accounts_cmd.COMMANDS:
         main.add_command(command)
-    from mailyard.queue.cli import queue
-
-    main.add_command(queue)
-
-    from mailyard.sieve.cli import sieve
-
-    main.add_command(sieve)
-    from mailyard.spam.cli import spam
-
-    main.add_command(spam)
-    from mailyard.antivirus.scan_cmd import scan
-
-    main.add_command(scan)
 
 
 _register()

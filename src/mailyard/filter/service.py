@@ -446,6 +446,7 @@ async def start(app, service: str, address: str) -> Listener:
     warm.write_bytes(b"Subject: warm-up\r\n\r\nwarm-up\r\n")
 
     async def warm_up() -> None:
+        await app.pool_ready()  # a fork would wait for the fork server's preload
         jobs = [loop.run_in_executor(pool, scan_file, app.settings, content_filter.generation,
                                      str(warm), False) for _ in range(os.cpu_count() or 2)]
         results = await asyncio.gather(*jobs, return_exceptions=True)

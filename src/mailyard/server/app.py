@@ -20,6 +20,7 @@ import importlib
 import os
 import signal
 import ssl
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,8 +29,15 @@ from mailyard.log import event, get_logger
 from mailyard.server.listen import Listener
 from mailyard.server.services import SERVICES
 
-# What the process pool's workers run (see App.process_pool).
-POOL_PRELOAD = ["mailyard.filter.worker", "mailyard.spam.worker", "mailyard.antivirus.worker"]
+# What the process pool's workers run, per service that uses the pool (see
+# App.process_pool); the fork server imports those of the enabled services (all of them when
+# none is known), then `pool_warm`, which runs the services' `pool_preload` jobs.
+POOL_MODULES = {
+    "filter": ["mailyard.filter.worker", "mailyard.spam.worker", "mailyard.antivirus.worker",
+               "mailyard.antivirus.engine"],
+    "spamd": ["mailyard.spam.worker"],
+    "clamd": ["mailyard.antivirus.worker", "mailyard.antivirus.engine"],
+}
 
 log = get_logger("server")
 
@@ -46,6 +54,10 @@ class App:
         self._background: set[asyncio.Task] = set()
         self._tls: ssl.SSLContext | None = None
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._pool_jobs: list = []
+        self._pool_started: asyncio.Future | None = None
+        self._only: set[str] | None = None  # the services `start` was asked for
         self.stopping = asyncio.Event()
         # Cleared while `run_forever` binds the listeners; set otherwise (an App used
         # directly, as tests do, is ready at once).
@@ -86,16 +98,45 @@ class App:
     @property
     def process_pool(self) -> concurrent.futures.ProcessPoolExecutor:
         """A process pool sized to the cores, for CPU-heavy work (scanning)."""
-        if self._pool is None:
-            import multiprocessing
+        with self._pool_lock:  # `start_pool` may create it from a thread
+            if self._pool is None:
+                import multiprocessing
+                import multiprocessing.forkserver
 
-            context = multiprocessing.get_context("forkserver")
-            # The fork server imports the scanning modules once (not the CLI's __main__ and
-            # everything it pulls in), so each worker forks with them loaded.
-            context.set_forkserver_preload(POOL_PRELOAD)
-            self._pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=os.cpu_count() or 2, mp_context=context)
-        return self._pool
+                from mailyard.server import pool_warm
+
+                context = multiprocessing.get_context("forkserver")
+                # The fork server imports the scanning modules once (not the CLI's __main__
+                # and everything it pulls in), and runs the services' preload jobs (a
+                # signature database), so each worker forks with them loaded and shared.
+                context.set_forkserver_preload(self._pool_modules())
+                with pool_warm.jobs_for_fork_server(self._pool_jobs):
+                    multiprocessing.forkserver.ensure_running()
+                self._pool = concurrent.futures.ProcessPoolExecutor(
+                    max_workers=os.cpu_count() or 2, mp_context=context)
+            return self._pool
+
+    def _pool_modules(self) -> list[str]:
+        listen = self.settings.listen
+        enabled = [service for service in POOL_MODULES if getattr(listen, service)
+                   and (self._only is None or service in self._only)]
+        modules = []
+        for service in enabled or POOL_MODULES:
+            modules += [m for m in POOL_MODULES[service] if m not in modules]
+        return modules + ["mailyard.server.pool_warm"]
+
+    def start_pool(self) -> None:
+        """Create the pool and start a worker (blocking: call it in a thread). A worker
+        starts only once the fork server has run its preload jobs; after that, forking
+        more workers on demand is quick."""
+        self.process_pool.submit(os.getpid).result()
+
+    async def pool_ready(self) -> None:
+        """Wait until the workers started by `start` (when a service has preload jobs) are
+        up. Submit warm-up work after this: a submit that has to fork a worker blocks the
+        event loop until the fork server has finished its preload."""
+        if self._pool_started is not None:
+            await asyncio.shield(self._pool_started)
 
     # -- lifecycle hooks -----------------------------------------------------------------
     def on_shutdown(self, hook: Callable[[], Awaitable[None]]) -> None:
@@ -122,12 +163,27 @@ class App:
     # -- running -------------------------------------------------------------------------
     async def start(self, only: set[str] | None = None) -> None:
         listen = self.settings.listen
+        self._only = only
+        starts = []
         for service, target in SERVICES.items():
             address = getattr(listen, service)
             if not address or (only is not None and service not in only):
                 continue
             module_name, _, func_name = target.partition(":")
-            start = getattr(importlib.import_module(module_name), func_name)
+            module = importlib.import_module(module_name)
+            starts.append((getattr(module, func_name), service, address))
+            # A service module may name work the pool's fork server does once, before it
+            # forks any worker (`pool_preload(settings)` -> [("module:function", [args])]).
+            preload = getattr(module, "pool_preload", None)
+            if preload is not None:
+                self._pool_jobs += [job for job in preload(self.settings)
+                                    if job not in self._pool_jobs]
+        if self._pool_jobs and self._pool is None:
+            # The fork server starts now and preloads beside the listeners' start-up; the
+            # workers are forked from a thread, so the event loop does not wait for them.
+            self._pool_started = self.spawn(asyncio.to_thread(self.start_pool),
+                                            "process-pool-start")
+        for start, service, address in starts:
             listener = await start(self, service, address)
             self.listeners.append(listener)
 
