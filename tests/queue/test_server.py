@@ -56,7 +56,11 @@ control_poll = 0.1
     peer = Peer(Recorder(), "127.0.0.1", filter_port)
     try:
         srv.start()
-        # Never attempted before the crash: due at once after the restart.
+        # Never attempted before the crash: due at once after the restart. (With accepting
+        # workers the main process may try the down filter before the client sees the 250;
+        # then the entry is deferred for an hour and only a flush sends it now.)
+        if entry.get("attempts"):
+            srv.cli("queue", "flush")
         wait_until(lambda: peer.handler.messages, what="delivery after restart")
         assert b"Subject: first" in peer.handler.messages[0]["content"]
         wait_until(lambda: queue_list(srv) == [], what="empty queue")
