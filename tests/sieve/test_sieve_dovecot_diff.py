@@ -149,8 +149,19 @@ def dovecot_actions(workdir: Path, name: str, script: str, message: str = "messa
                            "-r", RECIPIENT, str(path), str(workdir / message)],
                           check=False, capture_output=True, text=True, timeout=60,
                           env={"PATH": os.environ.get("PATH", ""), "HOME": str(workdir)})
+    if proc.returncode < 0 and "Panic:" in proc.stderr:
+        raise DovecotPanicked(proc.stderr.splitlines()[0])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return parse_dovecot(proc.stdout)
+
+
+class DovecotPanicked(Exception):
+    """sieve-test died on one of its own assertions: there is no reference answer.
+
+    Dovecot 2.3.19 panics in `pool_get_exp_grown_size` on some `:matches` patterns with a
+    run of "?" longer than the value and a "*" (`"A" :matches "??*"`, `"AB" :matches
+    "???*"`; checked by hand, 2026-12-06). Generated tests skip such examples.
+    """
 
 
 def parse_dovecot(output: str) -> list[str]:
@@ -438,6 +449,11 @@ def test_generated_match_variables_agree_with_dovecot(workdir, subject, pattern)
     # pattern cannot produce); RFC 5228 §2.7.1 says "?" matches one character and "a" only
     # itself, so we answer no match. Values holding "?" are left out of this comparison.
     assume("?" not in subject or "?" not in pattern)
+    # The same Dovecot bug, more generally: a "?" followed by literal characters and then a
+    # "*" matches any value of two or more characters (`"AA" :matches "?-*"` gives
+    # m|AA|A||A|, `"bA" :matches "?b*"` too), whatever the literals. We follow the RFC; those
+    # patterns are left out too (checked by hand with sieve-test, 2026-12-06).
+    assume(not re.search(r"\?[^*?]+\*", pattern))
     message = MESSAGE.replace("Subject: [acme-users] I have a present for you",
                               f"Subject: {subject}")
     path = workdir / "generated-subject.eml"
@@ -447,7 +463,11 @@ def test_generated_match_variables_agree_with_dovecot(workdir, subject, pattern)
               f'if header :matches "subject" "{pattern}" '
               '{ fileinto "m|${0}|${1}|${2}|${3}|${4}"; }')
     ours = our_actions(script, message)
-    assert ours == dovecot_actions(workdir, "generated-subject", script, path.name)
+    try:
+        theirs = dovecot_actions(workdir, "generated-subject", script, path.name)
+    except DovecotPanicked:
+        assume(False)
+    assert ours == theirs
 
 
 NUMBERISH = st.sampled_from(["", "0", "00", "7", "10", "9", "abc", "ABC", "Abd", "12x", "x12",
