@@ -197,9 +197,24 @@ def bench_clamscan(db: Path, corpus: Path, root: Path) -> dict:
             "found": infected_count(out.stdout)}
 
 
-def bench_clamdscan(port: int, corpus: Path, root: Path) -> dict:
+def clamdscan_conf(port: int, root: Path) -> Path:
+    """A clamdscan config pointing at a clamd on 127.0.0.1:`port`."""
     conf = root / f"clamdscan-{port}.conf"
     conf.write_text(f"TCPSocket {port}\nTCPAddr 127.0.0.1\n")
+    return conf
+
+
+def clamd_conf(db: Path, root: Path, port: int, log: Path) -> Path:
+    """A foreground clamd config: `db` on 127.0.0.1:`port`, two threads, files under `root`."""
+    conf = root / f"clamd-{port}.conf"
+    conf.write_text(f"Foreground yes\nTCPSocket {port}\nTCPAddr 127.0.0.1\n"
+                    f"DatabaseDirectory {db}\nLogFile {log}\nMaxThreads 2\n"
+                    f"PidFile {root}/clamd-{port}.pid\nTemporaryDirectory {root}\n")
+    return conf
+
+
+def bench_clamdscan(port: int, corpus: Path, root: Path) -> dict:
+    conf = clamdscan_conf(port, root)
     started = time.monotonic()
     out = subprocess.run(["clamdscan", f"--config-file={conf}", "--no-summary", str(corpus)],
                          capture_output=True, text=True, check=False)
@@ -208,10 +223,7 @@ def bench_clamdscan(port: int, corpus: Path, root: Path) -> dict:
 
 def bench_clamd(db: Path, corpus: Path, root: Path) -> dict:
     port = free_port()
-    conf = root / f"clamd-{port}.conf"
-    conf.write_text(f"Foreground yes\nTCPSocket {port}\nTCPAddr 127.0.0.1\n"
-                    f"DatabaseDirectory {db}\nLogFile {root}/clamd.log\nMaxThreads 2\n"
-                    f"PidFile {root}/clamd-{port}.pid\nTemporaryDirectory {root}\n")
+    conf = clamd_conf(db, root, port, root / "clamd.log")
     started = time.monotonic()
     proc = subprocess.Popen(["clamd", "-c", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.STDOUT)

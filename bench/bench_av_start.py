@@ -40,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_av import free_port, make_db, tree_cpu  # noqa: E402
+from bench_av import clamd_conf, clamdscan_conf, free_port, make_db, tree_cpu  # noqa: E402
 
 ENGINE_CHILD = """
 import os, resource, sys, time
@@ -77,8 +77,7 @@ def _wait_ping(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
 
 
 def _clamdscan(port: int, target: Path, root: Path) -> str:
-    conf = root / f"clamdscan-{port}.conf"
-    conf.write_text(f"TCPSocket {port}\nTCPAddr 127.0.0.1\n")
+    conf = clamdscan_conf(port, root)
     out = subprocess.run(["clamdscan", f"--config-file={conf}", "--no-summary", str(target)],
                          capture_output=True, text=True, check=False, timeout=300)
     return out.stdout.strip()
@@ -86,10 +85,7 @@ def _clamdscan(port: int, target: Path, root: Path) -> str:
 
 def run_clamd(db: Path, root: Path, small: Path) -> dict:
     port = free_port()
-    conf = root / f"clamd-{port}.conf"
-    conf.write_text(f"Foreground yes\nTCPSocket {port}\nTCPAddr 127.0.0.1\n"
-                    f"DatabaseDirectory {db}\nLogFile {root}/clamd-{port}.log\nMaxThreads 2\n"
-                    f"PidFile {root}/clamd-{port}.pid\nTemporaryDirectory {root}\n")
+    conf = clamd_conf(db, root, port, root / f"clamd-{port}.log")
     started = time.monotonic()
     proc = subprocess.Popen(["clamd", "-c", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.STDOUT)

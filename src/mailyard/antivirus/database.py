@@ -234,13 +234,7 @@ def _load_database(path, body: bool, parallel: bool | str | None) -> SignatureDa
             continue
         parse = _PARSERS[ext]
         for number, line in _lines(data):
-            where = f"{origin}:{number}"
-            try:
-                parse(db, line, where, suffix)
-            except _Unsupported as exc:
-                db.unsupported[str(exc)] += 1
-            except (ValueError, hexsig.SignatureError) as exc:
-                errs.append(f"{where}: {exc}")
+            _parse_line(parse, db, line, f"{origin}:{number}", suffix, errs)
     if ndb_child is not None:
         results = ndb_child.result()
         for piece, (index, lines, first) in enumerate(halves):
@@ -393,13 +387,19 @@ def _load_ndb(db: SignatureDatabase, lines: list[str], first: int, origin: str, 
                         body.append(new(BodySignature, (name + suffix, 0, offset, None,
                                                          f"{origin}:{number}", text, summary)))
                     continue
-        where = f"{origin}:{number}"
-        try:
-            _parse_ndb(db, line, where, suffix)
-        except _Unsupported as exc:
-            db.unsupported[str(exc)] += 1
-        except (ValueError, hexsig.SignatureError) as exc:
-            errors.append(f"{where}: {exc}")
+        _parse_line(_parse_ndb, db, line, f"{origin}:{number}", suffix, errors)
+
+
+def _parse_line(parse, db: SignatureDatabase, line: str, where: str, suffix: str,
+                errors: list[str]) -> None:
+    """One database line through `parse`: a line we do not support is counted by reason,
+    a line we cannot parse is reported with its file:line; neither stops the load."""
+    try:
+        parse(db, line, where, suffix)
+    except _Unsupported as exc:
+        db.unsupported[str(exc)] += 1
+    except (ValueError, hexsig.SignatureError) as exc:
+        errors.append(f"{where}: {exc}")
 
 
 def _parse_ndb(db: SignatureDatabase, line: str, where: str, suffix: str) -> None:
