@@ -127,12 +127,65 @@ def test_cache_lock_is_not_kept_by_a_process_forked_while_held(tmp_path):
 
 
 def test_fork_server_imports_only_what_the_enabled_pool_services_run(tmp_path):
-    from mailyard.server.app import App
+    from mailyard.server import pool
 
-    app = App(_settings(tmp_path, tmp_path / "db"))
-    app._only = {"clamd"}
-    modules = app._pool_modules()
+    settings = _settings(tmp_path, tmp_path / "db")
+    modules = pool.pool_modules(settings, {"clamd"})
     assert "mailyard.antivirus.engine" in modules and "mailyard.spam.worker" not in modules
     assert modules[-1] == "mailyard.server.pool_warm"  # the preload jobs run last
-    app._only = {"smtp"}  # no service that uses the pool: import what any of them runs
-    assert {"mailyard.filter.worker", "mailyard.spam.worker"} <= set(app._pool_modules())
+    # No service that uses the pool: import what any of them runs.
+    assert {"mailyard.filter.worker", "mailyard.spam.worker"} <= set(
+        pool.pool_modules(settings, {"smtp"}))
+    assert pool.preload_jobs(settings, {"smtp"}) == []
+    [(target, args)] = pool.preload_jobs(settings, {"clamd"})
+    assert target == "mailyard.antivirus.worker:preload" and args[0] == str(tmp_path / "db")
+
+
+# In a fresh interpreter: the at-fork hook the writer waits on is process-wide.
+_DEFERRED = """
+import json, os, sys, time
+from pathlib import Path
+from mailyard.antivirus import worker
+from mailyard.antivirus.verdict import ScanLimits
+import dataclasses
+
+db, cache = sys.argv[1], Path(sys.argv[2])
+worker.preload(db, dataclasses.asdict(ScanLimits()), str(cache))
+engine = worker.engine_for(db, ScanLimits(), 0, str(cache))
+before = sorted(p.name for p in cache.glob("*.yarx"))
+started_before = engine._saver.ident is not None
+child = os.fork()
+if child == 0:
+    os._exit(0)
+os.waitpid(child, 0)
+deadline = time.monotonic() + 60
+while not list(cache.glob("*.yarx")) and time.monotonic() < deadline:
+    time.sleep(0.05)
+engine.wait_cache()
+print(json.dumps({"before": before, "started_before": started_before,
+                  "after": len(list(cache.glob("*.yarx")))}))
+"""
+
+
+def test_fork_server_writes_the_cache_only_after_its_first_fork(tmp_path):
+    db = write_db(tmp_path / "db", {"pool.ndb": MARK_NDB})
+    cache = tmp_path / "cache"
+    out = subprocess.run([sys.executable, "-c", _DEFERRED, str(db), str(cache)],
+                         capture_output=True, text=True, check=True, timeout=120)
+    result = json.loads(out.stdout)
+    assert result == {"before": [], "started_before": False, "after": 1}
+    # The cache it wrote is whole: a later engine loads from it.
+    from mailyard.antivirus import VirusEngine
+
+    again = VirusEngine(db, cache_dir=cache)
+    assert again.from_cache and again.scan_bytes(b"a pool-mark").infected
+
+
+def test_wait_cache_starts_a_writer_that_waits_for_a_fork(tmp_path):
+    from mailyard.antivirus import VirusEngine
+
+    db = write_db(tmp_path / "db", {"pool.ndb": MARK_NDB})
+    engine = VirusEngine(db, cache_dir=tmp_path / "cache", cache_after_fork=True)
+    assert not list((tmp_path / "cache").glob("*.yarx"))
+    engine.wait_cache()  # no fork here: it writes now
+    assert len(list((tmp_path / "cache").glob("*.yarx"))) == 1

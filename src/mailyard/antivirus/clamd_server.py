@@ -1,16 +1,15 @@
 """The clamd-compatible listener: `clamd_proto` on a socket, scans in the process pool.
 
 Scans run in `app.process_pool`, so the event loop only moves bytes. The pool's fork server
-loads the database once at start-up (`pool_preload`), so every worker is forked with the
-engine; without that (a pool started before this service) a worker loads it on first use.
-RELOAD (and SIGHUP) bump a generation number that makes every worker load the database
+loads the database once at start-up (`from_config.pool_preload`), so every worker is
+forked with the engine; without that (a pool started before this service) a worker loads it
+on first use. RELOAD (and SIGHUP) bump a generation number that makes every worker load the database
 again before its next scan.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime
 import functools
 import os
@@ -115,8 +114,8 @@ class ClamdService:
 
     async def warm(self) -> None:
         """Log when the pool's workers have the database. The pool's fork server loads it
-        at start-up (`pool_preload`), so every worker is forked with it, and writes the
-        compiled cache; without that preload the first worker here loads it."""
+        at start-up (`from_config.pool_preload`), so every worker is forked with it, and
+        writes the compiled cache; without that preload the first worker here loads it."""
         started = asyncio.get_running_loop().time()
         await self.app.pool_ready()
         count = await self._in_pool(worker.signature_count, self.generation)
@@ -227,16 +226,6 @@ def _list_files(path: str) -> list[str]:
             if os.path.isfile(full):  # regular files only (not FIFOs, sockets, devices)
                 found.append(full)
     return found
-
-
-def pool_preload(settings) -> list[tuple[str, list]]:
-    """The database load the pool's fork server does before it forks a worker (see
-    `server.pool_warm`): the same engine key the scans below ask `worker.engine_for` for,
-    so no worker loads the database again, nor waits for another to do it."""
-    return [("mailyard.antivirus.worker:preload",
-             [settings.antivirus.databases or None,
-              dataclasses.asdict(limits_from_settings(settings)),
-              str(cache_dir_for(settings))])]
 
 
 async def start(app, service: str, address: str) -> Listener:

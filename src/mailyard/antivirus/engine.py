@@ -44,6 +44,8 @@ from mailyard.antivirus.verdict import (
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 EICAR_NAME = "Eicar-Test-Signature"
+# Seconds the fork server's cache writer waits after the first worker is forked.
+CACHE_WRITE_DELAY = 1.0
 
 
 class VirusEngine:
@@ -55,7 +57,7 @@ class VirusEngine:
     """
 
     def __init__(self, database_dir=None, limits: ScanLimits | None = None,
-                 builtin_eicar: bool = True, cache_dir=None):
+                 builtin_eicar: bool = True, cache_dir=None, cache_after_fork: bool = False):
         started = time.monotonic()
         if isinstance(database_dir, (list, tuple)):
             database_dir = [str(d) for d in database_dir] or None
@@ -64,6 +66,11 @@ class VirusEngine:
         self.limits = limits or ScanLimits()
         self.from_cache = False
         self._saver: threading.Thread | None = None
+        # In the pool's fork server (`worker.preload`) the compiled cache is written only
+        # after the first worker is forked (see `_start_saver`).
+        self._cache_after_fork = cache_after_fork
+        self._delay = 0.0
+        self._saver_lock = threading.Lock()
         self.database, self.matcher = self._load(database_dir, cache_dir)
         self.errors: list[str] = self.database.errors + self.matcher.errors
         self._hash_algorithms = sorted(set(self.database.hashes.algorithms())
@@ -96,10 +103,10 @@ class VirusEngine:
                         matcher = Matcher(database)
                     # The engine is ready now; the cache is written beside the first scans,
                     # and the lock released when it is complete.
-                    saver = threading.Thread(target=self._save, name="antivirus-cache",
-                                             args=(database, matcher, cache_dir, key, lock))
-                    saver.start()
-                    self._saver = saver
+                    self._saver = threading.Thread(
+                        target=self._save, name="antivirus-cache",
+                        args=(database, matcher, cache_dir, key, lock))
+                    self._start_saver()
                     lock = None
                     return database, matcher
             finally:
@@ -113,13 +120,33 @@ class VirusEngine:
         self.from_cache = True
         return database, matcher
 
+    def _start_saver(self) -> None:
+        """Start the cache writer: now, or in the fork server once it has forked its first
+        worker, and then after `CACHE_WRITE_DELAY` seconds. Until then the fork server's
+        only thread is the one that forks, the first workers fork at once (the writer would
+        hold the GIL through its long pickling and serializing calls, and compete for the
+        cores while the first scans run), and the writer's lock keeps other loaders waiting
+        as before."""
+        if not self._cache_after_fork:
+            self._begin_save(0.0)
+            return
+        os.register_at_fork(after_in_parent=lambda: self._begin_save(CACHE_WRITE_DELAY))
+
+    def _begin_save(self, delay: float) -> None:
+        """Start the writer, once (later calls do nothing)."""
+        with self._saver_lock:
+            if self._saver is not None and self._saver.ident is None:
+                self._delay = delay
+                self._saver.start()
+
     def wait_cache(self) -> None:
-        """Wait until the compiled cache this engine writes in the background is on disk."""
+        """Wait until the compiled cache this engine writes in the background is on disk
+        (starting the writer now if it waits for a fork)."""
         if self._saver is not None:
+            self._begin_save(0.0)
             self._saver.join()
 
-    @staticmethod
-    def _save(database: SignatureDatabase, matcher: Matcher, cache_dir: Path, key: str,
+    def _save(self, database: SignatureDatabase, matcher: Matcher, cache_dir: Path, key: str,
               lock: _CacheLock) -> None:
         try:
             # Lowest CPU priority for this thread (Linux: a thread id is a process id
@@ -127,6 +154,8 @@ class VirusEngine:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         except (AttributeError, OSError):
             pass
+        if self._delay:
+            time.sleep(self._delay)
         try:
             matcher.save(cache_dir, key, {
                 "db_errors": list(database.errors), "unsupported": database.unsupported,

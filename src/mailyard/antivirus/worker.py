@@ -23,14 +23,15 @@ _loaded_in: int | None = None  # the pid that loaded `_engine` (the fork server,
 
 
 def engine_for(database_dir: str | None, limits: ScanLimits, generation: int = 0,
-               cache_dir: str | None = None) -> VirusEngine:
+               cache_dir: str | None = None, cache_after_fork: bool = False) -> VirusEngine:
     global _engine, _key, _loaded_in
     key = (database_dir, limits, generation, cache_dir)
     if _engine is None or _key != key:
         _engine = None  # free the old signatures before loading the new ones
         from mailyard.antivirus.engine import VirusEngine
 
-        _engine = VirusEngine(database_dir, limits, cache_dir=cache_dir)
+        _engine = VirusEngine(database_dir, limits, cache_dir=cache_dir,
+                              cache_after_fork=cache_after_fork)
         _key = key
         _loaded_in = os.getpid()
     return _engine
@@ -43,8 +44,9 @@ def loaded() -> tuple[tuple | None, int | None, int]:
 
 def preload(database_dir: str | None, limits: dict, cache_dir: str | None = None) -> None:
     """Load the engine in the pool's fork server (`server.pool_warm`), before it forks any
-    worker: each worker then starts with it, shared copy-on-write."""
-    engine_for(database_dir, ScanLimits(**limits), 0, cache_dir)
+    worker: each worker then starts with it, shared copy-on-write. The compiled cache is
+    written only once the first worker is forked (`VirusEngine(cache_after_fork=True)`)."""
+    engine_for(database_dir, ScanLimits(**limits), 0, cache_dir, cache_after_fork=True)
 
 
 def scan_message(database_dir: str | None, limits: ScanLimits, message: bytes,

@@ -21,7 +21,6 @@ def serve(settings, only: str | None) -> None:
     SIGHUP reloads the config and the accounts.
     """
     from mailyard import log
-    from mailyard.server.app import run
 
     selected = None
     if only:
@@ -31,6 +30,14 @@ def serve(settings, only: str | None) -> None:
             fail(f"--only: unknown service {', '.join(sorted(unknown))} "
                  f"(known: {', '.join(SERVICES)})", 2)
     log.setup(settings.server.log_level)
+    from mailyard.server import pool
+
+    if pool.enabled_pool_services(settings, selected):
+        # The pool's fork server imports the scanning code and preloads (a signature
+        # database) while this process imports asyncio and the services and binds.
+        pool.start_fork_server(settings, selected)
+    from mailyard.server.app import run
+
     try:
         run(settings, selected)
     except ConfigError as exc:

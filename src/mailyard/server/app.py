@@ -29,16 +29,6 @@ from mailyard.log import event, get_logger
 from mailyard.server.listen import Listener
 from mailyard.server.services import SERVICES
 
-# What the process pool's workers run, per service that uses the pool (see
-# App.process_pool); the fork server imports those of the enabled services (all of them when
-# none is known), then `pool_warm`, which runs the services' `pool_preload` jobs.
-POOL_MODULES = {
-    "filter": ["mailyard.filter.worker", "mailyard.spam.worker", "mailyard.antivirus.worker",
-               "mailyard.antivirus.engine"],
-    "spamd": ["mailyard.spam.worker"],
-    "clamd": ["mailyard.antivirus.worker", "mailyard.antivirus.engine"],
-}
-
 log = get_logger("server")
 
 
@@ -55,7 +45,7 @@ class App:
         self._tls: ssl.SSLContext | None = None
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._pool_lock = threading.Lock()
-        self._pool_jobs: list = []
+        self._pool_jobs: list = []  # the preload jobs of this App's fork server
         self._pool_started: asyncio.Future | None = None
         self._only: set[str] | None = None  # the services `start` was asked for
         self.stopping = asyncio.Event()
@@ -97,33 +87,17 @@ class App:
 
     @property
     def process_pool(self) -> concurrent.futures.ProcessPoolExecutor:
-        """A process pool sized to the cores, for CPU-heavy work (scanning)."""
+        """A process pool sized to the cores, for CPU-heavy work (scanning); its workers
+        are forked from the fork server `server.pool` starts (`mailyard serve` starts it
+        before the App exists), with the services' preload jobs done."""
         with self._pool_lock:  # `start_pool` may create it from a thread
             if self._pool is None:
-                import multiprocessing
-                import multiprocessing.forkserver
+                from mailyard.server import pool
 
-                from mailyard.server import pool_warm
-
-                context = multiprocessing.get_context("forkserver")
-                # The fork server imports the scanning modules once (not the CLI's __main__
-                # and everything it pulls in), and runs the services' preload jobs (a
-                # signature database), so each worker forks with them loaded and shared.
-                context.set_forkserver_preload(self._pool_modules())
-                with pool_warm.jobs_for_fork_server(self._pool_jobs):
-                    multiprocessing.forkserver.ensure_running()
+                self._pool_jobs = pool.start_fork_server(self.settings, self._only)
                 self._pool = concurrent.futures.ProcessPoolExecutor(
-                    max_workers=os.cpu_count() or 2, mp_context=context)
+                    max_workers=os.cpu_count() or 2, mp_context=pool.context())
             return self._pool
-
-    def _pool_modules(self) -> list[str]:
-        listen = self.settings.listen
-        enabled = [service for service in POOL_MODULES if getattr(listen, service)
-                   and (self._only is None or service in self._only)]
-        modules = []
-        for service in enabled or POOL_MODULES:
-            modules += [m for m in POOL_MODULES[service] if m not in modules]
-        return modules + ["mailyard.server.pool_warm"]
 
     def start_pool(self) -> None:
         """Create the pool and start a worker (blocking: call it in a thread). A worker
@@ -172,17 +146,15 @@ class App:
             module_name, _, func_name = target.partition(":")
             module = importlib.import_module(module_name)
             starts.append((getattr(module, func_name), service, address))
-            # A service module may name work the pool's fork server does once, before it
-            # forks any worker (`pool_preload(settings)` -> [("module:function", [args])]).
-            preload = getattr(module, "pool_preload", None)
-            if preload is not None:
-                self._pool_jobs += [job for job in preload(self.settings)
-                                    if job not in self._pool_jobs]
-        if self._pool_jobs and self._pool is None:
-            # The fork server starts now and preloads beside the listeners' start-up; the
-            # workers are forked from a thread, so the event loop does not wait for them.
-            self._pool_started = self.spawn(asyncio.to_thread(self.start_pool),
-                                            "process-pool-start")
+        if self._pool is None:
+            from mailyard.server import pool
+
+            if pool.preload_jobs(self.settings, only):
+                # The fork server preloads beside the listeners' start-up (`mailyard serve`
+                # started it already); the workers are forked from a thread, so the event
+                # loop does not wait for the preload.
+                self._pool_started = self.spawn(asyncio.to_thread(self.start_pool),
+                                                "process-pool-start")
         for start, service, address in starts:
             listener = await start(self, service, address)
             self.listeners.append(listener)

@@ -1,11 +1,11 @@
 """Work the process pool's fork server does once, before it forks any worker.
 
-Theory of operation: the pool's workers are forked from a fork server
-(`App.process_pool`), which imports the services' `POOL_MODULES` first. This module is the last of those
-imports: it runs the jobs the services asked for (`pool_preload(settings)` in a service
-module, collected by `App.start`), so what they load — a signature database of hundreds
-of megabytes — is loaded once, before the first fork, and every worker starts with it,
-shared copy-on-write, instead of each worker loading its own copy on first use.
+Theory of operation: the pool's workers are forked from a fork server (`server.pool`), which
+imports the enabled services' `POOL_MODULES` first. This module is the last of those
+imports: it runs the jobs the services asked for (their `POOL_PRELOAD` functions, see
+`server.services`), so what they load — a signature database of hundreds of megabytes — is
+loaded once, before the first fork, and every worker starts with it, shared copy-on-write,
+instead of each worker loading its own copy on first use.
 
 The fork server is a fresh interpreter started with only module names, so the jobs reach it
 through one environment variable set just while the main process starts it

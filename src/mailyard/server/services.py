@@ -1,8 +1,13 @@
 """Which code serves each `[listen]` service.
 
-Each entry is "module:function" for `async def start(app, service, address) -> Listener`
-(use `mailyard.server.listen.serve_stream`). A package that lands replaces its placeholder
-entry here with its own start function.
+`SERVICES`: each entry is "module:function" for `async def start(app, service, address) ->
+Listener` (use `mailyard.server.listen.serve_stream`).
+
+`POOL_MODULES`: what the process pool's workers run, per service that uses the pool; its
+fork server imports those of the enabled services (`server.pool`). `POOL_PRELOAD`: per
+service, "module:function" for `f(settings) -> [("module:function", [JSON args])]`, work the
+fork server does once before it forks a worker (`server.pool_warm`). Both are read before
+the services' own modules are imported, so their targets must be light to import.
 """
 
 SERVICES: dict[str, str] = {
@@ -20,4 +25,15 @@ SERVICES: dict[str, str] = {
     "spamd": "mailyard.spam.service:start",
     "clamd": "mailyard.antivirus.clamd_server:start",
     "metrics": "mailyard.server.metrics:start",
+}
+
+POOL_MODULES: dict[str, list[str]] = {
+    "filter": ["mailyard.filter.worker", "mailyard.spam.worker", "mailyard.antivirus.worker",
+               "mailyard.antivirus.engine"],
+    "spamd": ["mailyard.spam.worker"],
+    "clamd": ["mailyard.antivirus.worker", "mailyard.antivirus.engine"],
+}
+
+POOL_PRELOAD: dict[str, str] = {
+    "clamd": "mailyard.antivirus.from_config:pool_preload",
 }
