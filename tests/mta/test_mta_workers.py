@@ -194,3 +194,37 @@ def test_processes_setting_validated(mailyard_server, tmp_path, value):
     result = srv.cli("config", "check", check=False)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "smtp.processes" in result.stdout + result.stderr
+
+
+def test_respawn_delay_doubles_for_a_worker_that_dies_young():
+    from mailyard.mta.workers import (
+        RESPAWN_DELAY,
+        RESPAWN_MAX_DELAY,
+        STABLE_AFTER,
+        respawn_delay,
+    )
+
+    assert respawn_delay(None, 0.1) == RESPAWN_DELAY            # its first death
+    assert respawn_delay(RESPAWN_DELAY, 0.1) == 2 * RESPAWN_DELAY
+    assert respawn_delay(8.0, 5.0) == 16.0
+    assert respawn_delay(RESPAWN_MAX_DELAY, 0.1) == RESPAWN_MAX_DELAY  # capped
+    assert respawn_delay(RESPAWN_MAX_DELAY, STABLE_AFTER) == RESPAWN_DELAY  # healthy again
+
+
+def test_a_worker_killed_again_at_once_is_restarted_later(mailyard_server):
+    sink = Sink()
+    try:
+        srv = mailyard_server(services={"smtp"}, toml=config(sink))
+        (first,) = worker_pids(srv)
+        os.kill(first, signal.SIGKILL)
+        second = worker_pids(srv, 2)[1]
+        os.kill(second, signal.SIGKILL)      # dies young: the next start waits longer
+        third = worker_pids(srv, 3, timeout=30.0)[2]
+        delays = re.findall(r"accepting worker exited .*restart_in=([\d.]+)", srv.log_text())
+        assert [float(d) for d in delays] == [1.0, 2.0]
+        assert third not in (first, second)
+        srv.add_user("alice@example.test")
+        assert accepted_by(srv, send(srv, b"third-worker")) in (third, srv.proc.pid)
+        sink.find(b"Subject: third-worker")
+    finally:
+        sink.stop()

@@ -55,7 +55,9 @@ log = get_logger("mta")
 
 AUTO_MAX_WORKERS = 4         # `processes = 0`: one worker per CPU, at most this many
 LOCAL_PENALTY = 10
-RESPAWN_DELAY = 1.0          # seconds before a dead worker is replaced
+RESPAWN_DELAY = 1.0          # seconds before a dead worker is replaced...
+RESPAWN_MAX_DELAY = 60.0     # ...doubling each time it dies young, up to this
+STABLE_AFTER = 30.0          # a worker that lived this long counts as healthy again
 RECV_SIZE = 128 * 1024       # the largest channel packet (worker.ANNOUNCE_LIMIT and a record)
 
 
@@ -72,11 +74,23 @@ def process_count(settings) -> int:
     return configured
 
 
+def respawn_delay(previous: float | None, lived: float) -> float:
+    """Seconds before a worker that died after `lived` seconds is started again, given
+    the delay before its last start (None: its first start). A worker that keeps dying
+    young (a broken config, no memory, a crash at start-up) is retried ever more slowly, so
+    it does not cost a process start and a log line every second; one that ran a while
+    is replaced at once, as before."""
+    if previous is None or lived >= STABLE_AFTER:
+        return RESPAWN_DELAY
+    return min(previous * 2, RESPAWN_MAX_DELAY)
+
+
 @dataclass
 class _Worker:
     index: int
     proc: subprocess.Popen
     channel: socket.socket
+    started: float = 0.0        # event-loop time of its start
     ready: bool = False
     active: int = 0
     # connection id -> (the listener's per-IP counter, client IP)
@@ -96,6 +110,7 @@ class AcceptPool:
         self._stopping = False
         self._tasks: set[asyncio.Task] = set()
         self._all_gone: asyncio.Event | None = None
+        self._delays: dict[int, float] = {}  # worker index -> the delay before its start
 
     # -- life cycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -130,7 +145,7 @@ class AcceptPool:
         except OSError:
             pass                    # it died at once: its channel closes, handled below
         ours.setblocking(False)
-        worker = _Worker(index, proc, ours)
+        worker = _Worker(index, proc, ours, started=asyncio.get_running_loop().time())
         self.workers[index] = worker
         asyncio.get_running_loop().add_reader(ours.fileno(), self._on_readable, worker)
         event(log, "accepting worker started", worker=index, pid=proc.pid)
@@ -270,14 +285,18 @@ class AcceptPool:
         except TimeoutError:
             worker.proc.kill()
             status = await asyncio.to_thread(worker.proc.wait)
+        lived = asyncio.get_running_loop().time() - worker.started
+        delay = respawn_delay(self._delays.get(worker.index), lived)
         if not self._stopping or status != 0:
             event(log, "accepting worker exited", worker=worker.index, pid=worker.proc.pid,
-                  status=status)
+                  status=status, lived=round(lived, 1),
+                  **({} if self._stopping else {"restart_in": delay}))
         # Its flocks are gone with it: what it committed is now ours, what it left half
         # written is nobody's.
         self.app.component("queue", _no_queue).adopt_orphans()
         if not self._stopping:
-            await asyncio.sleep(RESPAWN_DELAY)
+            self._delays[worker.index] = delay
+            await asyncio.sleep(delay)
             if not self._stopping:
                 self._spawn(worker.index)
 
