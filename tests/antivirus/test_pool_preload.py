@@ -74,6 +74,63 @@ def test_workers_fork_with_the_preloaded_engine(tmp_path):
     assert result["names"] == ["Pool.Mark.UNOFFICIAL"]
 
 
+_FILTER_PROBE = """
+import asyncio, json, sys
+from pathlib import Path
+from mailyard.antivirus import worker
+from mailyard.config import load
+from mailyard.server.app import App
+
+async def main():
+    settings = load(sys.argv[1])
+    db, spool = Path(sys.argv[2]), Path(sys.argv[3])
+    app = App(settings)
+    await app.start({"filter", "clamd"})
+    try:
+        await app.pool_ready()
+        content_filter = app.component("filter", None)
+        def message(text):
+            path = spool / (text + ".eml")
+            path.write_text("From: a@example.test\\r\\nSubject: x\\r\\n\\r\\n" + text + "\\r\\n")
+            return path
+        first = await content_filter.scan(message("a pool-mark"))
+        loop = asyncio.get_running_loop()
+        answers = await asyncio.gather(*(loop.run_in_executor(app.process_pool, worker.loaded)
+                                         for _ in range(8)))
+        (db / "new.ndb").write_text("Pool.New:0:*:706f6f6c2d6e6577\\n")
+        app.component("antivirus.clamd", None).reload()  # clamd RELOAD
+        second = await content_filter.scan(message("a pool-new"))
+        print(json.dumps({"first": list(first.virus_names), "second": list(second.virus_names),
+                          "errors": [first.error, second.error],
+                          "loaded_in": [loaded_in for _, loaded_in, _ in answers],
+                          "pids": [pid for _, _, pid in answers]}))
+    finally:
+        await app.stop()
+
+asyncio.run(main())
+"""
+
+
+def test_filter_workers_share_the_preloaded_engine_and_see_a_clamd_reload(tmp_path):
+    db = write_db(tmp_path / "db", {"local.ndb": MARK_NDB})
+    cfg = tmp_path / "mailyard.toml"
+    cfg.write_text(f'[server]\ndata_dir = "{tmp_path / "var"}"\n[listen]\n'
+                   f'clamd = "127.0.0.1:0"\nfilter = "127.0.0.1:0"\n'
+                   f'[antivirus]\ndatabases = "{db}"\n')
+    spool = tmp_path / "messages"
+    spool.mkdir()
+    out = subprocess.run([sys.executable, "-c", _FILTER_PROBE, str(cfg), str(db), str(spool)],
+                         capture_output=True, text=True, timeout=180, check=True)
+    result = json.loads(out.stdout.splitlines()[-1])
+    assert result["errors"] == [None, None]
+    assert result["first"] == ["Pool.Mark.UNOFFICIAL"]
+    # Forked with the fork server's engine: one copy for the filter and clamd, shared.
+    pids = set(result["pids"])
+    assert len(set(result["loaded_in"])) == 1 and not set(result["loaded_in"]) & pids
+    # clamd's RELOAD bumps the generation the filter's scans ask for too.
+    assert result["second"] == ["Pool.New.UNOFFICIAL"]
+
+
 def test_a_failed_preload_is_logged_and_scans_report_the_error(mailyard_server, tmp_path):
     srv = mailyard_server(services={"clamd"}, toml=(
         f'[antivirus]\ndatabases = "{tmp_path / "no-such-db"}"\n'))

@@ -27,7 +27,12 @@ from mailyard.antivirus.clamd_proto import (
     StreamTooLong,
     format_result,
 )
-from mailyard.antivirus.from_config import ENGINE_VERSION, cache_dir_for, limits_from_settings
+from mailyard.antivirus.from_config import (
+    ENGINE_VERSION,
+    EngineGeneration,
+    cache_dir_for,
+    limits_from_settings,
+)
 from mailyard.antivirus.verdict import ScanOptions
 from mailyard.log import event, get_logger
 from mailyard.server.listen import Listener, serve_stream
@@ -43,17 +48,23 @@ class ClamdService:
 
     def __init__(self, app):
         self.app = app
-        self.generation = 0
+        # Shared with the content filter: one engine per worker serves both.
+        self._generation = app.component("antivirus.generation", EngineGeneration)
         self.loaded_at = datetime.datetime.now(datetime.UTC)
         self.scans = 0
         self.found = 0
         app.on_reload(self._on_reload)
 
-    def _on_reload(self, settings) -> None:
-        self.reload()
+    @property
+    def generation(self) -> int:
+        return self._generation.value
+
+    def _on_reload(self, settings) -> None:  # SIGHUP: `EngineGeneration` bumps itself
+        self.loaded_at = datetime.datetime.now(datetime.UTC)
 
     def reload(self) -> None:
-        self.generation += 1
+        """clamd RELOAD: every worker loads the database again before its next scan."""
+        self._generation.bump()
         self.loaded_at = datetime.datetime.now(datetime.UTC)
 
     @property

@@ -27,11 +27,38 @@ def limits_from_settings(settings) -> ScanLimits:
                       alert_exceeded=av.on_limits == "block")
 
 
+class EngineGeneration:
+    """Which load of the database the built-in engine's users want: bumped by SIGHUP and by
+    clamd RELOAD; a pool worker whose engine is older loads the database again before its
+    next scan (`worker.engine_for`). One per App (`app.component("antivirus.generation",
+    EngineGeneration)`), shared by the content filter and the clamd listener, so each
+    worker keeps one engine for both, and a RELOAD reaches the filter's scans too."""
+
+    def __init__(self, app):
+        self.value = 0
+        app.on_reload(lambda settings: self.bump())
+
+    def bump(self) -> None:
+        self.value += 1
+
+
 def pool_preload(settings) -> list[tuple[str, list]]:
-    """The clamd listener's preload job for the pool's fork server (`server.pool`,
-    `server.pool_warm`): load the engine with the very key the scans ask `worker.engine_for`
-    for, so every worker is forked with it and none loads the database again."""
+    """The built-in engine's preload job for the pool's fork server (`server.pool`,
+    `server.pool_warm`), for the clamd listener: load the engine with the very key its scans
+    ask `worker.engine_for` for, so every worker is forked with it (shared copy-on-write)
+    and none loads the database again."""
     return [("mailyard.antivirus.worker:preload",
              [settings.antivirus.databases or None,
               dataclasses.asdict(limits_from_settings(settings)),
               str(cache_dir_for(settings))])]
+
+
+def filter_pool_preload(settings) -> list[tuple[str, list]]:
+    """The content filter's: the same job (one engine serves both), unless the filter
+    delegates scanning to a clamd socket (`[antivirus] backend`)."""
+    return pool_preload(settings) if uses_builtin(settings) else []
+
+
+def uses_builtin(settings) -> bool:
+    """Whether the content filter scans with the built-in engine."""
+    return settings.antivirus.backend in ("", "builtin")

@@ -28,6 +28,7 @@ from pathlib import Path
 import aiosmtplib
 
 from mailyard import __version__
+from mailyard.antivirus.from_config import EngineGeneration
 from mailyard.config import parse_hostport
 from mailyard.config.loader import is_trusted
 from mailyard.envelope import Envelope, Recipient
@@ -76,6 +77,7 @@ class ContentFilter:
     def __init__(self, app):
         self.app = app
         self.generation = 0
+        self.av_generation = app.component("antivirus.generation", EngineGeneration)
         self.quarantine = Quarantine(app.data_path)
         self.spool = app.data_path / "filter" / "tmp"
         self.spool.mkdir(parents=True, exist_ok=True)
@@ -102,7 +104,8 @@ class ContentFilter:
     async def scan(self, path: Path, skip_spam: bool = False) -> ScanResult:
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self.app.process_pool, scan_file, self.settings,
-                                      self.generation, str(path), skip_spam)
+                                      self.generation, str(path), skip_spam,
+                                      self.av_generation.value)
         try:
             return await asyncio.wait_for(future, self.settings.filter.scan_timeout)
         except TimeoutError:
@@ -448,7 +451,8 @@ async def start(app, service: str, address: str) -> Listener:
     async def warm_up() -> None:
         await app.pool_ready()  # a fork would wait for the fork server's preload
         jobs = [loop.run_in_executor(pool, scan_file, app.settings, content_filter.generation,
-                                     str(warm), False) for _ in range(os.cpu_count() or 2)]
+                                     str(warm), False, content_filter.av_generation.value)
+                for _ in range(os.cpu_count() or 2)]
         results = await asyncio.gather(*jobs, return_exceptions=True)
         errors = {r.error.splitlines()[0] for r in results
                   if isinstance(r, ScanResult) and r.error}

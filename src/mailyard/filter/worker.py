@@ -1,9 +1,11 @@
 """The scan that runs in the process pool: both engines on one message file.
 
-Each worker process builds the spam and virus engines once (rules, signatures and Bayes are
-loaded per process, never pickled) and rebuilds them when the filter's `generation` changes
-(SIGHUP). Only a file path goes in and a small `ScanResult` comes out, so a 50 MB message
-is never pickled across the pool.
+Each worker process builds the spam engine once (rules and Bayes are loaded per process,
+never pickled) and rebuilds it when the filter's `generation` changes (SIGHUP). The built-in
+virus engine is the one the pool's fork server preloads and every worker is forked with
+(`antivirus.worker.engine_for`), shared with the clamd listener's scans. Only a file path
+goes in and a small `ScanResult` comes out, so a 50 MB message is never pickled across the
+pool.
 """
 
 from __future__ import annotations
@@ -20,16 +22,36 @@ _generation: int | None = None
 
 
 def _load(settings, generation: int) -> None:
+    """The spam engine and a delegating virus backend, rebuilt when `generation` (the
+    filter's: SIGHUP) changes; the built-in virus engine is `_virus`'s."""
     global _generation
     if _generation == generation and _engines:
         return
     _engines.clear()
-    from mailyard.antivirus import VirusEngine
+    from mailyard.antivirus.from_config import uses_builtin
     from mailyard.spam import SpamEngine
 
-    _engines["virus"] = VirusEngine.from_settings(settings)
+    if not uses_builtin(settings):
+        from mailyard.antivirus import VirusEngine
+
+        _engines["virus"] = VirusEngine.from_settings(settings)
     _engines["spam"] = SpamEngine.from_settings(settings)
     _generation = generation
+
+
+def _virus(settings, av_generation: int):
+    """The virus scanner: the delegating backend, or the built-in engine this worker shares
+    with the clamd listener's scans (`antivirus.worker.engine_for`, same key: the pool's fork
+    server preloads it, so the worker was forked with it; `av_generation` is the App's
+    `EngineGeneration`)."""
+    if "virus" in _engines:
+        return _engines["virus"]
+    from mailyard.antivirus import worker as antivirus
+    from mailyard.antivirus.from_config import cache_dir_for, limits_from_settings
+
+    return antivirus.engine_for(settings.antivirus.databases or None,
+                                limits_from_settings(settings), av_generation,
+                                str(cache_dir_for(settings)))
 
 
 def facts_from_headers(message: bytes, authserv_id: str) -> dict[str, str]:
@@ -121,12 +143,13 @@ def _resolve(settings, queries: list[tuple[str, str]]) -> dict[str, list[str]]:
     return answers
 
 
-def scan_file(settings, generation: int, path: str, skip_spam: bool = False) -> ScanResult:
+def scan_file(settings, generation: int, path: str, skip_spam: bool = False,
+              av_generation: int = 0) -> ScanResult:
     """Scan the message at `path`; never raises (errors come back in `error`)."""
     try:
         _load(settings, generation)
         message = Path(path).read_bytes()
-        virus = _engines["virus"].scan_message(message)
+        virus = _virus(settings, av_generation).scan_message(message)
         attachments = tuple(AttachmentSeen(a.name or "", a.content_type or "",
                                            getattr(a, "detected_type", "") or "",
                                            getattr(a, "depth", 0))

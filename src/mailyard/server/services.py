@@ -36,4 +36,5 @@ POOL_MODULES: dict[str, list[str]] = {
 
 POOL_PRELOAD: dict[str, str] = {
     "clamd": "mailyard.antivirus.from_config:pool_preload",
+    "filter": "mailyard.antivirus.from_config:filter_pool_preload",
 }
