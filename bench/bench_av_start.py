@@ -18,7 +18,9 @@ moment: /proc for the servers, getrusage in the engine's interpreter) with the 1
 load average before the round. Medians at the end, and the ratios to clamd's.
 
 With `--baseline SRC` the engine and the listener also run from another source tree (the
-code before a change), in the same rounds.
+code before a change), in the same rounds. `--only ...,listener@warm` adds a restart: the
+listener on a data_dir kept from a first (unrecorded) start, so the compiled cache is used —
+what a restart or a reload with unchanged database files costs.
 
 Usage: python bench/bench_av_start.py [--rounds 5] [--sigs 100000] [--hashes 1000000]
                                       [--baseline SRC] [--only clamd,engine,...]
@@ -118,9 +120,13 @@ def run_engine(db: Path, src: str | None = None) -> dict:
             "errors": int(errors)}
 
 
-def run_listener(db: Path, root: Path, small: Path, src: str | None = None) -> dict:
+def run_listener(db: Path, root: Path, small: Path, src: str | None = None,
+                 data_dir: Path | None = None) -> dict:
+    """A cold start on a fresh data_dir, or (`data_dir`) a start on one kept from an
+    earlier start, whose compiled cache is then reused."""
     port = free_port()
-    data_dir = Path(tempfile.mkdtemp(prefix="var-", dir=root))
+    keep = data_dir is not None
+    data_dir = data_dir or Path(tempfile.mkdtemp(prefix="var-", dir=root))
     config = root / f"mailyard-{port}.toml"
     config.write_text(f'[server]\ndata_dir = "{data_dir}"\n[listen]\n'
                       f'clamd = "127.0.0.1:{port}"\n[antivirus]\ndatabases = "{db}"\n')
@@ -137,7 +143,8 @@ def run_listener(db: Path, root: Path, small: Path, src: str | None = None) -> d
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-        shutil.rmtree(data_dir, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(data_dir, ignore_errors=True)
     if not answer.endswith("OK"):
         raise RuntimeError(f"mailyard answered {answer!r}")
     return {"wall": wall, "cpu": cpu, "ping": ping}
@@ -149,7 +156,7 @@ def main() -> None:
     parser.add_argument("--sigs", type=int, default=100_000)
     parser.add_argument("--hashes", type=int, default=1_000_000)
     parser.add_argument("--only", default="clamd,engine,listener,engine@base,listener@base",
-                        help="which start-ups to run (comma-separated)")
+                        help="which start-ups to run (comma-separated; also listener@warm)")
     parser.add_argument("--baseline", metavar="SRC",
                         help="also run the engine and the listener from this source tree "
                              "(e.g. `git archive BASE src | tar -x -C DIR`, then DIR/src)")
@@ -164,6 +171,11 @@ def main() -> None:
                    "engine": lambda: run_engine(db)}
         if have_clamd:
             runners["clamd"] = lambda: run_clamd(db, root, small)
+        warm_dir = root / "var-warm"
+        if "listener@warm" in args.only.split(","):
+            run_listener(db, root, small, data_dir=warm_dir)  # writes the compiled cache
+            time.sleep(5)
+            runners["listener@warm"] = lambda: run_listener(db, root, small, data_dir=warm_dir)
         if args.baseline:
             runners["engine@base"] = lambda: run_engine(db, args.baseline)
             runners["listener@base"] = lambda: run_listener(db, root, small, args.baseline)
@@ -194,8 +206,11 @@ def main() -> None:
         labels = {"clamd": "clamd, exec → PONG", "engine": "VirusEngine(db), exec → ready",
                   "listener": "mailyard serve --only clamd, exec → first scan answered",
                   "engine@base": "VirusEngine(db), baseline source",
-                  "listener@base": "mailyard serve --only clamd, baseline source"}
-        for name in ("clamd", "engine", "listener", "engine@base", "listener@base"):
+                  "listener@base": "mailyard serve --only clamd, baseline source",
+                  "listener@warm": "mailyard serve --only clamd, compiled cache kept, "
+                                   "exec → first scan answered"}
+        for name in ("clamd", "engine", "listener", "listener@warm", "engine@base",
+                     "listener@base"):
             if not results.get(name):
                 continue
             wall = statistics.median(x["wall"] for x in results[name])
