@@ -12,7 +12,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mailyard.antivirus import hashes, hexsig
-from mailyard.antivirus.anchors import plan
+from mailyard.antivirus.anchors import ANCHOR, AnchorIndex, _window, plan, windows
 from mailyard.antivirus.database import BodySignature, SignatureDatabase, _parse_ndb
 from mailyard.antivirus.hashes import HashStore
 from mailyard.antivirus.matcher import Matcher
@@ -237,6 +237,24 @@ def test_summarize_takes_the_common_shapes():
     for body in ("616263", "((61|62)|63)64656667", "{2}6162636465", "61626364{9-2}65",
                  "6162636"):
         assert hexsig.summarize(body) is None, body
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(min_size=ANCHOR, max_size=24).map(
+    lambda run: run.translate(bytes.maketrans(b"\x01\x02\x03", b"\x00\xff\x90"))),
+    max_size=40))
+def test_windows_and_anchor_words_are_those_of_each_run(runs):
+    """The vector passes at load: `windows` picks `_window`'s place in every run (runs
+    rich in the common bytes), and `finish` reads the anchor at that place."""
+    assert windows(runs) == [_window(run) for run in runs]
+    index = AnchorIndex()
+    for i, (run, at) in enumerate(zip(runs, windows(runs))):
+        index.add(f"S{i}", 0, None, (run, at, 0, 0, len(run), None))
+    index.finish()
+    expected = [int.from_bytes(run[at:at + ANCHOR], "little")
+                for run, at in zip(runs, windows(runs))]
+    assert index.keys.tolist() == sorted(expected)
+    assert [expected[i] for i in index.ids.tolist()] == index.keys.tolist()
 
 
 def test_uncompilable_pattern_is_no_match_not_a_crash():
