@@ -328,6 +328,25 @@ def test_bulk_hash_loader_equals_line_loader():
             assert results[0] == results[1]
 
 
+def test_hash_size_bitmap_comes_with_the_first_sized_signature():
+    """A table's 2 MiB size bitmap is allocated by the first signature with a size (most
+    of a database's nine tables stay empty); `wanted` is the same either way."""
+    digest = "d41d8cd98f00b204e9800998ecf8427e"
+    store = HashStore()
+    assert not store.tables["md5"].sizes and not store.wanted("md5", 0)
+    store.load(f"{digest}:*:Any\n".encode(), "", set(), "a.hdb", [])
+    store.finish()
+    assert not store.tables["md5"].sizes and store.wanted("md5", 123)
+    for bulk in (True, False):
+        sized = HashStore()
+        sized.load(f"{digest}:{(1 << 24) + 5}:Five\n".encode() * (1 if not bulk else 5000),
+                   "", set(), "b.hdb", [], bulk=bulk)
+        sized.finish()
+        assert len(sized.tables["md5"].sizes) == 1 << 21
+        assert sized.wanted("md5", 5) and sized.wanted("md5", (1 << 24) + 5)
+        assert not sized.wanted("md5", 6) and not sized.tables["sha1"].sizes
+
+
 @pytest.mark.parametrize("line", ["Zeros.Bounded:0:*:00000000{2}01",
                                   "Zeros.Plain:0:EOF-10:0000000000",
                                   "Zeros.Star:0:*:0000000000*01"])
