@@ -11,7 +11,8 @@ non-hex bytes its body has and which; for the lines of those shapes, the summary
 strings are cut out (`database._load_ndb_text`). Every other line — comments, blank lines,
 other targets, offsets, shapes or field counts, runs shorter than `MIN_RUN`, anything odd —
 goes to the line loop with its line number, so the database is the line loop's, line for
-line (tests/antivirus/test_database.py compares the two with hypothesis).
+line (tests/antivirus/test_ndb_bulk.py compares the two, with hypothesis and a grid of
+every shape's near misses).
 
 Line numbers are those of `str.splitlines()`; the pass declines (returns None) a text with
 other line breaks than `\\n` and `\\r\\n`, or with non-ASCII characters (whose string and
@@ -39,7 +40,7 @@ _UNBOUNDED = -1
 class Bulk(NamedTuple):
     """What `scan` found: the lines it took, as columns in line order, and the rest.
 
-    Per taken line: its index (0-based) in `lines`, and the name, offset and body fields
+    Per taken line: its line index (0-based) in `lines`, and the name, offset and body fields
     as strings; `summaries` holds `hexsig.summarize(body)` of each (an iterator: it is
     consumed once). `rest`: (line index, line) of every other line, in order."""
 
