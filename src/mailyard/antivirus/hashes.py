@@ -72,6 +72,13 @@ def _nibbles_packed(w):
     return (nibbles << np.uint64(4)) | (nibbles >> np.uint64(8))
 
 
+def _bytes_packed(w):
+    """Bytes 0, 2, 4 and 6 of each word of `w` -> bytes 0-3 (the others zero)."""
+    w &= np.uint64(0x00FF00FF00FF00FF)
+    w = (w | (w >> np.uint64(8))) & np.uint64(0x0000FFFF0000FFFF)
+    return (w | (w >> np.uint64(16))) & np.uint64(0xFFFFFFFF)
+
+
 def _key(digest_prefix: int, size: int) -> int:
     return (digest_prefix ^ (size * _MIX)) & _MASK
 
@@ -108,8 +115,8 @@ class _Table:
             all_keys, all_refs = np.concatenate(keys), np.concatenate(refs)
             order = _order_by_key_then_ref(all_keys, all_refs)
             self.keys, self.refs = array("Q"), array("Q")
-            self.keys.frombytes(all_keys[order].tobytes())
-            self.refs.frombytes(all_refs[order].tobytes())
+            self.keys.frombytes(memoryview(all_keys[order]).cast("B"))  # no bytes copy
+            self.refs.frombytes(memoryview(all_refs[order]).cast("B"))
             self.chunks.clear()
         for pending, keys, refs in ((self.pending, self.keys, self.refs),
                                     (self.any_pending, self.any_keys, self.any_refs)):
@@ -293,11 +300,10 @@ class HashStore:
             if not good.all():
                 rows, row_starts = rows[good], row_starts[good]
                 heads = [head[good] for head in heads]
-            prefix = np.empty((len(rows), 8), np.uint8)
-            for half in (0, 1):
-                packed = _nibbles_packed(heads[half])
-                prefix[:, 4 * half:4 * half + 4] = packed.view(np.uint8).reshape(-1, 8)[:, ::2]
-            prefix = prefix.view(">u8")[:, 0].astype(np.uint64)
+            # The key's 8 digest bytes, big-endian: each half's 4 bytes (bytes 0, 2, 4, 6
+            # of its word) moved together, the halves joined, the byte order swapped.
+            first_half, second_half = (_bytes_packed(_nibbles_packed(head)) for head in heads)
+            prefix = (first_half | (second_half << np.uint64(32))).byteswap()
             row_sizes = sizes[rows]
             table = self.tables[algorithm]
             table.chunks.append((prefix ^ (row_sizes.astype(np.uint64) * np.uint64(_MIX)),
