@@ -12,7 +12,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mailyard.antivirus import hashes, hexsig
-from mailyard.antivirus.anchors import plan
+from mailyard.antivirus.anchors import ANCHOR, AnchorIndex, _window, plan, windows
 from mailyard.antivirus.database import BodySignature, SignatureDatabase, _parse_ndb
 from mailyard.antivirus.hashes import HashStore
 from mailyard.antivirus.matcher import Matcher
@@ -239,6 +239,24 @@ def test_summarize_takes_the_common_shapes():
         assert hexsig.summarize(body) is None, body
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(min_size=ANCHOR, max_size=24).map(
+    lambda run: run.translate(bytes.maketrans(b"\x01\x02\x03", b"\x00\xff\x90"))),
+    max_size=40))
+def test_windows_and_anchor_words_are_those_of_each_run(runs):
+    """The vector passes at load: `windows` picks `_window`'s place in every run (runs
+    rich in the common bytes), and `finish` reads the anchor at that place."""
+    assert windows(runs) == [_window(run) for run in runs]
+    index = AnchorIndex()
+    for i, (run, at) in enumerate(zip(runs, windows(runs))):
+        index.add(f"S{i}", 0, None, (run, at, 0, 0, len(run), None))
+    index.finish()
+    expected = [int.from_bytes(run[at:at + ANCHOR], "little")
+                for run, at in zip(runs, windows(runs))]
+    assert index.keys.tolist() == sorted(expected)
+    assert [expected[i] for i in index.ids.tolist()] == index.keys.tolist()
+
+
 def test_uncompilable_pattern_is_no_match_not_a_crash():
     db = SignatureDatabase()
     db.body.append(BodySignature("Odd", 0, "*", hexsig.parse("61626364??65"), "t:1",
@@ -308,6 +326,25 @@ def test_bulk_hash_loader_equals_line_loader():
         for s in ({n, 12, 0} if n >= 0 else {12}):
             results = [st.lookup(algorithm[len(digest)], digest, s) for st in stores]
             assert results[0] == results[1]
+
+
+def test_hash_size_bitmap_comes_with_the_first_sized_signature():
+    """A table's 2 MiB size bitmap is allocated by the first signature with a size (most
+    of a database's nine tables stay empty); `wanted` is the same either way."""
+    digest = "d41d8cd98f00b204e9800998ecf8427e"
+    store = HashStore()
+    assert not store.tables["md5"].sizes and not store.wanted("md5", 0)
+    store.load(f"{digest}:*:Any\n".encode(), "", set(), "a.hdb", [])
+    store.finish()
+    assert not store.tables["md5"].sizes and store.wanted("md5", 123)
+    for bulk in (True, False):
+        sized = HashStore()
+        sized.load(f"{digest}:{(1 << 24) + 5}:Five\n".encode() * (1 if not bulk else 5000),
+                   "", set(), "b.hdb", [], bulk=bulk)
+        sized.finish()
+        assert len(sized.tables["md5"].sizes) == 1 << 21
+        assert sized.wanted("md5", 5) and sized.wanted("md5", (1 << 24) + 5)
+        assert not sized.wanted("md5", 6) and not sized.tables["sha1"].sizes
 
 
 @pytest.mark.parametrize("line", ["Zeros.Bounded:0:*:00000000{2}01",

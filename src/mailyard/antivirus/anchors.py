@@ -34,6 +34,8 @@ _CHUNK = 1 << 14
 _HITS_BEFORE_WHOLE = 64
 _MULT = np.uint32(0x9E3779B1)
 _COMMON = b"\x00\xff\x20\x90\xcc"
+_IS_COMMON = np.zeros(256, np.bool_)
+_IS_COMMON[np.frombuffer(_COMMON, np.uint8)] = True
 
 
 class MatchTimeout(Exception):
@@ -110,12 +112,21 @@ def plan(tokens: tuple, text: str):
     return (run, _window(run), pre_min, pre_max, high, pattern)
 
 
-def plan_summary(summary: tuple, text: str):
-    """`plan` from `hexsig.summarize`'s result (no tokens needed)."""
-    run, pre_min, pre_max, total_max, only_run = summary
-    # _window's common case inline (this runs once per signature at load)
-    at = 0 if len(run[:ANCHOR].translate(None, _COMMON)) == ANCHOR else _window(run)
-    return (run, at, pre_min, pre_max, total_max, None if only_run else text)
+def windows(runs: list[bytes]) -> list[int]:
+    """`_window` of each run, for many at once: the common case (no common byte in the
+    first four) in vector passes, the others one by one (this runs for every signature
+    at load)."""
+    if not runs:
+        return []
+    joined = np.frombuffer(b"".join(runs), np.uint8)
+    lengths = np.fromiter(map(len, runs), np.int64, len(runs))
+    starts = np.cumsum(lengths) - lengths
+    common = np.concatenate(([0], np.cumsum(_IS_COMMON[joined])))
+    clean = (lengths == ANCHOR) | (common[starts + ANCHOR] == common[starts])
+    at = np.zeros(len(runs), np.int64)
+    rows = np.flatnonzero(~clean)
+    at[rows] = [_window(runs[i]) for i in rows.tolist()]
+    return at.tolist()
 
 
 class AnchorIndex:
@@ -125,7 +136,6 @@ class AnchorIndex:
         # per signature: (name, target, offset check, run, anchor-in-run, pre_min, pre_max,
         # total_max, pattern text or None). Offset check: (base, shift, from_end) or None.
         self.sigs: list[tuple] = []
-        self._anchors: list[bytes] = []
         self.keys = np.zeros(0, np.uint32)
         self.ids = np.zeros(0, np.int64)
         self._regex: dict[int, object] = {}
@@ -138,13 +148,23 @@ class AnchorIndex:
         return len(self.sigs)
 
     def add(self, name: str, target: int, check, planned: tuple) -> None:
-        run, at, pre_min, pre_max, total_max, pattern = planned
-        self._anchors.append(run[at:at + ANCHOR])
-        self.sigs.append((name, target, check, run, at, pre_min, pre_max, total_max, pattern))
+        self.sigs.append((name, target, check, *planned))
+
+    def extend(self, rows: list[tuple]) -> None:
+        """Add signatures as rows of `sigs` (name, target, check, then `plan`'s tuple)."""
+        self.sigs.extend(rows)
 
     def finish(self) -> None:
-        anchors = np.frombuffer(b"".join(self._anchors), "<u4").astype(np.uint32)
-        self._anchors = []
+        # Each signature's anchor: the 4 bytes at `at` in its run, read as one
+        # little-endian word of all the runs joined (numpy, no slice per signature).
+        sigs = self.sigs
+        runs = [sig[3] for sig in sigs]
+        joined = b"".join(runs) + bytes(ANCHOR)
+        lengths = np.fromiter(map(len, runs), np.int64, len(runs))
+        at = (np.cumsum(lengths) - lengths
+              + np.fromiter((sig[4] for sig in sigs), np.int64, len(sigs)))
+        words = np.ndarray((len(joined) - ANCHOR + 1,), "<u4", buffer=joined, strides=(1,))
+        anchors = words[at].astype(np.uint32)
         order = np.argsort(anchors, kind="stable")
         self.keys = anchors[order]
         self.ids = order.astype(np.int64)
@@ -165,7 +185,6 @@ class AnchorIndex:
         self.sigs = state["sigs"]
         self.keys = state["keys"]
         self.ids = state["ids"]
-        self._anchors = []
         self._regex = {}
         self._key_list = self._id_list = None
         self._build_table()

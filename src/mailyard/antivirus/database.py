@@ -22,15 +22,18 @@ import gc
 import gzip
 import hashlib
 import io
+import itertools
+import operator
 import re
 import tarfile
 import threading
+from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from mailyard.antivirus import forked, hexsig
+from mailyard.antivirus import forked, hexsig, ndb_bulk
 from mailyard.antivirus.hashes import HashStore
 
 UNOFFICIAL = ".UNOFFICIAL"
@@ -206,16 +209,20 @@ def _load_database(path, body: bool, parallel: bool | str | None) -> SignatureDa
     if parallel and (parallel == "always" or
                      sum(len(job[1]) for job in hash_jobs) >= PARALLEL_HASH_BYTES):
         hash_child = forked.Forked(loader.load_state)
-    # .ndb files as lists of lines; the second half of a large one goes to a child.
-    ndb_lines = {}
-    halves = []  # (job index, lines, first line number)
+    # .ndb files as text; the second half of a large one (from a line break) goes to a child.
+    ndb_texts = {}
+    halves = []  # (job index, text, first line number)
     for index, (_origin, ext, data, _suffix, _errs) in enumerate(text_jobs):
         if ext == "ndb":
-            lines = ndb_lines[index] = data.decode("utf-8", "replace").splitlines()
-            if parallel and (parallel == "always" or len(lines) >= PARALLEL_NDB_LINES):
-                cut = len(lines) // 2
-                halves.append((index, lines[cut:], cut + 1))
-                ndb_lines[index] = lines[:cut]
+            text = ndb_texts[index] = data.decode("utf-8", "replace")
+            if parallel and (parallel == "always" or text.count("\n") >= PARALLEL_NDB_LINES):
+                cut = text.find("\n", len(text) // 2) + 1
+                if cut:
+                    head = text[:cut]
+                    lines = (head.count("\n") if ndb_bulk.plain_breaks(head)
+                             else len(head.splitlines()))
+                    halves.append((index, text[cut:], lines + 1))
+                    ndb_texts[index] = head
     ndb_child = forked.Forked(_load_halves, db.ignored, text_jobs, halves) if halves else None
     if hash_child is None:  # a thread only after the last fork
         if text_jobs:
@@ -228,7 +235,7 @@ def _load_database(path, body: bool, parallel: bool | str | None) -> SignatureDa
     for index, (origin, ext, data, suffix, errs) in enumerate(text_jobs):
         if ext == "ndb":
             db.body = []
-            _load_ndb(db, ndb_lines[index], 1, origin, suffix, errs)
+            _load_ndb_text(db, ndb_texts[index], 1, origin, suffix, errs)
             segments.append(db.body)
             segments.append(tails.setdefault(index, []))
             continue
@@ -237,12 +244,12 @@ def _load_database(path, body: bool, parallel: bool | str | None) -> SignatureDa
             _parse_line(parse, db, line, f"{origin}:{number}", suffix, errs)
     if ndb_child is not None:
         results = ndb_child.result()
-        for piece, (index, lines, first) in enumerate(halves):
+        for piece, (index, text, first) in enumerate(halves):
             origin, _ext, _data, suffix, errs = text_jobs[index]
             segment = tails[index]
             if results is None:  # the child failed: parse the half here
                 db.body = segment
-                _load_ndb(db, lines, first, origin, suffix, errs)
+                _load_ndb_text(db, text, first, origin, suffix, errs)
                 continue
             rows, half_errors, unsupported = results[piece]
             segment.extend([_new_tuple(BodySignature, row) for row in rows])
@@ -270,11 +277,11 @@ def _load_halves(ignored: set[str], text_jobs: list, halves: list) -> list:
     """In a forked child: parse the `.ndb` halves; per half, its rows (plain tuples), its
     errors and its unsupported counts."""
     results = []
-    for index, lines, first in halves:
+    for index, text, first in halves:
         origin, _ext, _data, suffix, _errs = text_jobs[index]
         half = SignatureDatabase(ignored=ignored)
         errs: list[str] = []
-        _load_ndb(half, lines, first, origin, suffix, errs)
+        _load_ndb_text(half, text, first, origin, suffix, errs)
         results.append(([tuple(row) for row in half.body], errs, dict(half.unsupported)))
     return results
 
@@ -364,6 +371,41 @@ def _container_members(path: Path):
                 continue
             data = tar.extractfile(member).read()
             yield f"{path}:{member.name}", ext, data, True
+
+
+def _load_ndb_text(db: SignatureDatabase, text: str, first: int, origin: str, suffix: str,
+                   errors: list[str]) -> None:
+    """One `.ndb` file's text (its first line is line `first`): the lines of the common
+    shapes through the bulk pass (`ndb_bulk`), the others through `_load_ndb`, body
+    signatures kept in line order. The same database as `_load_ndb` on every line."""
+    bulk = ndb_bulk.scan(text, _PLAIN_OFFSET.fullmatch)
+    if bulk is None:
+        _load_ndb(db, text.splitlines(), first, origin, suffix, errors)
+        return
+    names = bulk.names
+    if suffix:
+        names = map(operator.add, names, itertools.repeat(suffix))
+    origins = [f"{origin}:{n + first}" for n in bulk.lines]
+    sigs = list(map(_new_tuple, itertools.repeat(BodySignature), zip(
+        names, itertools.repeat(0), bulk.offsets, itertools.repeat(None), origins,
+        bulk.bodies, bulk.summaries)))
+    numbers = bulk.lines
+    ignored = db.ignored
+    if ignored and not ignored.isdisjoint(bulk.names):
+        keep = [name not in ignored for name in bulk.names]
+        sigs = list(itertools.compress(sigs, keep))
+        numbers = list(itertools.compress(numbers, keep))
+    if not bulk.rest:
+        db.body.extend(sigs)
+        return
+    # The other lines, each in its place: the bulk lines before it, then its own.
+    body, done = db.body, 0
+    for index, line in bulk.rest:
+        upto = bisect_left(numbers, index, done)
+        body.extend(sigs[done:upto])
+        done = upto
+        _load_ndb(db, [line], index + first, origin, suffix, errors)
+    body.extend(sigs[done:])
 
 
 def _load_ndb(db: SignatureDatabase, lines: list[str], first: int, origin: str, suffix: str,

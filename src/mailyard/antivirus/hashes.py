@@ -23,7 +23,8 @@ _MIX = 0x9E3779B97F4A7C15
 _SIZE_BITS = 1 << 24
 ANY_SIZE = -1
 _BULK_MIN = 1 << 16  # smaller files load line by line
-_NOT_NAME_START = np.frombuffer(b" \t\r\n:", np.uint8)
+_NOT_NAME_START = np.zeros(256, np.bool_)  # bytes a name cannot start with
+_NOT_NAME_START[np.frombuffer(b" \t\r\n:", np.uint8)] = True
 # Byte-wise constants for the bulk loader's in-word (SWAR) arithmetic.
 _ONE = np.uint64(1)
 _ONES = np.uint64(0x0101010101010101)
@@ -71,6 +72,13 @@ def _nibbles_packed(w):
     return (nibbles << np.uint64(4)) | (nibbles >> np.uint64(8))
 
 
+def _bytes_packed(w):
+    """Bytes 0, 2, 4 and 6 of each word of `w` -> bytes 0-3 (the others zero)."""
+    w &= np.uint64(0x00FF00FF00FF00FF)
+    w = (w | (w >> np.uint64(8))) & np.uint64(0x0000FFFF0000FFFF)
+    return (w | (w >> np.uint64(16))) & np.uint64(0xFFFFFFFF)
+
+
 def _key(digest_prefix: int, size: int) -> int:
     return (digest_prefix ^ (size * _MIX)) & _MASK
 
@@ -86,7 +94,15 @@ class _Table:
         self.any_pending: list[int] = []
         self.any_keys = array("Q")
         self.any_refs = array("Q")
-        self.sizes = bytearray(_SIZE_BITS // 8)
+        # Bit n % 2**24 set: some signature has size n. Allocated with the first sized
+        # signature (2 MiB; a database has nine tables, most of them empty).
+        self.sizes = bytearray()
+
+    def size_bits(self) -> bytearray:
+        """`sizes`, allocated if it is not yet."""
+        if not self.sizes:
+            self.sizes = bytearray(_SIZE_BITS // 8)
+        return self.sizes
 
     def finish(self) -> None:
         if self.chunks:
@@ -99,8 +115,8 @@ class _Table:
             all_keys, all_refs = np.concatenate(keys), np.concatenate(refs)
             order = _order_by_key_then_ref(all_keys, all_refs)
             self.keys, self.refs = array("Q"), array("Q")
-            self.keys.frombytes(all_keys[order].tobytes())
-            self.refs.frombytes(all_refs[order].tobytes())
+            self.keys.frombytes(memoryview(all_keys[order]).cast("B"))  # no bytes copy
+            self.refs.frombytes(memoryview(all_refs[order]).cast("B"))
             self.chunks.clear()
         for pending, keys, refs in ((self.pending, self.keys, self.refs),
                                     (self.any_pending, self.any_keys, self.any_refs)):
@@ -207,7 +223,7 @@ class HashStore:
                     table.any_pending.append(prefix << 64 | base | start)
                 else:
                     n = int(size)
-                    table.sizes[(n % _SIZE_BITS) >> 3] |= 1 << (n & 7)
+                    (table.sizes or table.size_bits())[(n % _SIZE_BITS) >> 3] |= 1 << (n & 7)
                     table.pending.append(((prefix ^ (n * _MIX)) & _MASK) << 64 | base | start)
             except (IndexError, KeyError, ValueError):
                 stripped = line.strip()
@@ -235,10 +251,17 @@ class HashStore:
             return words[np.minimum(offsets, last_word)]
 
         # The digest ends at the first ':' — at 32, 40 or 64 (a colon earlier fails the
-        # hex check below).
-        digest_len = np.zeros(len(starts), np.int64)
-        for length in (64, 40, 32):
-            digest_len[raw[np.minimum(starts + length, len(data) - 1)] == 58] = length
+        # hex check below). Most files hold one kind: the rows with no colon at 32 only
+        # are looked at again.
+        end = len(data) - 1
+        digest_len = np.where(raw[np.minimum(starts + 32, end)] == 58, 32, 0)
+        others = np.flatnonzero(digest_len == 0)
+        for length in (40, 64):
+            if not len(others):
+                break
+            at = raw[np.minimum(starts[others] + length, end)] == 58
+            digest_len[others[at]] = length
+            others = others[~at]
         c1 = starts + digest_len  # the ':' after the digest
         # The size: its ':' is the first zero byte of (word ^ '::::::::') after c1.
         size_word = word(c1 + 1)
@@ -249,7 +272,7 @@ class HashStore:
         c2 = c1 + 1 + size_len  # the ':' after the size
         fast = ((digest_len > 0) & (size_len >= 1) & (size_len <= 7) & (c2 + 1 < ends)
                 & (c2 + 8 <= last_word))
-        fast &= ~np.isin(raw[np.minimum(c2 + 1, len(data) - 1)], _NOT_NAME_START)
+        fast &= ~_NOT_NAME_START[raw[np.minimum(c2 + 1, end)]]
         digit_bytes = (np.uint64(1) << (np.minimum(size_len, 7).astype(np.uint64) << 3)) - 1
         fast &= (_digits(size_word) & digit_bytes & _HIGHS) == (digit_bytes & _HIGHS)
         if ignored_b:
@@ -268,23 +291,26 @@ class HashStore:
             if not len(rows):
                 continue
             row_starts = starts[rows]
+            # (no clamping: a fast row's digest lies before its c2, and c2 + 8 is a word)
             bad = np.zeros(len(rows), np.uint64)
+            heads = [words[row_starts], words[row_starts + 8]]  # also the key's 8 bytes
             for k in range(0, length, 8):
-                _not_hex(word(row_starts + k), bad)
+                _not_hex(heads[k >> 3] if k < 16 else words[row_starts + k], bad)
             good = bad == 0
-            rows, row_starts = rows[good], row_starts[good]
-            prefix = np.empty((len(rows), 8), np.uint8)
-            for half in (0, 1):
-                packed = _nibbles_packed(word(row_starts + 8 * half))
-                prefix[:, 4 * half:4 * half + 4] = packed.view(np.uint8).reshape(-1, 8)[:, ::2]
-            prefix = prefix.view(">u8")[:, 0].astype(np.uint64)
+            if not good.all():
+                rows, row_starts = rows[good], row_starts[good]
+                heads = [head[good] for head in heads]
+            # The key's 8 digest bytes, big-endian: each half's 4 bytes (bytes 0, 2, 4, 6
+            # of its word) moved together, the halves joined, the byte order swapped.
+            first_half, second_half = (_bytes_packed(_nibbles_packed(head)) for head in heads)
+            prefix = (first_half | (second_half << np.uint64(32))).byteswap()
             row_sizes = sizes[rows]
             table = self.tables[algorithm]
             table.chunks.append((prefix ^ (row_sizes.astype(np.uint64) * np.uint64(_MIX)),
                                  row_starts.astype(np.uint64) | np.uint64(base)))
             seen = np.zeros(_SIZE_BITS, np.bool_)
             seen[row_sizes % _SIZE_BITS] = True
-            bits = np.frombuffer(table.sizes, np.uint8)
+            bits = np.frombuffer(table.size_bits(), np.uint8)
             bits |= np.packbits(seen, bitorder="little")
             taken[rows] = True
         for row in np.flatnonzero(~taken).tolist():
@@ -304,7 +330,7 @@ class HashStore:
         name_end[rows] = np.minimum(third, ends[rows])
         name_end -= raw[np.maximum(name_end - 1, 0)] == 13  # CR
         name_len = name_end - c2 - 1
-        odd = (name_len < 1) | np.isin(raw[np.maximum(name_end - 1, 0)], _NOT_NAME_START)
+        odd = (name_len < 1) | _NOT_NAME_START[raw[np.maximum(name_end - 1, 0)]]
         short = np.clip(name_len, 0, 7).astype(np.uint64)
         head = words[np.clip(c2 + 1, 0, last_word)] & (
             (np.uint64(1) << (np.uint64(8) * short)) - np.uint64(1))
@@ -337,7 +363,8 @@ class HashStore:
         table = self.tables[algorithm]
         if len(table.any_keys):
             return True
-        return bool(table.sizes[(size % _SIZE_BITS) >> 3] & (1 << (size & 7)))
+        sizes = table.sizes
+        return bool(sizes) and bool(sizes[(size % _SIZE_BITS) >> 3] & (1 << (size & 7)))
 
     def lookup(self, algorithm: str, hexdigest: str, size: int) -> str | None:
         table = self.tables[algorithm]

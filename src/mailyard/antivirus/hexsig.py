@@ -240,12 +240,14 @@ def literal_bytes(tokens: tuple) -> bytes | None:
 
 # -- the load-time fast path -------------------------------------------------------------
 _JUMPS: dict[str, tuple[int, int | None]] = {}
+MAX_JUMP = 1 << 30  # summarize's default: larger jumps are left to parse() and YARA-X
 # Two fixed runs with one `??`, `*` or `{..}` between them: one regex match, no tokens.
 _TWO_RUNS = re.compile(r"((?:[0-9a-fA-F]{2})+)(\?\?|\*|\{[0-9-]*\})((?:[0-9a-fA-F]{2})+)")
 
 
-def _jump_span(body: str) -> tuple[int, int | None] | None:
-    """(low, high) of a jump's text between the braces; None when it is malformed."""
+def jump_span(body: str) -> tuple[int, int | None] | None:
+    """(low, high) of a jump's text between the braces; None when it is malformed.
+    Cached: a database repeats a few jumps many times."""
     span = _JUMPS.get(body)
     if span is None:
         try:
@@ -256,7 +258,7 @@ def _jump_span(body: str) -> tuple[int, int | None] | None:
     return span
 
 
-def summarize(text: str, min_run: int = 4, max_jump: int = 1 << 30):
+def summarize(text: str, min_run: int = 4, max_jump: int = MAX_JUMP):
     """What the anchored matcher needs of a signature, straight from its text, for the
     common shape — fixed runs, `??`, nibbles, `*`, `{..}` jumps and un-nested `(..|..)` /
     `!(..)` alternatives — with a top-level fixed run of at least `min_run` bytes:
@@ -270,7 +272,7 @@ def summarize(text: str, min_run: int = 4, max_jump: int = 1 << 30):
     two = _TWO_RUNS.fullmatch(text)
     if two is not None:  # the next most common shape: run, one gap, run
         first, gap, second = two.groups()
-        span = (1, 1) if gap == "??" else (0, None) if gap == "*" else _jump_span(gap[1:-1])
+        span = (1, 1) if gap == "??" else (0, None) if gap == "*" else jump_span(gap[1:-1])
         if span is not None and max(span[0], span[1] or 0) <= max_jump:
             size1, size2 = len(first) >> 1, len(second) >> 1
             high = None if span[1] is None else size1 + span[1] + size2
@@ -329,7 +331,7 @@ def summarize(text: str, min_run: int = 4, max_jump: int = 1 << 30):
                 span = (g_low, g_high)
         else:  # a jump (possibly malformed)
             covered += len(jump) + 2
-            span = _jump_span(jump)
+            span = jump_span(jump)
             if span is None or max(span[0], span[1] or 0) > max_jump:
                 return None
         if group is not None:

@@ -27,7 +27,7 @@ from pathlib import Path
 import yara_x
 
 from mailyard.antivirus import hexsig
-from mailyard.antivirus.anchors import AnchorIndex, MatchTimeout, plan, plan_summary
+from mailyard.antivirus.anchors import AnchorIndex, MatchTimeout, plan, windows
 from mailyard.antivirus.database import SignatureDatabase
 from mailyard.antivirus.logical import to_yara_condition
 
@@ -132,19 +132,28 @@ class Matcher:
         self._groups: dict[str, list[tuple[str, tuple | None]]] = {}
         self.anchors = AnchorIndex()
         self._yara_body = []
-        add = self.anchors.add
+        # The anchored rows, in signature order; those with a summary (nearly all) take
+        # their anchor's place in the run from one vector pass (`anchors.windows`).
+        rows = []
+        at = iter(windows([sig[6][0] for sig in db.body if sig[6] is not None])
+                  if anchored else ())
         for sig in db.body:
+            name, target, offset, tokens, _origin, text, summary = sig
+            if anchored and summary is not None:
+                run, pre_min, pre_max, total_max, only_run = summary
+                rows.append((name, target, None if offset == "*" else _offset_check(offset),
+                             run, next(at), pre_min, pre_max, total_max,
+                             None if only_run else text))
+                continue
             planned = None
-            if anchored and sig.summary is not None:
-                planned = plan_summary(sig.summary, sig.text)
-            elif anchored and _GROUPABLE_OFFSET.match(sig.offset):
-                planned = plan(sig.tokens, sig.text)
+            if anchored and _GROUPABLE_OFFSET.match(offset):
+                planned = plan(tokens, text)
             if planned is None:
                 self._yara_body.append(sig)
             else:
-                offset = sig.offset
-                add(sig.name, sig.target, None if offset == "*" else _offset_check(offset),
-                    planned)
+                rows.append((name, target, None if offset == "*" else _offset_check(offset),
+                             *planned))
+        self.anchors.extend(rows)
         self.anchors.finish()
         excluded: set[str] = set()
         reasons: dict[str, str] = {}
