@@ -45,7 +45,6 @@ class App:
         self._tls: ssl.SSLContext | None = None
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._pool_lock = threading.Lock()
-        self._pool_jobs: list = []  # the preload jobs of this App's fork server
         self._pool_started: asyncio.Future | None = None
         self._only: set[str] | None = None  # the services `start` was asked for
         self.stopping = asyncio.Event()
@@ -94,7 +93,7 @@ class App:
             if self._pool is None:
                 from mailyard.server import pool
 
-                self._pool_jobs = pool.start_fork_server(self.settings, self._only)
+                pool.start_fork_server(self.settings, self._only)
                 self._pool = concurrent.futures.ProcessPoolExecutor(
                     max_workers=os.cpu_count() or 2, mp_context=pool.context())
             return self._pool
