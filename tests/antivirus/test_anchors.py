@@ -248,8 +248,8 @@ def test_windows_and_anchor_words_are_those_of_each_run(runs):
     rich in the common bytes), and `finish` reads the anchor at that place."""
     assert windows(runs) == [_window(run) for run in runs]
     index = AnchorIndex()
-    for i, (run, at) in enumerate(zip(runs, windows(runs))):
-        index.add(f"S{i}", 0, None, (run, at, 0, 0, len(run), None))
+    index.extend([(f"S{i}", 0, None, run, at, 0, 0, len(run), None)
+                  for i, (run, at) in enumerate(zip(runs, windows(runs)))])
     index.finish()
     expected = [int.from_bytes(run[at:at + ANCHOR], "little")
                 for run, at in zip(runs, windows(runs))]

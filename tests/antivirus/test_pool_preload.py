@@ -210,7 +210,7 @@ db, cache = sys.argv[1], Path(sys.argv[2])
 worker.preload(db, dataclasses.asdict(ScanLimits()), str(cache))
 engine = worker.engine_for(db, ScanLimits(), 0, str(cache))
 before = sorted(p.name for p in cache.glob("*.yarx"))
-started_before = engine._saver.ident is not None
+started_before = engine._saver is not None
 child = os.fork()
 if child == 0:
     os._exit(0)

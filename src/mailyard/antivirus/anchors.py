@@ -147,9 +147,6 @@ class AnchorIndex:
     def __len__(self) -> int:
         return len(self.sigs)
 
-    def add(self, name: str, target: int, check, planned: tuple) -> None:
-        self.sigs.append((name, target, check, *planned))
-
     def extend(self, rows: list[tuple]) -> None:
         """Add signatures as rows of `sigs` (name, target, check, then `plan`'s tuple)."""
         self.sigs.extend(rows)

@@ -30,6 +30,7 @@ from mailyard.antivirus.from_config import (  # noqa: F401 - re-exported
     ENGINE_VERSION,
     cache_dir_for,
     limits_from_settings,
+    uses_builtin,
 )
 from mailyard.antivirus.matcher import Matcher
 from mailyard.antivirus.verdict import (
@@ -66,10 +67,10 @@ class VirusEngine:
         self.limits = limits or ScanLimits()
         self.from_cache = False
         self._saver: threading.Thread | None = None
+        self._pending_save: tuple | None = None  # the writer's arguments, until it starts
         # In the pool's fork server (`worker.preload`) the compiled cache is written only
         # after the first worker is forked (see `_start_saver`).
         self._cache_after_fork = cache_after_fork
-        self._delay = 0.0
         self._saver_lock = threading.Lock()
         self.database, self.matcher = self._load(database_dir, cache_dir)
         self.errors: list[str] = self.database.errors + self.matcher.errors
@@ -103,9 +104,7 @@ class VirusEngine:
                         matcher = Matcher(database)
                     # The engine is ready now; the cache is written beside the first scans,
                     # and the lock released when it is complete.
-                    self._saver = threading.Thread(
-                        target=self._save, name="antivirus-cache",
-                        args=(database, matcher, cache_dir, key, lock))
+                    self._pending_save = (database, matcher, cache_dir, key, lock)
                     self._start_saver()
                     lock = None
                     return database, matcher
@@ -135,27 +134,30 @@ class VirusEngine:
     def _begin_save(self, delay: float) -> None:
         """Start the writer, once (later calls do nothing)."""
         with self._saver_lock:
-            if self._saver is not None and self._saver.ident is None:
-                self._delay = delay
+            if self._pending_save is not None:
+                self._saver = threading.Thread(target=self._save, name="antivirus-cache",
+                                               args=(*self._pending_save, delay))
+                self._pending_save = None
                 self._saver.start()
 
     def wait_cache(self) -> None:
         """Wait until the compiled cache this engine writes in the background is on disk
         (starting the writer now if it waits for a fork)."""
+        self._begin_save(0.0)
         if self._saver is not None:
-            self._begin_save(0.0)
             self._saver.join()
 
-    def _save(self, database: SignatureDatabase, matcher: Matcher, cache_dir: Path, key: str,
-              lock: _CacheLock) -> None:
+    @staticmethod
+    def _save(database: SignatureDatabase, matcher: Matcher, cache_dir: Path, key: str,
+              lock: _CacheLock, delay: float) -> None:
         try:
             # Lowest CPU priority for this thread (Linux: a thread id is a process id
             # here): the cache must not slow the first scans it runs beside.
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         except (AttributeError, OSError):
             pass
-        if self._delay:
-            time.sleep(self._delay)
+        if delay:
+            time.sleep(delay)
         try:
             matcher.save(cache_dir, key, {
                 "db_errors": list(database.errors), "unsupported": database.unsupported,
@@ -172,11 +174,10 @@ class VirusEngine:
     def from_settings(cls, settings):
         """The configured engine: built-in, or a `ClamdBackend` when `[antivirus] backend`
         names a clamd socket (same interface)."""
-        backend = settings.antivirus.backend
-        if backend and backend != "builtin":
+        if not uses_builtin(settings):
             from mailyard.antivirus.backend import ClamdBackend
 
-            return ClamdBackend(backend, limits_from_settings(settings))
+            return ClamdBackend(settings.antivirus.backend, limits_from_settings(settings))
         return cls(settings.antivirus.databases or None, limits_from_settings(settings),
                    cache_dir=cache_dir_for(settings))
 
