@@ -144,6 +144,23 @@ def test_a_failed_preload_is_logged_and_scans_report_the_error(mailyard_server, 
         assert conn.recv(16) == b"PONG\0"  # the listener itself keeps serving
 
 
+def test_filter_with_a_missing_database_defers_and_loses_nothing(mailyard_server, tmp_path):
+    # The filter's engine now comes from the fork server's preload: when that fails, the
+    # failure is logged and every message is answered 451 (the queue keeps it), never 250.
+    import smtplib
+
+    srv = mailyard_server(services={"filter"}, toml=(
+        f'[antivirus]\ndatabases = "{tmp_path / "no-such-db"}"\n'))
+    srv.wait_for_log("pool preload mailyard.antivirus.worker:preload failed", timeout=60)
+    with smtplib.SMTP("127.0.0.1", srv.port("filter"), timeout=60) as client:
+        client.ehlo("queue.example")
+        client.mail("a@example.net")
+        client.rcpt("alice@example.test")
+        code, _ = client.data(b"From: a@example.net\r\nSubject: kept\r\n\r\nHello.\r\n")
+    assert code == 451
+    assert "no-such-db" in srv.wait_for_log("deferred reason=\"scan error\"", timeout=30)
+
+
 def test_run_jobs_runs_each_and_reports_failures(capsys):
     done = pool_warm.run_jobs('[["os:getpid", []], ["os.path:join", ["a", 2]], '
                               '["no.such.module:f", []]]')
